@@ -1,0 +1,66 @@
+"""loopaware_persist: loop-aware, safe, crash-consistent checkpoints for plumpy."""
+
+from __future__ import annotations
+
+from ._errors import (
+    BackendUnavailableError as BackendUnavailableError,
+    CheckpointNotFoundError as CheckpointNotFoundError,
+    CorruptCheckpointError as CorruptCheckpointError,
+    DecodeError as DecodeError,
+    DurabilityError as DurabilityError,
+    EncodeError as EncodeError,
+    LoopAwarePersistError as LoopAwarePersistError,
+    LoopBoundaryError as LoopBoundaryError,
+    NoEventLoopError as NoEventLoopError,
+    StaleCheckpointError as StaleCheckpointError,
+    StorageError as StorageError,
+    UnknownTagError as UnknownTagError,
+    UnsafeCheckpointError as UnsafeCheckpointError,
+)
+from ._hooks import ForeignException as ForeignException, default_registry as default_registry
+from ._loop import LoopContext as LoopContext
+from ._registry import Hook as Hook, HookRegistry as HookRegistry
+from ._snapshot import (
+    FutureSnapshot as FutureSnapshot,
+    FutureStatus as FutureStatus,
+    restore_future as restore_future,
+    snapshot_future as snapshot_future,
+)
+from .codecs import Codec as Codec, get_codec as get_codec
+
+__version__ = "0.1.0.dev0"
+
+__all__ = (
+    "BackendUnavailableError",
+    "CheckpointNotFoundError",
+    "Codec",
+    "CorruptCheckpointError",
+    "DecodeError",
+    "DurabilityError",
+    "EncodeError",
+    "ForeignException",
+    "FutureSnapshot",
+    "FutureStatus",
+    "Hook",
+    "HookRegistry",
+    "LoopAwarePersistError",
+    "LoopBoundaryError",
+    "LoopContext",
+    "NoEventLoopError",
+    "StaleCheckpointError",
+    "StorageError",
+    "UnknownTagError",
+    "UnsafeCheckpointError",
+    "default_registry",
+    "get_codec",
+    "restore_future",
+    "snapshot_future",
+)
+
+# Stored data and error messages name classes by module:qualname; pinning the public
+# module keeps old checkpoints readable when private modules are renamed (as httpx does).
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = "loopaware_persist"
+del _name, _obj

@@ -1,0 +1,145 @@
+"""The one error tree of loopaware_persist.
+
+Every error this package raises is a :class:`LoopAwarePersistError`, which is a
+:class:`plumpy.PersistenceError`, so plumpy and AiiDA code that already catches
+persistence failures keeps working. Each leaf also subclasses the builtin that
+callers of the operation would naturally catch::
+
+    plumpy.PersistenceError
+    └── LoopAwarePersistError
+        ├── EncodeError (TypeError)            a value cannot be stored
+        ├── DecodeError (ValueError)           stored bytes cannot be turned back
+        │   ├── CorruptCheckpointError         damaged, truncated or foreign bytes
+        │   ├── UnknownTagError                a type tag no registry here knows
+        │   └── UnsafeCheckpointError          names code outside the allow-list
+        ├── NoEventLoopError (RuntimeError)    no usable loop to restore onto
+        ├── LoopBoundaryError (RuntimeError)   a future bound to the wrong loop
+        └── StorageError                       the store failed
+            ├── CheckpointNotFoundError (LookupError)
+            ├── StaleCheckpointError           another writer saved first
+            ├── DurabilityError (OSError)      a write/fsync/replace failed
+            └── BackendUnavailableError (ConnectionError)
+
+Context rides on attributes (``path``, ``tag``, ``pid``...) as well as in the
+message, which always says what went wrong, where, and what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+from plumpy import PersistenceError
+
+__all__ = (
+    "BackendUnavailableError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "DecodeError",
+    "DurabilityError",
+    "EncodeError",
+    "LoopAwarePersistError",
+    "LoopBoundaryError",
+    "NoEventLoopError",
+    "StaleCheckpointError",
+    "StorageError",
+    "UnknownTagError",
+    "UnsafeCheckpointError",
+)
+
+
+class LoopAwarePersistError(PersistenceError):
+    """Base of every error raised by loopaware_persist."""
+
+
+class EncodeError(LoopAwarePersistError, TypeError):
+    """A value in a bundle cannot be encoded.
+
+    :ivar path: where in the bundle the value sits, e.g. ``_state.ctx['x'][3]``
+    """
+
+    def __init__(self, msg: str, *, path: str = "") -> None:
+        super().__init__(msg)
+        self.path = path
+
+
+class DecodeError(LoopAwarePersistError, ValueError):
+    """Stored bytes cannot be decoded back into a bundle."""
+
+
+class CorruptCheckpointError(DecodeError):
+    """A record is damaged: truncated, bit-flipped, spliced, or not a record at all."""
+
+
+class UnknownTagError(DecodeError):
+    """A record carries a type tag that the registry in use does not know.
+
+    :ivar tag: the unknown tag
+    """
+
+    def __init__(self, msg: str, *, tag: str = "") -> None:
+        super().__init__(msg)
+        self.tag = tag
+
+
+class UnsafeCheckpointError(DecodeError):
+    """A record names a class or callable that a safe load may not import or run.
+
+    :ivar name: the ``module:qualname`` (or module) the record asked for
+    """
+
+    def __init__(self, msg: str, *, name: str = "") -> None:
+        super().__init__(msg)
+        self.name = name
+
+
+class NoEventLoopError(LoopAwarePersistError, RuntimeError):
+    """No usable event loop: none was given, none is running, or the one given is closed."""
+
+
+class LoopBoundaryError(LoopAwarePersistError, RuntimeError):
+    """Futures in a restored object graph belong to a loop other than the target.
+
+    :ivar paths: the path of each foreign future in the graph
+    """
+
+    def __init__(self, msg: str, *, paths: Sequence[str] = ()) -> None:
+        super().__init__(msg)
+        self.paths = tuple(paths)
+
+
+class StorageError(LoopAwarePersistError):
+    """The storage backend failed to read, write, list or delete a record."""
+
+
+class CheckpointNotFoundError(StorageError, LookupError):
+    """No checkpoint is stored under the given pid and tag.
+
+    :ivar pid: the process id asked for
+    :ivar tag: the checkpoint tag asked for (``None`` for the untagged one)
+    """
+
+    def __init__(self, msg: str, *, pid: Hashable = None, tag: str | None = None) -> None:
+        super().__init__(msg)
+        self.pid = pid
+        self.tag = tag
+
+
+class StaleCheckpointError(StorageError):
+    """A compare-and-set save lost: another writer saved a newer version first.
+
+    :ivar expected: the version the writer expected to replace
+    :ivar actual: the version actually stored (0 when none is)
+    """
+
+    def __init__(self, msg: str, *, expected: int | None = None, actual: int | None = None) -> None:
+        super().__init__(msg)
+        self.expected = expected
+        self.actual = actual
+
+
+class DurabilityError(StorageError, OSError):
+    """A write, flush, fsync or rename failed; the previous record is untouched."""
+
+
+class BackendUnavailableError(StorageError, ConnectionError):
+    """The storage server could not be reached after bounded retries."""

@@ -1,0 +1,368 @@
+"""The built-in hooks: what every checkpoint may hold, and ``default_registry``.
+
+Each hook turns a value into a short list of fields and back. Tags are stable
+strings chosen here, never ``module:qualname``, so moving code never breaks a
+checkpoint; where a class must be named (enums, exceptions, class references,
+allowed objects) the name is resolved through the allow-list on load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import datetime as dt
+import decimal
+import enum
+import pathlib
+import traceback
+import uuid
+import zoneinfo
+from typing import Any
+
+import plumpy
+from plumpy.utils import AttributesFrozendict, Frozendict
+
+from ._errors import CorruptCheckpointError, EncodeError
+from ._registry import HookRegistry, class_name
+from ._snapshot import FutureSnapshot, FutureStatus, snapshot_future
+
+__all__ = ("ForeignException", "configure_defaults", "default_registry")
+
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class ForeignException(Exception):  # noqa: N818 - it stands for an exception, it is not an error of ours
+    """Stand-in for a stored exception whose class a safe load may not import.
+
+    The original class is never imported; its name and message survive.
+
+    :param type_name: ``module:QualName`` of the original exception class
+    :param message: ``str()`` of the original exception
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+def _corrupt(what: str, fields: Any) -> CorruptCheckpointError:
+    msg = f"Malformed {what} in checkpoint: {fields!r:.200}. The record is damaged or crafted."
+    return CorruptCheckpointError(msg)
+
+
+# region plain value types
+
+
+def _enc_int(value: int) -> list[Any]:
+    return [str(value)]
+
+
+def _dec_int(fields: list[Any]) -> int:
+    (text,) = fields
+    if not isinstance(text, str) or len(text) > 10_000:
+        raise _corrupt("big integer", fields)
+    return int(text)
+
+
+def _enc_datetime(value: dt.datetime) -> list[Any]:
+    return [
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond, value.fold, value.tzinfo,
+    ]  # fmt: skip
+
+
+def _dec_datetime(fields: list[Any]) -> dt.datetime:
+    *parts, fold, tz = fields
+    return dt.datetime(*parts, fold=fold, tzinfo=tz)  # noqa: DTZ001 - tz is the stored one
+
+
+def _enc_time(value: dt.time) -> list[Any]:
+    return [value.hour, value.minute, value.second, value.microsecond, value.fold, value.tzinfo]
+
+
+def _dec_time(fields: list[Any]) -> dt.time:
+    *parts, fold, tz = fields
+    return dt.time(*parts, fold=fold, tzinfo=tz)
+
+
+def _enc_timezone(value: dt.timezone) -> list[Any]:
+    offset = value.utcoffset(None)
+    # Keep the name only when one was given explicitly (timezone(offset, "CET")).
+    name = value.tzname(None)
+    return [offset, None if dt.timezone(offset).tzname(None) == name else name]
+
+
+def _dec_timezone(fields: list[Any]) -> dt.timezone:
+    offset, name = fields
+    return dt.timezone(offset) if name is None else dt.timezone(offset, name)
+
+
+def _enc_zoneinfo(value: zoneinfo.ZoneInfo) -> list[Any]:
+    if value.key is None:
+        msg = f"Cannot store {value!r}: a ZoneInfo read from a file has no key to restore it by."
+        raise EncodeError(msg)
+    return [value.key]
+
+
+def _dec_zoneinfo(fields: list[Any]) -> zoneinfo.ZoneInfo:
+    (key,) = fields
+    try:
+        return zoneinfo.ZoneInfo(key)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError, TypeError) as error:
+        raise _corrupt("time zone", fields) from error
+
+
+_PATHS: dict[str, type[pathlib.PurePath]] = {
+    cls.__name__: cls
+    for cls in (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath)
+}
+
+
+def _dec_path(fields: list[Any]) -> pathlib.PurePath:
+    kind, text = fields
+    try:
+        return _PATHS[kind](text)
+    except (KeyError, TypeError, NotImplementedError) as error:
+        raise _corrupt("path", fields) from error
+
+
+def _dec_uuid(fields: list[Any]) -> uuid.UUID:
+    (raw,) = fields
+    return uuid.UUID(bytes=raw)
+
+
+def _dec_bundle(fields: list[Any]) -> plumpy.Bundle:
+    (mapping,) = fields
+    if type(mapping) is not dict:
+        raise _corrupt("bundle", fields)
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(bundle, mapping)
+    return bundle
+
+
+def _dec_frozendict(cls: type[Frozendict]) -> Any:
+    def decode(fields: list[Any]) -> Frozendict:
+        (mapping,) = fields
+        if type(mapping) is not dict:
+            raise _corrupt(cls.__name__, fields)
+        return cls(mapping)
+
+    return decode
+
+
+# endregion
+
+# region futures
+
+
+def _is_future(cls: type) -> bool:
+    return issubclass(cls, (asyncio.Future, concurrent.futures.Future))
+
+
+def _enc_snapshot(value: Any) -> list[Any]:
+    snap = value if isinstance(value, FutureSnapshot) else snapshot_future(value)
+    return [snap.status.value, snap.result, snap.exception, snap.cancel_message]
+
+
+def _dec_snapshot(fields: list[Any]) -> FutureSnapshot:
+    status, result, exception, cancel_message = fields
+    try:
+        return FutureSnapshot(
+            status=FutureStatus(status),
+            result=result,
+            exception=exception,
+            cancel_message=cancel_message,
+        )
+    except (ValueError, TypeError) as error:
+        raise _corrupt("future snapshot", fields) from error
+
+
+# endregion
+
+# region classes, enums, exceptions, objects (these consult the allow-list)
+
+
+def _enc_class(value: type, _registry: HookRegistry) -> list[Any]:
+    return [class_name(value)]
+
+
+def _dec_class(fields: list[Any], registry: HookRegistry) -> type:
+    (name,) = fields
+    return registry.resolve(name, "class")
+
+
+def _enc_enum(value: enum.Enum, _registry: HookRegistry) -> list[Any]:
+    return [class_name(type(value)), value.value]
+
+
+def _dec_enum(fields: list[Any], registry: HookRegistry) -> enum.Enum:
+    name, value = fields
+    cls = registry.resolve(name, "enum")
+    try:
+        return cls(value)  # type: ignore[no-any-return]
+    except ValueError as error:
+        raise _corrupt(f"member of {name}", fields) from error
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not stop a save
+        return repr(exc.args)
+
+
+def _enc_exception(value: BaseException, _registry: HookRegistry) -> list[Any]:
+    tb = value.__traceback__
+    return [
+        class_name(type(value)),
+        list(value.args),
+        _message(value),
+        dict(vars(value)) or None,
+        value.__cause__,
+        value.__context__,
+        value.__suppress_context__,
+        "".join(traceback.format_tb(tb)) if tb is not None else None,
+    ]
+
+
+def _dec_exception(fields: list[Any], registry: HookRegistry) -> BaseException:
+    name, args, message, state, cause, context, suppress, tb_text = fields
+    if not isinstance(name, str) or not isinstance(args, list):
+        raise _corrupt("exception", fields)
+    try:
+        cls = registry.resolve(name, "exception")
+    except CorruptCheckpointError:
+        raise
+    except Exception:  # noqa: BLE001 - any refusal means: do not import it, stand in for it
+        exc: BaseException = ForeignException(name, str(message))
+    else:
+        try:
+            exc = cls.__new__(cls, *args)
+        except Exception:  # noqa: BLE001 - a custom __new__; fall back to the base one
+            exc = BaseException.__new__(cls)
+        exc.args = tuple(args)
+        if state:
+            if not isinstance(state, dict):
+                raise _corrupt("exception state", fields)
+            exc.__dict__.update(state)
+    exc.__cause__ = cause
+    exc.__context__ = context
+    exc.__suppress_context__ = bool(suppress)
+    if tb_text:
+        exc.add_note(f"Traceback when the checkpoint was saved:\n{tb_text}".rstrip())
+    return exc
+
+
+def _enc_object(value: Any, _registry: HookRegistry) -> list[Any]:
+    state = value.__getstate__()
+    return [class_name(type(value)), state]
+
+
+def _dec_object(fields: list[Any], registry: HookRegistry) -> Any:
+    name, state = fields
+    cls = registry.resolve(name, "object")
+    # As pickle's default reduce does: no __init__, state put back as saved.
+    obj = object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)
+    setstate = getattr(obj, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+        return obj
+    slots: Any = None
+    if isinstance(state, tuple) and len(state) == 2:
+        state, slots = state
+    if state:
+        if not isinstance(state, dict):
+            raise _corrupt(f"state of {name}", fields)
+        obj.__dict__.update(state)
+    if slots:
+        if not isinstance(slots, dict):
+            raise _corrupt(f"slots of {name}", fields)
+        for key, val in slots.items():
+            object.__setattr__(obj, key, val)
+    return obj
+
+
+# endregion
+
+
+def configure_defaults(registry: HookRegistry) -> None:
+    """Register the built-in hooks on ``registry``.
+
+    :param registry: a registry that has none of the built-in tags yet
+    """
+    reg = registry.register
+    reg(tuple, tag="tuple", encode=list, decode=tuple)
+    reg(set, tag="set", encode=list, decode=set)
+    reg(frozenset, tag="frozenset", encode=list, decode=frozenset)
+    reg(bytearray, tag="bytearray", encode=lambda v: [bytes(v)], decode=lambda f: bytearray(f[0]))
+    reg(complex, tag="complex", encode=lambda v: [v.real, v.imag], decode=lambda f: complex(*f))
+    reg(
+        collections.OrderedDict,
+        tag="odict",
+        encode=lambda v: [list(v.items())],
+        decode=lambda f: collections.OrderedDict(f[0]),
+    )
+    registry.register_predicate(
+        lambda cls: cls is int, tag="bigint", encode=_enc_int, decode=_dec_int
+    )
+    reg(uuid.UUID, tag="uuid", encode=lambda v: [v.bytes], decode=_dec_uuid)
+    reg(dt.datetime, tag="datetime", encode=_enc_datetime, decode=_dec_datetime)
+    reg(dt.date, tag="date", encode=lambda v: [v.year, v.month, v.day], decode=lambda f: dt.date(*f))
+    reg(dt.time, tag="time", encode=_enc_time, decode=_dec_time)
+    reg(
+        dt.timedelta,
+        tag="timedelta",
+        encode=lambda v: [v.days, v.seconds, v.microseconds],
+        decode=lambda f: dt.timedelta(*f),
+    )
+    reg(dt.timezone, tag="timezone", encode=_enc_timezone, decode=_dec_timezone)
+    reg(zoneinfo.ZoneInfo, tag="zoneinfo", encode=_enc_zoneinfo, decode=_dec_zoneinfo)
+    reg(decimal.Decimal, tag="decimal", encode=lambda v: [str(v)], decode=lambda f: decimal.Decimal(f[0]))
+    reg(pathlib.PurePath, tag="path", encode=lambda v: [type(v).__name__, str(v)], decode=_dec_path)
+    reg(plumpy.Bundle, tag="bundle", encode=lambda v: [dict(v)], decode=_dec_bundle)
+    reg(
+        AttributesFrozendict,
+        tag="attrdict",
+        encode=lambda v: [dict(v)],
+        decode=_dec_frozendict(AttributesFrozendict),
+    )
+    reg(Frozendict, tag="frozendict", encode=lambda v: [dict(v)], decode=_dec_frozendict(Frozendict))
+    reg(FutureSnapshot, tag="future", encode=_enc_snapshot, decode=_dec_snapshot)
+    # Futures of every kind are stored as the snapshot they would give.
+    registry.register_predicate(_is_future, tag="future-live", encode=_enc_snapshot, decode=_dec_snapshot)
+    contextual = registry._add  # noqa: SLF001 - the built-ins need the registry itself
+    from ._registry import Hook
+
+    contextual(
+        Hook(tag="class", encode=_enc_class, decode=_dec_class, contextual=True,
+             predicate=lambda cls: issubclass(cls, type))
+    )  # fmt: skip
+    contextual(
+        Hook(tag="enum", encode=_enc_enum, decode=_dec_enum, contextual=True,
+             predicate=lambda cls: issubclass(cls, enum.Enum))
+    )  # fmt: skip
+    contextual(
+        Hook(tag="exception", encode=_enc_exception, decode=_dec_exception, contextual=True,
+             predicate=lambda cls: issubclass(cls, BaseException))
+    )  # fmt: skip
+    # The fallback for allowed classes without a hook of their own: never matched by
+    # predicate, only chosen by HookRegistry.hook_for after the allow-list says yes.
+    contextual(
+        Hook(tag="object", encode=_enc_object, decode=_dec_object, contextual=True,
+             predicate=lambda cls: False)
+    )  # fmt: skip
+
+
+def _make_default() -> HookRegistry:
+    registry = HookRegistry()
+    configure_defaults(registry)
+    return registry
+
+
+#: The registry every codec uses unless given another: builtins, plumpy and kiwipy types.
+default_registry: HookRegistry = _make_default()

@@ -1,0 +1,422 @@
+"""Type tags and the allow-list: what a checkpoint may contain and what a load may revive.
+
+A :class:`HookRegistry` maps Python types to stable string tags, each with an
+``encode`` hook (value -> list of fields) and a ``decode`` hook (fields -> value).
+Codecs consult it for every value they cannot write natively. Lookup follows
+cattrs' ``Converter``: exact class and MRO through :func:`functools.singledispatch`,
+then predicate hooks newest first, memoised per class, the memo cleared on every
+registration. Unlike cattrs, an exception raised by a predicate propagates.
+
+The registry also owns the *allow-list*: the only modules and classes a safe load
+may import. Class names found in a checkpoint (``module:qualname``) are resolved
+through :meth:`HookRegistry.resolve`, which refuses anything not allowed with an
+:class:`UnsafeCheckpointError` *before* importing it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+import functools
+import importlib
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from ._errors import EncodeError, UnknownTagError, UnsafeCheckpointError
+
+__all__ = ("Hook", "HookRegistry", "class_name")
+
+T = TypeVar("T")
+Kind = Literal["class", "exception", "enum", "savable", "object", "pickle"]
+
+#: Modules whose classes of the kinds in ``_LIBRARY_KINDS`` a load may revive by default.
+DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy", "loopaware_persist")
+# For the library modules above, reviving is limited to inert kinds: a class
+# reference, an exception, an enum member, a Savable (which plumpy rebuilds
+# through recreate_from) or a type with a hook. Arbitrary plumpy objects such as
+# PicklePersister have side effects when constructed, so they need an explicit allow.
+_LIBRARY_KINDS = frozenset({"class", "exception", "enum", "savable"})
+# Standard-library modules whose value types have hooks; importing them is inert.
+_STDLIB_MODULES = ("collections", "datetime", "decimal", "pathlib", "uuid", "zoneinfo")
+
+# Builtins a checkpoint may name: value types and exceptions, never callables
+# such as eval, exec, getattr or __import__.
+_SAFE_BUILTINS = frozenset(
+    {
+        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int",
+        "list", "range", "set", "slice", "str", "tuple",
+    }
+)  # fmt: skip
+
+
+def class_name(cls: type) -> str:
+    """:return: the ``module:qualname`` under which ``cls`` is stored"""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _split(name: str) -> tuple[str, str]:
+    module, sep, qualname = name.partition(":")
+    parts = qualname.split(".")
+    if (
+        not sep
+        or not module
+        or not all(p.isidentifier() for p in module.split("."))
+        or not all(p.isidentifier() and not p.startswith("__") for p in parts)
+    ):
+        msg = (
+            f"Malformed class reference {name!r} in checkpoint: expected 'module:QualName' "
+            "with identifiers only. The checkpoint is damaged or was crafted."
+        )
+        raise UnsafeCheckpointError(msg, name=name)
+    return module, qualname
+
+
+@attrs.frozen(kw_only=True)
+class Hook:
+    """How one type is stored.
+
+    :param tag: the stable string stored with the value, e.g. ``"uuid"``
+    :param encode: turns a value into a list of fields (themselves encodable)
+    :param decode: turns the decoded list of fields back into a value
+    :param cls: the class the hook is registered for, or ``None`` for a predicate hook
+    :param predicate: for predicate hooks, which classes the hook handles
+    :param contextual: internal: hooks that need the registry get it as a second argument
+    """
+
+    tag: str
+    encode: Callable[..., list[Any]]
+    decode: Callable[..., Any]
+    cls: type | None = None
+    predicate: Callable[[type], bool] | None = None
+    contextual: bool = False
+
+
+def _no_hook(_obj: object) -> Hook | None:
+    return None
+
+
+class HookRegistry:
+    """Python type <-> stable tag, with encode/decode hooks and the allow-list.
+
+    :param allow: modules (``"myapp"`` also allows ``"myapp.sub"``), exact class names
+        (``"myapp.calcs:Relax"``) or classes that a load may revive, besides plumpy's
+        and this package's own
+    """
+
+    def __init__(self, *, allow: Iterable[str | type] = ()) -> None:
+        self._by_tag: dict[str, Hook] = {}
+        self._dispatch = functools.singledispatch(_no_hook)
+        self._predicates: list[Hook] = []  # newest first
+        self._cache: dict[type, Hook | None] = {}
+        self._allowed_modules: set[str] = set()
+        self._allowed_names: set[str] = set()
+        self._resolved: dict[tuple[str, str], type] = {}
+        self._hooked: dict[tuple[str, str], type] = {}
+        self.allow(*allow)
+
+    # region registration
+
+    def register(
+        self,
+        cls: type,
+        *,
+        tag: str,
+        encode: Callable[[Any], list[Any]],
+        decode: Callable[[list[Any]], Any],
+    ) -> None:
+        """Store instances of ``cls`` (and, unless overridden, its subclasses) under ``tag``.
+
+        :param cls: the class to handle
+        :param tag: a stable string; changing it later breaks old checkpoints
+        :param encode: value -> list of fields, each itself encodable
+        :param decode: list of decoded fields -> value
+        :raises ValueError: if ``tag`` is already registered
+        """
+        self._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls))
+
+    def register_predicate(
+        self,
+        predicate: Callable[[type], bool],
+        *,
+        tag: str,
+        encode: Callable[[Any], list[Any]],
+        decode: Callable[[list[Any]], Any],
+    ) -> None:
+        """Store instances of every class for which ``predicate(cls)`` is true under ``tag``.
+
+        Predicate hooks are tried after class hooks, newest first.
+
+        :param predicate: class -> whether this hook handles it; its exceptions propagate
+        :param tag: a stable string
+        :param encode: value -> list of fields
+        :param decode: list of decoded fields -> value
+        :raises ValueError: if ``tag`` is already registered
+        """
+        self._add(Hook(tag=tag, encode=encode, decode=decode, predicate=predicate))
+
+    def hook(self, cls: type, *, tag: str) -> Callable[[type[T]], type[T]]:
+        """Decorator form: register a class holding ``encode`` and ``decode`` staticmethods.
+
+        .. code-block:: python
+
+            @registry.hook(Point, tag="myapp.point")
+            class _PointHook:
+                @staticmethod
+                def encode(p: Point) -> list[Any]:
+                    return [p.x, p.y]
+
+                @staticmethod
+                def decode(fields: list[Any]) -> Point:
+                    return Point(*fields)
+
+        :param cls: the class to handle
+        :param tag: a stable string
+        :return: a decorator that registers and returns the decorated holder
+        """
+
+        def decorate(holder: type[T]) -> type[T]:
+            self.register(cls, tag=tag, encode=holder.encode, decode=holder.decode)  # type: ignore[attr-defined]
+            return holder
+
+        return decorate
+
+    def _add(self, hook: Hook) -> None:
+        if hook.tag in self._by_tag:
+            msg = (
+                f"Tag {hook.tag!r} is already registered (for {self._by_tag[hook.tag].cls!r}). "
+                "Tags are stored in checkpoints and must be unique; choose another one."
+            )
+            raise ValueError(msg)
+        if not hook.tag or not isinstance(hook.tag, str):
+            msg = f"A tag must be a non-empty string, not {hook.tag!r}."
+            raise ValueError(msg)
+        self._by_tag[hook.tag] = hook
+        if hook.cls is not None:
+            self._dispatch.register(hook.cls, lambda _obj, _hook=hook: _hook)
+            self._hooked[(hook.cls.__module__, hook.cls.__qualname__)] = hook.cls
+        else:
+            self._predicates.insert(0, hook)
+        self._cache.clear()
+        self._resolved.clear()
+
+    def copy(self) -> HookRegistry:
+        """:return: an independent registry with the same hooks and allow-list"""
+        new = HookRegistry()
+        new._allowed_modules = set(self._allowed_modules)
+        new._allowed_names = set(self._allowed_names)
+        for hook in reversed(self._predicates):
+            new._add(hook)
+        for hook in self._by_tag.values():
+            if hook.cls is not None:
+                new._add(hook)
+        return new
+
+    # endregion
+
+    # region lookup
+
+    def hook_for(self, cls: type) -> Hook | None:
+        """Find the hook that stores instances of ``cls``.
+
+        :param cls: the class of the value
+        :return: its hook, or ``None`` if the registry cannot store it
+        """
+        try:
+            return self._cache[cls]
+        except KeyError:
+            pass
+        found: Hook | None = self._dispatch.dispatch(cls)(None)
+        if found is None:
+            for hook in self._predicates:
+                assert hook.predicate is not None
+                if hook.predicate(cls):
+                    found = hook
+                    break
+        if found is None and self.may_revive(cls, "object"):
+            found = self._by_tag.get("object")
+        self._cache[cls] = found
+        return found
+
+    def encode_value(self, value: Any) -> tuple[str, list[Any]]:
+        """Turn a value the codec cannot write natively into ``(tag, fields)``.
+
+        :param value: the value
+        :raises EncodeError: if no hook handles its type
+        :return: the tag and the list of fields to write
+        """
+        hook = self.hook_for(type(value))
+        if hook is None:
+            cls = type(value)
+            msg = (
+                f"Unsupported type {cls!r}: no hook is registered for it and "
+                f"{class_name(cls)!r} is not on the allow-list. Register a hook with "
+                "registry.register(...) or allow its module with allow=[...]."
+            )
+            raise EncodeError(msg)
+        if hook.contextual:
+            return hook.tag, hook.encode(value, self)
+        return hook.tag, hook.encode(value)
+
+    def decode_value(self, tag: str, fields: list[Any]) -> Any:
+        """Turn ``(tag, fields)`` read from a checkpoint back into a value.
+
+        :param tag: the stored tag
+        :param fields: the decoded fields
+        :raises UnknownTagError: if no hook has this tag
+        :return: the value
+        """
+        try:
+            hook = self._by_tag[tag]
+        except KeyError:
+            known = ", ".join(sorted(self._by_tag)) or "none"
+            msg = (
+                f"Unknown type tag {tag!r} in checkpoint (known tags: {known}). It was written "
+                "with a hook this registry lacks: register it before loading."
+            )
+            raise UnknownTagError(msg, tag=tag) from None
+        if hook.contextual:
+            return hook.decode(fields, self)
+        return hook.decode(fields)
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """:return: every registered tag"""
+        return frozenset(self._by_tag)
+
+    # endregion
+
+    # region allow-list
+
+    def allow(self, *entries: str | type) -> None:
+        """Let loads revive more classes.
+
+        :param entries: module names (``"myapp"``, covering submodules), exact
+            ``"module:QualName"`` names, or classes
+        """
+        for entry in entries:
+            if isinstance(entry, type):
+                self._allowed_names.add(class_name(entry))
+            elif ":" in entry:
+                _split(entry)
+                self._allowed_names.add(entry)
+            else:
+                self._allowed_modules.add(entry)
+        self._cache.clear()
+        self._resolved.clear()
+
+    @property
+    def allowed(self) -> tuple[str, ...]:
+        """:return: what the user allowed, besides the defaults (sorted)"""
+        return tuple(sorted(self._allowed_modules | self._allowed_names))
+
+    @staticmethod
+    def _in(module: str, modules: Iterable[str]) -> bool:
+        return any(module == m or module.startswith(m + ".") for m in modules)
+
+    def _user_allows(self, module: str, qualname: str) -> bool:
+        return f"{module}:{qualname}" in self._allowed_names or self._in(
+            module, self._allowed_modules
+        )
+
+    def may_import(self, module: str, qualname: str) -> bool:
+        """:return: whether a load may import ``module`` to look up ``qualname``"""
+        if module == "builtins":
+            return qualname in _SAFE_BUILTINS or _is_builtin_exception(qualname)
+        return (
+            self._user_allows(module, qualname)
+            or self._in(module, DEFAULT_MODULES)
+            or module in _STDLIB_MODULES
+            or (module, qualname) in self._hooked
+        )
+
+    def may_revive(self, cls: type, kind: Kind) -> bool:
+        """:return: whether a load may revive ``cls`` as a ``kind``"""
+        module, qualname = cls.__module__, cls.__qualname__
+        if not self.may_import(module, qualname):
+            return False
+        if kind == "exception" and not issubclass(cls, BaseException):
+            return False
+        if kind == "enum" and not issubclass(cls, enum.Enum):
+            return False
+        if kind == "savable" and not _is_savable(cls):
+            return False
+        if self._user_allows(module, qualname) or self.hook_for_exact(cls):
+            return True
+        if kind == "pickle":
+            # Unpickling *calls* what it finds, so only value types, exceptions
+            # and enums qualify unless the user allowed more.
+            if module == "builtins" or issubclass(cls, (BaseException, enum.Enum)):
+                return True
+            if _is_savable(cls):
+                # plumpy classes stored as values (a process class in a context)
+                return True
+            hook = self.hook_for(cls)
+            return hook is not None and hook.cls is not None
+        if module == "builtins":
+            return kind in {"class", "exception"}
+        if module in _STDLIB_MODULES:
+            return kind == "class"
+        return kind in _LIBRARY_KINDS
+
+    def hook_for_exact(self, cls: type) -> bool:
+        """:return: whether a class hook is registered for exactly ``cls``"""
+        return self._hooked.get((cls.__module__, cls.__qualname__)) is cls
+
+    def resolve(self, name: str, kind: Kind = "class") -> type:
+        """Import the class a checkpoint names, if and only if the allow-list permits it.
+
+        :param name: ``module:QualName`` as stored
+        :param kind: what the class will be used as; narrows what is accepted
+        :raises UnsafeCheckpointError: if the name is malformed, not allowed, or not a class
+            of the right kind; nothing outside the allow-list is imported
+        :return: the class
+        """
+        module, qualname = _split(name)
+        key = (module, qualname)
+        cls = self._resolved.get(key)
+        if cls is None:
+            if not self.may_import(module, qualname):
+                raise _refuse(name, "its module is not on the allow-list")
+            try:
+                obj: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError) as error:
+                msg = (
+                    f"Checkpoint names {name!r}, which cannot be imported here ({error}). "
+                    "Install the code that wrote it, or check the allow-list entry."
+                )
+                raise UnsafeCheckpointError(msg, name=name) from error
+            if not isinstance(obj, type):
+                raise _refuse(name, "it is not a class")
+            cls = obj
+        if not self.may_revive(cls, kind):
+            why = "unpickling would call it" if kind == "pickle" else f"it is not allowed as {kind!r}"
+            raise _refuse(name, why)
+        self._resolved[key] = cls
+        return cls
+
+    # endregion
+
+
+def _refuse(name: str, why: str) -> UnsafeCheckpointError:
+    msg = (
+        f"Refusing to load {name!r}: {why}. A safe load only revives plumpy's classes, "
+        "registered types and what you allow. If you trust this checkpoint's code, add its "
+        "module to allow=[...] (or pass trusted=True to skip the check)."
+    )
+    return UnsafeCheckpointError(msg, name=name)
+
+
+def _is_builtin_exception(qualname: str) -> bool:
+    obj = getattr(builtins, qualname, None)
+    return isinstance(obj, type) and issubclass(obj, BaseException)
+
+
+def _is_savable(cls: type) -> bool:
+    savable = sys.modules.get("plumpy.persistence")
+    return savable is not None and issubclass(cls, savable.Savable)
+

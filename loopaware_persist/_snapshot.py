@@ -1,0 +1,176 @@
+"""Futures at rest: a future's state, with nothing tied to a loop or a thread.
+
+A :class:`FutureSnapshot` holds what a future *is* (pending, finished with a
+result, failed with an exception, cancelled with an optional message) and
+nothing of what it is *attached to*: no loop, no callbacks, no lock. Saving
+takes a snapshot of any ``asyncio.Future`` (plumpy's ``SavableFuture`` and
+``CancellableAction`` included) or ``concurrent.futures.Future`` (what kiwipy
+hands back); loading turns the snapshot into a fresh ``asyncio.Future`` on the
+loop the loader names (see :func:`restore_future`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._errors import EncodeError
+
+if TYPE_CHECKING:
+    from ._loop import LoopContext
+
+__all__ = ("FutureSnapshot", "FutureStatus", "restore_future", "snapshot_future")
+
+
+class FutureStatus(str, enum.Enum):
+    """The state a future was in when it was snapshotted.
+
+    String-valued so that stored checkpoints do not depend on asyncio's
+    private ``_PENDING``/``_FINISHED`` constants (which plumpy compares against).
+    """
+
+    PENDING = "pending"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def _check_consistent(instance: FutureSnapshot, _attr: Any, _value: Any) -> None:
+    status = instance.status
+    if status is not FutureStatus.FINISHED and instance.result is not None:
+        msg = f"A {status.value} future snapshot cannot carry a result ({instance.result!r})."
+        raise ValueError(msg)
+    if (status is FutureStatus.FAILED) != (instance.exception is not None):
+        msg = (
+            "A future snapshot carries an exception exactly when its status is 'failed'; "
+            f"got status {status.value!r} with exception {instance.exception!r}."
+        )
+        raise ValueError(msg)
+    if status is not FutureStatus.CANCELLED and instance.cancel_message is not None:
+        msg = f"Only a cancelled future snapshot has a cancel message (status {status.value!r})."
+        raise ValueError(msg)
+
+
+@attrs.frozen
+class FutureSnapshot:
+    """The state of a future, and only its state.
+
+    :param status: which of the four states the future was in
+    :param result: the result of a ``finished`` future, else ``None``
+    :param exception: the exception of a ``failed`` future, else ``None``
+    :param cancel_message: the message a ``cancelled`` future was cancelled with, if any
+    """
+
+    status: FutureStatus = attrs.field(converter=FutureStatus, validator=_check_consistent)
+    result: Any = None
+    exception: BaseException | None = None
+    cancel_message: str | None = None
+
+    @classmethod
+    def pending(cls) -> FutureSnapshot:
+        """:return: a snapshot of a future that has not completed yet"""
+        return cls(status=FutureStatus.PENDING)
+
+    @classmethod
+    def finished(cls, result: Any) -> FutureSnapshot:
+        """:return: a snapshot of a future that completed with ``result``"""
+        return cls(status=FutureStatus.FINISHED, result=result)
+
+    @classmethod
+    def failed(cls, exception: BaseException) -> FutureSnapshot:
+        """:return: a snapshot of a future that completed with ``exception``"""
+        return cls(status=FutureStatus.FAILED, exception=exception)
+
+    @classmethod
+    def cancelled(cls, message: str | None = None) -> FutureSnapshot:
+        """:return: a snapshot of a cancelled future, keeping its cancel message"""
+        return cls(status=FutureStatus.CANCELLED, cancel_message=message)
+
+
+def _cancel_message(error: BaseException) -> str | None:
+    # asyncio puts the message given to cancel(msg) in the CancelledError's args;
+    # reading it there avoids the private Future._cancel_message.
+    if error.args and isinstance(error.args[0], str):
+        return error.args[0]
+    return None
+
+
+def snapshot_future(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> FutureSnapshot:
+    """Take the state of ``future``, leaving the future untouched.
+
+    Works for ``asyncio.Future`` and its subclasses (plumpy's ``SavableFuture``,
+    ``CancellableAction``, ``asyncio.Task``) and for ``concurrent.futures.Future``.
+    It may be called from any thread: it only reads the future's state.
+
+    :param future: the future to snapshot
+    :raises EncodeError: if ``future`` is not a future
+    :return: the future's state as a :class:`FutureSnapshot`
+    """
+    if isinstance(future, asyncio.Future):
+        if future.cancelled():
+            try:
+                future.result()
+            except asyncio.CancelledError as error:
+                return FutureSnapshot.cancelled(_cancel_message(error))
+        if not future.done():
+            return FutureSnapshot.pending()
+        exception = future.exception()
+        if exception is not None:
+            return FutureSnapshot.failed(exception)
+        return FutureSnapshot.finished(future.result())
+    if isinstance(future, concurrent.futures.Future):
+        if future.cancelled():
+            return FutureSnapshot.cancelled()
+        if not future.done():
+            return FutureSnapshot.pending()
+        # done() was true, so neither call can block or time out.
+        cexception = future.exception(timeout=0)
+        if cexception is not None:
+            return FutureSnapshot.failed(cexception)
+        return FutureSnapshot.finished(future.result(timeout=0))
+    msg = (
+        f"snapshot_future() takes an asyncio.Future or a concurrent.futures.Future, "
+        f"not {type(future).__module__}.{type(future).__qualname__}."
+    )
+    raise EncodeError(msg)
+
+
+def _materialise(snapshot: FutureSnapshot, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    """Create and resolve a future on ``loop``; call where ``loop`` may be touched.
+
+    :param snapshot: the state to give the new future
+    :param loop: the loop the new future belongs to
+    :return: a new future in the snapshot's state
+    """
+    future = loop.create_future()
+    status = snapshot.status
+    if status is FutureStatus.FINISHED:
+        future.set_result(snapshot.result)
+    elif status is FutureStatus.FAILED:
+        assert snapshot.exception is not None  # guaranteed by the validator
+        future.set_exception(snapshot.exception)
+        # A restored failure was observed before the checkpoint was taken;
+        # asyncio must not log "exception was never retrieved" for it again.
+        future.exception()
+    elif status is FutureStatus.CANCELLED:
+        future.cancel(snapshot.cancel_message)
+    return future
+
+
+def restore_future(snapshot: FutureSnapshot, ctx: LoopContext) -> asyncio.Future[Any]:
+    """Turn ``snapshot`` into a new ``asyncio.Future`` bound to ``ctx.loop``.
+
+    Safe from any thread: when the target loop is running in another thread the
+    future is created and resolved on that loop's own thread, and this call
+    waits for it.
+
+    :param snapshot: the state to restore
+    :param ctx: the loop context naming the target loop
+    :raises NoEventLoopError: if the target loop is closed
+    :return: a future whose ``get_loop()`` is ``ctx.loop``, in the snapshot's state
+    """
+    return ctx.run(_materialise, snapshot, ctx.loop)

@@ -1,0 +1,66 @@
+"""Codecs: bytes <-> a tree of values, looked up by name.
+
+Built in: ``"msgpack"`` (the safe default) and ``"pickle"`` (restricted unpickler);
+``"pickle-unrestricted"`` opts out of the restriction, loudly. Third-party codecs
+register a factory ``make_codec(*, registry)`` in the entry-point group
+``loopaware_persist.codecs``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+from .._hooks import default_registry
+from .._registry import HookRegistry
+from ._base import Codec
+
+__all__ = ("Codec", "available_codecs", "get_codec")
+
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "msgpack": ("loopaware_persist.codecs.msgpack", "make_codec"),
+    "pickle": ("loopaware_persist.codecs.pickle", "make_codec"),
+    "pickle-unrestricted": ("loopaware_persist.codecs.pickle", "make_unrestricted_codec"),
+}
+_GROUP = "loopaware_persist.codecs"
+
+
+def available_codecs() -> tuple[str, ...]:
+    """:return: the names :func:`get_codec` accepts (built-ins and entry points)"""
+    return tuple(sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group=_GROUP)}))
+
+
+def _factory(name: str) -> Callable[..., Any]:
+    if name in _BUILTIN:
+        module, attr = _BUILTIN[name]
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    for ep in entry_points(group=_GROUP):
+        if ep.name == name:
+            return ep.load()  # type: ignore[no-any-return]
+    known = ", ".join(available_codecs())
+    msg = f"Unknown codec {name!r}. Known codecs: {known}; others register in {_GROUP!r}."
+    raise ValueError(msg)
+
+
+def get_codec(
+    name: str = "msgpack",
+    *,
+    registry: HookRegistry | None = None,
+    allow: Iterable[str | type] = (),
+) -> Codec:
+    """Build the codec called ``name``.
+
+    :param name: ``"msgpack"``, ``"pickle"``, ``"pickle-unrestricted"`` or an entry-point name
+    :param registry: hooks and allow-list (default: a copy of ``default_registry``)
+    :param allow: more modules/classes a load may revive, added to a copy of the registry
+    :raises ValueError: if no codec has that name
+    :return: the codec
+    """
+    allow = tuple(allow)
+    if allow:
+        registry = (registry if registry is not None else default_registry).copy()
+        registry.allow(*allow)
+    codec: Codec = _factory(name)(registry=registry)
+    return codec

@@ -1,0 +1,110 @@
+"""What a codec is, and the walk that names the path of a value no codec can store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import plumpy
+
+from .._errors import EncodeError, LoopAwarePersistError
+from .._registry import HookRegistry
+
+__all__ = ("Codec", "encode_error")
+
+# Types every codec writes natively, whatever the registry says.
+_NATIVE = (type(None), bool, int, float, str, bytes)
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Bytes <-> a tree of values (a plumpy ``Bundle``, usually).
+
+    :ivar name: the name stored in each record's envelope
+    :ivar registry: the hooks and allow-list it encodes and decodes with
+    """
+
+    name: str
+    registry: HookRegistry
+
+    def encode(self, value: Any) -> bytes:
+        """:raises EncodeError: naming the path of the first value it cannot store"""
+
+    def decode(self, data: bytes) -> Any:
+        """:raises DecodeError: (a subclass) for anything it cannot or may not decode"""
+
+
+def _render(path: str, key: Any, attribute_style: bool) -> str:
+    if attribute_style and isinstance(key, str) and key.isidentifier():
+        return f"{path}.{key}" if path else key
+    return f"{path}[{key!r}]"
+
+
+def _children(value: Any, registry: HookRegistry) -> Iterator[tuple[Any, Any, bool]]:
+    """Yield ``(key, child, attribute_style)`` for each value inside ``value``."""
+    if type(value) is dict or isinstance(value, plumpy.Bundle):
+        bundle = isinstance(value, plumpy.Bundle)
+        for key, child in value.items():
+            if not isinstance(key, _NATIVE):
+                yield "<key>", key, False
+            yield key, child, bundle
+    elif type(value) is list:
+        yield from ((i, child, False) for i, child in enumerate(value))
+    else:
+        _tag, fields = registry.encode_value(value)
+        if isinstance(value, (tuple, list, set, frozenset)):
+            yield from ((i, child, False) for i, child in enumerate(fields))
+        elif len(fields) == 1 and isinstance(fields[0], dict):
+            yield from _children(fields[0], registry)
+        else:
+            yield from ((f"<{_tag}>", child, False) for child in fields)
+
+
+def _find(value: Any, registry: HookRegistry, path: str, seen: set[int]) -> EncodeError | None:
+    if isinstance(value, _NATIVE):
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                msg = f"Unencodable string {value[:40]!r} (lone surrogates) at {path or '<root>'}."
+                return EncodeError(msg, path=path)
+        return None
+    if id(value) in seen:
+        msg = (
+            f"Reference cycle at {path or '<root>'}: {type(value).__name__} contains itself. "
+            "msgpack stores trees; break the cycle or use codec='pickle'."
+        )
+        return EncodeError(msg, path=path)
+    seen.add(id(value))
+    try:
+        children = list(_children(value, registry))
+    except LoopAwarePersistError as error:
+        where = path or "<root>"
+        msg = f"{error} (at {where})"
+        return EncodeError(msg, path=where)
+    for key, child, attribute_style in children:
+        found = _find(child, registry, _render(path, key, attribute_style), seen)
+        if found is not None:
+            return found
+    seen.discard(id(value))
+    return None
+
+
+def encode_error(value: Any, registry: HookRegistry, cause: BaseException) -> EncodeError:
+    """Explain why ``value`` could not be encoded, naming the path of the culprit.
+
+    Only called once encoding has failed, so the slow walk never runs on the hot path.
+
+    :param value: the whole tree that failed to encode
+    :param registry: the registry the codec used
+    :param cause: what the encoder raised
+    :return: an :class:`EncodeError` whose ``path`` names the offending value
+    """
+    try:
+        found = _find(value, registry, "", set())
+    except RecursionError:
+        found = None
+    if found is not None:
+        return found
+    msg = f"Cannot encode the checkpoint: {cause}"
+    return EncodeError(msg, path="")

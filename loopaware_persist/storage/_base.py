@@ -1,0 +1,487 @@
+"""The storage contract: keys, records and the :class:`Storage` base class.
+
+A storage keeps opaque ``bytes`` under a :class:`CheckpointKey` (a process id
+plus an optional tag) and gives each key a version that starts at 1 and grows
+by one on every :meth:`Storage.put`. It never looks inside the bytes: encoding
+and checksums belong to the envelope layer above it.
+
+Backends subclass :class:`Storage` and implement the underscore hooks
+(``_put``, ``_get``...). The public methods validate arguments and the
+open/closed state once, here, so every backend rejects bad input the same way
+and :func:`loopaware_persist.testing.check_storage` can hold them all to one
+contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import re
+import uuid
+from types import TracebackType
+from typing import Literal, Protocol, TypeAlias
+
+import attrs
+
+from loopaware_persist._errors import (
+    CheckpointNotFoundError,
+    EncodeError,
+    StaleCheckpointError,
+    StorageError,
+)
+
+__all__ = (
+    "CheckpointKey",
+    "Durability",
+    "Pid",
+    "RecordInfo",
+    "Storage",
+    "StorageFactory",
+    "StoredRecord",
+    "pid_from_token",
+    "pid_token",
+)
+
+#: What a process id may be: plumpy uses UUIDs, AiiDA uses ints, tests use strings.
+Pid: TypeAlias = int | str | uuid.UUID
+
+#: ``"normal"`` survives a process crash; ``"full"`` also survives power loss
+#: (fsync before :meth:`Storage.put` returns).
+Durability: TypeAlias = Literal["normal", "full"]
+
+_DURABILITIES: tuple[Durability, ...] = ("normal", "full")
+
+# Canonical decimal only, so that every int has exactly one token ("i:012",
+# "i:+1" and "i:1_0" would otherwise all decode to ints that have another one).
+_INT_TOKEN = re.compile(r"-?[1-9][0-9]*|0", re.ASCII)
+_UUID_TOKEN = re.compile(r"[0-9a-f]{32}", re.ASCII)
+
+
+def _describe_accepted() -> str:
+    return "Use an int (not a bool), a str or a uuid.UUID"
+
+
+def _check_text(value: str, *, what: str) -> None:
+    # Backends store keys as UTF-8 (file names, SQLite TEXT, PostgreSQL text);
+    # a lone surrogate cannot be encoded there, so refuse it up front, the same
+    # way for every backend, instead of failing halfway through a write.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        msg = (
+            f"The checkpoint {what} {value!r} is not valid Unicode (it contains a lone "
+            f"surrogate at index {exc.start}), so no storage can keep it. "
+            f"Decode it with errors='replace' or use another {what}."
+        )
+        raise EncodeError(msg) from None
+
+
+def _validate_pid(_instance: object, _attribute: object, pid: object) -> None:
+    if isinstance(pid, bool) or not isinstance(pid, (int, str, uuid.UUID)):
+        msg = (
+            f"Unsupported checkpoint pid type {type(pid)!r} ({pid!r}). "
+            f"{_describe_accepted()} as the process id."
+        )
+        raise EncodeError(msg)
+    if isinstance(pid, str):
+        _check_text(pid, what="pid")
+
+
+def _validate_tag(_instance: object, _attribute: object, tag: object) -> None:
+    if tag is not None and not isinstance(tag, str):
+        msg = f"Unsupported checkpoint tag type {type(tag)!r} ({tag!r}). Use a str or None."
+        raise EncodeError(msg)
+    if tag is not None:
+        _check_text(tag, what="tag")
+
+
+@attrs.frozen
+class CheckpointKey:
+    """Where a checkpoint lives: a process id and an optional tag.
+
+    ``CheckpointKey(12)``, ``CheckpointKey("12")`` and ``CheckpointKey(12, "")``
+    are three different keys: pids keep their type and ``None`` is not ``""``.
+
+    :param pid: the process id; an ``int`` (``bool`` is refused), ``str`` or
+        :class:`uuid.UUID`
+    :param tag: the checkpoint tag, ``None`` for the untagged checkpoint
+    :raises EncodeError: if the pid or tag has an unsupported type or is not
+        valid Unicode
+    """
+
+    pid: Pid = attrs.field(validator=_validate_pid)
+    tag: str | None = attrs.field(default=None, validator=_validate_tag)
+
+    @property
+    def token(self) -> str:
+        """The pid's typed text token, see :func:`pid_token`."""
+        return pid_token(self.pid)
+
+    def sort_key(self) -> tuple[str, int, str]:
+        """The order every :meth:`Storage.list` returns: pid token, then tag, ``None`` first.
+
+        :return: a tuple that sorts keys deterministically across pid types
+        """
+        return (pid_token(self.pid), 0 if self.tag is None else 1, self.tag or "")
+
+
+def pid_token(pid: Pid) -> str:
+    """Turn a pid into a typed text token: ``"i:12"``, ``"u:<32 hex>"`` or ``"s:<text>"``.
+
+    The mapping is injective (``12`` and ``"12"`` differ) and reversed by
+    :func:`pid_from_token`, so listings give back pids with their original type.
+
+    :param pid: an ``int``, ``str`` or :class:`uuid.UUID`
+    :raises EncodeError: if ``pid`` has another type (``bool`` included)
+    :return: the token
+    """
+    if isinstance(pid, bool):
+        pass  # falls through to the error below: True is not the pid 1
+    elif isinstance(pid, int):
+        try:
+            # int() first: an IntEnum's str() would be its name, not its value.
+            return f"i:{int(pid)}"
+        except ValueError as exc:  # beyond sys.get_int_max_str_digits()
+            msg = f"The int pid is too large to store ({exc}). Use a str or uuid.UUID pid."
+            raise EncodeError(msg) from None
+    elif isinstance(pid, str):
+        return f"s:{pid}"
+    elif isinstance(pid, uuid.UUID):
+        return f"u:{pid.hex}"
+    msg = f"Unsupported checkpoint pid type {type(pid)!r} ({pid!r}). {_describe_accepted()}."
+    raise EncodeError(msg)
+
+
+def pid_from_token(token: str) -> Pid:
+    """Reverse :func:`pid_token`.
+
+    :param token: a token written by :func:`pid_token`
+    :raises StorageError: if ``token`` is not one (stored keys are damaged or
+        were written by something else)
+    :return: the pid, with its original type
+    """
+    kind, sep, rest = token.partition(":")
+    if sep:
+        if kind == "s":
+            return rest
+        if kind == "i" and _INT_TOKEN.fullmatch(rest):
+            return int(rest)
+        if kind == "u" and _UUID_TOKEN.fullmatch(rest):
+            return uuid.UUID(hex=rest)
+    msg = (
+        f"Malformed pid token {token!r} in storage: expected 'i:<int>', 'u:<32 hex digits>' "
+        f"or 's:<text>'. The stored key was damaged or written by another program; "
+        f"remove that record."
+    )
+    raise StorageError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class StoredRecord:
+    """A record read back by :meth:`Storage.get`.
+
+    :param key: where it is stored
+    :param data: the stored bytes, exactly as put
+    :param version: its version, 1 for the first put of the key
+    """
+
+    key: CheckpointKey
+    data: bytes
+    version: int
+
+
+@attrs.frozen(kw_only=True)
+class RecordInfo:
+    """What :meth:`Storage.list` reports about a record, without reading its data.
+
+    :param key: where it is stored
+    :param version: its version
+    :param size: the length of its data in bytes
+    :param saved_at: when it was stored, as a Unix timestamp
+    """
+
+    key: CheckpointKey
+    version: int
+    size: int
+    saved_at: float
+
+
+class StorageFactory(Protocol):
+    """How a backend is opened; the value an entry point in
+    ``loopaware_persist.storages`` must name."""
+
+    def __call__(self, url: str, /, *, durability: Durability) -> Storage:
+        """Open the storage at ``url``.
+
+        :param url: the storage URL, whose scheme chose this factory
+        :param durability: ``"normal"`` or ``"full"``
+        :return: an open storage
+        """
+        ...
+
+
+def check_durability(durability: object) -> Durability:
+    """Validate a ``durability=`` argument.
+
+    :param durability: the value given
+    :raises StorageError: if it is not ``"normal"`` or ``"full"``
+    :return: the value, typed
+    """
+    for known in _DURABILITIES:
+        if durability == known and isinstance(durability, str):
+            return known
+    msg = f"Unknown durability {durability!r}. Use 'normal' or 'full'."
+    raise StorageError(msg)
+
+
+class Storage(abc.ABC):
+    """Where checkpoint records live.
+
+    The contract every backend keeps, and
+    :func:`loopaware_persist.testing.check_storage` checks:
+
+    * :meth:`put` is atomic: a concurrent reader sees the old record or the new
+      one, never a mix, and a failed put leaves the old record untouched.
+    * Versions start at 1 and every put adds one, so with ``expected_version``
+      a put is a compare-and-set. A deleted key is absent again (version 0).
+    * With ``durability="full"`` a record is on stable storage when
+      :meth:`put` returns.
+    * It is safe under concurrent writers from several threads (sharing one
+      storage object) and several processes (each opening the same URL).
+    * :meth:`list` never reads record data.
+    * Every failure of the backend is a :class:`StorageError`; after
+      :meth:`close` every operation raises one.
+
+    :ivar url: the URL it was opened with
+    :ivar durability: ``"normal"`` or ``"full"``
+    """
+
+    url: str
+    durability: Durability
+
+    def __init__(self, *, url: str, durability: Durability) -> None:
+        """:param url: the URL it was opened with
+        :param durability: ``"normal"`` or ``"full"``
+        :raises StorageError: if ``durability`` is neither
+        """
+        self.url = url
+        self.durability = check_durability(durability)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<{type(self).__name__} {self.url!r} durability={self.durability!r}{state}>"
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # -- public API: validation lives here, backends implement the hooks ------
+
+    def put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None = None) -> int:
+        """Store ``data`` under ``key``, replacing any record there, atomically.
+
+        :param key: where to store it
+        :param data: the bytes (any bytes-like object; a copy is stored)
+        :param expected_version: if given, store only if the current version
+            is this one (0 when the key is absent)
+        :raises EncodeError: if an argument has the wrong type
+        :raises ValueError: if ``expected_version`` is negative
+        :raises StaleCheckpointError: if ``expected_version`` is given and is not
+            the current version; nothing is stored
+        :raises DurabilityError: if the write failed; the old record is intact
+        :raises StorageError: if the storage failed otherwise or is closed
+        :return: the new version
+        """
+        self._check_open("put")
+        key = _check_key(key)
+        payload = _check_data(data)
+        expected = _check_expected_version(expected_version)
+        return self._put(key, payload, expected_version=expected)
+
+    def get(self, key: CheckpointKey) -> StoredRecord:
+        """Read the record stored under ``key``.
+
+        :param key: where it is stored
+        :raises CheckpointNotFoundError: if nothing is stored there
+        :raises StorageError: if the storage failed or is closed
+        :return: the record
+        """
+        self._check_open("get")
+        return self._get(_check_key(key))
+
+    def read_prefix(self, key: CheckpointKey, size: int) -> bytes:
+        """Read the first ``size`` bytes of a record's data, not the rest.
+
+        Enough to inspect an envelope header without loading a large payload.
+
+        :param key: where it is stored
+        :param size: how many bytes at most
+        :raises CheckpointNotFoundError: if nothing is stored there
+        :raises EncodeError: if ``size`` is not an int
+        :raises ValueError: if ``size`` is negative
+        :raises StorageError: if the storage failed or is closed
+        :return: ``data[:size]``
+        """
+        self._check_open("read_prefix")
+        key = _check_key(key)
+        if isinstance(size, bool) or not isinstance(size, int):
+            msg = f"read_prefix size must be an int, got {type(size)!r} ({size!r})."
+            raise EncodeError(msg)
+        if size < 0:
+            msg = f"read_prefix size must be >= 0, got {size}."
+            raise ValueError(msg)
+        return self._read_prefix(key, size)
+
+    def delete(self, key: CheckpointKey) -> bool:
+        """Delete the record under ``key``, if there is one.
+
+        :param key: where it is stored
+        :raises DurabilityError: if the removal failed
+        :raises StorageError: if the storage failed otherwise or is closed
+        :return: whether a record was deleted
+        """
+        self._check_open("delete")
+        return self._delete(_check_key(key))
+
+    def delete_pid(self, pid: Pid) -> int:
+        """Delete every record of a process, whatever its tag.
+
+        :param pid: the process id
+        :raises EncodeError: if ``pid`` has an unsupported type
+        :raises DurabilityError: if a removal failed
+        :raises StorageError: if the storage failed otherwise or is closed
+        :return: how many records were deleted
+        """
+        self._check_open("delete_pid")
+        return self._delete_pid(CheckpointKey(pid).pid)
+
+    def list(self, pid: Pid | None = None) -> builtins.list[RecordInfo]:
+        """Describe the stored records without reading their data.
+
+        :param pid: only this process's records; ``None`` for all
+        :raises EncodeError: if ``pid`` has an unsupported type
+        :raises StorageError: if the storage failed or is closed
+        :return: the records, sorted by :meth:`CheckpointKey.sort_key`
+        """
+        self._check_open("list")
+        if pid is not None:
+            pid = CheckpointKey(pid).pid
+        infos = self._list(pid)
+        infos.sort(key=lambda info: info.key.sort_key())
+        return infos
+
+    def close(self) -> None:
+        """Release the storage's resources. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- hooks for backends ---------------------------------------------------
+
+    @abc.abstractmethod
+    def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
+        """Implement :meth:`put`; arguments are validated, ``data`` is ``bytes``."""
+
+    @abc.abstractmethod
+    def _get(self, key: CheckpointKey) -> StoredRecord:
+        """Implement :meth:`get`."""
+
+    @abc.abstractmethod
+    def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
+        """Implement :meth:`read_prefix`; ``size`` is a non-negative int."""
+
+    @abc.abstractmethod
+    def _delete(self, key: CheckpointKey) -> bool:
+        """Implement :meth:`delete`."""
+
+    @abc.abstractmethod
+    def _delete_pid(self, pid: Pid) -> int:
+        """Implement :meth:`delete_pid`; ``pid`` is valid."""
+
+    @abc.abstractmethod
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        """Implement :meth:`list`, in any order (the caller sorts)."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Implement :meth:`close`; called once."""
+
+    # -- helpers for backends -------------------------------------------------
+
+    def _check_open(self, operation: str) -> None:
+        if self._closed:
+            msg = (
+                f"Cannot {operation}: the storage {self.url!r} is closed. "
+                f"Open it again with open_storage({self.url!r})."
+            )
+            raise StorageError(msg)
+
+    def _not_found(self, key: CheckpointKey) -> CheckpointNotFoundError:
+        """Build the error for a missing record.
+
+        :param key: the key asked for
+        :return: the error, to raise
+        """
+        msg = (
+            f"No checkpoint for pid {key.pid!r} with tag {key.tag!r} in {self.url!r}. "
+            f"Check the pid and tag, or call list() to see what is stored."
+        )
+        return CheckpointNotFoundError(msg, pid=key.pid, tag=key.tag)
+
+    def _stale(self, key: CheckpointKey, *, expected: int, actual: int) -> StaleCheckpointError:
+        """Build the error for a lost compare-and-set.
+
+        :param key: the key written
+        :param expected: the version the writer expected
+        :param actual: the version stored (0 when absent)
+        :return: the error, to raise
+        """
+        msg = (
+            f"Checkpoint for pid {key.pid!r} with tag {key.tag!r} in {self.url!r} is at "
+            f"version {actual}, not the expected {expected}: another writer saved first. "
+            f"Nothing was stored; reload the checkpoint and retry."
+        )
+        return StaleCheckpointError(msg, expected=expected, actual=actual)
+
+
+def _check_key(key: object) -> CheckpointKey:
+    if not isinstance(key, CheckpointKey):
+        msg = f"Expected a CheckpointKey, got {type(key)!r} ({key!r}). Use CheckpointKey(pid, tag)."
+        raise EncodeError(msg)
+    return key
+
+
+def _check_data(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, (bytearray, memoryview)):
+        # Copy now: the caller may mutate its buffer while a backend writes it.
+        return bytes(data)
+    msg = f"Storage data must be bytes, got {type(data)!r}. Encode it first (see get_codec())."
+    raise EncodeError(msg)
+
+
+def _check_expected_version(expected: object) -> int | None:
+    if expected is None:
+        return None
+    if isinstance(expected, bool) or not isinstance(expected, int):
+        msg = f"expected_version must be None or an int, got {type(expected)!r} ({expected!r})."
+        raise EncodeError(msg)
+    if expected < 0:
+        msg = f"expected_version must be >= 0 (0 meaning 'absent'), got {expected}."
+        raise ValueError(msg)
+    return expected

@@ -1,0 +1,40 @@
+"""Shared fixtures and the hypothesis profiles (fast locally, thorough under CI=true)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("fast", max_examples=40, deadline=None)
+settings.register_profile(
+    "ci", max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "fast"))
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh, not running, not current event loop, closed afterwards."""
+    new = asyncio.new_event_loop()
+    yield new
+    new.close()
+
+
+@pytest.fixture
+def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh event loop running forever in its own thread, stopped and closed afterwards."""
+    new = asyncio.new_event_loop()
+    started = threading.Event()
+    new.call_soon(started.set)
+    thread = threading.Thread(target=new.run_forever, name="running-loop", daemon=True)
+    thread.start()
+    started.wait()
+    yield new
+    new.call_soon_threadsafe(new.stop)
+    thread.join()
+    new.close()
