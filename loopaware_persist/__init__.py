@@ -26,12 +26,23 @@ from ._snapshot import (
     restore_future as restore_future,
     snapshot_future as snapshot_future,
 )
+from ._persister import (
+    CheckpointInfo as CheckpointInfo,
+    LoopAwarePersister as LoopAwarePersister,
+    open_persister as open_persister,
+)
+from ._unbundle import (
+    LoopAwareBundle as LoopAwareBundle,
+    check_loop_bound as check_loop_bound,
+    unbundle as unbundle,
+)
 from .codecs import Codec as Codec, get_codec as get_codec
 
 __version__ = "0.1.0.dev0"
 
 __all__ = (
     "BackendUnavailableError",
+    "CheckpointInfo",
     "CheckpointNotFoundError",
     "Codec",
     "CorruptCheckpointError",
@@ -43,7 +54,9 @@ __all__ = (
     "FutureStatus",
     "Hook",
     "HookRegistry",
+    "LoopAwareBundle",
     "LoopAwarePersistError",
+    "LoopAwarePersister",
     "LoopBoundaryError",
     "LoopContext",
     "NoEventLoopError",
@@ -51,10 +64,13 @@ __all__ = (
     "StorageError",
     "UnknownTagError",
     "UnsafeCheckpointError",
+    "check_loop_bound",
     "default_registry",
     "get_codec",
+    "open_persister",
     "restore_future",
     "snapshot_future",
+    "unbundle",
 )
 
 # Stored data and error messages name classes by module:qualname; pinning the public

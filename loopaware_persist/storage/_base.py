@@ -111,18 +111,44 @@ class CheckpointKey:
 
     pid: Pid = attrs.field(validator=_validate_pid)
     tag: str | None = attrs.field(default=None, validator=_validate_tag)
+    # Every backend needs the token (file names, SQL parameters, sorting), so
+    # it is computed once; it is a function of pid, hence left out of eq/hash.
+    _token: str = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_token", pid_token(self.pid))
+
+    @classmethod
+    def _from_storage(cls, token: str, tag: str | None) -> CheckpointKey:
+        """Rebuild a key read back from a backend, skipping validation.
+
+        Listing thousands of records builds thousands of keys; those read back
+        are valid by construction (``pid_from_token`` checked the token, and
+        text decoded from UTF-8 holds no lone surrogate).
+
+        :param token: a pid token as stored
+        :param tag: the tag as stored
+        :raises StorageError: if ``token`` is malformed
+        :return: the key
+        """
+        key = object.__new__(cls)
+        object.__setattr__(key, "pid", pid_from_token(token))
+        object.__setattr__(key, "tag", tag)
+        object.__setattr__(key, "_token", token)
+        return key
 
     @property
     def token(self) -> str:
         """The pid's typed text token, see :func:`pid_token`."""
-        return pid_token(self.pid)
+        return self._token
 
     def sort_key(self) -> tuple[str, int, str]:
         """The order every :meth:`Storage.list` returns: pid token, then tag, ``None`` first.
 
         :return: a tuple that sorts keys deterministically across pid types
         """
-        return (pid_token(self.pid), 0 if self.tag is None else 1, self.tag or "")
+        tag = self.tag
+        return (self._token, 0 if tag is None else 1, tag or "")
 
 
 def pid_token(pid: Pid) -> str:

@@ -98,31 +98,28 @@ class MemoryStorage(Storage):
             return self._store.entries.pop(key, None) is not None
 
     def _delete_pid(self, pid: Pid) -> int:
+        token = pid_token(pid)
         with self._store.lock:
-            doomed = [key for key in self._store.entries if _same_pid(key.pid, pid)]
+            doomed = [key for key in self._store.entries if key.token == token]
             for key in doomed:
                 del self._store.entries[key]
         return len(doomed)
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        # Tokens, not ==, select a pid, as in every backend: 1 and "1" differ.
+        token = None if pid is None else pid_token(pid)
         with self._store.lock:
             items = list(self._store.entries.items())
         return [
             RecordInfo(key=key, version=e.version, size=len(e.data), saved_at=e.saved_at)
             for key, e in items
-            if pid is None or _same_pid(key.pid, pid)
+            if token is None or key.token == token
         ]
 
     def _close(self) -> None:
         # A named store outlives its handles (that is its point); an anonymous
         # one is dropped with this object.
         pass
-
-
-def _same_pid(a: Pid, b: Pid) -> bool:
-    # Compare tokens, as the other backends do: 1, "1" and True never match,
-    # and an IntEnum member matches its int value.
-    return pid_token(a) == pid_token(b)
 
 
 def _parse_url(url: str) -> str:

@@ -1,0 +1,395 @@
+"""``LoopAwarePersister``: a plumpy ``Persister`` = registry + codec + storage.
+
+Saving takes plumpy's bundle of the process on the caller's thread (it reads
+live state), encodes it (futures as snapshots), wraps it in a checksummed
+envelope whose header carries the process class and state for listings, and
+hands the bytes to the storage, which writes them atomically.
+
+Loading reverses that, verifying the envelope and decoding in safe mode, and
+returns a :class:`LoopAwareBundle` whose ``unbundle`` binds every future to the
+loop the loader supplies. :meth:`LoopAwarePersister.load_process` does both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Hashable, Iterable
+from typing import Any, Literal
+
+import plumpy
+from plumpy.persistence import PersistedCheckpoint
+
+from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
+from ._errors import (
+    CheckpointNotFoundError,
+    DecodeError,
+    EncodeError,
+    LoopAwarePersistError,
+)
+from ._hooks import default_registry
+from ._loop import LoopContext
+from ._registry import HookRegistry, class_name
+from ._unbundle import LoopAwareBundle, unbundle
+from .codecs import Codec, get_codec
+from .storage import CheckpointKey, RecordInfo, Storage, open_storage
+
+__all__ = ("CheckpointInfo", "LoopAwarePersister", "open_persister")
+
+Durability = Literal["normal", "full"]
+
+
+def _state_label(process: plumpy.Process) -> str | None:
+    try:
+        label = process.state
+    except Exception:  # noqa: BLE001 - listing metadata must never stop a save
+        return None
+    return str(getattr(label, "value", label))
+
+
+class CheckpointInfo:
+    """What a listing shows of one checkpoint, read from its header only.
+
+    :param record: the storage's listing entry
+    :param header: the envelope header, or ``None`` if it could not be read
+    :param error: why the header could not be read, if it could not
+    """
+
+    __slots__ = ("error", "header", "record")
+
+    def __init__(self, record: RecordInfo, header: Header | None, error: str | None = None) -> None:
+        self.record = record
+        self.header = header
+        self.error = error
+
+    @property
+    def pid(self) -> Hashable:
+        """:return: the process id"""
+        return self.record.key.pid
+
+    @property
+    def tag(self) -> str | None:
+        """:return: the checkpoint tag"""
+        return self.record.key.tag
+
+    def as_dict(self) -> dict[str, Any]:
+        """:return: a JSON-ready summary"""
+        meta = dict(self.header.meta) if self.header is not None else {}
+        return {
+            "pid": str(self.pid),
+            "tag": self.tag,
+            "process_class": meta.get("process_class"),
+            "state": meta.get("state"),
+            "size": self.record.size,
+            "codec": self.header.codec if self.header is not None else None,
+            "compression": self.header.compression if self.header is not None else None,
+            "version": self.record.version,
+            "saved_at": self.record.saved_at,
+            "error": self.error,
+        }
+
+
+class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
+    """A plumpy ``Persister`` that stores safe, checksummed records and loads loop-safely.
+
+    :param storage: where records live (see :func:`loopaware_persist.storage.open_storage`)
+    :param codec: ``"msgpack"`` (default), ``"pickle"``, or a codec object
+    :param registry: hooks and allow-list (default: a copy of ``default_registry``)
+    :param allow: the user's modules/classes that a load may revive, besides plumpy's
+    :param compression: ``None``, ``"zlib"`` or ``"zstd"`` for new records
+    :param trusted: skip the allow-list on load (runs what checkpoints name; say so loudly)
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        codec: str | Codec = "msgpack",
+        registry: HookRegistry | None = None,
+        allow: Iterable[str | type] = (),
+        compression: str | None = None,
+        trusted: bool = False,
+    ) -> None:
+        super().__init__()
+        registry = (registry if registry is not None else default_registry).copy()
+        registry.allow(*allow)
+        self.registry = registry
+        self.storage = storage
+        self.codec: Codec = get_codec(codec, registry=registry) if isinstance(codec, str) else codec
+        self.compression = compression
+        self.trusted = trusted
+        self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
+
+    def __repr__(self) -> str:
+        return f"<LoopAwarePersister {self.storage.url} codec={self.codec.name}>"
+
+    # region encoding
+
+    def _codec_for(self, name: str) -> Codec:
+        codec = self._codecs.get(name)
+        if codec is None:
+            try:
+                codec = get_codec(name, registry=self.registry)
+            except ValueError as error:
+                msg = f"Checkpoint was written with codec {name!r}, which is not installed here."
+                raise DecodeError(msg) from error
+            self._codecs[name] = codec
+        return codec
+
+    def dumps(self, bundle: plumpy.Bundle, *, meta: dict[str, Any] | None = None) -> bytes:
+        """Encode a bundle into record bytes (codec + envelope).
+
+        :param bundle: the bundle
+        :param meta: listing data stored in the header
+        :raises EncodeError: naming the path of a value that cannot be stored
+        :return: the record
+        """
+        payload = self.codec.encode(bundle)
+        return encode_envelope(payload, codec=self.codec.name, compression=self.compression, meta=meta)
+
+    def loads(self, data: bytes) -> LoopAwareBundle:
+        """Verify and decode record bytes into a loop-aware bundle.
+
+        :param data: a record
+        :raises DecodeError: (a subclass) for damaged, unknown or unsafe content
+        :return: the bundle
+        """
+        envelope = decode_envelope(data)
+        tree = self._codec_for(envelope.header.codec).decode(envelope.payload)
+        if not isinstance(tree, dict):
+            msg = f"Checkpoint payload is a {type(tree).__name__}, not a bundle."
+            raise DecodeError(msg)
+        return LoopAwareBundle.wrap(tree, registry=self.registry, trusted=self.trusted)
+
+    def check_save(self, process: plumpy.Process) -> plumpy.Bundle:
+        """Bundle, encode and decode ``process`` without storing it: will it reload?
+
+        :param process: the process
+        :raises EncodeError: naming the path of a value that will not reload
+        :return: the decoded bundle, as a load would see it
+        """
+        bundle = self._bundle(process)
+        data = self.dumps(bundle)
+        try:
+            return self.loads(data)
+        except LoopAwarePersistError as error:
+            msg = f"The checkpoint of {process.pid} would not reload: {error}"
+            raise EncodeError(msg) from error
+
+    @staticmethod
+    def _bundle(process: plumpy.Process) -> plumpy.Bundle:
+        try:
+            return plumpy.Bundle(process)
+        except LoopAwarePersistError:
+            raise
+        except Exception as error:
+            msg = (
+                f"plumpy could not bundle process {process.pid} ({type(error).__name__}: "
+                f"{error}). plumpy deep-copies auto-persisted members, so a member holding a "
+                "live future or lock cannot be saved; see the README's known limitations."
+            )
+            raise EncodeError(msg) from error
+
+    # endregion
+
+    # region plumpy Persister API
+
+    def save_checkpoint(
+        self,
+        process: plumpy.Process,
+        tag: str | None = None,
+        *,
+        expected_version: int | None = None,
+        verify: bool = False,
+    ) -> int:
+        """Store a checkpoint of ``process``.
+
+        :param process: the process (call on its loop's thread: plumpy reads live state)
+        :param tag: optional checkpoint tag
+        :param expected_version: compare-and-set: the version this writer last saw
+            (0 for "none yet"); another writer's newer save raises :class:`StaleCheckpointError`
+        :param verify: decode the record before storing it, so a checkpoint that will not
+            reload fails now, naming the path, instead of at restart
+        :raises EncodeError: if the process cannot be encoded
+        :raises StorageError: if the store fails (the previous checkpoint is untouched)
+        :return: the stored version
+        """
+        data = self._encode_process(process)
+        if verify:
+            try:
+                self.loads(data)
+            except LoopAwarePersistError as error:
+                msg = f"The checkpoint of {process.pid} would not reload: {error}"
+                raise EncodeError(msg) from error
+        return self.storage.put(self._key(process.pid, tag), data, expected_version=expected_version)
+
+    def _encode_process(self, process: plumpy.Process) -> bytes:
+        meta = {
+            "process_class": class_name(type(process)),
+            "state": _state_label(process),
+            "saved_at": time.time(),
+        }
+        return self.dumps(self._bundle(process), meta=meta)
+
+    def load_checkpoint(self, pid: Hashable, tag: str | None = None) -> LoopAwareBundle:
+        """Load a checkpoint as a bundle whose ``unbundle(load_context)`` is loop-safe.
+
+        :param pid: the process id
+        :param tag: optional checkpoint tag
+        :raises CheckpointNotFoundError: if there is no such checkpoint
+        :raises DecodeError: if it is damaged or names code outside the allow-list
+        :return: the bundle
+        """
+        return self.loads(self.storage.get(self._key(pid, tag)).data)
+
+    def load_process(
+        self,
+        pid: Hashable,
+        tag: str | None = None,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        **extra: Any,
+    ) -> plumpy.Process:
+        """Load a process with every future of its graph on ``loop``.
+
+        :param pid: the process id
+        :param tag: optional checkpoint tag
+        :param loop: the target loop (default: the running loop; never a new one)
+        :param extra: more ``LoadSaveContext`` entries (``communicator``, ``logger``)
+        :raises NoEventLoopError: if there is no target loop
+        :return: the process
+        """
+        bundle = self.load_checkpoint(pid, tag)
+        process = unbundle(
+            bundle, LoopContext(loop=loop), registry=self.registry, trusted=self.trusted, **extra
+        )
+        return process  # type: ignore[return-value]
+
+    def get_checkpoints(self) -> list[PersistedCheckpoint]:
+        """:return: every stored checkpoint as ``(pid, tag)``; reads no payload"""
+        return [PersistedCheckpoint(r.key.pid, r.key.tag) for r in self.storage.list()]
+
+    def get_process_checkpoints(self, pid: Hashable) -> list[PersistedCheckpoint]:
+        """:param pid: the process id
+        :return: that process's checkpoints as ``(pid, tag)``; reads no payload
+        """
+        return [PersistedCheckpoint(r.key.pid, r.key.tag) for r in self.storage.list(pid)]
+
+    def delete_checkpoint(self, pid: Hashable, tag: str | None = None) -> None:
+        """Delete one checkpoint; no error if it does not exist.
+
+        :param pid: the process id
+        :param tag: optional checkpoint tag
+        """
+        self.storage.delete(self._key(pid, tag))
+
+    def delete_process_checkpoints(self, pid: Hashable) -> None:
+        """Delete every checkpoint of a process.
+
+        :param pid: the process id
+        """
+        self.storage.delete_pid(pid)  # type: ignore[arg-type]
+
+    # endregion
+
+    # region beyond plumpy
+
+    def list_info(self, pid: Hashable | None = None) -> list[CheckpointInfo]:
+        """List checkpoints with their headers (process class, state, codec), no payloads.
+
+        :param pid: only this process's, or all
+        :return: one entry per checkpoint; a damaged header is reported, not raised
+        """
+        infos = []
+        for record in self.storage.list(pid):  # type: ignore[arg-type]
+            try:
+                header = read_header(self.storage.read_prefix(record.key, HEADER_PEEK))
+            except CheckpointNotFoundError:
+                continue  # deleted since the listing
+            except LoopAwarePersistError as error:
+                infos.append(CheckpointInfo(record, None, str(error)))
+                continue
+            infos.append(CheckpointInfo(record, header))
+        return infos
+
+    async def asave_checkpoint(
+        self, process: plumpy.Process, tag: str | None = None, *, expected_version: int | None = None
+    ) -> int:
+        """Save without blocking the loop: bundle on the loop, encode and write in a thread.
+
+        :param process: the process (call from its loop)
+        :param tag: optional checkpoint tag
+        :param expected_version: see :meth:`save_checkpoint`
+        :return: the stored version
+        """
+        meta = {
+            "process_class": class_name(type(process)),
+            "state": _state_label(process),
+            "saved_at": time.time(),
+        }
+        bundle = self._bundle(process)
+        key = self._key(process.pid, tag)
+
+        def write() -> int:
+            return self.storage.put(key, self.dumps(bundle, meta=meta), expected_version=expected_version)
+
+        return await asyncio.to_thread(write)
+
+    async def aload_process(self, pid: Hashable, tag: str | None = None, **extra: Any) -> plumpy.Process:
+        """Load onto the calling loop, reading and decoding in a thread.
+
+        :param pid: the process id
+        :param tag: optional checkpoint tag
+        :param extra: more ``LoadSaveContext`` entries
+        :return: the process, every future on the running loop
+        """
+        ctx = LoopContext.current()
+        bundle = await asyncio.to_thread(self.load_checkpoint, pid, tag)
+        process = unbundle(bundle, ctx, registry=self.registry, trusted=self.trusted, **extra)
+        return process  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Close the storage."""
+        self.storage.close()
+
+    def __enter__(self) -> LoopAwarePersister:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _key(pid: Hashable, tag: str | None) -> CheckpointKey:
+        return CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
+
+    # endregion
+
+
+def open_persister(
+    url: str = "sqlite:///checkpoints.db",
+    *,
+    codec: str = "msgpack",
+    registry: HookRegistry | None = None,
+    allow: Iterable[str | type] = (),
+    durability: Durability = "normal",
+    compression: str | None = None,
+    trusted: bool = False,
+) -> LoopAwarePersister:
+    """Open a persister on the storage at ``url``.
+
+    :param url: ``memory://``, ``file:///abs/dir``, ``sqlite:///rel.db`` / ``sqlite:////abs.db``,
+        ``postgresql://...``, or a scheme registered in ``loopaware_persist.storages``
+    :param codec: ``"msgpack"`` (safe default) or ``"pickle"`` (restricted)
+    :param registry: hooks and allow-list (default: ``default_registry``)
+    :param allow: the user's modules/classes a load may import, besides plumpy's
+    :param durability: ``"full"``: a save has reached the disk before it returns
+    :param compression: ``None``, ``"zlib"`` or ``"zstd"``
+    :param trusted: skip the allow-list on load (only for stores you alone write)
+    :return: the persister
+    """
+    if codec == "pickle-unrestricted":
+        trusted = True
+    storage = open_storage(url, durability=durability)
+    return LoopAwarePersister(
+        storage, codec=codec, registry=registry, allow=allow, compression=compression, trusted=trusted
+    )

@@ -1,0 +1,377 @@
+"""Whole-graph loading: audit a bundle, load it where the target loop is current, audit the result.
+
+:func:`unbundle` is the one road from a stored bundle to live objects:
+
+1. **Audit** the bundle as data, before plumpy sees it: every ``!!meta``
+   class name, object loader and method name, and the YAML that plumpy's
+   ``Excepted`` state reads with the *unsafe* ``yaml.Loader``, must name only
+   what the allow-list permits. Nothing is imported that is not allowed.
+2. **Load** through :meth:`LoopContext.run`, so plumpy's own loop-less futures
+   (``Process._future``, ``Waiting._waiting_future``...) land on the target
+   loop; every :class:`FutureSnapshot` in the tree becomes a future there too.
+3. **Check** the resulting object graph with :func:`check_loop_bound`: a future
+   on any other loop is a :class:`LoopBoundaryError`, never a hang later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import threading
+import types
+import weakref
+from collections.abc import Iterator
+from typing import Any, cast
+
+import kiwipy
+import plumpy
+import yaml
+from plumpy import loaders
+from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
+
+from ._errors import (
+    CorruptCheckpointError,
+    LoopAwarePersistError,
+    LoopBoundaryError,
+    UnsafeCheckpointError,
+)
+from ._hooks import default_registry
+from ._loop import LoopContext
+from ._registry import HookRegistry, class_name
+from ._snapshot import FutureSnapshot, _materialise
+
+__all__ = ("LoopAwareBundle", "SafeObjectLoader", "audit_bundle", "check_loop_bound", "unbundle")
+
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, bytearray)
+
+
+class SafeObjectLoader(loaders.ObjectLoader):
+    """A plumpy ``ObjectLoader`` that imports only what the allow-list permits.
+
+    :param registry: the registry whose allow-list decides
+    """
+
+    def __init__(self, registry: HookRegistry) -> None:
+        self._registry = registry
+
+    def load_object(self, identifier: str) -> Any:
+        """:raises UnsafeCheckpointError: if ``identifier`` is not allowed"""
+        return self._registry.resolve(identifier, "class")
+
+    def identify_object(self, obj: Any) -> str:
+        """:return: the ``module:Name`` plumpy stores for ``obj``"""
+        return f"{obj.__module__}:{obj.__name__}"
+
+
+# region audit
+
+
+def _yaml_python_name(tag: str) -> str | None:
+    for prefix in ("python/object/apply:", "python/object/new:", "python/object:", "python/name:"):
+        if tag.startswith("tag:yaml.org,2002:" + prefix):
+            return tag[len("tag:yaml.org,2002:" + prefix) :]
+    return None
+
+
+_YAML_PLAIN = {
+    "tag:yaml.org,2002:" + t
+    for t in (
+        "str", "int", "float", "bool", "null", "seq", "map", "binary", "timestamp", "set",
+        "omap", "pairs", "merge", "value", "python/none", "python/bool", "python/str",
+        "python/unicode", "python/bytes", "python/int", "python/long", "python/float",
+        "python/complex", "python/list", "python/tuple", "python/dict",
+    )
+} | {"!uuid", "!plumpy:Bundle"}  # fmt: skip
+
+
+def _audit_yaml(text: Any, registry: HookRegistry, path: str) -> None:
+    """Refuse YAML that would make ``yaml.Loader`` import or call anything not allowed."""
+    if not isinstance(text, str):
+        msg = f"Excepted state at {path} stores {type(text).__name__}, not YAML text."
+        raise CorruptCheckpointError(msg)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)  # noqa: S506 - composes nodes, constructs nothing
+    except yaml.YAMLError as error:
+        msg = f"Excepted state at {path} holds unreadable YAML ({error})."
+        raise CorruptCheckpointError(msg) from error
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        tag = node.tag
+        if tag not in _YAML_PLAIN:
+            name = _yaml_python_name(tag)
+            if name is None or "." not in name:
+                msg = (
+                    f"Excepted state at {path} holds YAML tag {tag!r}, which plumpy's unsafe "
+                    "YAML loader would act on. Refused; nothing was run."
+                )
+                raise UnsafeCheckpointError(msg, name=tag)
+            module, _, qualname = name.rpartition(".")
+            registry.resolve(f"{module}:{qualname}", "pickle")
+        if isinstance(node.value, list):
+            for item in node.value:
+                stack.extend(item if isinstance(item, tuple) else (item,))
+
+
+def _check_identifier(value: Any, path: str, what: str) -> None:
+    if not isinstance(value, str) or not value.isidentifier() or value.startswith("__"):
+        msg = f"{what} at {path} is {value!r}, not a plain attribute name. Refused."
+        raise UnsafeCheckpointError(msg, name=str(value))
+
+
+def _audit_savable(state: dict[Any, Any], registry: HookRegistry, path: str) -> None:
+    meta = state[META]
+    if not isinstance(meta, dict):
+        msg = f"'!!meta' at {path} is {type(meta).__name__}, not a mapping."
+        raise CorruptCheckpointError(msg)
+    if META__OBJECT_LOADER in meta:
+        registry.resolve(str(meta[META__OBJECT_LOADER]), "class")
+    cls: type | None = None
+    if META__CLASS_NAME in meta:
+        cls = registry.resolve(str(meta[META__CLASS_NAME]), "savable")
+    for member, kind in (meta.get(META__TYPES) or {}).items():
+        if kind == "m":  # plumpy stores bound methods by name and getattr()s them back
+            _check_identifier(state.get(member), f"{path}[{member!r}]", "Method name")
+    if cls is not None and issubclass(cls, plumpy.process_states.Waiting):
+        callback = state.get(plumpy.process_states.Waiting.DONE_CALLBACK)
+        if callback is not None:
+            _check_identifier(callback, f"{path}.DONE_CALLBACK", "Waiting callback")
+    if cls is not None and issubclass(cls, plumpy.process_states.Excepted):
+        _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
+
+
+def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None:
+    """Check, as data, that loading ``bundle`` imports and runs only allowed code.
+
+    :param bundle: a decoded bundle
+    :param registry: whose allow-list decides
+    :raises UnsafeCheckpointError: naming the first class, loader, method or YAML tag refused
+    :raises CorruptCheckpointError: if plumpy's metadata is malformed
+    """
+    stack: list[tuple[Any, str]] = [(bundle, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            if META in value:
+                _audit_savable(value, registry, path or "<root>")
+            for key, child in value.items():
+                if not isinstance(child, _ATOMS):
+                    stack.append((child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]"))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value) if not isinstance(child, _ATOMS))
+
+
+# endregion
+
+# region rebinding and the graph check
+
+
+def _rebind(value: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """Copy-on-write: the tree with every snapshot replaced by a future on ``loop``.
+
+    Containers without snapshots are returned as they are, so a bundle can be
+    unbundled again (onto another loop) later.
+    """
+    if isinstance(value, FutureSnapshot):
+        return _materialise(value, loop)
+    if isinstance(value, dict):
+        changed: dict[Any, Any] | None = None
+        for key, child in value.items():
+            if isinstance(child, _ATOMS):
+                continue
+            new = _rebind(child, loop)
+            if new is not child:
+                if changed is None:
+                    changed = {}
+                changed[key] = new
+        if changed is None:
+            return value
+        copy = value.__class__.__new__(value.__class__)
+        dict.update(copy, value)
+        dict.update(copy, changed)
+        return copy
+    if type(value) in (list, tuple, set, frozenset):
+        items = [child if isinstance(child, _ATOMS) else _rebind(child, loop) for child in value]
+        if all(a is b for a, b in zip(items, value, strict=True)):
+            return value
+        return items if type(value) is list else type(value)(items)
+    return value
+
+
+_SKIP = (
+    asyncio.AbstractEventLoop,
+    types.ModuleType,
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    logging.Logger,
+    logging.LoggerAdapter,
+    threading.Thread,
+    kiwipy.Communicator,
+    weakref.ref,
+    weakref.WeakKeyDictionary,
+    weakref.WeakValueDictionary,
+    asyncio.Handle,
+)
+
+
+def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
+    try:
+        yield from vars(obj).items()
+    except TypeError:
+        pass
+    for cls in type(obj).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            try:
+                yield slot, object.__getattribute__(obj, slot)
+            except AttributeError:
+                continue
+
+
+def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
+    """Audit an object graph: every ``asyncio.Future``/``Task`` in it must belong to ``loop``.
+
+    Walks containers, instance ``__dict__`` and ``__slots__``; it does not descend
+    into loops, modules, classes, functions, loggers, threads or communicators
+    (which a loader supplies, rather than restores).
+
+    :param obj: the root of the graph (a process, usually)
+    :param loop: the loop every future must belong to
+    :raises LoopBoundaryError: naming the path of each foreign future
+    """
+    foreign: list[str] = []
+    seen: set[int] = set()
+    stack: list[tuple[Any, str]] = [(obj, "")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _ATOMS) or isinstance(value, _SKIP) or id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, asyncio.Future):
+            if value.get_loop() is not loop:
+                foreign.append(path or "<root>")
+            continue
+        if isinstance(value, dict):
+            for key, child in value.items():
+                stack.append((key, f"{path}<key {key!r}>"))
+                stack.append((child, f"{path}[{key!r}]"))
+        elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
+        elif not inspect.isroutine(value):
+            stack.extend((child, f"{path}.{name}" if path else name) for name, child in _attributes(value))
+    if foreign:
+        where = ", ".join(sorted(foreign)[:10]) + (" ..." if len(foreign) > 10 else "")
+        msg = (
+            f"{len(foreign)} future(s) in the restored graph belong to another event loop than "
+            f"{loop!r}: {where}. Awaiting them from the target loop would fail or hang. Restore "
+            "through loopaware_persist.unbundle(bundle, LoopContext(loop=...)) so every future "
+            "is created on the target loop."
+        )
+        raise LoopBoundaryError(msg, paths=sorted(foreign))
+
+
+# endregion
+
+
+def unbundle(
+    bundle: Any,
+    ctx: LoopContext | None = None,
+    *,
+    registry: HookRegistry | None = None,
+    trusted: bool = False,
+    **extra: Any,
+) -> plumpy.Savable:
+    """Re-materialise a bundle on ``ctx.loop``, whole graph, then audit it.
+
+    Works from any caller position: a thread with another loop current, a worker
+    thread with no loop, a coroutine running on another loop, or the target loop.
+
+    :param bundle: a decoded plumpy bundle (``FutureSnapshot`` values become futures)
+    :param ctx: the target loop (default: the loop running in this thread)
+    :param registry: whose allow-list decides what may be revived (default registry)
+    :param trusted: skip the allow-list audit and use plumpy's own loader (runs what the
+        bundle names: only for bundles you wrote yourself)
+    :param extra: more entries for plumpy's ``LoadSaveContext`` (``communicator``, ``logger``)
+    :raises NoEventLoopError: if there is no target loop or it is closed
+    :raises UnsafeCheckpointError: if the bundle names anything outside the allow-list
+    :raises LoopBoundaryError: if a future of the result belongs to another loop
+    :raises DecodeError: if plumpy cannot load the bundle
+    :return: the loaded object, usually a ``plumpy.Process``
+    """
+    ctx = ctx if ctx is not None else LoopContext()
+    registry = registry if registry is not None else default_registry
+    if not trusted:
+        audit_bundle(bundle, registry)
+        extra.setdefault("loader", SafeObjectLoader(registry))
+    loop = ctx.loop
+
+    def load() -> plumpy.Savable:
+        tree = _rebind(bundle, loop)
+        try:
+            return plumpy.Savable.load(tree, ctx.load_context(**extra))
+        except LoopAwarePersistError:
+            raise
+        except Exception as error:
+            what = tree.get(META, {}).get(META__CLASS_NAME, "?") if isinstance(tree, dict) else "?"
+            msg = (
+                f"plumpy could not load the checkpoint of {what!r} "
+                f"({type(error).__name__}: {error}). The bundle does not match the code "
+                "installed here, or it is damaged."
+            )
+            raise CorruptCheckpointError(msg) from error
+
+    obj = ctx.run(load)
+    check_loop_bound(obj, loop)
+    return obj
+
+
+class LoopAwareBundle(plumpy.Bundle):
+    """A ``plumpy.Bundle`` whose own :meth:`unbundle` is loop-safe and allow-list checked.
+
+    plumpy's ``ProcessLauncher`` and AiiDA call ``bundle.unbundle(load_context)``
+    themselves; this routes that call through :func:`unbundle`, taking the target
+    loop from ``load_context.loop`` (or the running loop; never a new one).
+    """
+
+    _registry: HookRegistry = default_registry
+    _trusted: bool = False
+
+    @classmethod
+    def wrap(cls, tree: dict[str, Any], *, registry: HookRegistry, trusted: bool) -> LoopAwareBundle:
+        """:param tree: a decoded bundle
+        :param registry: the allow-list to load with
+        :param trusted: whether to skip the allow-list audit
+        :return: the same content as a :class:`LoopAwareBundle`
+        """
+        bundle = cls.__new__(cls)
+        dict.update(bundle, tree)
+        bundle._registry = registry
+        bundle._trusted = trusted
+        return bundle
+
+    def unbundle(self, load_context: plumpy.LoadSaveContext | None = None) -> plumpy.Savable:
+        """Load the bundle onto ``load_context.loop`` (or the running loop).
+
+        :param load_context: plumpy's context; ``loop``, ``communicator``, ``logger`` and
+            ``loader`` entries are honoured
+        :raises NoEventLoopError: if the context has no loop and none is running
+        :return: the loaded object, every future on the target loop
+        """
+        extra: dict[str, Any] = {}
+        loop = None
+        if load_context is not None:
+            extra = dict(cast(Any, load_context)._values)  # noqa: SLF001 - plumpy exposes no accessor
+            loop = extra.pop("loop", None)
+            if load_context.loader is not None and not isinstance(load_context.loader, loaders.DefaultObjectLoader):
+                extra["loader"] = load_context.loader
+        return unbundle(
+            self, LoopContext(loop=loop), registry=self._registry, trusted=self._trusted, **extra
+        )
+
+
+_ = class_name

@@ -1,0 +1,134 @@
+"""Storages: where checkpoint records live, chosen by URL.
+
+``open_storage("sqlite:///checkpoints.db")`` imports the backend for the URL's
+scheme only when it is used. The built-in schemes are ``memory``, ``file`` and
+``sqlite``; other packages add schemes through the entry-point group
+``loopaware_persist.storages``, each entry point naming a
+:class:`StorageFactory` (``open_storage(url, *, durability)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import re
+
+from loopaware_persist._errors import StorageError
+from loopaware_persist.storage._base import CheckpointKey as CheckpointKey
+from loopaware_persist.storage._base import Durability as Durability
+from loopaware_persist.storage._base import Pid as Pid
+from loopaware_persist.storage._base import RecordInfo as RecordInfo
+from loopaware_persist.storage._base import Storage as Storage
+from loopaware_persist.storage._base import StorageFactory as StorageFactory
+from loopaware_persist.storage._base import StoredRecord as StoredRecord
+from loopaware_persist.storage._base import check_durability
+from loopaware_persist.storage._base import pid_from_token as pid_from_token
+from loopaware_persist.storage._base import pid_token as pid_token
+
+__all__ = (
+    "ENTRY_POINT_GROUP",
+    "CheckpointKey",
+    "Durability",
+    "Pid",
+    "RecordInfo",
+    "Storage",
+    "StorageFactory",
+    "StoredRecord",
+    "available_schemes",
+    "open_storage",
+    "pid_from_token",
+    "pid_token",
+)
+
+ENTRY_POINT_GROUP = "loopaware_persist.storages"
+
+# Module names, not modules: a backend (and whatever it imports) loads only
+# when its scheme is used.
+_BUILTIN = {
+    "memory": "loopaware_persist.storage.memory",
+    "file": "loopaware_persist.storage.file",
+    "sqlite": "loopaware_persist.storage.sqlite",
+}
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+
+
+def _entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(entry_point.name.lower(), []).append(entry_point)
+    return found
+
+
+def available_schemes() -> tuple[str, ...]:
+    """The URL schemes :func:`open_storage` knows: built-ins, then plugins.
+
+    :return: the scheme names, sorted
+    """
+    return tuple(sorted(set(_BUILTIN) | set(_entry_points())))
+
+
+def _factory(scheme: str, url: str) -> StorageFactory:
+    module_name = _BUILTIN.get(scheme)
+    if module_name is not None:
+        factory: StorageFactory = importlib.import_module(module_name).open_storage
+        return factory
+    plugins = _entry_points()
+    candidates = {ep.value: ep for ep in plugins.get(scheme, [])}
+    if not candidates:
+        known = ", ".join(f"{name}://" for name in available_schemes())
+        msg = (
+            f"No storage for the URL scheme {scheme!r} in {url!r}. Known schemes: {known}. "
+            f"Install the package providing it (it registers an entry point in "
+            f"{ENTRY_POINT_GROUP!r})."
+        )
+        raise StorageError(msg)
+    if len(candidates) > 1:
+        msg = (
+            f"Several installed packages provide the storage scheme {scheme!r}: "
+            f"{', '.join(sorted(candidates))}. Uninstall all but one."
+        )
+        raise StorageError(msg)
+    (entry_point,) = candidates.values()
+    try:
+        loaded: StorageFactory = entry_point.load()
+    except Exception as exc:
+        msg = (
+            f"The storage plugin for {scheme!r} ({entry_point.value}) failed to import: "
+            f"{type(exc).__name__}: {exc}. Reinstall the package that provides it."
+        )
+        raise StorageError(msg) from exc
+    return loaded
+
+
+def open_storage(url: str, *, durability: Durability = "normal") -> Storage:
+    """Open the storage a URL names.
+
+    :param url: e.g. ``memory://``, ``file:///var/lib/ckpt``,
+        ``sqlite:///checkpoints.db``, or a scheme a plugin registers
+    :param durability: ``"normal"`` (survives a process crash) or ``"full"``
+        (fsync before a put returns; survives power loss)
+    :raises StorageError: if the scheme is unknown, the URL is invalid, or the
+        backend cannot open the storage
+    :return: the open storage; close it (or use it as a context manager)
+    """
+    if not isinstance(url, str):
+        msg = f"A storage URL must be a str, got {type(url)!r}. Use e.g. 'sqlite:///ckpt.db'."
+        raise StorageError(msg)
+    durability = check_durability(durability)
+    match = _SCHEME.match(url)
+    if match is None:
+        known = ", ".join(f"{name}://" for name in available_schemes())
+        msg = (
+            f"{url!r} is not a storage URL: it has no scheme. Known schemes: {known}, "
+            f"e.g. 'sqlite:///checkpoints.db'."
+        )
+        raise StorageError(msg)
+    storage = _factory(match.group(1).lower(), url)(url, durability=durability)
+    if not isinstance(storage, Storage):
+        msg = (
+            f"The storage factory for {url!r} returned {type(storage)!r}, not a Storage. "
+            f"Report this to the package that provides the scheme."
+        )
+        raise StorageError(msg)
+    return storage

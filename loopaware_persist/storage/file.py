@@ -1,0 +1,666 @@
+"""``file:///abs/dir``: one file per checkpoint in a directory.
+
+File format
+    Each record is one file: a small header, then the data verbatim::
+
+        magic "LAPCKPT1" | header length u32 | version u64 | saved_at f64
+        | data size u64 | pid-token length u32 | tag flag u8 | pid token | tag
+        | CRC-32 of everything before it                       (big-endian)
+
+    The header carries the version, the save time and the full key, so
+    :meth:`FileStorage.list` reads one small ``pread`` per record and never the
+    data, and a hashed file name (below) is checked against the real key.
+
+File names
+    ``<pid>.ckpt`` for the untagged checkpoint and ``<pid>.t<tag>.ckpt`` for a
+    tagged one, where ``<pid>`` is the escaped :func:`pid_token` and ``<tag>``
+    the escaped tag. Escaping keeps ``[a-z0-9_:-]`` and writes every other
+    UTF-8 byte as ``%xx`` (lower-case hex), so names never hold ``/``, NUL,
+    upper-case letters (case-insensitive file systems stay injective) or ``.``
+    (the separator; names cannot be ``.`` or ``..`` and never start with a dot,
+    which keeps temp and lock files apart). Names longer than 200 characters
+    become ``<first 130 chars>~<sha256 of the full name>.ckpt``: ``~`` marks
+    them and the header is checked, so keys stay injective.
+
+Writes
+    Data goes to ``.tmp-<random>`` in the same directory, is fsynced (durability
+    ``"full"``), the version is read from the current file and written into the
+    temp file's header under a lock, then ``os.replace`` swaps it in (and the
+    directory is fsynced with ``"full"``). A reader opens one inode, so it sees
+    the old record or the new one, never a mix.
+
+Locks (``fcntl.flock``, so they hold across threads and processes)
+    ``.loopaware-versions.lock``, exclusive, guards read-version/replace (and
+    deletes), so versions never go backwards or repeat.
+    ``.loopaware-writers.lock`` is held *shared* by every writer while its temp
+    file exists; sweeping orphan temp files on open takes it exclusively and
+    without blocking, so a live writer's temp file is never swept.
+
+Every OS call goes through :class:`FileIO`, which tests replace to inject
+crashes and I/O errors at each step.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+import struct
+import time
+import urllib.parse
+import zlib
+from collections.abc import Iterator
+
+import attrs
+
+from loopaware_persist._errors import (
+    DurabilityError,
+    StorageError,
+)
+from loopaware_persist.storage._base import (
+    CheckpointKey,
+    Durability,
+    Pid,
+    RecordInfo,
+    Storage,
+    StoredRecord,
+    pid_from_token,
+    pid_token,
+)
+
+__all__ = ("FileIO", "FileStorage", "checkpoint_filename", "open_storage", "path_from_url")
+
+SUFFIX = ".ckpt"
+TEMP_PREFIX = ".tmp-"
+VERSIONS_LOCK = ".loopaware-versions.lock"
+WRITERS_LOCK = ".loopaware-writers.lock"
+
+_MAGIC = b"LAPCKPT1"
+# magic, header length, version, saved_at, data size, token length, tag flag
+_FIXED = struct.Struct(">8sIQdQIB")
+_CRC = struct.Struct(">I")
+# One pread of this size covers the header of any key shorter than ~450
+# bytes, i.e. all but pathological ones, which take a second pread.
+_HEADER_GUESS = 512
+
+_MAX_NAME = 200  # well under NAME_MAX (255 bytes) on every POSIX file system
+_HASHED_KEEP = 130
+_UNSAFE = re.compile(r"[^a-z0-9_:\-]+")
+
+
+def _escape_run(match: re.Match[str]) -> str:
+    return "".join(f"%{b:02x}" for b in match.group().encode("utf-8"))
+
+
+def _escape(text: str) -> str:
+    return _UNSAFE.sub(_escape_run, text)
+
+
+def checkpoint_filename(key: CheckpointKey) -> str:
+    """The file name a key is stored under, inside the storage directory.
+
+    Injective over keys, at most 205 ASCII characters, free of ``/``, NUL and
+    upper-case letters, never ``.``/``..`` and never starting with ``.``.
+
+    :param key: the key
+    :return: the bare file name
+    """
+    stem = _escape(key.token)
+    if key.tag is not None:
+        stem = f"{stem}.t{_escape(key.tag)}"
+    if len(stem) + len(SUFFIX) > _MAX_NAME:
+        digest = hashlib.sha256(stem.encode("ascii")).hexdigest()
+        stem = f"{stem[:_HASHED_KEEP]}~{digest}"
+    return stem + SUFFIX
+
+
+def _may_hold_pid(name: str, escaped_pid: str) -> bool:
+    # A cheap filter on names before reading headers; the header decides.
+    stem = name[: -len(SUFFIX)]
+    cut = stem.find("~")
+    if cut < 0:
+        return stem.partition(".")[0] == escaped_pid
+    kept = stem[:cut]
+    # A hashed name keeps a prefix of "<pid>.t<tag>" or of "<pid>".
+    return kept.startswith(escaped_pid + ".") or escaped_pid.startswith(kept.partition(".")[0])
+
+
+@attrs.frozen(kw_only=True)
+class _Header:
+    key: CheckpointKey
+    version: int
+    saved_at: float
+    size: int
+    length: int
+
+
+def _encode_header(key: CheckpointKey, *, version: int, saved_at: float, size: int) -> bytes:
+    token = key.token.encode("utf-8")
+    tag = b"" if key.tag is None else key.tag.encode("utf-8")
+    length = _FIXED.size + len(token) + len(tag) + _CRC.size
+    head = _FIXED.pack(
+        _MAGIC, length, version, saved_at, size, len(token), 0 if key.tag is None else 1
+    )
+    body = head + token + tag
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _header_length(key: CheckpointKey) -> int:
+    token = key.token.encode("utf-8")
+    tag = b"" if key.tag is None else key.tag.encode("utf-8")
+    return _FIXED.size + len(token) + len(tag) + _CRC.size
+
+
+class _Damaged(Exception):
+    """A file's header is not a valid loopaware header; the reason is the message."""
+
+
+def _decode_header(buf: bytes) -> _Header | int:
+    """Parse a header from the start of ``buf``.
+
+    :return: the header, or how many bytes are needed if ``buf`` is too short
+    :raises _Damaged: if the bytes are not a header
+    """
+    if len(buf) < _FIXED.size:
+        if buf and not _MAGIC.startswith(buf[: len(_MAGIC)]):
+            raise _Damaged("no loopaware magic")
+        return _FIXED.size
+    magic, length, version, saved_at, size, token_len, tag_flag = _FIXED.unpack_from(buf)
+    if magic != _MAGIC:
+        raise _Damaged("no loopaware magic")
+    if length < _FIXED.size + token_len + _CRC.size or tag_flag not in (0, 1):
+        raise _Damaged("inconsistent header fields")
+    if len(buf) < length:
+        return length
+    (crc,) = _CRC.unpack_from(buf, length - _CRC.size)
+    if zlib.crc32(buf[: length - _CRC.size]) != crc:
+        raise _Damaged("header checksum mismatch")
+    start = _FIXED.size
+    try:
+        token = buf[start : start + token_len].decode("utf-8")
+        tag_bytes = buf[start + token_len : length - _CRC.size]
+        tag = tag_bytes.decode("utf-8") if tag_flag else None
+        if tag is None and tag_bytes:
+            raise _Damaged("untagged header with tag bytes")
+        key = CheckpointKey._from_storage(token, tag)
+    except (UnicodeDecodeError, StorageError) as exc:
+        raise _Damaged(f"undecodable key: {exc}") from None
+    return _Header(key=key, version=version, saved_at=saved_at, size=size, length=length)
+
+
+class FileIO:
+    """The operating-system calls :class:`FileStorage` makes, one method each.
+
+    The default makes the real calls. Subclass it to inject faults: raise an
+    ``OSError`` (or a ``BaseException`` standing for a crash) from any step of a
+    write (open, pwrite, fsync, replace...) and check the storage survives.
+    """
+
+    def open(self, path: str, flags: int, mode: int = 0o666) -> int:
+        """``os.open`` with ``O_CLOEXEC``, so no exec'd child keeps a lock alive."""
+        return os.open(path, flags | os.O_CLOEXEC, mode)
+
+    def close(self, fd: int) -> None:
+        """``os.close``."""
+        os.close(fd)
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        """``os.pwrite``; may write less than asked."""
+        return os.pwrite(fd, data, offset)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        """``os.pread``; may read less than asked."""
+        return os.pread(fd, size, offset)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        """``os.fstat``."""
+        return os.fstat(fd)
+
+    def fsync(self, fd: int) -> None:
+        """``os.fsync``."""
+        os.fsync(fd)
+
+    def replace(self, src: str, dst: str) -> None:
+        """``os.replace``: atomic on POSIX within one file system."""
+        os.replace(src, dst)
+
+    def unlink(self, path: str) -> None:
+        """``os.unlink``."""
+        os.unlink(path)
+
+    def listdir(self, path: str) -> builtins.list[str]:
+        """``os.listdir``."""
+        return os.listdir(path)
+
+    def makedirs(self, path: str) -> None:
+        """``os.makedirs(path, exist_ok=True)``."""
+        os.makedirs(path, exist_ok=True)
+
+    def flock(self, fd: int, operation: int) -> None:
+        """``fcntl.flock``."""
+        fcntl.flock(fd, operation)
+
+
+def path_from_url(url: str) -> str:
+    """The directory a ``file:`` URL names (RFC 8089, as ``Path.as_uri()`` writes).
+
+    Accepts ``file:///abs/dir``, ``file://localhost/abs/dir`` and
+    ``file:/abs/dir``; percent-escapes are decoded (non-UTF-8 bytes too).
+
+    :param url: the URL
+    :raises StorageError: if it is not a local, absolute ``file:`` URL
+    :return: the absolute, normalised directory path
+    """
+    hint = "Write it as pathlib.Path('/abs/dir').as_uri() does, e.g. 'file:///var/lib/ckpt'."
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "file":
+        msg = f"Not a file URL: {url!r}. {hint}"
+        raise StorageError(msg)
+    if parts.query or parts.fragment:
+        msg = f"A file storage URL takes no query or fragment: {url!r}. {hint}"
+        raise StorageError(msg)
+    if parts.netloc not in ("", "localhost"):
+        msg = (
+            f"The file URL {url!r} names the host {parts.netloc!r}; only local directories "
+            f"are supported (did you mean 'file:///{parts.netloc}{parts.path}'?). {hint}"
+        )
+        raise StorageError(msg)
+    if not parts.path.startswith("/"):
+        msg = f"The file URL {url!r} holds a relative path; it must be absolute. {hint}"
+        raise StorageError(msg)
+    raw = urllib.parse.unquote_to_bytes(parts.path)
+    if b"\0" in raw:
+        msg = f"The file URL {url!r} holds a NUL byte, which no path can contain."
+        raise StorageError(msg)
+    return os.path.normpath(os.fsdecode(raw))
+
+
+def _pread_exact(io: FileIO, fd: int, size: int, offset: int) -> bytes:
+    """Read ``size`` bytes or up to end of file, whichever comes first."""
+    chunks = []
+    while size > 0:
+        chunk = io.pread(fd, size, offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _pwrite_all(io: FileIO, fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = io.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, "pwrite wrote nothing")
+        view = view[written:]
+        offset += written
+
+
+class FileStorage(Storage):
+    """Checkpoints as files in a directory; see the module docstring for the format.
+
+    :param url: ``file:///abs/dir``
+    :param durability: ``"full"`` fsyncs each file and the directory before a
+        put returns; ``"normal"`` relies on atomic rename alone (safe against a
+        process crash, not against power loss)
+    :param io: the OS-call layer; tests pass a fault-injecting :class:`FileIO`
+    :raises StorageError: if the URL is invalid
+    :raises DurabilityError: if the directory cannot be created
+    """
+
+    def __init__(
+        self, url: str, *, durability: Durability = "normal", io: FileIO | None = None
+    ) -> None:
+        super().__init__(url=url, durability=durability)
+        self.root = path_from_url(url)
+        self._io = io if io is not None else FileIO()
+        self._full = self.durability == "full"
+        try:
+            self._io.makedirs(self.root)
+        except OSError as exc:
+            msg = (
+                f"Cannot create the checkpoint directory {self.root!r} for {url!r}: {exc}. "
+                f"Create it yourself or choose a writable location."
+            )
+            raise DurabilityError(msg) from exc
+        if not os.path.isdir(self.root):
+            msg = f"{self.root!r} (from {url!r}) is not a directory. Choose a directory."
+            raise StorageError(msg)
+        self.sweep_temp_files()
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    @contextlib.contextmanager
+    def _flock(self, name: str, operation: int) -> Iterator[None]:
+        # A fresh descriptor per use: flock belongs to the open file description,
+        # so threads sharing one descriptor would not exclude each other, and a
+        # descriptor opened before a fork would be shared with the child.
+        fd = self._io.open(self._path(name), os.O_RDWR | os.O_CREAT)
+        try:
+            self._io.flock(fd, operation)
+            try:
+                yield
+            finally:
+                # Unlock explicitly: a child forked meanwhile holds a duplicate of
+                # fd, and close() alone would not release the lock until it exits.
+                self._io.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._io.close(fd)
+
+    def _fsync_dir(self) -> None:
+        fd = self._io.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._io.fsync(fd)
+        finally:
+            self._io.close(fd)
+
+    def _damaged(self, path: str, reason: str) -> StorageError:
+        msg = (
+            f"The checkpoint file {path!r} in {self.url!r} is damaged or is not a loopaware "
+            f"checkpoint ({reason}). Move it out of the directory, or delete() its record, "
+            f"and restore it from a backup if you need it."
+        )
+        return StorageError(msg)
+
+    def _read_error(self, key: CheckpointKey | None, path: str, exc: OSError) -> StorageError:
+        what = "the directory" if key is None else f"pid {key.pid!r} with tag {key.tag!r}"
+        msg = (
+            f"Cannot read {what} from {self.url!r} ({path}): {exc}. "
+            f"Check that the directory exists and is readable."
+        )
+        return StorageError(msg)
+
+    def _read_header(self, fd: int, path: str) -> tuple[_Header, bytes]:
+        """Read a header with one pread (two for huge keys); also return the bytes read."""
+        buf = _pread_exact(self._io, fd, _HEADER_GUESS, 0)
+        try:
+            header = _decode_header(buf)
+            if isinstance(header, int):
+                buf = _pread_exact(self._io, fd, header, 0)
+                header = _decode_header(buf)
+                if isinstance(header, int):
+                    raise _Damaged(f"truncated header ({len(buf)} of {header} bytes)")
+        except _Damaged as exc:
+            raise self._damaged(path, str(exc)) from None
+        return header, buf
+
+    def _open_record(self, key: CheckpointKey) -> tuple[int, str] | None:
+        path = self._path(checkpoint_filename(key))
+        try:
+            return self._io.open(path, os.O_RDONLY), path
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._read_error(key, path, exc) from exc
+
+    def _check_key(self, header: _Header, key: CheckpointKey, path: str) -> None:
+        if header.key != key:
+            # Only a SHA-256 collision between hashed names, or a file copied in
+            # under the wrong name, gets here.
+            raise self._damaged(path, f"it holds the record of {header.key!r}, not {key!r}")
+
+    def _current_version(self, key: CheckpointKey, path: str) -> int:
+        try:
+            fd = self._io.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0
+        try:
+            header, _ = self._read_header(fd, path)
+        finally:
+            self._io.close(fd)
+        self._check_key(header, key, path)
+        return header.version
+
+    # -- Storage hooks ---------------------------------------------------------
+
+    def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
+        io = self._io
+        path = self._path(checkpoint_filename(key))
+        header_length = _header_length(key)
+        replaced = False
+        try:
+            with self._flock(WRITERS_LOCK, fcntl.LOCK_SH):
+                temp: str | None = self._path(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+                fd = io.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+                try:
+                    # The payload is written (and synced) before taking the version
+                    # lock, so concurrent writers only serialise on a small header.
+                    _pwrite_all(io, fd, data, header_length)
+                    if self._full:
+                        io.fsync(fd)
+                    with self._flock(VERSIONS_LOCK, fcntl.LOCK_EX):
+                        current = self._current_version(key, path)
+                        if expected_version is not None and expected_version != current:
+                            raise self._stale(key, expected=expected_version, actual=current)
+                        version = current + 1
+                        header = _encode_header(
+                            key, version=version, saved_at=time.time(), size=len(data)
+                        )
+                        _pwrite_all(io, fd, header, 0)
+                        if self._full:
+                            io.fsync(fd)
+                        # Forget fd before closing it: a failed close() still
+                        # frees the descriptor, and closing it twice could close
+                        # another thread's file.
+                        closing, fd = fd, -1
+                        io.close(closing)
+                        io.replace(temp, path)
+                        replaced = True
+                        temp = None
+                        if self._full:
+                            self._fsync_dir()
+                finally:
+                    if fd >= 0:
+                        io.close(fd)
+                    if temp is not None:
+                        with contextlib.suppress(OSError):
+                            io.unlink(temp)
+        except StorageError:
+            raise
+        except OSError as exc:
+            if replaced:
+                outcome = (
+                    "The new record is in place but may not survive a power loss "
+                    "(the directory fsync failed)."
+                )
+            else:
+                outcome = "Nothing was stored; the previous record, if any, is intact."
+            msg = (
+                f"Could not save the checkpoint for pid {key.pid!r} with tag {key.tag!r} to "
+                f"{self.url!r} ({path}): {exc}. {outcome} Check that the directory is "
+                f"writable and has free space, then save again."
+            )
+            raise DurabilityError(msg) from exc
+        return version
+
+    def _get(self, key: CheckpointKey) -> StoredRecord:
+        opened = self._open_record(key)
+        if opened is None:
+            raise self._not_found(key)
+        fd, path = opened
+        try:
+            # One read of the whole file: fstat and pread see the same inode even
+            # if a writer replaces the name meanwhile.
+            size = self._io.fstat(fd).st_size
+            buf = _pread_exact(self._io, fd, size, 0)
+        except OSError as exc:
+            raise self._read_error(key, path, exc) from exc
+        finally:
+            self._io.close(fd)
+        try:
+            header = _decode_header(buf)
+        except _Damaged as exc:
+            raise self._damaged(path, str(exc)) from None
+        if isinstance(header, int) or header.length + header.size != len(buf):
+            raise self._damaged(path, f"{len(buf)} bytes on disk, header says otherwise")
+        self._check_key(header, key, path)
+        return StoredRecord(key=key, data=buf[header.length :], version=header.version)
+
+    def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
+        opened = self._open_record(key)
+        if opened is None:
+            raise self._not_found(key)
+        fd, path = opened
+        try:
+            header, buf = self._read_header(fd, path)
+            self._check_key(header, key, path)
+            want = min(size, header.size)
+            if header.length + want <= len(buf):
+                data = buf[header.length : header.length + want]
+            else:
+                data = _pread_exact(self._io, fd, want, header.length)
+            if len(data) != want:
+                raise self._damaged(path, "data shorter than its header says")
+        except OSError as exc:
+            raise self._read_error(key, path, exc) from exc
+        finally:
+            self._io.close(fd)
+        return data
+
+    def _delete(self, key: CheckpointKey) -> bool:
+        path = self._path(checkpoint_filename(key))
+        try:
+            with self._flock(VERSIONS_LOCK, fcntl.LOCK_EX):
+                if "~" in os.path.basename(path):
+                    # Hashed name: make sure it is this key's file before removing it.
+                    self._current_version(key, path)
+                try:
+                    self._io.unlink(path)
+                except FileNotFoundError:
+                    return False
+                if self._full:
+                    self._fsync_dir()
+                return True
+        except StorageError:
+            raise
+        except OSError as exc:
+            msg = (
+                f"Could not delete the checkpoint for pid {key.pid!r} with tag {key.tag!r} "
+                f"from {self.url!r} ({path}): {exc}. Check that the directory is writable."
+            )
+            raise DurabilityError(msg) from exc
+
+    def _delete_pid(self, pid: Pid) -> int:
+        try:
+            with self._flock(VERSIONS_LOCK, fcntl.LOCK_EX):
+                count = 0
+                for name, _ in self._scan(pid):
+                    try:
+                        self._io.unlink(self._path(name))
+                    except FileNotFoundError:
+                        continue
+                    count += 1
+                if count and self._full:
+                    self._fsync_dir()
+                return count
+        except StorageError:
+            raise
+        except OSError as exc:
+            msg = (
+                f"Could not delete the checkpoints of pid {pid!r} from {self.url!r}: {exc}. "
+                f"Some may remain; check that the directory is writable and retry."
+            )
+            raise DurabilityError(msg) from exc
+
+    def _scan(self, pid: Pid | None) -> builtins.list[tuple[str, RecordInfo]]:
+        # The hot loop of list(): one open/pread/close per record and as little
+        # Python as possible around it (10,000 records should list in tens of ms).
+        io = self._io
+        token = None if pid is None else pid_token(pid)
+        escaped = None if token is None else _escape(token)
+        try:
+            names = io.listdir(self.root)
+        except OSError as exc:
+            raise self._read_error(None, self.root, exc) from exc
+        found = []
+        prefix = self.root.rstrip("/") + "/"
+        for name in names:
+            if not name.endswith(SUFFIX) or name.startswith("."):
+                continue
+            if escaped is not None and not _may_hold_pid(name, escaped):
+                continue
+            path = prefix + name
+            try:
+                fd = io.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # deleted since listdir
+            except OSError as exc:
+                raise self._read_error(None, path, exc) from exc
+            try:
+                header, _ = self._read_header(fd, path)
+            except OSError as exc:
+                raise self._read_error(None, path, exc) from exc
+            finally:
+                io.close(fd)
+            key = header.key
+            if token is not None and key.token != token:
+                continue
+            # The name is not checked against the key here (get() does that):
+            # it would double the cost of listing for files nobody misplaced.
+            info = RecordInfo(
+                key=key, version=header.version, size=header.size, saved_at=header.saved_at
+            )
+            found.append((name, info))
+        return found
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        return [info for _, info in self._scan(pid)]
+
+    def _close(self) -> None:
+        # Nothing stays open between operations (each opens and closes its own
+        # descriptors), which also makes a FileStorage safe to use after fork.
+        pass
+
+    # -- maintenance -------------------------------------------------------------
+
+    def sweep_temp_files(self) -> int:
+        """Remove temp files that crashed writers left behind.
+
+        Runs on open. Skipped (returns 0) while any writer is active in the
+        directory, whose temp file must not be swept, or if the directory is
+        read-only.
+
+        :raises StorageError: if the directory cannot be listed
+        :return: how many temp files were removed
+        """
+        try:
+            with self._flock(WRITERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                names = self._io.listdir(self.root)
+                removed = 0
+                for name in names:
+                    if name.startswith(TEMP_PREFIX):
+                        with contextlib.suppress(FileNotFoundError):
+                            self._io.unlink(self._path(name))
+                            removed += 1
+                return removed
+        except BlockingIOError:
+            return 0  # a writer is active; its temp file is not an orphan
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return 0  # a read-only store can still be read
+            raise self._read_error(None, self.root, exc) from exc
+
+
+def open_storage(
+    url: str, *, durability: Durability = "normal", io: FileIO | None = None
+) -> FileStorage:
+    """Open a ``file:///abs/dir`` storage, creating the directory if needed.
+
+    :param url: an RFC 8089 file URL, as ``pathlib.Path.as_uri()`` writes it
+    :param durability: ``"normal"`` or ``"full"`` (fsync files and directory)
+    :param io: the OS-call layer, for fault injection in tests
+    :raises StorageError: if the URL is not a local absolute file URL
+    :raises DurabilityError: if the directory cannot be created
+    :return: the storage
+    """
+    return FileStorage(url, durability=durability, io=io)

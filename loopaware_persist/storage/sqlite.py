@@ -1,0 +1,507 @@
+"""``sqlite:///rel/path.db`` and ``sqlite:////abs/path.db``: the embedded default.
+
+URLs follow SQLAlchemy's convention: what follows ``sqlite:///`` is the path,
+relative to the working directory at open time unless it starts with ``/``.
+Percent-escapes are decoded (write ``?`` as ``%3F``); there are no query
+options. In-memory databases (``sqlite://``, ``sqlite:///:memory:``) are
+refused: use ``memory://``.
+
+Schema (version 1, recorded in ``loopaware_schema``)::
+
+    checkpoints(pid TEXT, tag TEXT NOT NULL, version INTEGER, size INTEGER,
+                saved_at REAL, data BLOB, PRIMARY KEY (pid, tag))
+
+``pid`` holds :func:`pid_token`; ``tag`` is ``''`` for the untagged checkpoint
+and ``':' + tag`` otherwise, so ``None`` and ``''`` stay apart and sort first.
+
+The database runs in WAL mode: readers never block the writer nor each other.
+``durability="normal"`` uses ``synchronous=NORMAL`` (a committed put survives
+a process crash), ``"full"`` uses ``synchronous=FULL`` (it also survives power
+loss). Each put is one ``BEGIN IMMEDIATE`` transaction, so the version
+compare-and-set is atomic across threads and processes; writers wait up to
+``busy_timeout`` for each other.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+import weakref
+from collections.abc import Iterator
+
+from loopaware_persist._errors import (
+    BackendUnavailableError,
+    DurabilityError,
+    StorageError,
+)
+from loopaware_persist.storage._base import (
+    CheckpointKey,
+    Durability,
+    Pid,
+    RecordInfo,
+    Storage,
+    StoredRecord,
+    pid_from_token,
+    pid_token,
+)
+
+__all__ = ("SCHEMA_VERSION", "SqliteStorage", "open_storage", "path_from_url")
+
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT = 30.0
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS loopaware_schema (version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        pid TEXT NOT NULL,
+        tag TEXT NOT NULL,  -- '' for no tag, ':' || tag otherwise
+        version INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        saved_at REAL NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (pid, tag)
+    )""",
+)
+
+_UPSERT = (
+    "INSERT INTO checkpoints (pid, tag, version, size, saved_at, data) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (pid, tag) DO UPDATE SET version = excluded.version, "
+    "size = excluded.size, saved_at = excluded.saved_at, data = excluded.data"
+)
+
+# Primary result codes (the low byte of an extended code).
+_SQLITE_PERM = 3
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_READONLY = 8
+_SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+
+_UNAVAILABLE = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CANTOPEN})
+_WRITE_FAILED = frozenset({_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL})
+_DAMAGED = frozenset({_SQLITE_CORRUPT, _SQLITE_NOTADB})
+# Python < 3.11 has no sqlite_errorcode; fall back on SQLite's fixed messages.
+_MESSAGES = (
+    ("database is locked", _SQLITE_BUSY),
+    ("database table is locked", _SQLITE_LOCKED),
+    ("unable to open database", _SQLITE_CANTOPEN),
+    ("readonly database", _SQLITE_READONLY),
+    ("disk i/o error", _SQLITE_IOERR),
+    ("database or disk is full", _SQLITE_FULL),
+    ("malformed", _SQLITE_CORRUPT),
+    ("not a database", _SQLITE_NOTADB),
+)
+
+
+def _error_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    text = str(exc).lower()
+    for fragment, fallback in _MESSAGES:
+        if fragment in text:
+            return fallback
+    return None
+
+
+def _encode_tag(tag: str | None) -> str:
+    return "" if tag is None else ":" + tag
+
+
+def _decode_tag(value: str) -> str | None:
+    if value == "":
+        return None
+    if value.startswith(":"):
+        return value[1:]
+    msg = f"Malformed tag column value {value!r}: expected '' or ':<tag>'."
+    raise StorageError(msg)
+
+
+def path_from_url(url: str) -> str:
+    """The database file a ``sqlite:`` URL names.
+
+    :param url: ``sqlite:///rel/path.db`` or ``sqlite:////abs/path.db``
+    :raises StorageError: if the URL is malformed or names an in-memory database
+    :return: the absolute path (a relative one is resolved against the working
+        directory now)
+    """
+    hint = "Use 'sqlite:///relative/path.db' or 'sqlite:////absolute/path.db'."
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not sep:
+        msg = f"Not a sqlite URL: {url!r}. {hint}"
+        raise StorageError(msg)
+    if rest in ("", "/", "/:memory:"):
+        msg = (
+            f"{url!r} names an in-memory or empty SQLite database, which no other connection "
+            f"or process could see. Use 'memory://' for an in-memory storage. {hint}"
+        )
+        raise StorageError(msg)
+    if not rest.startswith("/"):
+        msg = f"The sqlite URL {url!r} names a host; SQLite databases are local files. {hint}"
+        raise StorageError(msg)
+    if "?" in rest or "#" in rest:
+        msg = (
+            f"The sqlite URL {url!r} has a query or fragment, which this storage does not "
+            f"take. If '?' or '#' is part of the file name, write it as %3F or %23."
+        )
+        raise StorageError(msg)
+    raw = urllib.parse.unquote_to_bytes(rest[1:])
+    if b"\0" in raw:
+        msg = f"The sqlite URL {url!r} holds a NUL byte, which no path can contain."
+        raise StorageError(msg)
+    return os.path.abspath(os.fsdecode(raw))
+
+
+# Connections inherited through fork are parked here forever instead of being
+# closed or garbage collected: closing one in the child would run SQLite's
+# close logic (WAL checkpoint, lock release) on state the parent still uses.
+_inherited_after_fork: builtins.list[sqlite3.Connection] = []
+_pools: weakref.WeakSet[_Pool] = weakref.WeakSet()
+
+
+class _Pool:
+    """Idle connections, handed to one thread at a time.
+
+    Why a pool rather than one connection behind a lock: WAL lets readers run
+    alongside a writer only on separate connections, so one locked connection
+    would serialise every get() and list() behind a slow put. Why not
+    ``threading.local``: a thread's connection would outlive the thread, and
+    close() could not reach it. A pool creates connections on demand (as many
+    as threads use the storage at once) and close() closes them all.
+    Connections are made with ``check_same_thread=False`` because successive
+    users may be different threads; SQLite serialises them itself
+    (``sqlite3.threadsafety`` is 1 or 3) and the pool never shares one at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: builtins.list[sqlite3.Connection] = []
+        self._busy: set[sqlite3.Connection] = set()
+        self._pid = os.getpid()
+        self._closed = False
+        _pools.add(self)
+
+    def take(self) -> sqlite3.Connection | None:
+        """An idle connection of this process, or ``None`` (make one)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._forget_inherited()
+            if self._idle:
+                conn = self._idle.pop()
+                self._busy.add(conn)
+                return conn
+            return None
+
+    def adopt(self, conn: sqlite3.Connection) -> None:
+        """Count a new connection as in use."""
+        with self._lock:
+            self._busy.add(conn)
+
+    def give_back(self, conn: sqlite3.Connection, *, healthy: bool) -> None:
+        """Return a connection after use; closed if the pool is or it is unhealthy."""
+        with self._lock:
+            if conn not in self._busy:
+                return  # inherited through fork and already parked
+            self._busy.discard(conn)
+            if healthy and not self._closed:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        """Close idle connections now; busy ones are closed when given back."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _forget_inherited(self) -> None:
+        _inherited_after_fork.extend(self._idle)
+        _inherited_after_fork.extend(self._busy)
+        self._idle = []
+        self._busy = set()
+        self._pid = os.getpid()
+
+    def after_fork_in_child(self) -> None:
+        # The lock may have been held by a parent thread at fork time; in the
+        # child that thread does not exist, so the lock would never be released.
+        self._lock = threading.Lock()
+        self._forget_inherited()
+
+
+def _reset_pools_after_fork() -> None:
+    for pool in builtins.list(_pools):
+        pool.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pools_after_fork)
+
+
+class SqliteStorage(Storage):
+    """Checkpoints in a SQLite database file; see the module docstring.
+
+    :param url: ``sqlite:///rel/path.db`` or ``sqlite:////abs/path.db``
+    :param durability: ``"normal"`` (``synchronous=NORMAL``) or ``"full"``
+    :param busy_timeout: seconds a put waits for other writers before
+        :class:`BackendUnavailableError`
+    :raises StorageError: if the URL is invalid, the file is not a SQLite
+        database, or its schema is newer than this version supports
+    :raises BackendUnavailableError: if the database cannot be opened or stays
+        locked
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: Durability = "normal",
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        super().__init__(url=url, durability=durability)
+        self.path = path_from_url(url)
+        self.busy_timeout = float(busy_timeout)
+        self._synchronous = "FULL" if self.durability == "full" else "NORMAL"
+        self._pool = _Pool()
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except OSError as exc:
+            msg = (
+                f"Cannot create the directory of the SQLite database {self.path!r} for "
+                f"{url!r}: {exc}. Create it yourself or choose a writable location."
+            )
+            raise DurabilityError(msg) from exc
+        self._initialise()
+
+    # -- connections -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the
+        # sqlite3 module never opens a transaction behind our back.
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        conn = self._pool.take()
+        if conn is None:
+            conn = self._connect()
+            self._pool.adopt(conn)
+        healthy = False
+        try:
+            yield conn
+            healthy = not conn.in_transaction
+        finally:
+            if not healthy:
+                # Roll back whatever an error left open; a connection that cannot
+                # even do that is closed rather than handed to the next caller.
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    healthy = True
+                except sqlite3.Error:
+                    healthy = False
+            self._pool.give_back(conn, healthy=healthy)
+
+    def _error(
+        self,
+        exc: sqlite3.Error,
+        *,
+        doing: str,
+        key: CheckpointKey | None = None,
+        write: bool = False,
+    ) -> StorageError:
+        code = _error_code(exc)
+        where = f"{doing} in {self.url!r} ({self.path})"
+        if key is not None:
+            where = f"{doing} pid {key.pid!r} with tag {key.tag!r} in {self.url!r} ({self.path})"
+        if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+            msg = (
+                f"Could not {where}: the database stayed locked by another writer for "
+                f"longer than busy_timeout={self.busy_timeout:g} s ({exc}). Retry later, or find "
+                f"the process holding a long transaction."
+            )
+            return BackendUnavailableError(msg)
+        if code in _UNAVAILABLE:
+            msg = (
+                f"Could not {where}: the database file cannot be opened ({exc}). Check that "
+                f"its directory exists and is readable and writable."
+            )
+            return BackendUnavailableError(msg)
+        if code in _DAMAGED:
+            msg = (
+                f"Could not {where}: the file is not a SQLite database or is damaged ({exc}). "
+                f"Point the URL at another file, or restore this one from a backup."
+            )
+            return StorageError(msg)
+        if write and code in _WRITE_FAILED:
+            msg = (
+                f"Could not {where}: the write failed ({exc}). Nothing was stored. Check that "
+                f"the database file and its directory are writable and the disk has space."
+            )
+            return DurabilityError(msg)
+        msg = f"Could not {where}: {type(exc).__name__}: {exc}."
+        return StorageError(msg)
+
+    def _initialise(self) -> None:
+        try:
+            with self._connection() as conn:
+                # WAL is a property of the database file, set once; every later
+                # connection (in any process) uses it.
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                # One write transaction, so processes opening a new database at
+                # the same time create the schema exactly once.
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                found = conn.execute("SELECT max(version) FROM loopaware_schema").fetchone()[0]
+                if found is None:
+                    conn.execute(
+                        "INSERT INTO loopaware_schema (version) VALUES (?)", (SCHEMA_VERSION,)
+                    )
+                elif int(found) > SCHEMA_VERSION:
+                    msg = (
+                        f"The database {self.path!r} ({self.url!r}) has checkpoint schema "
+                        f"version {found}, newer than the {SCHEMA_VERSION} this loopaware_persist "
+                        f"understands. Upgrade loopaware_persist to use it."
+                    )
+                    raise StorageError(msg)
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._pool.close()
+            raise self._error(exc, doing="open the database") from exc
+        except BaseException:
+            self._pool.close()
+            raise
+
+    # -- Storage hooks -----------------------------------------------------------
+
+    def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
+        token, tag = key.token, _encode_tag(key.tag)
+        try:
+            with self._connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                row = conn.execute(
+                    "SELECT version FROM checkpoints WHERE pid = ? AND tag = ?", (token, tag)
+                ).fetchone()
+                current = 0 if row is None else int(row[0])
+                if expected_version is not None and expected_version != current:
+                    conn.execute("ROLLBACK")
+                    raise self._stale(key, expected=expected_version, actual=current)
+                version = current + 1
+                conn.execute(_UPSERT, (token, tag, version, len(data), time.time(), data))
+                conn.execute("COMMIT")
+                return version
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="save", key=key, write=True) from exc
+
+    def _get(self, key: CheckpointKey) -> StoredRecord:
+        try:
+            with self._connection() as conn:
+                row = conn.execute(
+                    "SELECT version, data FROM checkpoints WHERE pid = ? AND tag = ?",
+                    (key.token, _encode_tag(key.tag)),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="read", key=key) from exc
+        if row is None:
+            raise self._not_found(key)
+        return StoredRecord(key=key, data=bytes(row[1]), version=int(row[0]))
+
+    def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
+        try:
+            with self._connection() as conn:
+                # substr on a BLOB counts bytes and returns only those.
+                row = conn.execute(
+                    "SELECT substr(data, 1, ?) FROM checkpoints WHERE pid = ? AND tag = ?",
+                    (size, key.token, _encode_tag(key.tag)),
+                ).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="read", key=key) from exc
+        if row is None:
+            raise self._not_found(key)
+        value = row[0]
+        # substr of an empty BLOB is the empty *text* '' in some SQLite versions.
+        return bytes(value) if isinstance(value, (bytes, memoryview)) else b""
+
+    def _delete(self, key: CheckpointKey) -> bool:
+        try:
+            with self._connection() as conn:
+                cursor = conn.execute(
+                    "DELETE FROM checkpoints WHERE pid = ? AND tag = ?",
+                    (key.token, _encode_tag(key.tag)),
+                )
+                return cursor.rowcount > 0
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="delete", key=key, write=True) from exc
+
+    def _delete_pid(self, pid: Pid) -> int:
+        try:
+            with self._connection() as conn:
+                cursor = conn.execute("DELETE FROM checkpoints WHERE pid = ?", (pid_token(pid),))
+                return max(cursor.rowcount, 0)
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing=f"delete the checkpoints of pid {pid!r}", write=True) from exc
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        # Never the data column: listing must not read payloads.
+        query = "SELECT pid, tag, version, size, saved_at FROM checkpoints"
+        params: tuple[str, ...] = ()
+        if pid is not None:
+            query += " WHERE pid = ?"
+            params = (pid_token(pid),)
+        try:
+            with self._connection() as conn:
+                rows = conn.execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="list the checkpoints") from exc
+        return [
+            RecordInfo(
+                key=CheckpointKey._from_storage(token, _decode_tag(tag)),
+                version=int(version),
+                size=int(size),
+                saved_at=float(saved_at),
+            )
+            for token, tag, version, size, saved_at in rows
+        ]
+
+    def _close(self) -> None:
+        self._pool.close()
+
+
+def open_storage(
+    url: str, *, durability: Durability = "normal", busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> SqliteStorage:
+    """Open a SQLite storage, creating the database and its directory if needed.
+
+    :param url: ``sqlite:///rel/path.db`` or ``sqlite:////abs/path.db``
+    :param durability: ``"normal"`` or ``"full"``
+    :param busy_timeout: seconds to wait for other writers
+    :raises StorageError: if the URL is invalid or the file is not a usable database
+    :raises BackendUnavailableError: if the database cannot be opened or stays locked
+    :return: the storage
+    """
+    return SqliteStorage(url, durability=durability, busy_timeout=busy_timeout)
