@@ -64,8 +64,7 @@ def _zstd() -> Any:
         import zstandard
     except ImportError as error:
         msg = (
-            "Compression 'zstd' needs the zstandard package: "
-            "pip install 'loopaware-persist[zstd]'."
+            "Compression 'zstd' needs the zstandard package: pip install 'loopaware-persist[zstd]'."
         )
         raise ModuleNotFoundError(msg) from error
     return zstandard
@@ -132,7 +131,9 @@ def _corrupt(why: str) -> CorruptCheckpointError:
 def _check_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in meta.items():
-        if not isinstance(key, str) or not (value is None or type(value) in (str, int, float, bool)):
+        if not isinstance(key, str) or not (
+            value is None or type(value) in (str, int, float, bool)
+        ):
             msg = f"Envelope meta must map str to str/int/float/bool/None; got {key!r}: {value!r}."
             raise EncodeError(msg)
         out[key] = value
@@ -226,9 +227,7 @@ def read_header(data: bytes) -> Header:
     try:
         codec = bytes(view[_FIXED.size : _FIXED.size + codec_len]).decode("ascii")
         meta: Any = (
-            msgpack.unpackb(view[_FIXED.size + codec_len : head_end], raw=False)
-            if meta_len
-            else {}
+            msgpack.unpackb(view[_FIXED.size + codec_len : head_end], raw=False) if meta_len else {}
         )
     except (ValueError, msgpack.UnpackException) as error:
         raise _corrupt(f"unreadable header fields ({error})") from error
@@ -260,7 +259,7 @@ def _decompress(header: Header, stored: memoryview) -> bytes:
                 raw = reader.read(limit + 1)
     except CorruptCheckpointError:
         raise
-    except Exception as error:  # noqa: BLE001 - zlib.error, zstd.ZstdError, MemoryError...
+    except Exception as error:
         raise _corrupt(f"payload does not decompress ({error})") from error
     if len(raw) != limit:
         raise _corrupt(f"payload decompresses to {len(raw)} bytes, header says {limit}")

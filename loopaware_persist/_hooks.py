@@ -18,7 +18,7 @@ import pathlib
 import traceback
 import uuid
 import zoneinfo
-from typing import Any
+from typing import Any, cast
 
 import plumpy
 from plumpy.utils import AttributesFrozendict, Frozendict
@@ -32,7 +32,7 @@ __all__ = ("ForeignException", "configure_defaults", "default_registry")
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
 
 
-class ForeignException(Exception):  # noqa: N818 - it stands for an exception, it is not an error of ours
+class ForeignException(Exception):
     """Stand-in for a stored exception whose class a safe load may not import.
 
     The original class is never imported; its name and message survive.
@@ -77,8 +77,8 @@ def _enc_datetime(value: dt.datetime) -> list[Any]:
 
 
 def _dec_datetime(fields: list[Any]) -> dt.datetime:
-    *parts, fold, tz = fields
-    return dt.datetime(*parts, fold=fold, tzinfo=tz)  # noqa: DTZ001 - tz is the stored one
+    year, month, day, hour, minute, second, micro, fold, tz = fields
+    return dt.datetime(year, month, day, hour, minute, second, micro, tz, fold=fold)
 
 
 def _enc_time(value: dt.time) -> list[Any]:
@@ -86,8 +86,8 @@ def _enc_time(value: dt.time) -> list[Any]:
 
 
 def _dec_time(fields: list[Any]) -> dt.time:
-    *parts, fold, tz = fields
-    return dt.time(*parts, fold=fold, tzinfo=tz)
+    hour, minute, second, micro, fold, tz = fields
+    return dt.time(hour, minute, second, micro, tz, fold=fold)
 
 
 def _enc_timezone(value: dt.timezone) -> list[Any]:
@@ -119,7 +119,12 @@ def _dec_zoneinfo(fields: list[Any]) -> zoneinfo.ZoneInfo:
 
 _PATHS: dict[str, type[pathlib.PurePath]] = {
     cls.__name__: cls
-    for cls in (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath, pathlib.WindowsPath)
+    for cls in (
+        pathlib.PurePosixPath,
+        pathlib.PureWindowsPath,
+        pathlib.PosixPath,
+        pathlib.WindowsPath,
+    )
 }
 
 
@@ -212,7 +217,7 @@ def _dec_enum(fields: list[Any], registry: HookRegistry) -> enum.Enum:
 def _message(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception:  # noqa: BLE001 - a broken __str__ must not stop a save
+    except Exception:
         return repr(exc.args)
 
 
@@ -238,12 +243,12 @@ def _dec_exception(fields: list[Any], registry: HookRegistry) -> BaseException:
         cls = registry.resolve(name, "exception")
     except CorruptCheckpointError:
         raise
-    except Exception:  # noqa: BLE001 - any refusal means: do not import it, stand in for it
+    except Exception:
         exc: BaseException = ForeignException(name, str(message))
     else:
         try:
-            exc = cls.__new__(cls, *args)
-        except Exception:  # noqa: BLE001 - a custom __new__; fall back to the base one
+            exc = cast(BaseException, cls.__new__(cls, *args))
+        except Exception:
             exc = BaseException.__new__(cls)
         exc.args = tuple(args)
         if state:
@@ -267,7 +272,8 @@ def _dec_object(fields: list[Any], registry: HookRegistry) -> Any:
     name, state = fields
     cls = registry.resolve(name, "object")
     # As pickle's default reduce does: no __init__, state put back as saved.
-    obj = object.__new__(cls) if cls.__new__ is object.__new__ else cls.__new__(cls)
+    new: Any = cls.__new__
+    obj = object.__new__(cls) if new is object.__new__ else new(cls)
     setstate = getattr(obj, "__setstate__", None)
     if setstate is not None:
         setstate(state)
@@ -312,7 +318,9 @@ def configure_defaults(registry: HookRegistry) -> None:
     )
     reg(uuid.UUID, tag="uuid", encode=lambda v: [v.bytes], decode=_dec_uuid)
     reg(dt.datetime, tag="datetime", encode=_enc_datetime, decode=_dec_datetime)
-    reg(dt.date, tag="date", encode=lambda v: [v.year, v.month, v.day], decode=lambda f: dt.date(*f))
+    reg(
+        dt.date, tag="date", encode=lambda v: [v.year, v.month, v.day], decode=lambda f: dt.date(*f)
+    )
     reg(dt.time, tag="time", encode=_enc_time, decode=_dec_time)
     reg(
         dt.timedelta,
@@ -322,7 +330,12 @@ def configure_defaults(registry: HookRegistry) -> None:
     )
     reg(dt.timezone, tag="timezone", encode=_enc_timezone, decode=_dec_timezone)
     reg(zoneinfo.ZoneInfo, tag="zoneinfo", encode=_enc_zoneinfo, decode=_dec_zoneinfo)
-    reg(decimal.Decimal, tag="decimal", encode=lambda v: [str(v)], decode=lambda f: decimal.Decimal(f[0]))
+    reg(
+        decimal.Decimal,
+        tag="decimal",
+        encode=lambda v: [str(v)],
+        decode=lambda f: decimal.Decimal(f[0]),
+    )
     reg(pathlib.PurePath, tag="path", encode=lambda v: [type(v).__name__, str(v)], decode=_dec_path)
     reg(plumpy.Bundle, tag="bundle", encode=lambda v: [dict(v)], decode=_dec_bundle)
     reg(
@@ -331,11 +344,15 @@ def configure_defaults(registry: HookRegistry) -> None:
         encode=lambda v: [dict(v)],
         decode=_dec_frozendict(AttributesFrozendict),
     )
-    reg(Frozendict, tag="frozendict", encode=lambda v: [dict(v)], decode=_dec_frozendict(Frozendict))
+    reg(
+        Frozendict, tag="frozendict", encode=lambda v: [dict(v)], decode=_dec_frozendict(Frozendict)
+    )
     reg(FutureSnapshot, tag="future", encode=_enc_snapshot, decode=_dec_snapshot)
     # Futures of every kind are stored as the snapshot they would give.
-    registry.register_predicate(_is_future, tag="future-live", encode=_enc_snapshot, decode=_dec_snapshot)
-    contextual = registry._add  # noqa: SLF001 - the built-ins need the registry itself
+    registry.register_predicate(
+        _is_future, tag="future-live", encode=_enc_snapshot, decode=_dec_snapshot
+    )
+    contextual = registry._add
     from ._registry import Hook
 
     contextual(

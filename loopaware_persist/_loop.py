@@ -74,7 +74,7 @@ def _on_binder_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *ar
         try:
             with _current(loop):
                 outcome.append(fn(*args))
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as error:
             failure.append(error)
 
     thread = threading.Thread(target=target, name="loopaware-bind", daemon=True)
@@ -95,7 +95,7 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args
         if result.set_running_or_notify_cancel():
             try:
                 result.set_result(fn(*args))
-            except BaseException as error:  # noqa: BLE001 - delivered through the future
+            except BaseException as error:
                 result.set_exception(error)
 
     loop.call_soon_threadsafe(call)
@@ -110,7 +110,7 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args
                 return _on_binder_thread(loop, fn, *args)
 
 
-@attrs.frozen
+@attrs.frozen(init=False)
 class LoopContext:
     """The event loop that a restore binds every future to.
 
@@ -120,12 +120,12 @@ class LoopContext:
     :raises NoEventLoopError: if no loop is given and none is running, or the loop is closed
     """
 
-    loop: asyncio.AbstractEventLoop = attrs.field(default=None)
+    loop: asyncio.AbstractEventLoop
 
-    def __attrs_post_init__(self) -> None:
-        if self.loop is None:
-            object.__setattr__(self, "loop", self._running_or_raise())
-        _check_open(self.loop)
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        target = loop if loop is not None else self._running_or_raise()
+        _check_open(target)
+        self.__attrs_init__(target)
 
     @staticmethod
     def _running_or_raise() -> asyncio.AbstractEventLoop:

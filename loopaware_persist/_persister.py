@@ -32,7 +32,7 @@ from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
 from ._unbundle import LoopAwareBundle, unbundle
 from .codecs import Codec, get_codec
-from .storage import CheckpointKey, RecordInfo, Storage, open_storage
+from .storage import CheckpointKey, Pid, RecordInfo, Storage, open_storage
 
 __all__ = ("CheckpointInfo", "LoopAwarePersister", "open_persister")
 
@@ -42,7 +42,7 @@ Durability = Literal["normal", "full"]
 def _state_label(process: plumpy.Process) -> str | None:
     try:
         label = process.state
-    except Exception:  # noqa: BLE001 - listing metadata must never stop a save
+    except Exception:
         return None
     return str(getattr(label, "value", label))
 
@@ -89,7 +89,7 @@ class CheckpointInfo:
         }
 
 
-class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
+class LoopAwarePersister(plumpy.Persister):
     """A plumpy ``Persister`` that stores safe, checksummed records and loads loop-safely.
 
     :param storage: where records live (see :func:`loopaware_persist.storage.open_storage`)
@@ -145,7 +145,9 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
         :return: the record
         """
         payload = self.codec.encode(bundle)
-        return encode_envelope(payload, codec=self.codec.name, compression=self.compression, meta=meta)
+        return encode_envelope(
+            payload, codec=self.codec.name, compression=self.compression, meta=meta
+        )
 
     def loads(self, data: bytes) -> LoopAwareBundle:
         """Verify and decode record bytes into a loop-aware bundle.
@@ -183,10 +185,15 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
         except LoopAwarePersistError:
             raise
         except Exception as error:
+            hint = (
+                " plumpy deep-copies auto-persisted members, so one holding a live future or "
+                "lock cannot be saved (see the README's known limitations)."
+                if isinstance(error, TypeError)
+                else " Its class must be importable by module:name."
+            )
             msg = (
-                f"plumpy could not bundle process {process.pid} ({type(error).__name__}: "
-                f"{error}). plumpy deep-copies auto-persisted members, so a member holding a "
-                "live future or lock cannot be saved; see the README's known limitations."
+                f"plumpy could not bundle process {process.pid} "
+                f"({type(error).__name__}: {error}).{hint}"
             )
             raise EncodeError(msg) from error
 
@@ -194,7 +201,9 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
 
     # region plumpy Persister API
 
-    def save_checkpoint(
+    # Returning the stored version (plumpy's returns None) and the keyword-only
+    # extras are additions plumpy callers never see; hence the override ignore.
+    def save_checkpoint(  # type: ignore[override]
         self,
         process: plumpy.Process,
         tag: str | None = None,
@@ -221,7 +230,9 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
             except LoopAwarePersistError as error:
                 msg = f"The checkpoint of {process.pid} would not reload: {error}"
                 raise EncodeError(msg) from error
-        return self.storage.put(self._key(process.pid, tag), data, expected_version=expected_version)
+        return self.storage.put(
+            self._key(process.pid, tag), data, expected_version=expected_version
+        )
 
     def _encode_process(self, process: plumpy.Process) -> bytes:
         meta = {
@@ -273,7 +284,8 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
         """:param pid: the process id
         :return: that process's checkpoints as ``(pid, tag)``; reads no payload
         """
-        return [PersistedCheckpoint(r.key.pid, r.key.tag) for r in self.storage.list(pid)]
+        records = self.storage.list(pid)  # type: ignore[arg-type] # plumpy types pids as Hashable
+        return [PersistedCheckpoint(r.key.pid, r.key.tag) for r in records]
 
     def delete_checkpoint(self, pid: Hashable, tag: str | None = None) -> None:
         """Delete one checkpoint; no error if it does not exist.
@@ -294,14 +306,14 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
 
     # region beyond plumpy
 
-    def list_info(self, pid: Hashable | None = None) -> list[CheckpointInfo]:
+    def list_info(self, pid: Pid | None = None) -> list[CheckpointInfo]:
         """List checkpoints with their headers (process class, state, codec), no payloads.
 
         :param pid: only this process's, or all
         :return: one entry per checkpoint; a damaged header is reported, not raised
         """
         infos = []
-        for record in self.storage.list(pid):  # type: ignore[arg-type]
+        for record in self.storage.list(pid):
             try:
                 header = read_header(self.storage.read_prefix(record.key, HEADER_PEEK))
             except CheckpointNotFoundError:
@@ -313,7 +325,11 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
         return infos
 
     async def asave_checkpoint(
-        self, process: plumpy.Process, tag: str | None = None, *, expected_version: int | None = None
+        self,
+        process: plumpy.Process,
+        tag: str | None = None,
+        *,
+        expected_version: int | None = None,
     ) -> int:
         """Save without blocking the loop: bundle on the loop, encode and write in a thread.
 
@@ -331,11 +347,15 @@ class LoopAwarePersister(plumpy.Persister):  # type: ignore[misc]
         key = self._key(process.pid, tag)
 
         def write() -> int:
-            return self.storage.put(key, self.dumps(bundle, meta=meta), expected_version=expected_version)
+            return self.storage.put(
+                key, self.dumps(bundle, meta=meta), expected_version=expected_version
+            )
 
         return await asyncio.to_thread(write)
 
-    async def aload_process(self, pid: Hashable, tag: str | None = None, **extra: Any) -> plumpy.Process:
+    async def aload_process(
+        self, pid: Hashable, tag: str | None = None, **extra: Any
+    ) -> plumpy.Process:
         """Load onto the calling loop, reading and decoding in a thread.
 
         :param pid: the process id
@@ -391,5 +411,10 @@ def open_persister(
         trusted = True
     storage = open_storage(url, durability=durability)
     return LoopAwarePersister(
-        storage, codec=codec, registry=registry, allow=allow, compression=compression, trusted=trusted
+        storage,
+        codec=codec,
+        registry=registry,
+        allow=allow,
+        compression=compression,
+        trusted=trusted,
     )

@@ -394,7 +394,9 @@ class HookRegistry:
                 raise _refuse(name, "it is not a class")
             cls = obj
         if not self.may_revive(cls, kind):
-            why = "unpickling would call it" if kind == "pickle" else f"it is not allowed as {kind!r}"
+            why = (
+                "unpickling would call it" if kind == "pickle" else f"it is not allowed as {kind!r}"
+            )
             raise _refuse(name, why)
         self._resolved[key] = cls
         return cls
@@ -419,4 +421,3 @@ def _is_builtin_exception(qualname: str) -> bool:
 def _is_savable(cls: type) -> bool:
     savable = sys.modules.get("plumpy.persistence")
     return savable is not None and issubclass(cls, savable.Savable)
-

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import threading
@@ -92,7 +93,7 @@ def _audit_yaml(text: Any, registry: HookRegistry, path: str) -> None:
         msg = f"Excepted state at {path} stores {type(text).__name__}, not YAML text."
         raise CorruptCheckpointError(msg)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)  # noqa: S506 - composes nodes, constructs nothing
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         msg = f"Excepted state at {path} holds unreadable YAML ({error})."
         raise CorruptCheckpointError(msg) from error
@@ -158,9 +159,15 @@ def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None
                 _audit_savable(value, registry, path or "<root>")
             for key, child in value.items():
                 if not isinstance(child, _ATOMS):
-                    stack.append((child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]"))
+                    stack.append(
+                        (child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]")
+                    )
         elif isinstance(value, (list, tuple, set, frozenset)):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value) if not isinstance(child, _ATOMS))
+            stack.extend(
+                (child, f"{path}[{i}]")
+                for i, child in enumerate(value)
+                if not isinstance(child, _ATOMS)
+            )
 
 
 # endregion
@@ -219,10 +226,8 @@ _SKIP = (
 
 
 def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
-    try:
+    with contextlib.suppress(TypeError):  # no __dict__
         yield from vars(obj).items()
-    except TypeError:
-        pass
     for cls in type(obj).__mro__:
         for slot in getattr(cls, "__slots__", ()):
             if slot in ("__dict__", "__weakref__"):
@@ -249,7 +254,7 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     stack: list[tuple[Any, str]] = [(obj, "")]
     while stack:
         value, path = stack.pop()
-        if isinstance(value, _ATOMS) or isinstance(value, _SKIP) or id(value) in seen:
+        if isinstance(value, _ATOMS + _SKIP) or id(value) in seen:
             continue
         seen.add(id(value))
         if isinstance(value, asyncio.Future):
@@ -263,7 +268,9 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
         elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
         elif not inspect.isroutine(value):
-            stack.extend((child, f"{path}.{name}" if path else name) for name, child in _attributes(value))
+            stack.extend(
+                (child, f"{path}.{name}" if path else name) for name, child in _attributes(value)
+            )
     if foreign:
         where = ", ".join(sorted(foreign)[:10]) + (" ..." if len(foreign) > 10 else "")
         msg = (
@@ -342,7 +349,9 @@ class LoopAwareBundle(plumpy.Bundle):
     _trusted: bool = False
 
     @classmethod
-    def wrap(cls, tree: dict[str, Any], *, registry: HookRegistry, trusted: bool) -> LoopAwareBundle:
+    def wrap(
+        cls, tree: dict[str, Any], *, registry: HookRegistry, trusted: bool
+    ) -> LoopAwareBundle:
         """:param tree: a decoded bundle
         :param registry: the allow-list to load with
         :param trusted: whether to skip the allow-list audit
@@ -365,9 +374,11 @@ class LoopAwareBundle(plumpy.Bundle):
         extra: dict[str, Any] = {}
         loop = None
         if load_context is not None:
-            extra = dict(cast(Any, load_context)._values)  # noqa: SLF001 - plumpy exposes no accessor
+            extra = dict(cast(Any, load_context)._values)
             loop = extra.pop("loop", None)
-            if load_context.loader is not None and not isinstance(load_context.loader, loaders.DefaultObjectLoader):
+            if load_context.loader is not None and not isinstance(
+                load_context.loader, loaders.DefaultObjectLoader
+            ):
                 extra["loader"] = load_context.loader
         return unbundle(
             self, LoopContext(loop=loop), registry=self._registry, trusted=self._trusted, **extra

@@ -69,12 +69,20 @@ class MsgpackCodec:
             return msgpack.packb(  # type: ignore[no-any-return]
                 value, default=self._default, strict_types=True, use_bin_type=True, datetime=False
             )
-        except (TypeError, ValueError, OverflowError, UnicodeEncodeError, LoopAwarePersistError) as error:
+        except (
+            TypeError,
+            ValueError,
+            OverflowError,
+            UnicodeEncodeError,
+            LoopAwarePersistError,
+        ) as error:
             raise encode_error(value, self.registry, error) from error
 
     def _ext_hook(self, code: int, data: bytes) -> _Marker:
         if code != _MARKER:
-            msg = f"Unknown msgpack ext type {code} in checkpoint; this codec only writes {_MARKER}."
+            msg = (
+                f"Unknown msgpack ext type {code} in checkpoint; this codec only writes {_MARKER}."
+            )
             raise CorruptCheckpointError(msg)
         marker = self._markers.get(data)
         if marker is None:
@@ -93,7 +101,7 @@ class MsgpackCodec:
                 return self.registry.decode_value(items[0].tag, fields)
             except LoopAwarePersistError:
                 raise
-            except Exception as error:  # noqa: BLE001 - malformed fields, whatever the hook raised
+            except Exception as error:
                 msg = (
                     f"Malformed {items[0].tag!r} value in checkpoint ({type(error).__name__}: "
                     f"{error}). The record was damaged or crafted."
@@ -122,7 +130,7 @@ class MsgpackCodec:
         except LoopAwarePersistError as error:
             msg = f"Cannot decode checkpoint: {error}"
             raise DecodeError(msg) from error
-        except Exception as error:  # noqa: BLE001 - msgpack raises many types; ours is one
+        except Exception as error:
             msg = f"Malformed msgpack payload ({type(error).__name__}: {error})."
             raise CorruptCheckpointError(msg) from error
 

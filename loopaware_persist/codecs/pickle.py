@@ -23,7 +23,12 @@ import pickle
 import warnings
 from typing import Any
 
-from .._errors import CorruptCheckpointError, DecodeError, LoopAwarePersistError, UnsafeCheckpointError
+from .._errors import (
+    CorruptCheckpointError,
+    DecodeError,
+    LoopAwarePersistError,
+    UnsafeCheckpointError,
+)
 from .._hooks import default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
@@ -98,7 +103,13 @@ class PickleCodec:
         buffer = io.BytesIO()
         try:
             _Pickler(buffer, protocol=PROTOCOL).dump(value)
-        except (pickle.PicklingError, TypeError, AttributeError, RecursionError, LoopAwarePersistError) as error:
+        except (
+            pickle.PicklingError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+            LoopAwarePersistError,
+        ) as error:
             raise encode_error(value, self.registry, error) from error
         return buffer.getvalue()
 
@@ -118,7 +129,7 @@ class PickleCodec:
         except LoopAwarePersistError as error:
             msg = f"Cannot decode checkpoint: {error}"
             raise DecodeError(msg) from error
-        except Exception as error:  # noqa: BLE001 - unpickling raises anything; ours is one type
+        except Exception as error:
             msg = f"Malformed pickle payload ({type(error).__name__}: {error})."
             raise CorruptCheckpointError(msg) from error
 

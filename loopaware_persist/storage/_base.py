@@ -193,7 +193,7 @@ def pid_from_token(token: str) -> Pid:
         if kind == "i" and _INT_TOKEN.fullmatch(rest):
             return int(rest)
         if kind == "u" and _UUID_TOKEN.fullmatch(rest):
-            return uuid.UUID(hex=rest)
+            return uuid.UUID(int=int(rest, 16))  # hex= would re-parse what we checked
     msg = (
         f"Malformed pid token {token!r} in storage: expected 'i:<int>', 'u:<32 hex digits>' "
         f"or 's:<text>'. The stored key was damaged or written by another program; "

@@ -55,8 +55,7 @@ import time
 import urllib.parse
 import zlib
 from collections.abc import Iterator
-
-import attrs
+from typing import NamedTuple
 
 from loopaware_persist._errors import (
     DurabilityError,
@@ -130,8 +129,8 @@ def _may_hold_pid(name: str, escaped_pid: str) -> bool:
     return kept.startswith(escaped_pid + ".") or escaped_pid.startswith(kept.partition(".")[0])
 
 
-@attrs.frozen(kw_only=True)
-class _Header:
+class _Header(NamedTuple):
+    # A named tuple, not an attrs class: list() builds one per record.
     key: CheckpointKey
     version: int
     saved_at: float
@@ -190,7 +189,7 @@ def _decode_header(buf: bytes) -> _Header | int:
         key = CheckpointKey._from_storage(token, tag)
     except (UnicodeDecodeError, StorageError) as exc:
         raise _Damaged(f"undecodable key: {exc}") from None
-    return _Header(key=key, version=version, saved_at=saved_at, size=size, length=length)
+    return _Header(key, version, saved_at, size, length)
 
 
 class FileIO:
