@@ -617,7 +617,8 @@ def check_storage_processes(
     """
     from loopaware_persist.storage import open_storage
 
-    context = multiprocessing.get_context(start_method)
+    # Any: typeshed types get_context(str) as BaseContext, which lacks Process.
+    context: Any = multiprocessing.get_context(start_method)
     key = CheckpointKey(uuid.uuid4(), "processes")
     barrier = context.Barrier(processes)
     results = context.Queue()
@@ -670,8 +671,9 @@ def storage_state_machine(factory: Callable[[], Storage]) -> type[RuleBasedState
 
     Each example opens a storage with ``factory``, clears a fixed set of pids,
     then runs random put / compare-and-set put / get / read_prefix / delete /
-    delete_pid / list steps, comparing every answer with the model. Needs
-    hypothesis installed.
+    delete_pid / list steps, comparing every answer with the model. The pids
+    it uses are fixed, so no one else may write them to that store meanwhile.
+    Needs hypothesis installed.
 
     :param factory: opens the storage under test
     :return: a ``RuleBasedStateMachine`` subclass; run it with

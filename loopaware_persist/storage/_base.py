@@ -19,7 +19,7 @@ import builtins
 import re
 import uuid
 from types import TracebackType
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 import attrs
 
@@ -49,6 +49,8 @@ Pid: TypeAlias = int | str | uuid.UUID
 #: (fsync before :meth:`Storage.put` returns).
 Durability: TypeAlias = Literal["normal", "full"]
 
+_S = TypeVar("_S", bound="Storage")
+
 _DURABILITIES: tuple[Durability, ...] = ("normal", "full")
 
 # Canonical decimal only, so that every int has exactly one token ("i:012",
@@ -76,7 +78,7 @@ def _check_text(value: str, *, what: str) -> None:
         raise EncodeError(msg) from None
 
 
-def _validate_pid(_instance: object, _attribute: object, pid: object) -> None:
+def _validate_pid(_instance: object, _attribute: object, pid: Any) -> None:
     if isinstance(pid, bool) or not isinstance(pid, (int, str, uuid.UUID)):
         msg = (
             f"Unsupported checkpoint pid type {type(pid)!r} ({pid!r}). "
@@ -87,7 +89,7 @@ def _validate_pid(_instance: object, _attribute: object, pid: object) -> None:
         _check_text(pid, what="pid")
 
 
-def _validate_tag(_instance: object, _attribute: object, tag: object) -> None:
+def _validate_tag(_instance: object, _attribute: object, tag: Any) -> None:
     if tag is not None and not isinstance(tag, str):
         msg = f"Unsupported checkpoint tag type {type(tag)!r} ({tag!r}). Use a str or None."
         raise EncodeError(msg)
@@ -305,7 +307,13 @@ class Storage(abc.ABC):
 
     # -- public API: validation lives here, backends implement the hooks ------
 
-    def put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None = None) -> int:
+    def put(
+        self,
+        key: CheckpointKey,
+        data: bytes | bytearray | memoryview,
+        *,
+        expected_version: int | None = None,
+    ) -> int:
         """Store ``data`` under ``key``, replacing any record there, atomically.
 
         :param key: where to store it
@@ -405,7 +413,7 @@ class Storage(abc.ABC):
         self._closed = True
         self._close()
 
-    def __enter__(self) -> Storage:
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(

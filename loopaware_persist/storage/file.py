@@ -68,7 +68,6 @@ from loopaware_persist.storage._base import (
     RecordInfo,
     Storage,
     StoredRecord,
-    pid_from_token,
     pid_token,
 )
 
@@ -175,7 +174,7 @@ def _decode_header(buf: bytes) -> _Header | int:
     if length < _FIXED.size + token_len + _CRC.size or tag_flag not in (0, 1):
         raise _Damaged("inconsistent header fields")
     if len(buf) < length:
-        return length
+        return int(length)
     (crc,) = _CRC.unpack_from(buf, length - _CRC.size)
     if zlib.crc32(buf[: length - _CRC.size]) != crc:
         raise _Damaged("header checksum mismatch")
@@ -429,7 +428,7 @@ class FileStorage(Storage):
         replaced = False
         try:
             with self._flock(WRITERS_LOCK, fcntl.LOCK_SH):
-                temp: str | None = self._path(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
+                temp = self._path(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
                 fd = io.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
                 try:
                     # The payload is written (and synced) before taking the version
@@ -455,13 +454,14 @@ class FileStorage(Storage):
                         io.close(closing)
                         io.replace(temp, path)
                         replaced = True
-                        temp = None
                         if self._full:
                             self._fsync_dir()
                 finally:
+                    # Cleanup must not mask the error that got us here.
                     if fd >= 0:
-                        io.close(fd)
-                    if temp is not None:
+                        with contextlib.suppress(OSError):
+                            io.close(fd)
+                    if not replaced:
                         with contextlib.suppress(OSError):
                             io.unlink(temp)
         except StorageError:

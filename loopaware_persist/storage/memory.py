@@ -124,8 +124,11 @@ class MemoryStorage(Storage):
 
 def _parse_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() != "memory" or parts.path not in ("", "/") or parts.query or (
-        parts.fragment
+    if (
+        parts.scheme.lower() != "memory"
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
     ):
         msg = f"Invalid memory storage URL {url!r}. Use 'memory://' or 'memory://name'."
         raise StorageError(msg)

@@ -46,7 +46,6 @@ from loopaware_persist.storage._base import (
     RecordInfo,
     Storage,
     StoredRecord,
-    pid_from_token,
     pid_token,
 )
 
@@ -287,7 +286,8 @@ class SqliteStorage(Storage):
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the
-        # sqlite3 module never opens a transaction behind our back.
+        # sqlite3 module never opens a transaction behind our back. timeout=
+        # is SQLite's busy_timeout: how long a writer waits for another.
         conn = sqlite3.connect(
             self.path,
             timeout=self.busy_timeout,
@@ -295,7 +295,6 @@ class SqliteStorage(Storage):
             check_same_thread=False,
         )
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except BaseException:
             conn.close()
@@ -368,34 +367,52 @@ class SqliteStorage(Storage):
         try:
             with self._connection() as conn:
                 # WAL is a property of the database file, set once; every later
-                # connection (in any process) uses it.
+                # connection (in any process) uses it. A read-only file keeps its
+                # mode and stays readable.
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
-                    conn.execute("PRAGMA journal_mode = WAL")
-                # One write transaction, so processes opening a new database at
-                # the same time create the schema exactly once.
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                found = conn.execute("SELECT max(version) FROM loopaware_schema").fetchone()[0]
+                    try:
+                        conn.execute("PRAGMA journal_mode = WAL")
+                    except sqlite3.OperationalError as exc:
+                        if _error_code(exc) != _SQLITE_READONLY:
+                            raise
+                found = self._schema_version(conn)
                 if found is None:
-                    conn.execute(
-                        "INSERT INTO loopaware_schema (version) VALUES (?)", (SCHEMA_VERSION,)
-                    )
-                elif int(found) > SCHEMA_VERSION:
-                    msg = (
-                        f"The database {self.path!r} ({self.url!r}) has checkpoint schema "
-                        f"version {found}, newer than the {SCHEMA_VERSION} this loopaware_persist "
-                        f"understands. Upgrade loopaware_persist to use it."
-                    )
-                    raise StorageError(msg)
-                conn.execute("COMMIT")
+                    # One write transaction, so processes opening a new database
+                    # at the same time create the schema exactly once.
+                    conn.execute("BEGIN IMMEDIATE")
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    found = self._schema_version(conn)
+                    if found is None:
+                        found = SCHEMA_VERSION
+                        conn.execute("INSERT INTO loopaware_schema (version) VALUES (?)", (found,))
+                    conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._pool.close()
-            raise self._error(exc, doing="open the database") from exc
+            raise self._error(exc, doing="open the database", write=True) from exc
         except BaseException:
             self._pool.close()
             raise
+        if found > SCHEMA_VERSION:
+            self._pool.close()
+            msg = (
+                f"The database {self.path!r} ({self.url!r}) has checkpoint schema version "
+                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
+                f"Upgrade loopaware_persist to use it."
+            )
+            raise StorageError(msg)
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int | None:
+        tables = conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('loopaware_schema', 'checkpoints')"
+        ).fetchone()[0]
+        if tables != 2:
+            return None
+        found = conn.execute("SELECT max(version) FROM loopaware_schema").fetchone()[0]
+        return None if found is None else int(found)
 
     # -- Storage hooks -----------------------------------------------------------
 
@@ -464,7 +481,9 @@ class SqliteStorage(Storage):
                 cursor = conn.execute("DELETE FROM checkpoints WHERE pid = ?", (pid_token(pid),))
                 return max(cursor.rowcount, 0)
         except sqlite3.Error as exc:
-            raise self._error(exc, doing=f"delete the checkpoints of pid {pid!r}", write=True) from exc
+            raise self._error(
+                exc, doing=f"delete the checkpoints of pid {pid!r}", write=True
+            ) from exc
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         # Never the data column: listing must not read payloads.
