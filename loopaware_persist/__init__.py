@@ -1,7 +1,5 @@
 """loopaware_persist: loop-aware, safe, crash-consistent checkpoints for plumpy."""
 
-from __future__ import annotations
-
 from ._errors import (
     BackendUnavailableError as BackendUnavailableError,
 )

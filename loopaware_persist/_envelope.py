@@ -162,7 +162,10 @@ def encode_envelope(
     if compression not in _COMPRESSION_CODES:
         msg = f"Unknown compression {compression!r}; use one of None, 'zlib', 'zstd'."
         raise EncodeError(msg)
-    codec_bytes = codec.encode("ascii", "replace")
+    try:
+        codec_bytes = codec.encode("ascii")
+    except UnicodeEncodeError:
+        codec_bytes = b""
     if not 0 < len(codec_bytes) <= 64:
         msg = f"Codec name {codec!r} must be 1 to 64 ASCII characters."
         raise EncodeError(msg)
@@ -254,9 +257,12 @@ def _decompress(header: Header, stored: memoryview) -> bytes:
             if not inflater.eof or inflater.unused_data:
                 raise _corrupt("zlib stream does not end where the payload does")
         else:
-            # Bounded read: a frame claiming more than the header's raw size stops at limit + 1.
-            with _zstd().ZstdDecompressor().stream_reader(bytes(stored)) as reader:
-                raw = reader.read(limit + 1)
+            # Bounded output, and no bytes may follow the frame (zlib checks the same above).
+            raw = (
+                _zstd()
+                .ZstdDecompressor()
+                .decompress(bytes(stored), max_output_size=limit + 1, allow_extra_data=False)
+            )
     except CorruptCheckpointError:
         raise
     except Exception as error:

@@ -59,14 +59,15 @@ def _corrupt(what: str, fields: Any) -> CorruptCheckpointError:
 
 
 def _enc_int(value: int) -> list[Any]:
-    return [str(value)]
+    # Hex, not decimal: int <-> str in base 10 is capped at 4300 digits by default.
+    return [hex(value)]
 
 
 def _dec_int(fields: list[Any]) -> int:
     (text,) = fields
-    if not isinstance(text, str) or len(text) > 10_000:
+    if not isinstance(text, str):
         raise _corrupt("big integer", fields)
-    return int(text)
+    return int(text, 16)
 
 
 def _enc_datetime(value: dt.datetime) -> list[Any]:
@@ -221,13 +222,24 @@ def _message(exc: BaseException) -> str:
         return repr(exc.args)
 
 
+def _reduced(value: BaseException) -> tuple[list[Any], dict[str, Any] | None]:
+    # What pickle would keep: __reduce__ knows attributes set outside args
+    # (OSError.filename, ImportError.name/path); the rest lives in __dict__.
+    reduced = value.__reduce__()
+    args = list(reduced[1]) if isinstance(reduced, tuple) and len(reduced) > 1 else list(value.args)
+    state = reduced[2] if isinstance(reduced, tuple) and len(reduced) > 2 else None
+    merged = {**vars(value), **(state if isinstance(state, dict) else {})}
+    return args, merged or None
+
+
 def _enc_exception(value: BaseException, _registry: HookRegistry) -> list[Any]:
     tb = value.__traceback__
+    args, state = _reduced(value)
     return [
         class_name(type(value)),
-        list(value.args),
+        args,
         _message(value),
-        dict(vars(value)) or None,
+        state,
         value.__cause__,
         value.__context__,
         value.__suppress_context__,
@@ -250,11 +262,21 @@ def _dec_exception(fields: list[Any], registry: HookRegistry) -> BaseException:
             exc = cast(BaseException, cls.__new__(cls, *args))
         except Exception:
             exc = BaseException.__new__(cls)
-        exc.args = tuple(args)
+        if cls.__module__ == "builtins":
+            # Builtin __init__s derive attributes from args (SystemExit.code,
+            # StopIteration.value, OSError.errno); they run no user code.
+            init: Any = cls.__init__  # type: ignore[misc]
+            init(exc, *args)  # also sets .args (OSError keeps filename out of it)
+        else:
+            exc.args = tuple(args)
         if state:
             if not isinstance(state, dict):
                 raise _corrupt("exception state", fields)
-            exc.__dict__.update(state)
+            for key, val in state.items():
+                try:
+                    setattr(exc, key, val)
+                except (AttributeError, TypeError):
+                    exc.__dict__[key] = val
     exc.__cause__ = cause
     exc.__context__ = context
     exc.__suppress_context__ = bool(suppress)
@@ -305,7 +327,8 @@ def configure_defaults(registry: HookRegistry) -> None:
     reg(tuple, tag="tuple", encode=list, decode=tuple)
     reg(set, tag="set", encode=list, decode=set)
     reg(frozenset, tag="frozenset", encode=list, decode=frozenset)
-    reg(bytearray, tag="bytearray", encode=lambda v: [bytes(v)], decode=lambda f: bytearray(f[0]))
+    # bytearray needs no hook: msgpack's packer writes it natively as bin (even with
+    # strict_types), so it loads back as bytes; pickle keeps it.
     reg(complex, tag="complex", encode=lambda v: [v.real, v.imag], decode=lambda f: complex(*f))
     reg(
         collections.OrderedDict,

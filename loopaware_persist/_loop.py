@@ -154,7 +154,13 @@ class LoopContext:
         :param extra: further entries for the context (``communicator``, ``logger``, ``loader``...)
         :return: a ``LoadSaveContext`` with ``loop`` set to this context's loop
         """
-        extra.setdefault("loop", self.loop)
+        given = extra.setdefault("loop", self.loop)
+        if given is not self.loop:
+            msg = (
+                f"load_context(loop={given!r}) contradicts this LoopContext's loop {self.loop!r}; "
+                "build a LoopContext for the loop you want instead."
+            )
+            raise ValueError(msg)
         return plumpy.LoadSaveContext(**extra)
 
     def is_current_thread(self) -> bool:

@@ -52,6 +52,12 @@ _SAFE_BUILTINS = frozenset(
 )  # fmt: skip
 
 
+# What unpickling may *call* from builtins. Containers and bytes have their own
+# opcodes in protocol 5; allowing bytes/bytearray/list would let a 30-byte payload
+# allocate gigabytes (bytearray(10**10)).
+_PICKLE_BUILTINS = frozenset({"complex", "range", "slice"})
+
+
 def class_name(cls: type) -> str:
     """:return: the ``module:qualname`` under which ``cls`` is stored"""
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -114,7 +120,7 @@ class HookRegistry:
         self._allowed_modules: set[str] = set()
         self._allowed_names: set[str] = set()
         self._resolved: dict[tuple[str, str], type] = {}
-        self._hooked: dict[tuple[str, str], type] = {}
+        self._hooked_cache: dict[tuple[str, str], type] | None = None
         self.allow(*allow)
 
     # region registration
@@ -196,7 +202,7 @@ class HookRegistry:
         self._by_tag[hook.tag] = hook
         if hook.cls is not None:
             self._dispatch.register(hook.cls, lambda _obj, _hook=hook: _hook)
-            self._hooked[(hook.cls.__module__, hook.cls.__qualname__)] = hook.cls
+            self._hooked_cache = None
         else:
             self._predicates.insert(0, hook)
         self._cache.clear()
@@ -332,6 +338,18 @@ class HookRegistry:
             or (module, qualname) in self._hooked
         )
 
+    @property
+    def _hooked(self) -> dict[tuple[str, str], type]:
+        # Built lazily: loopaware_persist/__init__ renames __module__ of its classes
+        # after the default hooks are registered, and names must match what is stored.
+        if self._hooked_cache is None:
+            self._hooked_cache = {
+                (h.cls.__module__, h.cls.__qualname__): h.cls
+                for h in self._by_tag.values()
+                if h.cls is not None
+            }
+        return self._hooked_cache
+
     def may_revive(self, cls: type, kind: Kind) -> bool:
         """:return: whether a load may revive ``cls`` as a ``kind``"""
         module, qualname = cls.__module__, cls.__qualname__
@@ -348,10 +366,9 @@ class HookRegistry:
         if kind == "pickle":
             # Unpickling *calls* what it finds, so only value types, exceptions
             # and enums qualify unless the user allowed more.
-            if module == "builtins" or issubclass(cls, (BaseException, enum.Enum)):
-                return True
-            if _is_savable(cls):
-                # plumpy classes stored as values (a process class in a context)
+            if module == "builtins":
+                return qualname in _PICKLE_BUILTINS or issubclass(cls, BaseException)
+            if issubclass(cls, (BaseException, enum.Enum)):
                 return True
             hook = self.hook_for(cls)
             return hook is not None and hook.cls is not None

@@ -44,6 +44,9 @@ def _check_consistent(instance: FutureSnapshot, _attr: Any, _value: Any) -> None
     if status is not FutureStatus.FINISHED and instance.result is not None:
         msg = f"A {status.value} future snapshot cannot carry a result ({instance.result!r})."
         raise ValueError(msg)
+    if instance.exception is not None and not isinstance(instance.exception, BaseException):
+        msg = f"A future snapshot's exception must be an exception, not {instance.exception!r}."
+        raise ValueError(msg)
     if (status is FutureStatus.FAILED) != (instance.exception is not None):
         msg = (
             "A future snapshot carries an exception exactly when its status is 'failed'; "
@@ -151,8 +154,15 @@ def _materialise(snapshot: FutureSnapshot, loop: asyncio.AbstractEventLoop) -> a
     if status is FutureStatus.FINISHED:
         future.set_result(snapshot.result)
     elif status is FutureStatus.FAILED:
-        assert snapshot.exception is not None  # guaranteed by the validator
-        future.set_exception(snapshot.exception)
+        exception = snapshot.exception
+        assert exception is not None  # guaranteed by the validator
+        if isinstance(exception, StopIteration):
+            # A concurrent.futures.Future may hold one; an asyncio future may not
+            # (it would end the awaiting generator). Wrap it as asyncio.Task does.
+            wrapped = RuntimeError(f"future failed with StopIteration: {exception!r}")
+            wrapped.__cause__ = exception
+            exception = wrapped
+        future.set_exception(exception)
         # A restored failure was observed before the checkpoint was taken;
         # asyncio must not log "exception was never retrieved" for it again.
         future.exception()

@@ -55,8 +55,7 @@ class MsgpackCodec:
         ext = self._ext.get(tag)
         if ext is None:
             ext = self._ext[tag] = msgpack.ExtType(_MARKER, tag.encode())
-        fields.insert(0, ext)
-        return fields
+        return [ext, *fields]
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` in one pass.

@@ -20,21 +20,27 @@ import asyncio
 import concurrent.futures
 import io
 import pickle
+import sys
 import warnings
+import zoneinfo
 from typing import Any
+
+from plumpy import loaders
 
 from .._errors import (
     CorruptCheckpointError,
     DecodeError,
+    EncodeError,
     LoopAwarePersistError,
     UnsafeCheckpointError,
 )
-from .._hooks import default_registry
+from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import encode_error
 
 __all__ = (
+    "ClassRef",
     "PickleCodec",
     "RestrictedUnpickler",
     "UnsafeLoadWarning",
@@ -50,13 +56,151 @@ class UnsafeLoadWarning(UserWarning):
     """Emitted when a codec is created that runs whatever a checkpoint says on load."""
 
 
+def _caller_stacklevel() -> int:
+    """:return: the stacklevel of the first frame outside this package (for warnings)"""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("loopaware_persist"):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+class ClassRef:
+    """A class stored as a *value* (``ctx.process_class``, plumpy's listener type).
+
+    Whatever ``find_class`` hands out, a crafted REDUCE can also *call*; so classes
+    that are not safe to call (a ``plumpy.Process`` creates and sets an event loop)
+    are written as ``ClassRef("module:Name")`` and resolved through the allow-list
+    after the payload has been read. A ``ClassRef`` is not callable, so a crafted
+    REDUCE on one fails without running anything.
+
+    :param name: ``module:QualName`` of the class
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
 class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, *, registry: HookRegistry) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self._registry = registry
+        self._callable: dict[type, bool] = {}
+
     # Called only for objects pickle has no fast path for, so plain data costs nothing.
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, type):
+            if obj is ClassRef or self._callable_on_load(obj):
+                return NotImplemented
+            return ClassRef, (f"{obj.__module__}:{obj.__qualname__}",)
         if isinstance(obj, (asyncio.Future, concurrent.futures.Future)):
             snap = snapshot_future(obj)
             return FutureSnapshot, (snap.status, snap.result, snap.exception, snap.cancel_message)
+        if isinstance(obj, BaseException):
+            if not self._callable_on_load(type(obj)):
+                # As msgpack does on load: a class a safe load may not import comes back
+                # as the documented stand-in, never by importing it.
+                stand_in = ForeignException(
+                    f"{type(obj).__module__}:{type(obj).__qualname__}", _message(obj)
+                )
+                stand_in.__cause__ = obj.__cause__
+                stand_in.__context__ = obj.__context__
+                stand_in.__suppress_context__ = obj.__suppress_context__
+                obj = stand_in
+            # pickle's default drops the chain; BaseException.__setstate__ sets these back.
+            reduced = obj.__reduce_ex__(PROTOCOL)
+            assert isinstance(reduced, tuple)
+            state = dict(reduced[2] or {}) if len(reduced) > 2 else {}
+            state.update(
+                __cause__=obj.__cause__,
+                __context__=obj.__context__,
+                __suppress_context__=obj.__suppress_context__,
+            )
+            return (reduced[0], reduced[1], state, *reduced[3:])
+        if isinstance(obj, zoneinfo.ZoneInfo):
+            # ZoneInfo pickles through getattr(ZoneInfo, "_unpickle"), which a
+            # restricted unpickler must refuse; the key alone restores it.
+            if obj.key is None:
+                msg = f"Cannot store {obj!r}: a ZoneInfo read from a file has no key."
+                raise EncodeError(msg)
+            return zoneinfo.ZoneInfo, (obj.key,)
+        if not self._callable_on_load(type(obj)):
+            # Its class would be called on load and the restricted unpickler refuses
+            # that: fail now, at save time, not at the restart that needs the checkpoint.
+            name = f"{type(obj).__module__}:{type(obj).__qualname__}"
+            msg = (
+                f"The pickle codec cannot store an instance of {name!r}: a safe load would "
+                "refuse to construct it. Add its module to allow=[...] or register a hook "
+                "and use codec='msgpack'."
+            )
+            raise EncodeError(msg)
         return NotImplemented
+
+    def _callable_on_load(self, cls: type) -> bool:
+        known = self._callable.get(cls)
+        if known is None:
+            try:
+                known = self._registry.may_revive(cls, "pickle")
+            except Exception:
+                known = False
+            self._callable[cls] = known
+        return known
+
+
+def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any]) -> Any:
+    """Replace every :class:`ClassRef` reachable from a freshly unpickled ``value``.
+
+    Everything here was just created by the unpickler, so mutable containers and
+    instance dicts are updated in place; tuples and frozensets are rebuilt.
+
+    :param registry: resolve through this allow-list; ``None`` imports directly (trusted)
+    """
+    if type(value) is ClassRef:
+        if registry is None:
+            return loaders.DefaultObjectLoader().load_object(value.name)
+        return registry.resolve(value.name, "class")
+    if isinstance(value, (str, bytes, int, float, type(None), type)):
+        return value
+    key = id(value)
+    if key in seen:
+        return seen[key]
+    seen[key] = value
+    if isinstance(value, dict):
+        for k, v in value.items():
+            new = _resolve_refs(v, registry, seen)
+            if new is not v:
+                value[k] = new
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            value[i] = _resolve_refs(v, registry, seen)
+    elif isinstance(value, (tuple, set, frozenset)):
+        items = [_resolve_refs(v, registry, seen) for v in value]
+        if any(a is not b for a, b in zip(items, value, strict=True)):
+            if isinstance(value, set):
+                value.clear()
+                value.update(items)
+            else:
+                rebuilt = type(value)(items)
+                seen[key] = rebuilt
+                return rebuilt
+    elif isinstance(value, FutureSnapshot):
+        result = _resolve_refs(value.result, registry, seen)
+        if result is not value.result:
+            rebuilt_snap = FutureSnapshot(
+                value.status, result, value.exception, value.cancel_message
+            )
+            seen[key] = rebuilt_snap
+            return rebuilt_snap
+    else:
+        if isinstance(value, BaseException):
+            value.args = _resolve_refs(value.args, registry, seen)
+        attributes = getattr(value, "__dict__", None)
+        if isinstance(attributes, dict):
+            _resolve_refs(attributes, registry, seen)
+    return value
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -69,9 +213,13 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, *, registry: HookRegistry) -> None:
         super().__init__(file)
         self._registry = registry
+        self.saw_class_refs = False
 
     def find_class(self, module: str, name: str) -> Any:
         """:raises UnsafeCheckpointError: for anything not allowed; nothing is imported then"""
+        if module == ClassRef.__module__ and name == ClassRef.__qualname__:
+            self.saw_class_refs = True
+            return ClassRef
         return self._registry.resolve(f"{module}:{name}", "pickle")
 
 
@@ -92,7 +240,7 @@ class PickleCodec:
                 "codec 'pickle-unrestricted' runs whatever a checkpoint contains when it is "
                 "loaded; use it only for checkpoints you wrote yourself.",
                 UnsafeLoadWarning,
-                stacklevel=3,
+                stacklevel=_caller_stacklevel(),
             )
 
     def encode(self, value: Any) -> bytes:
@@ -102,7 +250,7 @@ class PickleCodec:
         """
         buffer = io.BytesIO()
         try:
-            _Pickler(buffer, protocol=PROTOCOL).dump(value)
+            _Pickler(buffer, registry=self.registry).dump(value)
         except (
             pickle.PicklingError,
             TypeError,
@@ -122,8 +270,11 @@ class PickleCodec:
         stream = io.BytesIO(data)
         try:
             if not self.restricted:
-                return pickle.Unpickler(stream).load()
-            return RestrictedUnpickler(stream, registry=self.registry).load()
+                return _resolve_refs(pickle.Unpickler(stream).load(), None, {})
+            unpickler = RestrictedUnpickler(stream, registry=self.registry)
+            value = unpickler.load()
+            if unpickler.saw_class_refs:
+                value = _resolve_refs(value, self.registry, {})
         except DecodeError:
             raise
         except LoopAwarePersistError as error:
@@ -132,6 +283,10 @@ class PickleCodec:
         except Exception as error:
             msg = f"Malformed pickle payload ({type(error).__name__}: {error})."
             raise CorruptCheckpointError(msg) from error
+        if stream.tell() != len(data):
+            msg = f"Pickle payload has {len(data) - stream.tell()} bytes after its end (spliced?)."
+            raise CorruptCheckpointError(msg)
+        return value
 
 
 def configure_registry(registry: HookRegistry) -> None:

@@ -1,0 +1,329 @@
+"""Hostile checkpoints: refused with a DecodeError subclass, and none of their code runs.
+
+Every gadget here would create ``marker`` (a file in tmp_path) if it ran; the
+unrestricted-pickle control test shows that they really do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import plumpy
+import pytest
+
+from loopaware_persist import (
+    CorruptCheckpointError,
+    DecodeError,
+    ForeignException,
+    UnknownTagError,
+    UnsafeCheckpointError,
+    get_codec,
+)
+from loopaware_persist.codecs.pickle import ClassRef, UnsafeLoadWarning
+
+REFUSALS = (UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError)
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "pwned"
+    yield path
+    assert not path.exists(), "a hostile payload ran code"
+
+
+@pytest.fixture
+def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: Path) -> Iterator[str]:
+    """A module on sys.path whose import alone creates the marker."""
+    name = f"lap_hostile_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(
+        f"import pathlib, enum\npathlib.Path({str(marker)!r}).touch()\n\n"
+        "class Thing:\n    pass\n\n"
+        "class Boom(Exception):\n    pass\n\n"
+        "class Color(enum.Enum):\n    RED = 1\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    imported = name in sys.modules
+    sys.modules.pop(name, None)
+    assert not imported, f"{name} was imported by a load"
+
+
+def _ext(tag: str) -> msgpack.ExtType:
+    return msgpack.ExtType(1, tag.encode())
+
+
+def _pack(tree: Any) -> bytes:
+    return msgpack.packb(tree, use_bin_type=True)
+
+
+# region pickle gadgets
+
+
+def _p0(text: str) -> bytes:
+    return text.encode()
+
+
+def _pickle_gadgets(marker: Path) -> dict[str, bytes]:
+    m = str(marker)
+    touch = f"touch {m}"
+    code = f"open({m!r}, 'w').close()"
+
+    class Reduce:
+        def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+            self.fn, self.args = fn, args
+
+        def __reduce__(self) -> Any:
+            return self.fn, self.args
+
+    import builtins
+    import os
+
+    gadgets = {
+        "GLOBAL os.system": _p0(f"cos\nsystem\n(S'{touch}'\ntR."),
+        "GLOBAL posix.system": _p0(f"cposix\nsystem\n(S'{touch}'\ntR."),
+        "GLOBAL builtins.exec": _p0(f'cbuiltins\nexec\n(S"{code}"\ntR.'),
+        "GLOBAL builtins.eval": _p0(f'cbuiltins\neval\n(S"{code}"\ntR.'),
+        "GLOBAL __builtin__.eval (py2 name)": _p0(f'c__builtin__\neval\n(S"{code}"\ntR.'),
+        "getattr(__import__('os'), 'system')": _p0(
+            f"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'{touch}'\ntR."
+        ),
+        "INST os.system": _p0(f"(S'{touch}'\nios\nsystem\n."),
+        "OBJ os.system": _p0(f"(cos\nsystem\nS'{touch}'\no."),
+        "subprocess.Popen": _p0(f"csubprocess\nPopen\n((lp0\nS'touch'\naS'{m}'\natR."),
+        "nested in a dict": _p0(f"(dp0\nS'ctx'\ncos\nsystem\n(S'{touch}'\ntRs."),
+        "copyreg._reconstructor": _p0(f"ccopyreg\n_reconstructor\n(cos\nsystem\n(S'{touch}'\ntR."),
+        "importlib.import_module": _p0("cimportlib\nimport_module\n(S'os'\ntR."),
+        "plumpy PicklePersister (creates a directory)": _p0(
+            f"cplumpy.persistence\nPicklePersister\n(S'{m}'\ntR."
+        ),
+    }
+    for protocol in (2, 4, 5):
+        gadgets[f"reduce os.system p{protocol}"] = pickle.dumps(
+            Reduce(os.system, touch), protocol=protocol
+        )
+        gadgets[f"reduce builtins.exec p{protocol}"] = pickle.dumps(
+            Reduce(builtins.exec, code), protocol=protocol
+        )
+        gadgets[f"reduce subprocess.check_call p{protocol}"] = pickle.dumps(
+            Reduce(subprocess.check_call, ["touch", m]), protocol=protocol
+        )
+        gadgets[f"reduce Popen inside a list p{protocol}"] = pickle.dumps(
+            [1, {"x": Reduce(subprocess.Popen, ["touch", m])}], protocol=protocol
+        )
+    return gadgets
+
+
+_GADGET_NAMES = sorted(_pickle_gadgets(Path("/nonexistent")))
+
+
+@pytest.mark.parametrize("gadget", _GADGET_NAMES)
+def test_pickle_gadget_refused(gadget: str, marker: Path) -> None:
+    payload = _pickle_gadgets(marker)[gadget]
+    with pytest.raises(REFUSALS) as info:
+        get_codec("pickle").decode(payload)
+    assert isinstance(info.value, UnsafeCheckpointError), info.value
+
+
+@pytest.mark.parametrize(
+    "gadget",
+    ["GLOBAL builtins.exec", "reduce builtins.exec p5", "GLOBAL os.system", "nested in a dict"],
+)
+def test_unrestricted_pickle_control(gadget: str, marker: Path) -> None:
+    """The same bytes do run code through the unrestricted codec: the gadgets are real."""
+    with pytest.warns(UnsafeLoadWarning):
+        codec = get_codec("pickle-unrestricted")
+    codec.decode(_pickle_gadgets(marker)[gadget])
+    assert marker.exists()
+    marker.unlink()  # the fixture checks it is gone
+
+
+def test_pickle_global_of_marker_module_not_imported(marker_module: str) -> None:
+    for name in ("Thing", "Boom", "Color"):
+        payload = _p0(f"c{marker_module}\n{name}\n)R.")
+        with pytest.raises(UnsafeCheckpointError):
+            get_codec("pickle").decode(payload)
+
+
+def test_pickle_import_module_of_marker_module(marker_module: str) -> None:
+    payload = _p0(f"cimportlib\nimport_module\n(S'{marker_module}'\ntR.")
+    with pytest.raises(UnsafeCheckpointError):
+        get_codec("pickle").decode(payload)
+
+
+def test_pickle_does_not_construct_plumpy_process() -> None:
+    """Unpickling may name a Savable class as a value, but must never *call* it.
+
+    ``plumpy.Process()`` runs ``__init__``, which (among other things) creates and sets
+    an event loop in the loading thread: exactly the silent side effect design.md forbids.
+    """
+    payload = _p0("cplumpy.processes\nProcess\n)R.")
+
+    def load() -> tuple[str, bool]:
+        try:
+            result = get_codec("pickle").decode(payload)
+        except UnsafeCheckpointError:
+            outcome = "refused"
+        else:
+            outcome = f"constructed {type(result).__name__}"
+        local = asyncio.get_event_loop_policy()._local
+        leaked = local._loop
+        if leaked is not None:  # keep the leak from failing some later test
+            leaked.close()
+            asyncio.set_event_loop(None)
+        return outcome, leaked is not None
+
+    box: list[tuple[str, bool]] = []
+    thread = threading.Thread(target=lambda: box.append(load()))
+    thread.start()
+    thread.join()
+    outcome, leaked_loop = box[0]
+    assert not leaked_loop, "loading the checkpoint created and set an event loop"
+    assert outcome == "refused"
+
+
+def test_pickle_class_reference_to_process_loads_without_being_callable() -> None:
+    """The legitimate use: a process class stored as a value (plumpy stores its
+    listener type in every bundle). pickle writes it as a ClassRef placeholder that is
+    resolved after loading; a crafted REDUCE on a placeholder cannot call anything."""
+    codec = get_codec("pickle")
+    assert codec.decode(codec.encode({"cls": plumpy.Process}))["cls"] is plumpy.Process
+    ref = pickle.dumps(ClassRef("plumpy.processes:Process"), protocol=5)
+    # REDUCE(<ClassRef instance>, ()): try to call the placeholder
+    crafted = ref[:-1] + b")R."
+    with pytest.raises(CorruptCheckpointError):
+        codec.decode(crafted)
+
+
+# endregion
+
+# region msgpack payloads
+
+
+def _msgpack_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[DecodeError]]]:
+    m = str(marker)
+    exc_fields = ["m", [], "msg", None, None, None, False, None]
+    return {
+        "class os:system": (_pack([_ext("class"), "os:system"]), UnsafeCheckpointError),
+        "class builtins:eval": (_pack([_ext("class"), "builtins:eval"]), UnsafeCheckpointError),
+        "class builtins:exec": (_pack([_ext("class"), "builtins:exec"]), UnsafeCheckpointError),
+        "class subprocess:Popen": (
+            _pack([_ext("class"), "subprocess:Popen"]),
+            UnsafeCheckpointError,
+        ),
+        "class dunder": (_pack([_ext("class"), "plumpy:Process.__init__"]), UnsafeCheckpointError),
+        "class marker module": (_pack([_ext("class"), f"{module}:Thing"]), UnsafeCheckpointError),
+        "enum os:system": (_pack([_ext("enum"), "os:system", "x"]), UnsafeCheckpointError),
+        "enum marker module": (_pack([_ext("enum"), f"{module}:Color", 1]), UnsafeCheckpointError),
+        "object subprocess:Popen": (
+            _pack([_ext("object"), "subprocess:Popen", {"args": ["touch", m]}]),
+            UnsafeCheckpointError,
+        ),
+        "object os:system": (_pack([_ext("object"), "os:system", {}]), UnsafeCheckpointError),
+        "object marker module": (
+            _pack([_ext("object"), f"{module}:Thing", {}]),
+            UnsafeCheckpointError,
+        ),
+        "object plumpy PicklePersister": (
+            _pack([_ext("object"), "plumpy.persistence:PicklePersister", {"_pickle_directory": m}]),
+            UnsafeCheckpointError,
+        ),
+        "object plumpy Process": (
+            _pack([_ext("object"), "plumpy.processes:Process", {}]),
+            UnsafeCheckpointError,
+        ),
+        "object builtins:list": (
+            _pack([_ext("object"), "builtins:list", {}]),
+            UnsafeCheckpointError,
+        ),
+        "gadget after a valid exception": (
+            _pack([[_ext("exception"), *exc_fields], [_ext("class"), "os:system"]]),
+            UnsafeCheckpointError,
+        ),
+        "gadget deep in a bundle": (
+            _pack(
+                [
+                    _ext("bundle"),
+                    {"_state": {"ctx": [1, 2, {"x": [_ext("object"), "os:system", {}]}]}},
+                ]
+            ),
+            UnsafeCheckpointError,
+        ),
+        "unknown tag": (_pack([_ext("os.system"), m]), UnknownTagError),
+        "unknown tag pickle": (_pack([_ext("pickle"), b"cos\nsystem\n."]), UnknownTagError),
+        "unknown ext code": (
+            _pack([msgpack.ExtType(2, b"class"), "os:system"]),
+            CorruptCheckpointError,
+        ),
+        "ext code 0": (_pack(msgpack.ExtType(0, b"")), CorruptCheckpointError),
+        "non-utf8 tag": (_pack([msgpack.ExtType(1, b"\xff\xfe"), 1]), CorruptCheckpointError),
+        "malformed class fields": (_pack([_ext("class"), 1, 2]), CorruptCheckpointError),
+        "failed snapshot without an exception object": (
+            _pack([_ext("future"), "failed", None, "boom", None]),
+            CorruptCheckpointError,
+        ),
+        "snapshot with bogus status": (
+            _pack([_ext("future"), "exec", None, None, None]),
+            CorruptCheckpointError,
+        ),
+        "bigint that is not hex": (_pack([_ext("bigint"), "0xzz"]), CorruptCheckpointError),
+    }
+
+
+_MSGPACK_NAMES = sorted(_msgpack_cases(Path("/x"), "m"))
+
+
+@pytest.mark.parametrize("case", _MSGPACK_NAMES)
+def test_msgpack_payload_refused(case: str, marker: Path, marker_module: str) -> None:
+    payload, expected = _msgpack_cases(marker, marker_module)[case]
+    with pytest.raises(REFUSALS) as info:
+        get_codec("msgpack").decode(payload)
+    assert type(info.value) is expected, info.value
+
+
+@pytest.mark.parametrize("name_of", ["{module}:Boom", "os:system", "subprocess:Popen"])
+def test_msgpack_exception_naming_foreign_class(
+    name_of: str, marker: Path, marker_module: str
+) -> None:
+    """A stored exception of a class a load may not import becomes a ForeignException."""
+    name = name_of.format(module=marker_module)
+    payload = _pack([_ext("exception"), name, ["a"], "the message", None, None, None, False, None])
+    decoded = get_codec("msgpack").decode(payload)
+    assert type(decoded) is ForeignException
+    assert decoded.type_name == name
+    assert decoded.message == "the message"
+
+
+def test_msgpack_exception_cause_is_checked_too(marker_module: str) -> None:
+    cause = [_ext("object"), f"{marker_module}:Thing", {}]
+    payload = _pack(
+        [_ext("exception"), "builtins:ValueError", ["a"], "a", None, cause, None, False, None]
+    )
+    with pytest.raises(UnsafeCheckpointError):
+        get_codec("msgpack").decode(payload)
+
+
+def test_msgpack_refusal_returns_nothing_partial(marker: Path) -> None:
+    """One refused value fails the whole load: no tree with holes comes back."""
+    payload = _pack({"good": [_ext("tuple"), 1, 2], "bad": [_ext("class"), "os:system"]})
+    with pytest.raises(UnsafeCheckpointError):
+        get_codec("msgpack").decode(payload)
+
+
+# endregion
+
+
+def test_msgpack_timestamp_ext_is_inert() -> None:
+    """msgpack decodes ext type -1 itself, before any hook: a crafted payload can make
+    one appear. It stays an inert ``msgpack.Timestamp`` value and runs nothing; the
+    codec never writes one, and a damaged record never gets past the envelope CRC."""
+    decoded = get_codec("msgpack").decode(b"\xd6\xff" + b"\x00" * 4)
+    assert type(decoded) is msgpack.Timestamp

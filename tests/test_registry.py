@@ -1,0 +1,634 @@
+"""HookRegistry: registration, dispatch, memo, copy, the allow-list and the object fallback."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import plumpy
+import pytest
+
+from loopaware_persist import (
+    EncodeError,
+    ForeignException,
+    Hook,
+    HookRegistry,
+    UnknownTagError,
+    UnsafeCheckpointError,
+    default_registry,
+    get_codec,
+)
+from tests.strategies import assert_same
+
+CODECS = pytest.mark.parametrize("codec_name", ["msgpack", "pickle"])
+
+
+class Point:
+    def __init__(self, x: int, y: int) -> None:
+        self.x, self.y = x, y
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Base:
+    pass
+
+
+class Sub(Base):
+    pass
+
+
+class Leaf(Sub):
+    pass
+
+
+def _fields(value: Any) -> list[Any]:
+    return [type(value).__name__]
+
+
+def _hook(tag: str) -> dict[str, Any]:
+    """encode/decode that record which hook ran."""
+    return {"encode": lambda v: [tag], "decode": lambda f: (tag, f)}
+
+
+@pytest.fixture
+def registry() -> HookRegistry:
+    return HookRegistry()
+
+
+@pytest.fixture
+def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], str]]:
+    """Write a throwaway module into tmp_path (on sys.path); return its unique name."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names: list[str] = []
+
+    def make(source: str) -> str:
+        name = f"lap_throwaway_{uuid.uuid4().hex}"
+        (tmp_path / f"{name}.py").write_text(source)
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+# region registration and dispatch
+
+
+def test_register_roundtrip(registry: HookRegistry) -> None:
+    registry.register(Point, tag="point", encode=lambda p: [p.x, p.y], decode=lambda f: Point(*f))
+    assert registry.encode_value(Point(1, 2)) == ("point", [1, 2])
+    assert registry.decode_value("point", [1, 2]) == Point(1, 2)
+    assert "point" in registry.tags
+
+
+def test_duplicate_tag_is_value_error(registry: HookRegistry) -> None:
+    registry.register(Base, tag="t", **_hook("a"))
+    with pytest.raises(ValueError, match="'t'"):
+        registry.register(Sub, tag="t", **_hook("b"))
+    with pytest.raises(ValueError, match="'t'"):
+        registry.register_predicate(lambda cls: True, tag="t", **_hook("c"))
+    # the failed registrations changed nothing
+    assert registry.encode_value(Sub()) == ("t", ["a"])
+
+
+def test_builtin_tag_cannot_be_taken() -> None:
+    registry = default_registry.copy()
+    with pytest.raises(ValueError, match="uuid"):
+        registry.register(Point, tag="uuid", **_hook("x"))
+
+
+@pytest.mark.parametrize("tag", ["", None, 3])
+def test_bad_tag_is_value_error(registry: HookRegistry, tag: Any) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the contract is the builtin type
+        registry.register(Point, tag=tag, **_hook("x"))
+
+
+def test_exact_class_beats_mro(registry: HookRegistry) -> None:
+    registry.register(Base, tag="base", **_hook("base"))
+    assert registry.hook_for(Sub).tag == "base"  # type: ignore[union-attr]
+    assert registry.hook_for(Leaf).tag == "base"  # type: ignore[union-attr]
+    registry.register(Sub, tag="sub", **_hook("sub"))
+    assert registry.hook_for(Base).tag == "base"  # type: ignore[union-attr]
+    assert registry.hook_for(Sub).tag == "sub"  # type: ignore[union-attr]
+    assert registry.hook_for(Leaf).tag == "sub"  # nearest in the MRO  # type: ignore[union-attr]
+    assert registry.encode_value(Leaf()) == ("sub", ["sub"])
+
+
+def test_class_hook_beats_predicate(registry: HookRegistry) -> None:
+    registry.register_predicate(lambda cls: issubclass(cls, Base), tag="pred", **_hook("pred"))
+    registry.register(Sub, tag="sub", **_hook("sub"))
+    assert registry.hook_for(Sub).tag == "sub"  # type: ignore[union-attr]
+    assert registry.hook_for(Base).tag == "pred"  # type: ignore[union-attr]
+
+
+def test_predicates_newest_first(registry: HookRegistry) -> None:
+    registry.register_predicate(lambda cls: issubclass(cls, Base), tag="old", **_hook("old"))
+    registry.register_predicate(lambda cls: issubclass(cls, Sub), tag="new", **_hook("new"))
+    assert registry.hook_for(Leaf).tag == "new"  # type: ignore[union-attr]
+    assert registry.hook_for(Base).tag == "old"  # type: ignore[union-attr]
+    registry.register_predicate(lambda cls: cls is Base, tag="newest", **_hook("newest"))
+    assert registry.hook_for(Base).tag == "newest"  # type: ignore[union-attr]
+
+
+class PredicateBoom(Exception):
+    pass
+
+
+def test_predicate_exception_propagates(registry: HookRegistry) -> None:
+    def predicate(cls: type) -> bool:
+        if cls is Sub:
+            raise PredicateBoom(cls)
+        return False
+
+    registry.register_predicate(predicate, tag="p", **_hook("p"))
+    with pytest.raises(PredicateBoom):
+        registry.hook_for(Sub)
+    with pytest.raises(PredicateBoom):
+        registry.encode_value(Sub())
+    # not memoised as "no hook": it raises again
+    with pytest.raises(PredicateBoom):
+        registry.hook_for(Sub)
+    assert registry.hook_for(Base) is None
+
+
+def test_predicate_exception_propagates_through_codec() -> None:
+    registry = default_registry.copy()
+
+    def predicate(cls: type) -> bool:
+        if cls is Sub:
+            raise PredicateBoom(cls)
+        return False
+
+    registry.register_predicate(predicate, tag="p", **_hook("p"))
+    with pytest.raises(PredicateBoom):
+        get_codec("msgpack", registry=registry).encode({"x": Sub()})
+
+
+def test_lookup_is_memoised(registry: HookRegistry) -> None:
+    calls: list[type] = []
+
+    def predicate(cls: type) -> bool:
+        calls.append(cls)
+        return cls is Base
+
+    registry.register_predicate(predicate, tag="p", **_hook("p"))
+    for _ in range(3):
+        registry.hook_for(Base)
+        registry.hook_for(Sub)
+    assert calls == [Base, Sub]
+
+
+def test_memo_cleared_on_registration(registry: HookRegistry) -> None:
+    assert registry.hook_for(Point) is None  # memoised as "no hook"
+    registry.register(Point, tag="point", **_hook("point"))
+    assert registry.hook_for(Point).tag == "point"  # type: ignore[union-attr]
+    assert registry.hook_for(Sub) is None
+    registry.register_predicate(lambda cls: cls is Sub, tag="sub", **_hook("sub"))
+    assert registry.hook_for(Sub).tag == "sub"  # type: ignore[union-attr]
+
+
+def test_memo_cleared_on_allow() -> None:
+    registry = default_registry.copy()
+    assert registry.hook_for(Point) is None
+    registry.allow(Point)
+    hook = registry.hook_for(Point)
+    assert hook is not None
+    assert hook.tag == "object"
+
+
+def test_copy_is_independent(registry: HookRegistry) -> None:
+    registry.register(Base, tag="base", **_hook("base"))
+    registry.register_predicate(lambda cls: cls is Point, tag="old", **_hook("old"))
+    registry.register_predicate(lambda cls: cls is Point, tag="new", **_hook("new"))
+    registry.allow("myapp")
+    clone = registry.copy()
+    assert clone.tags == registry.tags
+    assert clone.hook_for(Point).tag == "new"  # predicate order kept  # type: ignore[union-attr]
+    assert clone.allowed == ("myapp",)
+
+    clone.register(Sub, tag="sub", **_hook("sub"))
+    clone.allow("otherapp")
+    registry.register(Leaf, tag="leaf", **_hook("leaf"))
+    registry.allow("thirdapp")
+
+    assert registry.hook_for(Sub).tag == "base"  # type: ignore[union-attr]
+    assert "sub" not in registry.tags
+    assert clone.hook_for(Leaf).tag == "sub"  # type: ignore[union-attr]
+    assert "leaf" not in clone.tags
+    assert registry.allowed == ("myapp", "thirdapp")
+    assert clone.allowed == ("myapp", "otherapp")
+
+
+def test_copy_of_default_registry_is_independent() -> None:
+    clone = default_registry.copy()
+    clone.register(Point, tag="point-copy-only", **_hook("p"))
+    assert "point-copy-only" not in default_registry.tags
+    assert default_registry.hook_for(Point) is None
+    assert clone.tags > default_registry.tags
+
+
+def test_decorator_form(registry: HookRegistry) -> None:
+    @registry.hook(Point, tag="point")
+    class PointHook:
+        @staticmethod
+        def encode(p: Point) -> list[Any]:
+            return [p.x, p.y]
+
+        @staticmethod
+        def decode(fields: list[Any]) -> Point:
+            return Point(*fields)
+
+    assert isinstance(PointHook, type)  # the holder is returned unchanged
+    assert PointHook.__name__ == "PointHook"
+    hook = registry.hook_for(Point)
+    assert isinstance(hook, Hook)
+    assert hook.tag == "point"
+    assert hook.cls is Point
+    assert registry.decode_value(*registry.encode_value(Point(3, 4))) == Point(3, 4)
+
+
+def test_unknown_tag_on_decode(registry: HookRegistry) -> None:
+    with pytest.raises(UnknownTagError) as info:
+        registry.decode_value("no-such-tag", [])
+    assert info.value.tag == "no-such-tag"
+
+
+def test_unsupported_type_on_encode_is_encode_error(registry: HookRegistry) -> None:
+    with pytest.raises(EncodeError, match="register"):
+        registry.encode_value(Point(1, 2))
+
+
+@CODECS
+def test_user_hook_round_trips_through_codec(codec_name: str) -> None:
+    registry = default_registry.copy()
+    registry.register(
+        Point,
+        tag="myapp.point",
+        encode=lambda p: [p.x, (p.y,)],
+        decode=lambda f: Point(f[0], f[1][0]),
+    )
+    codec = get_codec(codec_name, registry=registry)
+    value = {"p": [Point(1, 2), {"q": Point(-(2**70), 3)}]}
+    data = codec.encode(value)
+    if codec_name == "msgpack":
+        # stored under the stable tag, never under the module path
+        assert (
+            msgpack.ExtType(1, b"myapp.point")
+            in msgpack.unpackb(data, strict_map_key=False)["p"][0]
+        )
+        assert b"test_registry" not in data
+    assert_same(codec.decode(data), value)
+
+
+class Stack:
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+
+def test_encoding_leaves_hook_result_untouched() -> None:
+    """A hook may hand back a list the value owns; encoding must not modify it."""
+    registry = default_registry.copy()
+    registry.register(Stack, tag="myapp.stack", encode=lambda s: s.items, decode=Stack)
+    codec = get_codec("msgpack", registry=registry)
+    stack = Stack([1, 2])
+    first = codec.encode({"s": stack})
+    assert stack.items == [1, 2]
+    assert codec.encode({"s": stack}) == first
+    assert codec.decode(first)["s"].items == [1, 2]
+
+
+def test_user_hook_needed_to_decode() -> None:
+    registry = default_registry.copy()
+    registry.register(
+        Point, tag="myapp.point2", encode=lambda p: [p.x, p.y], decode=lambda f: Point(*f)
+    )
+    data = get_codec("msgpack", registry=registry).encode([Point(1, 2)])
+    with pytest.raises(UnknownTagError):
+        get_codec("msgpack").decode(data)
+
+
+# endregion
+
+# region allow-list
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "os:system",
+        "builtins:exec",
+        "builtins:eval",
+        "builtins:getattr",
+        "builtins:object",
+        "builtins:type",
+        "subprocess:Popen",
+        "posix:system",
+        "pickle:loads",
+        "importlib:import_module",
+    ],
+)
+def test_resolve_refuses_unsafe_names(name: str) -> None:
+    with pytest.raises(UnsafeCheckpointError) as info:
+        default_registry.resolve(name)
+    assert info.value.name == name
+    assert "allow" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a",
+        "a:",
+        ":b",
+        "a:__class__",
+        "builtins:__import__",
+        "plumpy:__builtins__",
+        "plumpy:Process.__init__",
+        "plumpy:Process.__subclasses__",
+        "a b:c",
+        "a:b c",
+        "a..b:c",
+        "a:b:c",
+        "a:b.",
+        "1a:b",
+        "",
+    ],
+)
+def test_resolve_refuses_malformed_names(name: str) -> None:
+    with pytest.raises(UnsafeCheckpointError):
+        default_registry.resolve(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plumpy.processes:Process.run",  # a function
+        "plumpy:ProcessState.WAITING",  # an enum member
+        "collections:namedtuple",  # a function in an allowed stdlib module
+        "plumpy.persistence:pickle",  # a module reached through an attribute
+    ],
+)
+def test_resolve_refuses_non_classes(name: str) -> None:
+    with pytest.raises(UnsafeCheckpointError):
+        default_registry.resolve(name)
+
+
+def test_resolve_refuses_foreign_class_reached_through_allowed_module() -> None:
+    # plumpy.persistence imports pickle; pickle.Unpickler's own module is not allowed.
+    with pytest.raises(UnsafeCheckpointError):
+        default_registry.resolve("plumpy.persistence:pickle.Unpickler")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "expected"),
+    [
+        ("plumpy.processes:Process", "class", plumpy.Process),
+        ("plumpy.workchains:WorkChain", "class", plumpy.WorkChain),
+        ("plumpy.processes:Process", "savable", plumpy.Process),
+        ("plumpy.process_states:ProcessState", "enum", plumpy.ProcessState),
+        ("plumpy.exceptions:KilledError", "exception", plumpy.KilledError),
+        ("builtins:ValueError", "exception", ValueError),
+        ("builtins:KeyError", "class", KeyError),
+        ("builtins:OSError", "exception", OSError),
+        ("loopaware_persist:FutureSnapshot", "class", None),
+    ],
+)
+def test_resolve_allows_library_classes(name: str, kind: Any, expected: type | None) -> None:
+    cls = default_registry.resolve(name, kind)
+    if expected is not None:
+        assert cls is expected
+    assert isinstance(cls, type)
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("plumpy.processes:Process", "exception"),  # not an exception
+        ("builtins:ValueError", "enum"),  # not an enum
+        ("plumpy.persistence:PicklePersister", "object"),  # side effects when built
+        ("builtins:int", "exception"),
+    ],
+)
+def test_resolve_checks_kind(name: str, kind: Any) -> None:
+    with pytest.raises(UnsafeCheckpointError):
+        default_registry.resolve(name, kind)
+
+
+def test_user_allow_by_module_name_and_class(make_module: Callable[[str], str]) -> None:
+    source = "class Thing:\n    pass\n\nclass Other:\n    pass\n"
+    by_module, by_name, by_class = make_module(source), make_module(source), make_module(source)
+    registry = default_registry.copy()
+    for mod in (by_module, by_name, by_class):
+        with pytest.raises(UnsafeCheckpointError):
+            registry.resolve(f"{mod}:Thing")
+        assert mod not in sys.modules  # refused before import
+
+    registry.allow(by_module, f"{by_name}:Thing")
+    assert registry.resolve(f"{by_module}:Thing", "object").__name__ == "Thing"
+    assert registry.resolve(f"{by_module}:Other", "object").__name__ == "Other"
+    assert registry.resolve(f"{by_name}:Thing", "object").__name__ == "Thing"
+    with pytest.raises(UnsafeCheckpointError):
+        registry.resolve(f"{by_name}:Other", "object")  # only the named class
+
+    module = __import__(by_class)
+    registry.allow(module.Thing)
+    assert registry.resolve(f"{by_class}:Thing", "object") is module.Thing
+    with pytest.raises(UnsafeCheckpointError):
+        registry.resolve(f"{by_class}:Other", "object")
+
+
+def test_allow_module_covers_submodules_not_prefixes() -> None:
+    registry = HookRegistry(allow=["myapp"])
+    assert registry.may_import("myapp.sub", "X")
+    assert registry.may_import("myapp", "X")
+    assert not registry.may_import("myapplication", "X")
+
+
+def test_allow_malformed_name_is_refused() -> None:
+    with pytest.raises(UnsafeCheckpointError):
+        HookRegistry(allow=["a b:c"])
+
+
+_MARKER_MODULE = (
+    "import pathlib\npathlib.Path({marker!r}).touch()\n\nclass Boom(Exception):\n    pass\n"
+)
+
+
+@CODECS
+def test_disallowed_exception_becomes_foreign_exception(
+    codec_name: str, make_module: Callable[[str], str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "imported.marker"
+    name = make_module(_MARKER_MODULE.format(marker=str(marker)))
+    codec = get_codec(codec_name)
+    data = codec.encode({"e": __import__(name).Boom("it broke", 3)})
+    # The saving process had the module; the loading one has not imported it.
+    marker.unlink()
+    del sys.modules[name]
+    # msgpack stands in on load; pickle already wrote the stand-in (the restricted
+    # unpickler would refuse the class), so both give the same documented result.
+    decoded = codec.decode(data)["e"]
+    assert type(decoded) is ForeignException
+    assert decoded.type_name == f"{name}:Boom"
+    assert "it broke" in decoded.message
+    assert f"{name}:Boom" in str(decoded)
+    assert name not in sys.modules
+    assert not marker.exists()
+
+
+def test_foreign_exception_from_handmade_payload(
+    make_module: Callable[[str], str], tmp_path: Path
+) -> None:
+    marker = tmp_path / "imported.marker"
+    name = make_module(
+        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Boom(Exception): pass\n"
+    )
+    payload = msgpack.packb(
+        [
+            msgpack.ExtType(1, b"exception"),
+            f"{name}:Boom",
+            ["m"],
+            "the message",
+            None,
+            None,
+            None,
+            False,
+            None,
+        ],
+        use_bin_type=True,
+    )
+    decoded = get_codec("msgpack").decode(payload)
+    assert type(decoded) is ForeignException
+    assert decoded.type_name == f"{name}:Boom"
+    assert decoded.message == "the message"
+    assert name not in sys.modules
+    assert not marker.exists()
+
+
+# endregion
+
+# region object fallback
+
+
+class Plain:
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+
+class Slotted:
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+
+class SlottedWithDict:
+    __slots__ = ("__dict__", "a")
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+
+class Custom:
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+        self.log: list[str] = []
+
+    def __getstate__(self) -> Any:
+        return {"pair": (self.a, self.b)}
+
+    def __setstate__(self, state: Any) -> None:
+        self.a, self.b = state["pair"]
+        self.log = ["restored"]
+
+
+def _state(obj: Any) -> dict[str, Any]:
+    names = [n for n in ("a", "b", "log") if hasattr(obj, n)]
+    return {n: getattr(obj, n) for n in names}
+
+
+@CODECS
+@pytest.mark.parametrize("cls", [Plain, Slotted, SlottedWithDict, Custom])
+def test_object_fallback_for_allowed_class(codec_name: str, cls: type) -> None:
+    codec = get_codec(codec_name, allow=[cls])
+    original = cls((1, 2**70), {"k": frozenset({"v"})})
+    decoded = codec.decode(codec.encode({"obj": [original]}))["obj"][0]
+    assert type(decoded) is cls
+    expected = _state(original)
+    if cls is Custom:
+        expected["log"] = ["restored"]
+    assert_same(_state(decoded), expected)
+
+
+def test_object_fallback_by_module_allow() -> None:
+    codec = get_codec("msgpack", allow=[__name__])
+    decoded = codec.decode(codec.encode(Plain(1, "x")))
+    assert type(decoded) is Plain
+    assert (decoded.a, decoded.b) == (1, "x")
+
+
+class Counted:
+    inits = 0
+
+    def __init__(self, a: Any) -> None:
+        type(self).inits += 1
+        self.a = a
+
+
+@CODECS
+def test_object_fallback_does_not_call_init(codec_name: str) -> None:
+    codec = get_codec(codec_name, allow=[Counted])
+    data = codec.encode(Counted([1, 2]))
+    before = Counted.inits
+    decoded = codec.decode(data)
+    assert Counted.inits == before  # revived like pickle does: no __init__
+    assert type(decoded) is Counted
+    assert decoded.a == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ({"x": [0, {"y": Plain(1, 2)}]}, "['x'][1]['y']"),
+        ([Plain(1, 2)], "[0]"),
+        ({"x": (1, {2: [Plain(1, 2)]})}, "['x'][1][2][0]"),
+    ],
+)
+def test_non_allowed_class_is_encode_error_with_path(value: Any, path: str) -> None:
+    with pytest.raises(EncodeError) as info:
+        get_codec("msgpack").encode(value)
+    assert info.value.path == path
+    assert path in str(info.value)
+    assert "Plain" in str(info.value)
+    assert "allow" in str(info.value)
+
+
+def test_non_allowed_class_path_in_bundle() -> None:
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    inner = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(inner, {"ctx": {"x": [0, 1, 2, Plain(1, 2)]}})
+    dict.update(bundle, {"_state": inner})
+    with pytest.raises(EncodeError) as info:
+        get_codec("msgpack").encode(bundle)
+    assert info.value.path == "_state.ctx['x'][3]"
+
+
+def test_non_allowed_class_refused_by_pickle_on_save_and_load() -> None:
+    codec = get_codec("pickle")
+    with pytest.raises(EncodeError, match="Plain"):
+        codec.encode({"x": [Plain(1, 2)]})  # refused when saving, not at the restart
+    data = get_codec("pickle", allow=[Plain]).encode({"x": [Plain(1, 2)]})
+    with pytest.raises(UnsafeCheckpointError, match="Plain"):
+        codec.decode(data)  # and a safe load without the allow will not revive it
+
+
+# endregion
