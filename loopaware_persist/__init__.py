@@ -41,6 +41,8 @@ from ._errors import (
 )
 from ._hooks import ForeignException as ForeignException
 from ._hooks import default_registry as default_registry
+from ._launcher import LoopAwareLauncher as LoopAwareLauncher
+from ._launcher import LoopBridge as LoopBridge
 from ._loop import LoopContext as LoopContext
 from ._persister import (
     CheckpointInfo as CheckpointInfo,
@@ -94,9 +96,11 @@ __all__ = (
     "Hook",
     "HookRegistry",
     "LoopAwareBundle",
+    "LoopAwareLauncher",
     "LoopAwarePersistError",
     "LoopAwarePersister",
     "LoopBoundaryError",
+    "LoopBridge",
     "LoopContext",
     "NoEventLoopError",
     "StaleCheckpointError",

@@ -32,6 +32,7 @@ import plumpy
 from plumpy.utils import AttributesDict
 from plumpy.workchains import WorkChainSpec
 
+from ._launcher import LoopAwareLauncher
 from ._persister import LoopAwarePersister, open_persister
 from ._unbundle import check_loop_bound
 
@@ -66,7 +67,7 @@ class DemoWorkChain(plumpy.WorkChain):
     def on_entered(self, from_state: Any) -> None:
         """Checkpoint on every state change, as AiiDA does."""
         super().on_entered(from_state)
-        if _PERSISTER is not None and not self.has_terminated():
+        if _PERSISTER is not None:
             version = _PERSISTER.save_checkpoint(self)
             _say(
                 f"  checkpoint v{version}: state={_label(self)}, "
@@ -104,10 +105,13 @@ def _label(process: plumpy.Process) -> str:
     return str(getattr(process.state, "value", process.state))
 
 
+_CRASH_STATUS = 75
+
+
 def _crash() -> None:
     _say("  child: simulating a crash (os._exit) before the last step")
     sys.stdout.flush()
-    os._exit(0)
+    os._exit(_CRASH_STATUS)
 
 
 class WaitingDemo(plumpy.Process):
@@ -187,16 +191,13 @@ def _continue(store: str, pid: str) -> None:
                 f"  stored: pid={data['pid']} state={data['state']} class={data['process_class']} "
                 f"v{data['version']} {data['size']} bytes codec={data['codec']}"
             )
-        from ._launcher import LoopAwareLauncher
-
         launcher = LoopAwareLauncher(persister, loop=loop)
         _say("  continuing through LoopAwareLauncher from the main thread onto the worker loop")
         task = {
             plumpy.process_comms.TASK_KEY: plumpy.process_comms.CONTINUE_TASK,
             plumpy.process_comms.TASK_ARGS: {"pid": pid_value, "nowait": False, "tag": None},
         }
-        outcome = launcher(None, task)
-        result = outcome.result(timeout=60) if hasattr(outcome, "result") else outcome
+        result = launcher(None, task).result(timeout=60)
         _say(f"  result: {dict(result)}")
         process = persister.load_process(pid_value, loop=loop)
         _say(f"  reloaded final checkpoint: state={_label(process)}")
@@ -286,7 +287,12 @@ def main(store: str | None = None) -> int:
     if pid is None:
         _say(child.stderr)
         return 1
-    _say(f"  child exited with status {child.returncode}; process {pid} is left mid-outline")
+    if child.returncode != _CRASH_STATUS:
+        _say(
+            f"  child exited with status {child.returncode}, not the crash; stderr:\n{child.stderr}"
+        )
+        return 1
+    _say(f"  child died (status {child.returncode}); process {pid} is left mid-outline")
     _say("2) this process continues it on a fresh loop in a worker thread:")
     _continue(store, pid)
     _say("3) a WAITING process through each codec, restored on a new loop from a worker thread:")
