@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal
 
@@ -32,6 +33,7 @@ from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
 from ._unbundle import LoopAwareBundle, unbundle
 from .codecs import Codec, get_codec
+from .codecs.pickle import UnsafeLoadWarning
 from .storage import CheckpointKey, Pid, RecordInfo, Storage, open_storage
 
 __all__ = ("CheckpointInfo", "LoopAwarePersister", "open_persister")
@@ -113,6 +115,14 @@ class LoopAwarePersister(plumpy.Persister):
         super().__init__()
         registry = (registry if registry is not None else default_registry).copy()
         registry.allow(*allow)
+        if trusted:
+            warnings.warn(
+                "trusted=True: loads skip the allow-list and revive whatever the checkpoints "
+                "name, running their code. Use it only for stores you alone write.",
+                UnsafeLoadWarning,
+                stacklevel=2,
+            )
+            registry.trust_all()
         self.registry = registry
         self.storage = storage
         self.codec: Codec = get_codec(codec, registry=registry) if isinstance(codec, str) else codec
@@ -272,7 +282,12 @@ class LoopAwarePersister(plumpy.Persister):
         """
         bundle = self.load_checkpoint(pid, tag)
         process = unbundle(
-            bundle, LoopContext(loop=loop), registry=self.registry, trusted=self.trusted, **extra
+            bundle,
+            LoopContext(loop=loop),
+            registry=self.registry,
+            trusted=self.trusted,
+            copy=False,  # just decoded, held by nobody else
+            **extra,
         )
         return process  # type: ignore[return-value]
 
@@ -365,7 +380,9 @@ class LoopAwarePersister(plumpy.Persister):
         """
         ctx = LoopContext.current()
         bundle = await asyncio.to_thread(self.load_checkpoint, pid, tag)
-        process = unbundle(bundle, ctx, registry=self.registry, trusted=self.trusted, **extra)
+        process = unbundle(
+            bundle, ctx, registry=self.registry, trusted=self.trusted, copy=False, **extra
+        )
         return process  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -408,7 +425,7 @@ def open_persister(
     :return: the persister
     """
     if codec == "pickle-unrestricted":
-        trusted = True
+        codec, trusted = "pickle", True
     storage = open_storage(url, durability=durability)
     return LoopAwarePersister(
         storage,

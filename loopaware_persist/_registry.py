@@ -121,6 +121,7 @@ class HookRegistry:
         self._allowed_names: set[str] = set()
         self._resolved: dict[tuple[str, str], type] = {}
         self._hooked_cache: dict[tuple[str, str], type] | None = None
+        self._trust_all = False
         self.allow(*allow)
 
     # region registration
@@ -213,6 +214,7 @@ class HookRegistry:
         new = HookRegistry()
         new._allowed_modules = set(self._allowed_modules)
         new._allowed_names = set(self._allowed_names)
+        new._trust_all = self._trust_all
         for hook in reversed(self._predicates):
             new._add(hook)
         for hook in self._by_tag.values():
@@ -313,6 +315,20 @@ class HookRegistry:
         self._cache.clear()
         self._resolved.clear()
 
+    def trust_all(self) -> None:
+        """Switch the allow-list off: loads may import and revive anything they name.
+
+        Only for checkpoints you alone wrote; ``trusted=True`` on a persister calls this.
+        """
+        self._trust_all = True
+        self._cache.clear()
+        self._resolved.clear()
+
+    @property
+    def trusted(self) -> bool:
+        """:return: whether :meth:`trust_all` switched the allow-list off"""
+        return self._trust_all
+
     @property
     def allowed(self) -> tuple[str, ...]:
         """:return: what the user allowed, besides the defaults (sorted)"""
@@ -329,6 +345,8 @@ class HookRegistry:
 
     def may_import(self, module: str, qualname: str) -> bool:
         """:return: whether a load may import ``module`` to look up ``qualname``"""
+        if self._trust_all:
+            return True
         if module == "builtins":
             return qualname in _SAFE_BUILTINS or _is_builtin_exception(qualname)
         return (
@@ -361,7 +379,7 @@ class HookRegistry:
             return False
         if kind == "savable" and not _is_savable(cls):
             return False
-        if self._user_allows(module, qualname) or self.hook_for_exact(cls):
+        if self._trust_all or self._user_allows(module, qualname) or self.hook_for_exact(cls):
             return True
         if kind == "pickle":
             # Unpickling *calls* what it finds, so only value types, exceptions

@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy as pycopy
 import inspect
 import logging
+import sys
 import threading
 import types
 import weakref
@@ -31,6 +33,7 @@ import plumpy
 import yaml
 from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
+from plumpy.utils import Frozendict
 
 from ._errors import (
     CorruptCheckpointError,
@@ -97,9 +100,15 @@ def _audit_yaml(text: Any, registry: HookRegistry, path: str) -> None:
     except yaml.YAMLError as error:
         msg = f"Excepted state at {path} holds unreadable YAML ({error})."
         raise CorruptCheckpointError(msg) from error
+    # Aliases make the node graph a DAG (or a cycle, "&a [*a]"): visit each node once,
+    # so neither a self-reference nor "billion laughs" can stall the audit.
     stack = [root] if root is not None else []
+    visited: set[int] = set()
     while stack:
         node = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
         tag = node.tag
         if tag not in _YAML_PLAIN:
             name = _yaml_python_name(tag)
@@ -116,30 +125,65 @@ def _audit_yaml(text: Any, registry: HookRegistry, path: str) -> None:
                 stack.extend(item if isinstance(item, tuple) else (item,))
 
 
-def _check_identifier(value: Any, path: str, what: str) -> None:
-    if not isinstance(value, str) or not value.isidentifier() or value.startswith("__"):
-        msg = f"{what} at {path} is {value!r}, not a plain attribute name. Refused."
+def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:
+    """A name plumpy ``getattr``s (or even imports) on load must be a method of ``owner``."""
+    if (
+        not isinstance(value, str)
+        or not value.isidentifier()
+        or value.startswith("__")
+        or (owner is not None and not callable(getattr(owner, value, None)))
+    ):
+        where = f" of {owner.__qualname__}" if owner is not None else ""
+        msg = f"{what} at {path} is {value!r}, not a plain method name{where}. Refused."
         raise UnsafeCheckpointError(msg, name=str(value))
 
 
-def _audit_savable(state: dict[Any, Any], registry: HookRegistry, path: str) -> None:
+# Fields in which plumpy stores a *method* by name and getattr()s it back on load:
+# (state class, key, owner) where owner "process" is the root process class and
+# "self" the class of the savable holding the field. Continue.continue_fn is worse:
+# plumpy first tries utils.load_function(name), which imports any dotted name.
+_METHOD_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("plumpy.process_states:Created", "run_fn", "process"),
+    ("plumpy.process_states:Running", "run_fn", "process"),
+    ("plumpy.process_states:Waiting", "DONE_CALLBACK", "process"),
+    ("plumpy.process_states:Continue", "continue_fn", "process"),
+    ("plumpy.workchains:_FunctionStepper", "_fn", "process"),
+)
+
+
+def _method_fields(cls: type) -> list[tuple[str, str]]:
+    found = []
+    for owner_name, key, owner in _METHOD_FIELDS:
+        module, _, qualname = owner_name.partition(":")
+        base = getattr(sys.modules.get(module), qualname, None)
+        if isinstance(base, type) and issubclass(cls, base):
+            found.append((key, owner))
+    return found
+
+
+def _audit_savable(
+    state: dict[Any, Any], registry: HookRegistry, path: str, root: list[type]
+) -> None:
     meta = state[META]
     if not isinstance(meta, dict):
         msg = f"'!!meta' at {path} is {type(meta).__name__}, not a mapping."
         raise CorruptCheckpointError(msg)
     if META__OBJECT_LOADER in meta:
         registry.resolve(str(meta[META__OBJECT_LOADER]), "class")
-    cls: type | None = None
-    if META__CLASS_NAME in meta:
-        cls = registry.resolve(str(meta[META__CLASS_NAME]), "savable")
+    if META__CLASS_NAME not in meta:
+        return
+    cls = registry.resolve(str(meta[META__CLASS_NAME]), "savable")
+    if not root:
+        root.append(cls)  # the first savable met is the process being loaded
+    process_cls = root[0]
     for member, kind in (meta.get(META__TYPES) or {}).items():
         if kind == "m":  # plumpy stores bound methods by name and getattr()s them back
-            _check_identifier(state.get(member), f"{path}[{member!r}]", "Method name")
-    if cls is not None and issubclass(cls, plumpy.process_states.Waiting):
-        callback = state.get(plumpy.process_states.Waiting.DONE_CALLBACK)
-        if callback is not None:
-            _check_identifier(callback, f"{path}.DONE_CALLBACK", "Waiting callback")
-    if cls is not None and issubclass(cls, plumpy.process_states.Excepted):
+            _check_method(state.get(member), cls, f"{path}[{member!r}]", "Method name")
+    for key, owner in _method_fields(cls):
+        if key in state or key == "run_fn":
+            target = process_cls if owner == "process" else cls
+            _check_method(state.get(key), target, f"{path}.{key}", f"{cls.__name__}.{key}")
+    if issubclass(cls, plumpy.process_states.Excepted):
         _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
 
 
@@ -152,16 +196,23 @@ def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None
     :raises CorruptCheckpointError: if plumpy's metadata is malformed
     """
     stack: list[tuple[Any, str]] = [(bundle, "")]
+    seen: set[int] = set()  # pickle keeps shared references and cycles
+    root: list[type] = []
     while stack:
         value, path = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
         if isinstance(value, dict):
             if META in value:
-                _audit_savable(value, registry, path or "<root>")
-            for key, child in value.items():
-                if not isinstance(child, _ATOMS):
-                    stack.append(
-                        (child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]")
-                    )
+                _audit_savable(value, registry, path or "<root>", root)
+            children = [
+                (child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]")
+                for key, child in value.items()
+                if not isinstance(child, _ATOMS)
+            ]
+            # Depth-first in key order, so the root's own '!!meta' is met first.
+            stack.extend(reversed(children))
         elif isinstance(value, (list, tuple, set, frozenset)):
             stack.extend(
                 (child, f"{path}[{i}]")
@@ -175,35 +226,68 @@ def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None
 # region rebinding and the graph check
 
 
-def _rebind(value: Any, loop: asyncio.AbstractEventLoop) -> Any:
-    """Copy-on-write: the tree with every snapshot replaced by a future on ``loop``.
+def _rebind(value: Any, loop: asyncio.AbstractEventLoop, memo: dict[int, Any], copy: bool) -> Any:
+    """The tree with every snapshot replaced by a future on ``loop``.
 
-    Containers without snapshots are returned as they are, so a bundle can be
-    unbundled again (onto another loop) later.
+    With ``copy`` every container is copied, so two loads of one bundle share no
+    mutable state (plumpy assigns loaded values by reference); without it the tree
+    (private and fresh from a decode) is updated in place. Either way ``memo`` keeps
+    shared references shared (one snapshot stored twice becomes one future) and
+    makes cycles safe.
     """
+    if isinstance(value, _ATOMS):
+        return value
+    key = id(value)
+    if key in memo:
+        return memo[key]
     if isinstance(value, FutureSnapshot):
-        return _materialise(value, loop)
+        memo[key] = future = _materialise(value, loop)
+        return future
     if isinstance(value, dict):
-        changed: dict[Any, Any] | None = None
-        for key, child in value.items():
-            if isinstance(child, _ATOMS):
-                continue
-            new = _rebind(child, loop)
-            if new is not child:
-                if changed is None:
-                    changed = {}
-                changed[key] = new
-        if changed is None:
-            return value
-        copy = value.__class__.__new__(value.__class__)
-        dict.update(copy, value)
-        dict.update(copy, changed)
-        return copy
-    if type(value) in (list, tuple, set, frozenset):
-        items = [child if isinstance(child, _ATOMS) else _rebind(child, loop) for child in value]
+        target = value
+        if copy:
+            target = value.__class__.__new__(value.__class__)
+            dict.update(target, value)
+        memo[key] = target
+        for k, child in value.items():
+            if not isinstance(child, _ATOMS):
+                new = _rebind(child, loop, memo, copy)
+                if new is not child or copy:
+                    dict.__setitem__(target, k, new)
+        return target
+    if type(value) is list:
+        target_list = list(value) if copy else value
+        memo[key] = target_list
+        for i, child in enumerate(value):
+            if not isinstance(child, _ATOMS):
+                target_list[i] = _rebind(child, loop, memo, copy)
+        return target_list
+    if type(value) is set:
+        target_set: set[Any] = set() if copy else value
+        memo[key] = target_set
+        items = [_rebind(child, loop, memo, copy) for child in value]
+        if copy or any(a is not b for a, b in zip(items, value, strict=True)):
+            target_set.clear()
+            target_set.update(items)
+        return target_set
+    if type(value) in (tuple, frozenset):
+        items = [_rebind(child, loop, memo, copy) for child in value]
         if all(a is b for a, b in zip(items, value, strict=True)):
+            memo[key] = value
             return value
-        return items if type(value) is list else type(value)(items)
+        memo[key] = rebuilt = type(value)(items)
+        return rebuilt
+    if isinstance(value, Frozendict):
+        inner = _rebind(dict(value), loop, memo, copy)
+        memo[key] = rebuilt = type(value)(inner)
+        return rebuilt
+    if copy:
+        try:
+            memo[key] = duplicate = pycopy.deepcopy(value, memo)
+        except Exception:
+            memo[key] = value
+            return value
+        return duplicate
     return value
 
 
@@ -291,6 +375,7 @@ def unbundle(
     *,
     registry: HookRegistry | None = None,
     trusted: bool = False,
+    copy: bool = True,
     **extra: Any,
 ) -> plumpy.Savable:
     """Re-materialise a bundle on ``ctx.loop``, whole graph, then audit it.
@@ -303,6 +388,8 @@ def unbundle(
     :param registry: whose allow-list decides what may be revived (default registry)
     :param trusted: skip the allow-list audit and use plumpy's own loader (runs what the
         bundle names: only for bundles you wrote yourself)
+    :param copy: load from a copy, leaving ``bundle`` untouched and reusable (``False``
+        only for a bundle nobody else holds, e.g. one just decoded)
     :param extra: more entries for plumpy's ``LoadSaveContext`` (``communicator``, ``logger``)
     :raises NoEventLoopError: if there is no target loop or it is closed
     :raises UnsafeCheckpointError: if the bundle names anything outside the allow-list
@@ -318,7 +405,7 @@ def unbundle(
     loop = ctx.loop
 
     def load() -> plumpy.Savable:
-        tree = _rebind(bundle, loop)
+        tree = _rebind(bundle, loop, {}, copy)
         try:
             return plumpy.Savable.load(tree, ctx.load_context(**extra))
         except LoopAwarePersistError:
