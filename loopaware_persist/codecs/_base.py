@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import plumpy
 
-from .._errors import EncodeError, LoopAwarePersistError
+from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._registry import HookRegistry
 
-__all__ = ("Codec", "encode_error")
+__all__ = ("Codec", "decode_errors", "encode_error")
 
 # Types every codec writes natively, whatever the registry says.
 _NATIVE = (type(None), bool, int, float, str, bytes)
@@ -88,6 +89,25 @@ def _find(value: Any, registry: HookRegistry, path: str, seen: set[int]) -> Enco
             return found
     seen.discard(id(value))
     return None
+
+
+@contextlib.contextmanager
+def decode_errors(payload: str) -> Iterator[None]:
+    """Turn whatever a decoder raises into the one typed error a caller may expect.
+
+    :param payload: the payload format, for the message (``"msgpack"``, ``"pickle"``)
+    :raises DecodeError: a :class:`CorruptCheckpointError` for anything unexpected
+    """
+    try:
+        yield
+    except DecodeError:
+        raise
+    except LoopAwarePersistError as error:
+        msg = f"Cannot decode checkpoint: {error}"
+        raise DecodeError(msg) from error
+    except Exception as error:
+        msg = f"Malformed {payload} payload ({type(error).__name__}: {error})."
+        raise CorruptCheckpointError(msg) from error
 
 
 def encode_error(value: Any, registry: HookRegistry, cause: BaseException) -> EncodeError:

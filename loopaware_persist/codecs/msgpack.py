@@ -18,10 +18,10 @@ from typing import Any
 
 import msgpack
 
-from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
+from .._errors import CorruptCheckpointError, EncodeError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
-from ._base import encode_error
+from ._base import decode_errors, encode_error
 
 __all__ = ("MsgpackCodec", "configure_registry", "make_codec")
 
@@ -116,7 +116,7 @@ class MsgpackCodec:
             :class:`UnsafeCheckpointError`; never any other exception type
         :return: the tree
         """
-        try:
+        with decode_errors("msgpack"):
             return msgpack.unpackb(
                 data,
                 ext_hook=self._ext_hook,
@@ -124,14 +124,6 @@ class MsgpackCodec:
                 strict_map_key=False,
                 raw=False,
             )
-        except DecodeError:
-            raise
-        except LoopAwarePersistError as error:
-            msg = f"Cannot decode checkpoint: {error}"
-            raise DecodeError(msg) from error
-        except Exception as error:
-            msg = f"Malformed msgpack payload ({type(error).__name__}: {error})."
-            raise CorruptCheckpointError(msg) from error
 
 
 def configure_registry(registry: HookRegistry) -> None:

@@ -29,7 +29,6 @@ from plumpy import loaders
 
 from .._errors import (
     CorruptCheckpointError,
-    DecodeError,
     EncodeError,
     LoopAwarePersistError,
     UnsafeCheckpointError,
@@ -37,7 +36,7 @@ from .._errors import (
 from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
-from ._base import encode_error
+from ._base import decode_errors, encode_error
 
 __all__ = (
     "ClassRef",
@@ -268,21 +267,13 @@ class PickleCodec:
         :return: the tree
         """
         stream = io.BytesIO(data)
-        try:
+        with decode_errors("pickle"):
             if not self.restricted:
                 return _resolve_refs(pickle.Unpickler(stream).load(), None, {})
             unpickler = RestrictedUnpickler(stream, registry=self.registry)
             value = unpickler.load()
             if unpickler.saw_class_refs:
                 value = _resolve_refs(value, self.registry, {})
-        except DecodeError:
-            raise
-        except LoopAwarePersistError as error:
-            msg = f"Cannot decode checkpoint: {error}"
-            raise DecodeError(msg) from error
-        except Exception as error:
-            msg = f"Malformed pickle payload ({type(error).__name__}: {error})."
-            raise CorruptCheckpointError(msg) from error
         if stream.tell() != len(data):
             msg = f"Pickle payload has {len(data) - stream.tell()} bytes after its end (spliced?)."
             raise CorruptCheckpointError(msg)
