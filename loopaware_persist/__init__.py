@@ -10,6 +10,9 @@ from ._errors import (
     CorruptCheckpointError as CorruptCheckpointError,
 )
 from ._errors import (
+    CorruptStoredRecordError as CorruptStoredRecordError,
+)
+from ._errors import (
     DecodeError as DecodeError,
 )
 from ._errors import (
@@ -87,6 +90,7 @@ __all__ = (
     "CheckpointNotFoundError",
     "Codec",
     "CorruptCheckpointError",
+    "CorruptStoredRecordError",
     "DecodeError",
     "DurabilityError",
     "EncodeError",

@@ -10,6 +10,7 @@ callers of the operation would naturally catch::
         ├── EncodeError (TypeError)            a value cannot be stored
         ├── DecodeError (ValueError)           stored bytes cannot be turned back
         │   ├── CorruptCheckpointError         damaged, truncated or foreign bytes
+        │   │   └── CorruptStoredRecordError   damaged below the envelope (also a StorageError)
         │   ├── UnknownTagError                a type tag no registry here knows
         │   └── UnsafeCheckpointError          names code outside the allow-list
         ├── NoEventLoopError (RuntimeError)    no usable loop to restore onto
@@ -34,6 +35,7 @@ __all__ = (
     "BackendUnavailableError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
+    "CorruptStoredRecordError",
     "DecodeError",
     "DurabilityError",
     "EncodeError",
@@ -109,6 +111,12 @@ class LoopBoundaryError(LoopAwarePersistError, RuntimeError):
 
 class StorageError(LoopAwarePersistError):
     """The storage backend failed to read, write, list or delete a record."""
+
+
+class CorruptStoredRecordError(CorruptCheckpointError, StorageError):
+    """A backend found stored bytes damaged below the envelope (a file's own header, a
+    SQLite page): a :class:`CorruptCheckpointError` like every other damaged record, and
+    a :class:`StorageError` like every other backend failure."""
 
 
 class CheckpointNotFoundError(StorageError, LookupError):

@@ -24,6 +24,7 @@ from plumpy.persistence import PersistedCheckpoint
 from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
 from ._errors import (
     CheckpointNotFoundError,
+    CorruptCheckpointError,
     DecodeError,
     EncodeError,
     LoopAwarePersistError,
@@ -169,8 +170,10 @@ class LoopAwarePersister(plumpy.Persister):
         envelope = decode_envelope(data)
         tree = self._codec_for(envelope.header.codec).decode(envelope.payload)
         if not isinstance(tree, dict):
-            msg = f"Checkpoint payload is a {type(tree).__name__}, not a bundle."
-            raise DecodeError(msg)
+            msg = (
+                f"Checkpoint payload is a {type(tree).__name__}, not a bundle: damaged or crafted."
+            )
+            raise CorruptCheckpointError(msg)
         return LoopAwareBundle.wrap(tree, registry=self.registry, trusted=self.trusted)
 
     def check_save(self, process: plumpy.Process) -> plumpy.Bundle:

@@ -564,9 +564,14 @@ def test_damaged_file_is_a_storage_error(tmp_path: pathlib.Path) -> None:
         raw = bytearray(path.read_bytes())
         raw[20] ^= 0xFF  # inside the header
         path.write_bytes(bytes(raw))
-        for call in (lambda: storage.get(key), storage.list, lambda: storage.put(key, b"x")):
+        for call in (lambda: storage.get(key), lambda: storage.put(key, b"x")):
             with pytest.raises(StorageError, match="damaged"):
                 call()
+        # Listing skips it (with a warning naming the file) rather than failing for all.
+        healthy = CheckpointKey("healthy")
+        storage.put(healthy, b"ok")
+        assert [info.key for info in storage.list()] == [healthy]
+        storage.delete(healthy)
         path.write_bytes(bytes(raw[:10]))
         with pytest.raises(StorageError, match="damaged"):
             storage.get(key)

@@ -210,7 +210,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def __init__(self, file: io.BytesIO, *, registry: HookRegistry) -> None:
-        super().__init__(file)
+        # No out-of-band buffers: we never write any, and NEXT_BUFFER/READONLY_BUFFER in
+        # a crafted payload could otherwise yield memoryviews the registry knows nothing of.
+        super().__init__(file, buffers=())
         self._registry = registry
         self.saw_class_refs = False
 

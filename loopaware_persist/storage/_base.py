@@ -25,6 +25,7 @@ import attrs
 
 from loopaware_persist._errors import (
     CheckpointNotFoundError,
+    CorruptStoredRecordError,
     EncodeError,
     StaleCheckpointError,
     StorageError,
@@ -32,6 +33,7 @@ from loopaware_persist._errors import (
 
 __all__ = (
     "CheckpointKey",
+    "CorruptStoredRecordError",
     "Durability",
     "Pid",
     "RecordInfo",
@@ -41,6 +43,7 @@ __all__ = (
     "pid_from_token",
     "pid_token",
 )
+
 
 #: What a process id may be: plumpy uses UUIDs, AiiDA uses ints, tests use strings.
 Pid: TypeAlias = int | str | uuid.UUID

@@ -47,6 +47,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -63,6 +64,7 @@ from loopaware_persist._errors import (
 )
 from loopaware_persist.storage._base import (
     CheckpointKey,
+    CorruptStoredRecordError,
     Durability,
     Pid,
     RecordInfo,
@@ -72,6 +74,8 @@ from loopaware_persist.storage._base import (
 )
 
 __all__ = ("FileIO", "FileStorage", "checkpoint_filename", "open_storage", "path_from_url")
+
+_LOG = logging.getLogger(__name__)
 
 SUFFIX = ".ckpt"
 TEMP_PREFIX = ".tmp-"
@@ -362,13 +366,15 @@ class FileStorage(Storage):
         finally:
             self._io.close(fd)
 
-    def _damaged(self, path: str, reason: str) -> StorageError:
+    def _damaged(self, path: str, reason: str) -> CorruptStoredRecordError:
         msg = (
             f"The checkpoint file {path!r} in {self.url!r} is damaged or is not a loopaware "
             f"checkpoint ({reason}). Move it out of the directory, or delete() its record, "
             f"and restore it from a backup if you need it."
         )
-        return StorageError(msg)
+        # Damage found below the envelope is still a damaged checkpoint: callers
+        # catching CorruptCheckpointError (or StorageError) both see it.
+        return CorruptStoredRecordError(msg)
 
     def _read_error(self, key: CheckpointKey | None, path: str, exc: OSError) -> StorageError:
         what = "the directory" if key is None else f"pid {key.pid!r} with tag {key.tag!r}"
@@ -384,6 +390,11 @@ class FileStorage(Storage):
         try:
             header = _decode_header(buf)
             if isinstance(header, int):
+                # The length comes from the (unverified) header: a damaged one can
+                # claim up to 4 GiB, and os.pread allocates what it is asked for
+                # before reading. Never ask for more than the file holds.
+                if len(buf) < _HEADER_GUESS or header > self._io.fstat(fd).st_size:
+                    raise _Damaged(f"truncated header ({len(buf)} bytes, header says {header})")
                 buf = _pread_exact(self._io, fd, header, 0)
                 header = _decode_header(buf)
                 if isinstance(header, int):
@@ -599,6 +610,12 @@ class FileStorage(Storage):
                 header, _ = self._read_header(fd, path)
             except OSError as exc:
                 raise self._read_error(None, path, exc) from exc
+            except CorruptStoredRecordError as exc:
+                # One damaged file must not hide every healthy checkpoint (plumpy's
+                # PicklePersister fails the whole listing). Its key is unreadable, so
+                # it cannot be listed; say where it is instead.
+                _LOG.warning("skipping a damaged checkpoint file while listing: %s", exc)
+                continue
             finally:
                 io.close(fd)
             key = header.key

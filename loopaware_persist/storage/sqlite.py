@@ -41,6 +41,7 @@ from loopaware_persist._errors import (
 )
 from loopaware_persist.storage._base import (
     CheckpointKey,
+    CorruptStoredRecordError,
     Durability,
     Pid,
     RecordInfo,
@@ -353,7 +354,8 @@ class SqliteStorage(Storage):
                 f"Could not {where}: the file is not a SQLite database or is damaged ({exc}). "
                 f"Point the URL at another file, or restore this one from a backup."
             )
-            return StorageError(msg)
+            # A CorruptCheckpointError too, like every other damaged record.
+            return CorruptStoredRecordError(msg)
         if write and code in _WRITE_FAILED:
             msg = (
                 f"Could not {where}: the write failed ({exc}). Nothing was stored. Check that "

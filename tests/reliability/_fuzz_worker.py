@@ -1,0 +1,228 @@
+"""Worker of the malformed-input figure: ``python -m tests.reliability._fuzz_worker``.
+
+It caps its own address space at 1 GiB first, so a decoder that tries a huge
+allocation shows up as a ``MemoryError`` instead of swapping the machine, then
+loads thousands of seeded mutations of real records through one storage and
+prints one JSON line of counts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import resource
+import struct
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from loopaware_persist import (
+    CorruptCheckpointError,
+    DecodeError,
+    LoopAwarePersistError,
+    UnknownTagError,
+    UnsafeCheckpointError,
+    open_persister,
+)
+from loopaware_persist.storage import CheckpointKey
+from loopaware_persist.storage.file import checkpoint_filename
+
+from ._support import ALLOW, canonical, real_records
+
+ADDRESS_SPACE = 1 << 30
+PID = "fuzzed"
+KEY = CheckpointKey(PID)
+_ENV_FIXED = struct.Struct(">4sBBBHQQ")
+
+
+def mutations(
+    records: list[bytes], count: int, rng: random.Random
+) -> Iterator[tuple[str, int, bytes]]:
+    """Yield ``(kind, source record index, mutated bytes)``.
+
+    First every truncation of the first record (every offset), then seeded
+    random bit flips, overwrites, extensions, splices of two records, header
+    length fields set to huge values, and garbage, until ``count`` in total.
+    """
+    first = records[0]
+    made = 0
+    for cut in range(len(first)):
+        yield "truncate", 0, first[:cut]
+        made += 1
+    kinds = ("bitflip", "overwrite", "extend", "splice", "huge-length", "garbage", "truncate")
+    while made < count:
+        kind = kinds[made % len(kinds)]
+        index = rng.randrange(len(records))
+        data = bytearray(records[index])
+        if kind == "bitflip":
+            for _ in range(rng.choice((1, 1, 2, 3, 8))):
+                bit = rng.randrange(len(data) * 8)
+                data[bit // 8] ^= 1 << (bit % 8)
+        elif kind == "overwrite":
+            start = rng.randrange(len(data))
+            run = rng.randint(1, 16)
+            data[start : start + run] = rng.randbytes(run)
+            data = data[: len(records[index])]
+        elif kind == "extend":
+            data += rng.randbytes(rng.randint(1, 64))
+        elif kind == "splice":
+            other = records[rng.randrange(len(records))]
+            data = data[: rng.randrange(len(data) + 1)] + other[rng.randrange(len(other) + 1) :]
+        elif kind == "huge-length":
+            # A length field claiming gigabytes: must fail without allocating them.
+            offset = rng.choice((9, 17, 7))
+            width = 2 if offset == 7 else 8
+            value = rng.choice((2**31, 2**40, 2 ** (8 * width) - 1, len(data) * 1000))
+            data[offset : offset + width] = (value % 2 ** (8 * width)).to_bytes(width, "big")
+        elif kind == "garbage":
+            size = rng.randint(0, 2048)
+            data = bytearray(rng.randbytes(size))
+            if rng.random() < 0.5:
+                data[:4] = b"LAPC"  # garbage that starts like a record
+        else:
+            data = data[: rng.randrange(len(data))]
+        made += 1
+        yield kind, index, bytes(data)
+
+
+def resealed(records: list[bytes], count: int, rng: random.Random) -> Iterator[bytes]:
+    """Mutations of the *payload* with both checksums recomputed: fuzz the codec itself."""
+    for _ in range(count):
+        record = records[rng.randrange(len(records))]
+        _, _, flags, codec_len, meta_len, _, _ = _ENV_FIXED.unpack_from(record)
+        if flags:
+            continue  # compressed payloads: mutating the stream only tests zlib
+        head_end = _ENV_FIXED.size + codec_len + meta_len
+        payload = bytearray(record[head_end + 8 :])
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(payload))
+            if rng.random() < 0.5:
+                payload[position] ^= 1 << rng.randrange(8)
+            else:
+                payload[position] = rng.randrange(256)
+        if rng.random() < 0.2:
+            payload = payload[: rng.randrange(len(payload))]
+        head = bytearray(record[:head_end])
+        struct.pack_into(">QQ", head, 9, len(payload), len(payload))
+        yield bytes(head) + struct.pack(">II", zlib.crc32(head), zlib.crc32(payload)) + payload
+
+
+def classify(error: BaseException) -> str:
+    if isinstance(error, MemoryError):
+        return "MemoryError"
+    for known in (CorruptCheckpointError, UnsafeCheckpointError, UnknownTagError):
+        if isinstance(error, known):
+            return known.__name__
+    if isinstance(error, LoopAwarePersistError):
+        return f"other typed: {type(error).__name__}"
+    return f"untyped: {type(error).__name__}: {error}"[:200]
+
+
+def run(codec: str, storage: str, count: int, seed: int, tmp: Path) -> dict[str, object]:
+    rng = random.Random(f"{seed}-{codec}-{storage}")
+    compressions = (None, "zlib", "zstd")
+    records = [data for _, data in real_records(codec, compressions, pid=PID)]
+    url = {
+        "memory": "memory://",
+        "file": (tmp / "store").as_uri(),
+        "sqlite": f"sqlite:///{tmp}/store.db",
+    }[storage]
+    outcomes: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    listing_failures = 0
+    silent_wrong = identical = 0
+    examples: list[str] = []
+    with open_persister(url, codec=codec, allow=[ALLOW]) as per:
+        originals = [canonical(per, data) for data in records]
+        file_path = None
+        if storage == "file":
+            # Damage the whole file (its own header included), as a disk would.
+            per.storage.put(KEY, records[0])
+            file_path = Path(per.storage.root) / checkpoint_filename(KEY)  # type: ignore[attr-defined]
+            file_records = []
+            for data in records:
+                per.storage.put(KEY, data)
+                file_records.append(file_path.read_bytes())
+            sources = file_records
+        else:
+            sources = records
+        for kind, _index, data in mutations(sources, count, rng):
+            by_kind[kind] += 1
+            if file_path is not None:
+                file_path.write_bytes(data)
+            else:
+                per.storage.put(KEY, data)
+            try:
+                loaded = per.load_checkpoint(PID)
+            except BaseException as error:
+                outcome = classify(error)
+                if outcome.startswith(("untyped", "other")) and len(examples) < 5:
+                    examples.append(f"{kind}: {outcome}")
+            else:
+                content = per.codec.encode(dict(loaded))
+                if content in originals:
+                    outcome = "loaded identical"
+                    identical += 1
+                else:
+                    outcome = "SILENT WRONG LOAD"
+                    silent_wrong += 1
+            outcomes[outcome] += 1
+            try:
+                per.get_checkpoints()
+                per.list_info()
+            except CorruptCheckpointError:
+                listing_failures += 1  # the file storage refuses to list a damaged file
+            except BaseException as error:
+                outcomes[f"listing {classify(error)}"] += 1
+        # Below the checksums: the codec must refuse with a DecodeError subclass too.
+        sealed: Counter[str] = Counter()
+        if storage == "memory":
+            for data in resealed(records, count // 5, rng):
+                try:
+                    per.loads(data)
+                except DecodeError as error:
+                    sealed[classify(error)] += 1
+                except BaseException as error:
+                    sealed[classify(error)] += 1
+                else:
+                    sealed["decoded (valid under a forged checksum)"] += 1
+    total = sum(outcomes.values())
+    refused = outcomes["CorruptCheckpointError"]
+    return {
+        "codec": codec,
+        "storage": storage,
+        "mutations": total,
+        "by_kind": dict(by_kind),
+        "corrupt_error": refused,
+        "named_valid_record": outcomes["UnsafeCheckpointError"] + outcomes["UnknownTagError"],
+        "loaded_identical": identical,
+        "silent_wrong_loads": silent_wrong,
+        "memory_errors": outcomes["MemoryError"],
+        "other": {
+            k: v for k, v in outcomes.items() if k.startswith(("untyped", "other", "listing"))
+        },
+        "typed_pct": round(
+            100.0
+            * (
+                total
+                - sum(v for k, v in outcomes.items() if k.startswith(("untyped", "other", "Mem")))
+            )
+            / total,
+            3,
+        ),
+        "listing_refused_corrupt": listing_failures,
+        "resealed_codec_fuzz": dict(sealed),
+        "examples": examples,
+    }
+
+
+def main() -> None:
+    codec, storage, count, seed, tmp = sys.argv[1:6]
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+    print(json.dumps(run(codec, storage, int(count), int(seed), Path(tmp))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""Subprocess worker of the hostile-corpus figure (``python -m tests.reliability._hostile_worker``).
+
+A fresh interpreter, so ``sys.modules`` can be compared before and after: it
+warms every load path up with benign checkpoints, snapshots ``sys.modules``,
+then stores >= 50 crafted checkpoints in each storage and drives each through
+every read path (``load_checkpoint``, ``Bundle.unbundle``, ``load_process``,
+listings) and crafted launch bodies through ``LoopAwareLauncher``. Every
+gadget creates a marker file if it runs; the hostile module creates one when
+imported. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import importlib
+import json
+import pickle
+import sys
+import textwrap
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import plumpy
+
+from loopaware_persist import (
+    LoopAwareLauncher,
+    LoopAwarePersistError,
+    UnknownTagError,
+    UnsafeCheckpointError,
+    open_persister,
+)
+from loopaware_persist._envelope import encode_envelope
+from loopaware_persist.storage import CheckpointKey
+
+from ._support import ALLOW, CODECS, make_process, new_loop
+
+# Modules a load of these records may legitimately import (lazily) after warm-up.
+ALLOWED_NEW_MODULES: frozenset[str] = frozenset()
+
+
+def _ext(tag: str) -> msgpack.ExtType:
+    return msgpack.ExtType(1, tag.encode())
+
+
+def _pack(tree: Any) -> bytes:
+    return msgpack.packb(tree, use_bin_type=True)
+
+
+def _pickle_gadgets(marker: str, evil: str) -> dict[str, bytes]:
+    touch = f"touch {marker}"
+    code = f"open({marker!r}, 'w').close()"
+    g = {
+        "GLOBAL os.system": f"cos\nsystem\n(S'{touch}'\ntR.",
+        "GLOBAL posix.system": f"cposix\nsystem\n(S'{touch}'\ntR.",
+        "GLOBAL builtins.exec": f'cbuiltins\nexec\n(S"{code}"\ntR.',
+        "GLOBAL builtins.eval": f'cbuiltins\neval\n(S"{code}"\ntR.',
+        "GLOBAL __builtin__.eval": f'c__builtin__\neval\n(S"{code}"\ntR.',
+        "getattr(__import__)": (
+            f"cbuiltins\ngetattr\n(cbuiltins\n__import__\n(S'os'\ntRS'system'\ntR(S'{touch}'\ntR."
+        ),
+        "INST os.system": f"(S'{touch}'\nios\nsystem\n.",
+        "OBJ os.system": f"(cos\nsystem\nS'{touch}'\no.",
+        "subprocess.Popen": f"csubprocess\nPopen\n((lp0\nS'touch'\naS'{marker}'\natR.",
+        "nested in a dict": f"(dp0\nS'ctx'\ncos\nsystem\n(S'{touch}'\ntRs.",
+        "copyreg._reconstructor": f"ccopyreg\n_reconstructor\n(cos\nsystem\n(S'{touch}'\ntR.",
+        "importlib.import_module evil": f"cimportlib\nimport_module\n(S'{evil}'\ntR.",
+        "GLOBAL evil.Thing": f"c{evil}\nThing\n)R.",
+        "GLOBAL evil.f": f"c{evil}\nf\n)R.",
+        "plumpy PicklePersister": f"cplumpy.persistence\nPicklePersister\n(S'{marker}'\ntR.",
+        "plumpy Process()": "cplumpy.processes\nProcess\n)R.",
+        "shutil.rmtree": f"cshutil\nrmtree\n(S'{marker}'\ntR.",
+        "getattr(Path, touch)": (
+            f"cbuiltins\ngetattr\n(cpathlib\nPath\n(S'{marker}'\ntRS'touch'\ntR)R."
+        ),
+    }
+    out = {name: text.encode() for name, text in g.items()}
+
+    class Reduce:
+        def __init__(self, fn: Any, *args: Any) -> None:
+            self.fn, self.args = fn, args
+
+        def __reduce__(self) -> Any:
+            return self.fn, self.args
+
+    import builtins
+    import os
+    import subprocess
+
+    for protocol in (2, 4, 5):
+        out[f"reduce os.system p{protocol}"] = pickle.dumps(Reduce(os.system, touch), protocol)
+        out[f"reduce exec p{protocol}"] = pickle.dumps(Reduce(builtins.exec, code), protocol)
+        out[f"reduce Popen in list p{protocol}"] = pickle.dumps(
+            [1, {"x": Reduce(subprocess.Popen, ["touch", marker])}], protocol
+        )
+    return out
+
+
+def _msgpack_payloads(marker: str, evil: str) -> dict[str, tuple[bytes, type[Exception]]]:
+    u, k = UnsafeCheckpointError, UnknownTagError
+    return {
+        "class os:system": (_pack([_ext("class"), "os:system"]), u),
+        "class builtins:eval": (_pack([_ext("class"), "builtins:eval"]), u),
+        "class builtins:exec": (_pack([_ext("class"), "builtins:exec"]), u),
+        "class subprocess:Popen": (_pack([_ext("class"), "subprocess:Popen"]), u),
+        "class dunder": (_pack([_ext("class"), "plumpy:Process.__init__"]), u),
+        "class evil": (_pack([_ext("class"), f"{evil}:Thing"]), u),
+        "enum os:system": (_pack([_ext("enum"), "os:system", "x"]), u),
+        "enum evil": (_pack([_ext("enum"), f"{evil}:Color", 1]), u),
+        "object Popen": (_pack([_ext("object"), "subprocess:Popen", {"args": [marker]}]), u),
+        "object evil": (_pack([_ext("object"), f"{evil}:Thing", {}]), u),
+        "object plumpy Process": (_pack([_ext("object"), "plumpy.processes:Process", {}]), u),
+        "object PicklePersister": (
+            _pack([_ext("object"), "plumpy.persistence:PicklePersister", {"x": marker}]),
+            u,
+        ),
+        "deep in a bundle": (
+            _pack(
+                [_ext("bundle"), {"_state": {"ctx": [{"x": [_ext("object"), "os:system", {}]}]}}]
+            ),
+            u,
+        ),
+        "unknown tag os.system": (_pack([_ext("os.system"), marker]), k),
+        "unknown tag pickle": (_pack([_ext("pickle"), b"cos\nsystem\n."]), k),
+        "unknown tag eval": (_pack({"x": [_ext("eval"), "__import__('os')"]}), k),
+    }
+
+
+YAML = {
+    "apply-os-system": '!!python/object/apply:os.system ["touch {marker}"]',
+    "new-popen": '!!python/object/new:subprocess.Popen [["touch", "{marker}"]]',
+    "name-os-system": "!!python/name:os.system",
+    "module-os": "!!python/module:os",
+    "apply-evil": "!!python/object/apply:{evil}.f []",
+    "name-evil": "!!python/name:{evil}.Thing",
+    "object-evil": "!!python/object:{evil}.Thing {{}}",
+    "tag-directive": (
+        '%TAG !e! tag:yaml.org,2002:python/object/apply:\n--- !e!os.system ["touch {marker}"]'
+    ),
+    "verbatim-tag": '!<tag:yaml.org,2002:python/object/apply:os.system> ["touch {marker}"]',
+    "nested": 'a: [1, {{b: !!python/object/apply:os.system ["touch {marker}"]}}]',
+    "mapping-key": '? !!python/object/apply:os.system ["touch {marker}"]\n: 1',
+    "builtins-exec": "!!python/object/apply:builtins.exec [\"open('{marker}', 'w')\"]",
+    "state-on-exception": (
+        "!!python/object/apply:builtins.ValueError\nargs: [x]\n"
+        'state: {{y: !!python/object/apply:os.system ["touch {marker}"]}}'
+    ),
+}
+
+
+def _bundle_of(kind: str, loop: asyncio.AbstractEventLoop) -> plumpy.Bundle:
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(bundle, copy.deepcopy(dict(plumpy.Bundle(make_process(kind, loop, uuid.uuid4())))))
+    return bundle
+
+
+def _tampered_bundles(marker: str, evil: str) -> dict[str, plumpy.Bundle]:
+    out = {}
+    with new_loop() as a:
+        for name, text in YAML.items():
+            bundle = _bundle_of("excepted", a)
+            bundle["_state"]["ex_value"] = text.format(marker=marker, evil=evil)
+            out[f"excepted yaml {name}"] = bundle
+        for name in ("os:system", "subprocess:Popen", "builtins:eval", f"{evil}:Thing"):
+            bundle = _bundle_of("waiting", a)
+            bundle["!!meta"]["class_name"] = name
+            out[f"process class {name}"] = bundle
+            bundle = _bundle_of("waiting", a)
+            bundle["_state"]["!!meta"]["class_name"] = name
+            out[f"state class {name}"] = bundle
+            bundle = _bundle_of("created", a)
+            bundle["!!meta"]["object_loader"] = name
+            out[f"object loader {name}"] = bundle
+        for name in ("__class__", "__init__", "__reduce_ex__", "resumed.__func__"):
+            bundle = _bundle_of("waiting", a)
+            bundle["_state"]["DONE_CALLBACK"] = name
+            out[f"done callback {name}"] = bundle
+        for name in ("__class__", "__init__"):
+            bundle = _bundle_of("created", a)
+            bundle["_state"]["run_fn"] = name
+            out[f"run_fn {name}"] = bundle
+    return out
+
+
+def _warm_up(per: Any, b: asyncio.AbstractEventLoop) -> None:
+    """Exercise every read path once with benign records, refusals included."""
+    with new_loop() as a:
+        for kind in ("created", "finished", "excepted", "waiting"):
+            process = make_process(kind, a, uuid.uuid4())
+            per.save_checkpoint(process)
+            per.load_checkpoint(process.pid).unbundle(plumpy.LoadSaveContext(loop=b))
+            per.load_process(process.pid, loop=b)
+    per.list_info()
+    per.get_checkpoints()
+    for payload in (_pack([_ext("class"), "os:system"]), b"cos\nsystem\n."):
+        for codec in CODECS:
+            with contextlib.suppress(LoopAwarePersistError):
+                per.loads(encode_envelope(payload, codec=codec))
+
+
+def main() -> None:
+    tmp = Path(sys.argv[1])
+    marker = tmp / "MARKER"
+    site = tmp / "site"
+    site.mkdir()
+    evil = f"evil_{uuid.uuid4().hex}"
+    (site / f"{evil}.py").write_text(
+        textwrap.dedent(f"""
+        import enum, pathlib
+        pathlib.Path({str(marker)!r}).write_text("imported")
+        class Thing:
+            pass
+        class Color(enum.Enum):
+            RED = 1
+        def f(*args):
+            pathlib.Path({str(marker)!r}).write_text("called")
+        """)
+    )
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    m = str(marker)
+
+    records: dict[str, tuple[str, bytes, type[Exception]]] = {}
+    for name, payload in _pickle_gadgets(m, evil).items():
+        records[f"pickle gadget: {name}"] = (
+            "pickle",
+            encode_envelope(payload, codec="pickle"),
+            UnsafeCheckpointError,
+        )
+    for name, (payload, expected) in _msgpack_payloads(m, evil).items():
+        records[f"msgpack ext: {name}"] = (
+            "msgpack",
+            encode_envelope(payload, codec="msgpack"),
+            expected,
+        )
+    bundles = _tampered_bundles(m, evil)
+    for codec in CODECS:
+        with open_persister("memory://", codec=codec, allow=[ALLOW]) as enc:
+            for name, bundle in bundles.items():
+                records[f"{codec} bundle: {name}"] = (
+                    codec,
+                    enc.dumps(bundle),
+                    UnsafeCheckpointError,
+                )
+    launch_bodies = {
+        f"launch {cls}": {"task": "launch", "args": {"process_class": cls}}
+        for cls in (
+            "os:system",
+            "builtins:exec",
+            "subprocess:Popen",
+            f"{evil}:Thing",
+            f"{evil}:f",
+            "plumpy.persistence:PicklePersister",
+        )
+    }
+    launch_bodies.update(
+        {
+            f"create {cls}": {"task": "create", "args": {"process_class": cls}}
+            for cls in ("os:system", f"{evil}:Thing")
+        }
+    )
+
+    outcomes: Counter[str] = Counter()
+    wrong: list[str] = []
+    paths = 0
+    with new_loop() as b:
+        urls = {
+            "memory": "memory://",
+            "file": (tmp / "files").as_uri(),
+            "sqlite": f"sqlite:///{tmp}/h.db",
+        }
+        persisters = {s: open_persister(u, allow=[ALLOW]) for s, u in urls.items()}
+        for per in persisters.values():
+            _warm_up(per, b)
+        launcher = LoopAwareLauncher(persisters["memory"], loop=b)
+        before = set(sys.modules)
+        for storage, per in persisters.items():
+            for name, (_codec, data, expected) in records.items():
+                key = CheckpointKey(f"{name}")
+                per.storage.put(key, data)
+                attempts = {
+                    "load_checkpoint": lambda per=per, key=key: per.load_checkpoint(key.pid),
+                    "Bundle.unbundle": lambda per=per, key=key: per.load_checkpoint(
+                        key.pid
+                    ).unbundle(plumpy.LoadSaveContext(loop=b)),
+                    "load_process": lambda per=per, key=key: per.load_process(key.pid, loop=b),
+                }
+                for how, attempt in attempts.items():
+                    paths += 1
+                    try:
+                        result = attempt()
+                    except LoopAwarePersistError as error:
+                        outcomes[type(error).__name__] += 1
+                        if not isinstance(error, expected):
+                            wrong.append(f"{storage} {name}: {type(error).__name__}: {error}"[:300])
+                    except BaseException as error:
+                        outcomes[f"untyped {type(error).__name__}"] += 1
+                        wrong.append(f"{storage} {name}: {type(error).__name__}: {error}"[:300])
+                    else:
+                        if how == "load_checkpoint" and " bundle: " in name:
+                            # A tampered bundle is plain data until it is unbundled, and
+                            # load_checkpoint() returns it lazily: inert, audited later.
+                            assert isinstance(result, dict)
+                            outcomes["inert bundle returned (audited on unbundle)"] += 1
+                        else:
+                            outcomes["LOADED"] += 1
+                            wrong.append(f"{storage} {name} via {how}: loaded")
+            # Listing reads headers only: it must list every hostile record, running nothing.
+            listed = {c.pid for c in per.get_checkpoints()}
+            infos = per.list_info()
+            assert all(f"{n}" in listed for n in records), "listing lost a record"
+            assert not [i for i in infos if i.error], "a hostile payload broke a header read"
+        for name, body in launch_bodies.items():
+            paths += 1
+            try:
+                launcher(None, body)
+            except UnsafeCheckpointError:
+                outcomes["UnsafeCheckpointError"] += 1
+            except BaseException as error:
+                outcomes[f"untyped {type(error).__name__}"] += 1
+                wrong.append(f"{name}: {type(error).__name__}: {error}"[:300])
+            else:
+                wrong.append(f"{name}: accepted")
+        new_modules = sorted(set(sys.modules) - before - ALLOWED_NEW_MODULES)
+        for per in persisters.values():
+            per.close()
+    print(
+        json.dumps(
+            {
+                "checkpoints": len(records),
+                "launch_bodies": len(launch_bodies),
+                "storages": sorted(urls),
+                "load_attempts": paths,
+                "outcomes": dict(outcomes),
+                "executions": int(marker.exists()),
+                "evil_module_imported": evil in sys.modules,
+                "new_modules": new_modules,
+                "wrong": wrong[:20],
+                "wrong_count": len(wrong),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

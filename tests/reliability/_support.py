@@ -1,0 +1,164 @@
+"""Shared helpers of the reliability campaign: real plumpy checkpoints, figures, forks.
+
+Every class here is named ``tests.reliability._support:<Name>`` in a checkpoint, so
+persisters that load them are opened with ``allow=[ALLOW]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import plumpy
+
+from loopaware_persist import LoopAwarePersister, open_persister
+
+#: The allow-list entry for the processes below.
+ALLOW = "tests.reliability._support"
+#: Heavier variants (more kills, more mutations, more saves): LOOPAWARE_HEAVY=1.
+#: About 3 minutes on 2 cores, so CI=true alone does not switch them on.
+HEAVY = os.environ.get("LOOPAWARE_HEAVY", "") not in ("", "0")
+#: Per-test timeout for the modules with heavy variants (pyproject's 120 s is per test).
+HEAVY_TIMEOUT = 1200 if HEAVY else 120
+CODECS = ("msgpack", "pickle")
+
+
+def figure(name: str, **data: Any) -> dict[str, Any]:
+    """Print the one-line JSON summary of a figure (visible with ``pytest -s``)."""
+    line = {"figure": name, "heavy": HEAVY, **data}
+    print(f"FIGURE {json.dumps(line, sort_keys=False, default=str)}", flush=True)
+    return line
+
+
+class Doubler(plumpy.Process):
+    """Doubles ``x`` and finishes."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=int, default=1)
+        spec.outputs.dynamic = True
+
+    def run(self) -> None:
+        self.out("doubled", self.inputs["x"] * 2)
+        self.out("echo", {"x": self.inputs["x"], "pair": (1, 2), "half": 0.5})
+
+
+class Failer(plumpy.Process):
+    """Raises in ``run``: an EXCEPTED process, whose state plumpy stores as YAML."""
+
+    def run(self) -> None:
+        raise ValueError("boom", 42)
+
+
+class Sleeper(plumpy.Process):
+    """Waits (a plumpy ``Wait`` with a future) until resumed."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.outputs.dynamic = True
+
+    def run(self) -> plumpy.Wait:
+        self.out("before", 1)
+        return plumpy.Wait(self.resumed, "waiting", data={"why": ("test", 1.5)})
+
+    def resumed(self, value: Any = None) -> None:
+        self.out("after", value)
+
+
+@contextmanager
+def new_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh loop, closed afterwards (never set as current)."""
+    loop = asyncio.new_event_loop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def make_process(kind: str, loop: asyncio.AbstractEventLoop, pid: Any, x: int = 1) -> Any:
+    """A real plumpy process driven to ``kind``: created, finished, excepted or waiting."""
+
+    async def drive() -> plumpy.Process:
+        process: plumpy.Process
+        if kind == "created":
+            return Doubler(inputs={"x": x}, pid=pid, loop=loop)
+        if kind == "finished":
+            process = Doubler(inputs={"x": x}, pid=pid, loop=loop)
+            await process.step_until_terminated()
+        elif kind == "excepted":
+            process = Failer(pid=pid, loop=loop)
+            await process.step_until_terminated()
+            process.future().exception()  # retrieved: no "never retrieved" log
+        elif kind == "waiting":
+            process = Sleeper(pid=pid, loop=loop)
+            for _ in range(20):
+                if process.state is plumpy.ProcessState.WAITING:
+                    break
+                await process.step()
+            assert process.state is plumpy.ProcessState.WAITING
+        else:
+            msg = f"unknown kind {kind!r}"
+            raise ValueError(msg)
+        return process
+
+    return loop.run_until_complete(drive())
+
+
+KINDS = ("created", "finished", "excepted", "waiting")
+
+
+def real_records(
+    codec: str, compressions: tuple[str | None, ...] = (None,), pid: Any = "p"
+) -> list[tuple[str, bytes]]:
+    """Envelope records of real plumpy checkpoints, one per kind and compression."""
+    out = []
+    with new_loop() as loop:
+        for kind in KINDS:
+            for compression in compressions:
+                per = open_persister(
+                    "memory://", codec=codec, allow=[ALLOW], compression=compression
+                )
+                with per:
+                    process = make_process(kind, loop, pid)
+                    out.append((f"{kind}/{compression}", per._encode_process(process)))
+    return out
+
+
+def record_for(per: LoopAwarePersister, pid: Any, x: int) -> bytes:
+    """The record bytes of a created :class:`Doubler` with input ``x``."""
+    with new_loop() as loop:
+        return per._encode_process(make_process("created", loop, pid, x))
+
+
+def canonical(per: LoopAwarePersister, data: bytes) -> bytes:
+    """A load's content in comparable form: the loaded bundle's dict, re-encoded."""
+    return per.codec.encode(dict(per.loads(data)))
+
+
+def run_forked(child: Callable[[], int | None]) -> int:
+    """Run ``child`` in a forked process and return its exit status (``os._exit`` code).
+
+    The child never returns into pytest: any exception is printed and exits 99.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            code = child() or 0
+        except BaseException:
+            traceback.print_exc()
+            code = 99
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

@@ -1,0 +1,127 @@
+"""Figure 7: naming. Hypothesis over pids (int, UUID, str with ``.`` ``/`` ``..`` NUL and
+unicode) and tags: no two keys share a file name (or a SQLite row), and no name
+resolves outside the storage root.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loopaware_persist.storage import CheckpointKey, open_storage
+from loopaware_persist.storage.file import checkpoint_filename
+
+from ._support import HEAVY, figure
+
+_TRICKY = st.sampled_from(
+    [
+        ".",
+        "..",
+        "/",
+        "../",
+        "/..",
+        "\x00",
+        "a/b",
+        "..\x00",
+        "A",
+        "a",
+        "%2f",
+        "%",
+        "~",
+        ".t",
+        "é",
+        "e\u0301",
+        "\u212a",
+        "K",
+        "k",
+        "\U0001f600",
+        " ",
+        "\\",
+        ":",
+        "i:1",
+        "s:",
+        ".ckpt",
+        "x" * 300,
+    ]
+)
+TEXT = st.lists(st.one_of(_TRICKY, st.text(max_size=8)), max_size=4).map("".join)
+PIDS = st.one_of(st.integers(), st.uuids(), TEXT, st.integers(-10, 10).map(str))
+TAGS = st.one_of(st.none(), TEXT)
+KEYS = st.builds(CheckpointKey, PIDS, TAGS)
+EXAMPLES = 2000 if HEAVY else 300
+
+
+def _inside(root: Path, name: str) -> bool:
+    resolved = os.path.realpath(os.path.join(root, name))
+    return os.path.dirname(resolved) == os.path.realpath(root)
+
+
+def test_names_are_injective_and_confined(tmp_path: Path) -> None:
+    seen: dict[str, CheckpointKey] = {}
+    stats = {"keys": 0, "collisions": 0, "outside_root": 0, "bad_name": 0}
+
+    @settings(max_examples=EXAMPLES, deadline=None, database=None)
+    @given(st.lists(KEYS, min_size=1, max_size=8))
+    def check(keys: list[CheckpointKey]) -> None:
+        for key in keys:
+            stats["keys"] += 1
+            name = checkpoint_filename(key)
+            other = seen.setdefault(name, key)
+            if other != key:
+                stats["collisions"] += 1
+            if not _inside(tmp_path, name):
+                stats["outside_root"] += 1
+            if "/" in name or "\x00" in name or name.startswith(".") or len(name) > 255:
+                stats["bad_name"] += 1
+            assert name == name.lower(), "case-insensitive file systems would merge names"
+
+    check()
+    assert stats["collisions"] == stats["outside_root"] == stats["bad_name"] == 0, stats
+    figure("naming_filenames", distinct_names=len(seen), **stats)
+
+
+def test_round_trip_through_storages(tmp_path: Path) -> None:
+    stats: dict[str, Any] = {"keys": 0, "collisions": 0, "outside_root": 0}
+    root = tmp_path / "files"
+    urls = {"file": root.as_uri(), "sqlite": f"sqlite:///{tmp_path}/n.db", "memory": "memory://"}
+    stores = {name: open_storage(url) for name, url in urls.items()}
+    try:
+
+        @settings(max_examples=EXAMPLES // 3, deadline=None, database=None)
+        @given(st.lists(KEYS, min_size=1, max_size=6, unique=True))
+        def check(keys: list[CheckpointKey]) -> None:
+            for store in stores.values():
+                for i, key in enumerate(keys):
+                    store.put(key, str(i).encode())
+                for i, key in enumerate(keys):
+                    stats["keys"] += 1
+                    if store.get(key).data != str(i).encode():
+                        stats["collisions"] += 1
+                listed = {info.key for info in store.list()}
+                stats["collisions"] += len(set(keys) ^ listed)
+                for key in keys:
+                    assert store.delete(key)
+            stats["outside_root"] += sum(
+                1
+                for p in tmp_path.rglob("*")
+                if not (p == root or root in p.parents)
+                and p.name not in ("n.db", "n.db-wal", "n.db-shm")
+            )
+
+        check()
+    finally:
+        for store in stores.values():
+            store.close()
+    assert stats["collisions"] == stats["outside_root"] == 0, stats
+    figure("naming_storages", storages=sorted(urls), **stats)
+
+
+def test_uuid_and_int_pids_stay_apart() -> None:
+    u = uuid.UUID(int=12)
+    names = {checkpoint_filename(CheckpointKey(p)) for p in (12, "12", u, str(u), u.hex)}
+    assert len(names) == 5
