@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ unit: $(STAMP)
 	$(BIN)/python -m pytest --cov=loopaware_persist --cov-branch --cov-report=term $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+BENCH_STAMP := $(VENV)/.bench-installed
+BENCH_OUT ?= benchmarks/results
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,zstd,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b
+	$(BIN)/loopaware-persist bench --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -56,6 +56,10 @@ _SAFE_BUILTINS = frozenset(
 # opcodes in protocol 5; allowing bytes/bytearray/list would let a 30-byte payload
 # allocate gigabytes (bytearray(10**10)).
 _PICKLE_BUILTINS = frozenset({"complex", "range", "slice"})
+# Library classes that are inert to construct and appear in every process bundle
+# (EventHelper stores its listener type): naming them directly spares the pickle
+# codec a ClassRef and the walk that resolves it after loading.
+_PICKLE_LIBRARY = frozenset({("plumpy.process_listener", "ProcessListener")})
 
 
 def class_name(cls: type) -> str:
@@ -120,6 +124,7 @@ class HookRegistry:
         self._allowed_modules: set[str] = set()
         self._allowed_names: set[str] = set()
         self._resolved: dict[tuple[str, str], type] = {}
+        self._approved: dict[tuple[str, str], type] = {}
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._trust_all = False
         self.allow(*allow)
@@ -208,6 +213,7 @@ class HookRegistry:
             self._predicates.insert(0, hook)
         self._cache.clear()
         self._resolved.clear()
+        self._approved.clear()
 
     def copy(self) -> HookRegistry:
         """:return: an independent registry with the same hooks and allow-list"""
@@ -314,6 +320,7 @@ class HookRegistry:
                 self._allowed_modules.add(entry)
         self._cache.clear()
         self._resolved.clear()
+        self._approved.clear()
 
     def trust_all(self) -> None:
         """Switch the allow-list off: loads may import and revive anything they name.
@@ -323,6 +330,7 @@ class HookRegistry:
         self._trust_all = True
         self._cache.clear()
         self._resolved.clear()
+        self._approved.clear()
 
     @property
     def trusted(self) -> bool:
@@ -386,7 +394,7 @@ class HookRegistry:
             # and enums qualify unless the user allowed more.
             if module == "builtins":
                 return qualname in _PICKLE_BUILTINS or issubclass(cls, BaseException)
-            if issubclass(cls, (BaseException, enum.Enum)):
+            if issubclass(cls, (BaseException, enum.Enum)) or (module, qualname) in _PICKLE_LIBRARY:
                 return True
             hook = self.hook_for(cls)
             return hook is not None and hook.cls is not None
@@ -409,6 +417,9 @@ class HookRegistry:
             of the right kind; nothing outside the allow-list is imported
         :return: the class
         """
+        approved = self._approved.get((name, kind))
+        if approved is not None:  # the hot path of every load: one dict lookup
+            return approved
         module, qualname = _split(name)
         key = (module, qualname)
         cls = self._resolved.get(key)
@@ -434,6 +445,7 @@ class HookRegistry:
             )
             raise _refuse(name, why)
         self._resolved[key] = cls
+        self._approved[(name, kind)] = cls
         return cls
 
     # endregion

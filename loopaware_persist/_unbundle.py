@@ -322,6 +322,20 @@ def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
                 continue
 
 
+_ATOM_TYPES = frozenset(_ATOMS)
+
+
+def _path_of(entry: tuple[Any, Any, Any]) -> str:
+    parts = []
+    while entry[1] is not None:
+        kind, key = entry[2]
+        parts.append(
+            f".{key}" if kind == "attr" else f"<key {key!r}>" if kind == "key" else f"[{key!r}]"
+        )
+        entry = entry[1]
+    return "".join(reversed(parts)).lstrip(".")
+
+
 def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     """Audit an object graph: every ``asyncio.Future``/``Task`` in it must belong to ``loop``.
 
@@ -333,27 +347,40 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     :param loop: the loop every future must belong to
     :raises LoopBoundaryError: naming the path of each foreign future
     """
+    # Paths are built only for containers walked into and for culprits: each stack
+    # entry holds (value, parent entry, key), and atoms are filtered out by exact type
+    # before they are pushed, so a context of a million floats costs one type check each.
     foreign: list[str] = []
     seen: set[int] = set()
-    stack: list[tuple[Any, str]] = [(obj, "")]
+    atoms = _ATOM_TYPES
+    stack: list[tuple[Any, Any, Any]] = [(obj, None, None)]
     while stack:
-        value, path = stack.pop()
-        if isinstance(value, _ATOMS + _SKIP) or id(value) in seen:
+        entry = stack.pop()
+        value = entry[0]
+        if id(value) in seen or isinstance(value, _ATOMS + _SKIP):
             continue
         seen.add(id(value))
         if isinstance(value, asyncio.Future):
             if value.get_loop() is not loop:
-                foreign.append(path or "<root>")
+                foreign.append(_path_of(entry) or "<root>")
             continue
         if isinstance(value, dict):
             for key, child in value.items():
-                stack.append((key, f"{path}<key {key!r}>"))
-                stack.append((child, f"{path}[{key!r}]"))
+                if type(key) not in atoms:
+                    stack.append((key, entry, ("key", key)))
+                if type(child) not in atoms:
+                    stack.append((child, entry, ("item", key)))
         elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
-            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(value))
+            stack.extend(
+                (child, entry, ("item", i))
+                for i, child in enumerate(value)
+                if type(child) not in atoms
+            )
         elif not inspect.isroutine(value):
             stack.extend(
-                (child, f"{path}.{name}" if path else name) for name, child in _attributes(value)
+                (child, entry, ("attr", name))
+                for name, child in _attributes(value)
+                if type(child) not in atoms
             )
     if foreign:
         where = ", ".join(sorted(foreign)[:10]) + (" ..." if len(foreign) > 10 else "")
