@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,zstd]'
+	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -32,7 +32,7 @@ BENCH_OUT ?= benchmarks/results
 BENCH_ARGS ?=
 
 $(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,zstd,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b

@@ -1,8 +1,9 @@
 """Storages: where checkpoint records live, chosen by URL.
 
 ``open_storage("sqlite:///checkpoints.db")`` imports the backend for the URL's
-scheme only when it is used. The built-in schemes are ``memory``, ``file`` and
-``sqlite``; other packages add schemes through the entry-point group
+scheme only when it is used. The built-in schemes are ``memory``, ``file``,
+``sqlite`` and ``postgresql`` (alias ``postgres``; needs the ``postgres`` extra);
+other packages add schemes through the entry-point group
 ``loopaware_persist.storages``, each entry point naming a
 :class:`StorageFactory` (``open_storage(url, *, durability)``).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
+import urllib.parse
 
 from loopaware_persist._errors import StorageError
 from loopaware_persist.storage._base import CheckpointKey as CheckpointKey
@@ -48,6 +50,8 @@ _BUILTIN = {
     "memory": "loopaware_persist.storage.memory",
     "file": "loopaware_persist.storage.file",
     "sqlite": "loopaware_persist.storage.sqlite",
+    "postgresql": "loopaware_persist.storage.postgresql",
+    "postgres": "loopaware_persist.storage.postgresql",
 }
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
@@ -68,6 +72,18 @@ def available_schemes() -> tuple[str, ...]:
     return tuple(sorted(set(_BUILTIN) | set(_entry_points())))
 
 
+def _redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 def _factory(scheme: str, url: str) -> StorageFactory:
     module_name = _BUILTIN.get(scheme)
     if module_name is not None:
@@ -78,7 +94,8 @@ def _factory(scheme: str, url: str) -> StorageFactory:
     if not candidates:
         known = ", ".join(f"{name}://" for name in available_schemes())
         msg = (
-            f"No storage for the URL scheme {scheme!r} in {url!r}. Known schemes: {known}. "
+            f"No storage for the URL scheme {scheme!r} in {_redact(url)!r}. "
+            f"Known schemes: {known}. "
             f"Install the package providing it (it registers an entry point in "
             f"{ENTRY_POINT_GROUP!r})."
         )
@@ -120,14 +137,14 @@ def open_storage(url: str, *, durability: Durability = "normal") -> Storage:
     if match is None:
         known = ", ".join(f"{name}://" for name in available_schemes())
         msg = (
-            f"{url!r} is not a storage URL: it has no scheme. Known schemes: {known}, "
+            f"{_redact(url)!r} is not a storage URL: it has no scheme. Known schemes: {known}, "
             f"e.g. 'sqlite:///checkpoints.db'."
         )
         raise StorageError(msg)
     storage = _factory(match.group(1).lower(), url)(url, durability=durability)
     if not isinstance(storage, Storage):
         msg = (
-            f"The storage factory for {url!r} returned {type(storage)!r}, not a Storage. "
+            f"The storage factory for {_redact(url)!r} returned {type(storage)!r}, not a Storage. "
             f"Report this to the package that provides the scheme."
         )
         raise StorageError(msg)

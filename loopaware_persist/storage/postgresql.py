@@ -1,0 +1,1009 @@
+"""``postgresql://user@host:port/db``: checkpoints in a shared PostgreSQL database.
+
+The URL is libpq's (``postgres://`` works too): anything libpq takes in the
+query string (``sslmode=require``, ``target_session_attrs=read-write``,
+``application_name=...``) is passed on. Three query parameters are this
+storage's own and are removed before the URL reaches libpq:
+
+``schema``
+    the schema holding the tables, ``loopaware`` by default (lower-case
+    letters, digits and ``_``); several independent stores can share a database
+``pool_max_size``
+    connections the storage may hold open at once, 8 by default
+``retries``
+    attempts an operation gets when the server is unreachable, 5 by default
+
+Needs the ``postgres`` extra (psycopg 3 and psycopg-pool), imported only when
+such a URL is opened. PostgreSQL 10 or newer.
+
+Schema (version 1, recorded in ``<schema>.schema_migrations``)::
+
+    checkpoints(pid bytea, tag bytea, version bigint, size bigint,
+                saved_at timestamptz, data bytea, PRIMARY KEY (pid, tag))
+
+``pid`` holds :func:`pid_token` as UTF-8 and ``tag`` is ``''`` for the untagged
+checkpoint and ``':' || tag`` otherwise, as in the SQLite storage. They are
+``bytea``, not ``text``, because ``text`` cannot hold NUL (a valid pid) and is
+bound to the database's encoding (a ``LATIN1`` database cannot hold ``"日本"``).
+In ``psql``: ``SELECT convert_from(pid, 'UTF8'), version, size, saved_at FROM
+loopaware.checkpoints``. ``saved_at`` is the server's clock, so workers on
+several machines agree on it.
+
+How it behaves:
+
+* Each put is one transaction; the version is bumped by the database in the
+  same statement that writes the data (``INSERT ... ON CONFLICT DO UPDATE``,
+  or ``UPDATE ... WHERE version = expected`` for a compare-and-set), so
+  concurrent writers from any number of threads, processes and machines get
+  each version exactly once and a stale writer is fenced.
+* :meth:`~PostgresStorage.list` selects metadata columns only; ``data`` is
+  stored out of line and not compressed by PostgreSQL (``STORAGE EXTERNAL``;
+  the envelope compresses payloads itself when asked to, with zlib or zstd),
+  so neither listing nor ``read_prefix`` (``substring(data FROM 1 FOR n)``)
+  touches more of it than it returns.
+* Connections come from a :class:`psycopg_pool.ConnectionPool`, shared by the
+  threads using one storage. A process forked from one that used the storage
+  gets a fresh pool of its own and never touches the parent's connections.
+* Transient failures (the server restarting, a dropped connection, a
+  serialisation failure) are retried with exponential backoff, ``retries``
+  times; then :class:`BackendUnavailableError`. Reads are always retried. A
+  write is retried only when it provably did not commit: the transaction id
+  is read before ``COMMIT`` is sent, and when the answer to ``COMMIT`` is lost
+  with the connection, ``txid_status()`` asks the server whether it committed
+  (then the put succeeded and is not repeated) or aborted (then it is retried).
+  If the server stays down so that nobody can tell, the error says the save
+  may or may not have been stored. Unless the URL sets them, connections use
+  ``connect_timeout=10`` and TCP keepalives that notice a vanished server
+  within about 30 s.
+* ``durability="normal"`` commits with ``synchronous_commit=local`` and
+  ``"full"`` with ``on``; never ``off``, which loses acknowledged saves when
+  the server crashes (see :attr:`PostgresStorage.synchronous_commit`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import os
+import random
+import re
+import threading
+import time
+import urllib.parse
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from loopaware_persist._errors import (
+    BackendUnavailableError,
+    DurabilityError,
+    StorageError,
+)
+from loopaware_persist.storage._base import (
+    CheckpointKey,
+    Durability,
+    Pid,
+    RecordInfo,
+    Storage,
+    StoredRecord,
+    pid_token,
+)
+
+try:
+    import psycopg
+    import psycopg_pool
+    from psycopg import sql
+except ImportError as exc:  # pragma: no cover - checked in a subprocess test
+    _MISSING: ImportError | None = exc
+else:
+    _MISSING = None
+
+if TYPE_CHECKING:
+    from psycopg.rows import TupleRow
+
+    _Connection = psycopg.Connection[TupleRow]
+    _Pool = psycopg_pool.ConnectionPool[_Connection]
+
+__all__ = (
+    "DEFAULT_POOL_MAX_SIZE",
+    "DEFAULT_RETRIES",
+    "DEFAULT_SCHEMA",
+    "SCHEMA_VERSION",
+    "PostgresStorage",
+    "open_storage",
+)
+
+SCHEMA_VERSION = 1
+DEFAULT_SCHEMA = "loopaware"
+DEFAULT_POOL_MAX_SIZE = 8
+DEFAULT_RETRIES = 5
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_POOL_TIMEOUT = 10.0
+# Backoff between attempts: 0.1, 0.2, 0.4, 0.8 s... (times a jitter in [0.5, 1])
+# capped at 2 s, so the default 5 attempts give up after ~1.5 s of sleeping
+# plus the attempts themselves: long enough for a connection reset or a
+# restart by a supervisor, short enough that a worker reports an outage
+# promptly instead of hanging.
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 2.0
+
+_T = TypeVar("_T")
+
+_HINT = "pip install 'loopaware-persist[postgres]'"
+_OWN_PARAMETERS = ("schema", "pool_max_size", "retries")
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}", re.ASCII)
+_INT32_MAX = 2**31 - 1
+# How many times a compare-and-set retries when the row changed between its
+# UPDATE and the SELECT that reads the actual version for the error (e.g. it
+# was deleted and written again to exactly the expected version).
+_CAS_RACES = 5
+
+# Settings every connection gets; a URL's own libpq parameters win.
+_CONNECT_DEFAULTS: dict[str, str] = {
+    "connect_timeout": str(int(DEFAULT_CONNECT_TIMEOUT)),
+    "application_name": "loopaware_persist",
+    # A server that vanished without closing the socket (a machine crash, a
+    # partitioned network) is noticed within ~30 s instead of the kernel's 2 h.
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+
+# SQLSTATEs after which the operation can safely run again: the server ended
+# the session (57P01 admin_shutdown, 57P02 crash_shutdown), is starting up or
+# shutting down (57P03), the connection failed (class 08), too many
+# connections (53300), or the transaction was rolled back by the server
+# (40001 serialization_failure, 40P01 deadlock_detected, 55P03
+# lock_not_available, 57014 query_canceled by a timeout).
+_TRANSIENT_STATES = frozenset(
+    {"57P01", "57P02", "57P03", "53300", "40001", "40P01", "55P03", "57014"}
+)
+# SQLSTATEs that mean the session itself is gone (a new connection is needed).
+_SESSION_LOST_STATES = frozenset({"57P01", "57P02", "57P03"})
+# Errors at connect time that retrying cannot fix: a wrong password or user
+# (class 28), a missing database (3D000). libpq reports a failed connection
+# as text only, without the SQLSTATE the server sent (psycopg issues #242 and
+# #1188), so the server's (English) messages are matched too; one in another
+# language is retried and then reported, message included, as unavailable.
+_CONFIG_STATES_PREFIXES = ("28", "3D")
+_CONFIG_MESSAGES = (
+    "password authentication failed",
+    "authentication failed for user",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "does not exist",  # database "x" / role "x"
+    "permission denied for database",
+    "is not permitted to log in",
+)
+
+
+def _missing_psycopg() -> StorageError:
+    msg = (
+        f"The postgresql:// storage needs psycopg 3 and psycopg-pool, which are not "
+        f"installed ({_MISSING}). Install them with: {_HINT}"
+    )
+    return StorageError(msg)
+
+
+def _encode_tag(tag: str | None) -> bytes:
+    return b"" if tag is None else b":" + tag.encode("utf-8")
+
+
+def _decode_text(value: bytes, *, what: str) -> str:
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        msg = (
+            f"Malformed {what} column value {bytes(value)[:60]!r}: not UTF-8. The row was "
+            f"written by another program; remove it."
+        )
+        raise StorageError(msg) from None
+
+
+def _decode_tag(value: bytes) -> str | None:
+    text = _decode_text(value, what="tag")
+    if text == "":
+        return None
+    if text.startswith(":"):
+        return text[1:]
+    msg = f"Malformed tag column value {text!r}: expected '' or ':<tag>'."
+    raise StorageError(msg)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, fit for messages and logs.
+
+    :param url: a libpq URL
+    :return: the same URL without its password
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = len(rest)
+    for char in "/?#":
+        found = rest.find(char)
+        if found != -1:
+            cut = min(cut, found)
+    netloc, tail = rest[:cut], rest[cut:]
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.partition(":")[0] + ":***"
+        netloc = f"{userinfo}@{hosts}"
+    tail = re.sub(r"([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}{sep}{netloc}{tail}"
+
+
+def _parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split off this storage's own query parameters.
+
+    The rest of the URL is passed to libpq byte for byte: re-encoding it
+    through :mod:`urllib.parse` would turn ``+`` into a space, which libpq
+    does not, and would mangle host-less URLs (``postgresql:///db?host=/tmp``).
+
+    :param url: the URL given to :func:`open_storage`
+    :raises StorageError: if it is not a PostgreSQL URL
+    :return: the URL for libpq, and this storage's parameters
+    """
+    shown = redact_url(url)
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres"):
+        msg = (
+            f"Not a PostgreSQL URL: {shown!r}. Use libpq's form, "
+            f"'postgresql://user@host:port/dbname'."
+        )
+        raise StorageError(msg)
+    head, _, query = url.partition("?")
+    own: dict[str, str] = {}
+    passed: list[str] = []
+    for piece in query.split("&") if query else []:
+        raw_name, _, raw_value = piece.partition("=")
+        name = urllib.parse.unquote(raw_name)
+        if name not in _OWN_PARAMETERS:
+            passed.append(piece)
+            continue
+        if name in own:
+            msg = f"The PostgreSQL URL {shown!r} gives {name!r} twice. Give it once."
+            raise StorageError(msg)
+        own[name] = urllib.parse.unquote(raw_value)
+    return (f"{head}?{'&'.join(passed)}" if passed else head), own
+
+
+def _positive_int(value: str | int, *, name: str, shown: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if isinstance(value, bool) or number < 1:
+        msg = f"{name} must be a positive integer, got {value!r} (in {shown!r})."
+        raise StorageError(msg)
+    return number
+
+
+def _lock_key(schema: str) -> int:
+    # pg_advisory_xact_lock takes a bigint; derive a stable one per schema so
+    # stores in different schemas of one database migrate independently.
+    digest = hashlib.sha256(f"loopaware_persist migrate {schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _backoff(attempt: int) -> float:
+    # Jitter spreads the retries of many workers that lost the server at the
+    # same moment; it is not a secret, so the plain PRNG is right.
+    jitter = random.uniform(0.5, 1.0)  # noqa: S311
+    return float(min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * jitter)
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed in a way that is safe and useful to retry."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _CommitLost(Exception):
+    """Internal: the answer to a COMMIT was lost with the connection."""
+
+    def __init__(self, xid: int, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.xid = xid
+        self.cause = cause
+
+
+# Pools inherited through fork are parked here forever instead of being closed
+# or garbage collected: closing one in the child would end sessions the parent
+# is still using (libpq sends Terminate on the shared socket).
+_inherited_after_fork: builtins.list[object] = []
+_storages: weakref.WeakSet[PostgresStorage] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for storage in builtins.list(_storages):
+        storage._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+class PostgresStorage(Storage):
+    """Checkpoints in a PostgreSQL database; see the module docstring.
+
+    :param url: ``postgresql://user[:password]@host[:port]/dbname[?params]``
+    :param durability: ``"normal"`` or ``"full"``, see :attr:`synchronous_commit`
+    :param schema: the schema holding the tables (overrides ``?schema=``)
+    :param pool_max_size: most connections held at once (overrides ``?pool_max_size=``)
+    :param retries: attempts per operation while the server is unreachable
+        (overrides ``?retries=``)
+    :param pool_timeout: seconds an operation waits for a free pooled connection
+    :raises StorageError: if psycopg is missing, the URL or an option is
+        invalid, the credentials or database name are wrong, the server is
+        older than PostgreSQL 10, or the schema is newer than this version
+    :raises BackendUnavailableError: if the server cannot be reached
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: Durability = "normal",
+        schema: str | None = None,
+        pool_max_size: int | None = None,
+        retries: int | None = None,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    ) -> None:
+        if _MISSING is not None:
+            raise _missing_psycopg()
+        shown = redact_url(url)
+        # The password never reaches repr() or an error message.
+        super().__init__(url=shown, durability=durability)
+        libpq_url, own = _parse_url(url)
+        self.schema = schema if schema is not None else own.get("schema", DEFAULT_SCHEMA)
+        if not isinstance(self.schema, str) or not _SCHEMA_NAME.fullmatch(self.schema):
+            msg = (
+                f"Invalid schema name {self.schema!r} for {shown!r}: use 1 to 63 lower-case "
+                f"ASCII letters, digits and '_', not starting with a digit."
+            )
+            raise StorageError(msg)
+        self.pool_max_size = _positive_int(
+            pool_max_size
+            if pool_max_size is not None
+            else own.get("pool_max_size", DEFAULT_POOL_MAX_SIZE),
+            name="pool_max_size",
+            shown=shown,
+        )
+        self.retries = _positive_int(
+            retries if retries is not None else own.get("retries", DEFAULT_RETRIES),
+            name="retries",
+            shown=shown,
+        )
+        self.pool_timeout = float(pool_timeout)
+        # Why not synchronous_commit=off for "normal": an asynchronous commit is
+        # acknowledged while its WAL record is still in shared memory, so even a
+        # crash of the PostgreSQL server alone (not of the OS) loses it; the
+        # "normal" promise is that an acknowledged save survives that.
+        # PostgreSQL has no level between "off" and flushing the WAL locally,
+        # so "normal" is "local": durable on this server's disk, without
+        # waiting for synchronous standbys. "full" is "on": with
+        # synchronous_standby_names configured it also waits for the standbys,
+        # so a save survives losing the primary machine; without standbys the
+        # two are the same.
+        #: The ``synchronous_commit`` every connection of this storage uses.
+        self.synchronous_commit = "on" if self.durability == "full" else "local"
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(libpq_url)
+        except psycopg.ProgrammingError as exc:
+            msg = f"Invalid PostgreSQL URL {shown!r}: {exc}. See libpq's connection URIs."
+            raise StorageError(msg) from None
+        for name, value in _CONNECT_DEFAULTS.items():
+            params.setdefault(name, value)
+        self._conninfo = psycopg.conninfo.make_conninfo("", **params)
+        self._queries = _Queries(self.schema)
+        self._lock = threading.Lock()
+        self._pool: _Pool | None = None
+        self._pool_pid = os.getpid()
+        # A generation number per pool: a failure seen on an old pool must not
+        # make a thread throw away the new one another thread just created.
+        self._generation = 0
+        self._suspect: int | None = None  # generation whose connections died
+        _storages.add(self)
+        try:
+            # On a connection of its own, not the pool's: a server that is down
+            # shows at once, and the pool is started only once it answered.
+            self._run_read("open the checkpoint schema", self._migrate, direct=True)
+        except BaseException:
+            self._close()
+            raise
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        # autocommit: reads are single statements, and writes issue BEGIN and
+        # COMMIT themselves so that they know which step a failure hit.
+        return {"autocommit": True}
+
+    def _configure(self, conn: _Connection) -> None:
+        conn.execute(
+            "SELECT set_config('synchronous_commit', %s, false), "
+            # A client stalled mid-transaction must not hold a row lock forever.
+            "set_config('idle_in_transaction_session_timeout', '60s', false)",
+            (self.synchronous_commit,),
+        )
+
+    def _connect_direct(self) -> _Connection:
+        conn: _Connection = psycopg.Connection.connect(self._conninfo, **self._connect_kwargs())
+        try:
+            self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _new_pool(self) -> _Pool:
+        pool: _Pool = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            kwargs=self._connect_kwargs(),
+            min_size=1,
+            max_size=self.pool_max_size,
+            open=False,
+            configure=self._configure,
+            name=f"loopaware-{self.schema}-{id(self):x}",
+            timeout=self.pool_timeout,
+        )
+        pool.open(wait=False)
+        return pool
+
+    def _current_pool(self) -> tuple[_Pool, int]:
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            if self._pool is None:
+                self._pool = self._new_pool()
+                self._pool_pid = os.getpid()
+            return self._pool, self._generation
+
+    def _renew_pool(self, generation: int) -> None:
+        """Replace the pool whose connections died, once the server answers again.
+
+        psycopg_pool reconnects on its own, but with a backoff that grows to
+        minutes while the server is down; a fresh pool connects at once.
+        """
+        with self._lock:
+            if generation != self._generation or self._closed:
+                return
+            old, self._pool = self._pool, None
+            self._generation += 1
+            self._suspect = None
+        if old is not None:
+            # Connections other threads hold are closed when they give them back.
+            old.close(timeout=1.0)
+
+    @contextlib.contextmanager
+    def _direct_connection(self) -> Iterator[_Connection]:
+        """A connection outside the pool, closed afterwards.
+
+        :raises _Retry: with the reason, if the server is unreachable
+        :raises StorageError: if it refuses us (credentials, database name)
+        """
+        try:
+            conn = self._connect_direct()
+        except psycopg.OperationalError as exc:
+            state, text = exc.sqlstate or "", str(exc)
+            if state.startswith(_CONFIG_STATES_PREFIXES) or any(
+                fragment in text for fragment in _CONFIG_MESSAGES
+            ):
+                msg = (
+                    f"PostgreSQL refused the connection for {self.url!r}: {exc}. Check the user, "
+                    f"password and database name in the URL."
+                )
+                raise StorageError(msg) from exc
+            raise _Retry(exc) from exc
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _probe(self) -> None:
+        """Connect once outside the pool, to learn whether (and why not) the server answers.
+
+        :raises _Retry: with the reason, if the server is unreachable
+        :raises StorageError: if it refuses us (credentials, database name)
+        """
+        with self._direct_connection():
+            pass
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[_Connection]:
+        """A pooled connection; raises :class:`_Retry` when a retry may help."""
+        pool, generation = self._current_pool()
+        if self._suspect == generation:
+            self._probe()
+            self._renew_pool(generation)
+            pool, generation = self._current_pool()
+        try:
+            conn = pool.getconn()
+        except psycopg_pool.PoolClosed as exc:
+            if self._closed:
+                raise self._closed_error() from None
+            raise _Retry(exc) from exc  # replaced by another thread: use the new one
+        except psycopg_pool.PoolTimeout as exc:
+            # Either every connection stayed busy, or the pool cannot connect and
+            # is backing off (it only logs why). A direct attempt tells: it
+            # raises if the server is unreachable; if not, the next attempt
+            # starts a fresh pool.
+            self._suspect_pool(generation)
+            self._probe()
+            raise _Retry(exc) from exc
+        try:
+            yield conn
+        except BaseException as exc:
+            if self._session_lost(conn, exc.cause if isinstance(exc, _CommitLost) else exc):
+                # The session died (server restarted or killed, network cut):
+                # the pool's other idle connections most likely died with it.
+                self._suspect_pool(generation)
+            raise
+        finally:
+            if conn.closed:
+                pass  # the pool discards it
+            elif conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+            pool.putconn(conn)  # a broken connection is discarded and replaced
+
+    def _suspect_pool(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._suspect = generation
+
+    @staticmethod
+    def _session_lost(conn: _Connection | None, exc: BaseException) -> bool:
+        if conn is not None and conn.closed:
+            return True
+        if isinstance(exc, psycopg_pool.PoolTimeout | psycopg_pool.PoolClosed):
+            return False
+        if not isinstance(exc, psycopg.OperationalError):
+            return False
+        state = exc.sqlstate
+        # No SQLSTATE: libpq itself failed (no answer from the server at all).
+        return state is None or state.startswith("08") or state in _SESSION_LOST_STATES
+
+    @classmethod
+    def _transient(cls, conn: _Connection | None, exc: BaseException) -> bool:
+        if isinstance(exc, _Retry):
+            return True
+        if not isinstance(exc, psycopg.Error):
+            return False
+        if cls._session_lost(conn, exc):
+            return True
+        state = exc.sqlstate or ""
+        return state.startswith("08") or state in _TRANSIENT_STATES
+
+    def _closed_error(self) -> StorageError:
+        msg = (
+            f"The storage {self.url!r} is closed. Open it again with "
+            f"open_storage('postgresql://...')."
+        )
+        return StorageError(msg)
+
+    # -- running operations with bounded retries ----------------------------------------
+
+    def _unavailable(
+        self, doing: str, cause: BaseException | None, attempts: int, started: float
+    ) -> BackendUnavailableError:
+        reason = cause.cause if isinstance(cause, _Retry) else cause
+        detail = f"{type(reason).__name__}: {reason}".strip() if reason else "no answer"
+        msg = (
+            f"Could not {doing} in {self.url!r}: the PostgreSQL server was unreachable for "
+            f"{attempts} attempts over {time.monotonic() - started:.1f} s (last error: "
+            f"{detail}). Nothing was changed. Check that the server is running and reachable, "
+            f"then retry."
+        )
+        return BackendUnavailableError(msg)
+
+    def _run_read(
+        self, doing: str, body: Callable[[_Connection], _T], *, direct: bool = False
+    ) -> _T:
+        """Run a read (or an idempotent write, like the migration), retrying.
+
+        :param direct: on a connection of its own rather than a pooled one
+        """
+        started = time.monotonic()
+        last: BaseException | None = None
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(_backoff(attempt - 1))
+            conn: _Connection | None = None
+            try:
+                with self._direct_connection() if direct else self._connection() as conn:
+                    return body(conn)
+            except (_Retry, psycopg.Error) as exc:
+                if not self._transient(conn, exc):
+                    raise self._error(exc, doing=doing, write=False) from exc
+                last = exc
+        raise self._unavailable(doing, last, self.retries, started) from _cause(last)
+
+    def _run_write(self, doing: str, body: Callable[[_Connection], tuple[_T, int | None]]) -> _T:
+        """Run a write transaction; retry only what provably did not commit.
+
+        ``body`` runs after ``BEGIN`` and returns its result and the
+        transaction id (``None`` if it changed nothing); it may raise (e.g.
+        :class:`StaleCheckpointError`), which rolls back. Then ``COMMIT``.
+        """
+        started = time.monotonic()
+        last: BaseException | None = None
+        for attempt in range(self.retries):
+            if attempt:
+                time.sleep(_backoff(attempt - 1))
+            conn: _Connection | None = None
+            try:
+                with self._connection() as conn:
+                    conn.execute("BEGIN")
+                    # Any failure up to here, or in body, happens before COMMIT
+                    # is sent, so the transaction cannot have committed.
+                    result, xid = body(conn)
+                    if xid is None:  # nothing changed: nothing to commit or lose
+                        with contextlib.suppress(psycopg.Error):
+                            conn.execute("ROLLBACK")
+                        return result
+                    try:
+                        self._commit(conn)
+                    except psycopg.Error as exc:
+                        if not self._session_lost(conn, exc):
+                            raise  # the server answered with an error: rolled back
+                        # The server may have committed and then lost us (or
+                        # been killed) before we read its answer.
+                        raise _CommitLost(xid, exc) from exc
+                    return result
+            except _CommitLost as lost:
+                if self._resolve(doing, lost, started):
+                    return result  # it did commit: running it again would be a second put
+                last = lost.cause  # it aborted: safe to run again
+            except (_Retry, psycopg.Error) as exc:
+                if not self._transient(conn, exc):
+                    raise self._error(exc, doing=doing, write=True) from exc
+                last = exc
+        raise self._unavailable(doing, last, self.retries, started) from _cause(last)
+
+    def _commit(self, conn: _Connection) -> None:
+        """Send ``COMMIT``; a seam for tests that lose its answer on purpose."""
+        conn.execute("COMMIT")
+
+    def _resolve(self, doing: str, unknown: _CommitLost, started: float) -> bool:
+        """Ask the server whether a transaction whose COMMIT answer was lost committed.
+
+        :raises BackendUnavailableError: if the server cannot tell within the retries
+        :return: ``True`` if it committed, ``False`` if it aborted
+        """
+        last: BaseException = unknown.cause
+        for attempt in range(self.retries):
+            time.sleep(_backoff(attempt))
+            conn: _Connection | None = None
+            try:
+                with self._connection() as conn:
+                    row = conn.execute("SELECT txid_status(%s)", (unknown.xid,)).fetchone()
+            except (_Retry, psycopg.Error, StorageError) as exc:
+                if not self._transient(conn, exc):
+                    break  # e.g. the credentials stopped working: still unknown
+                last = exc
+                continue
+            status = None if row is None else row[0]
+            if status == "committed":
+                return True
+            if status == "aborted":
+                return False
+            if status is None:  # too old to know, cannot happen within seconds
+                break
+            # "in progress": the old session has not noticed it lost us yet.
+        reason = last.cause if isinstance(last, _Retry) else last
+        msg = (
+            f"Could not {doing} in {self.url!r}: the connection was lost while committing "
+            f"(transaction {unknown.xid}) and the server could not say within "
+            f"{time.monotonic() - started:.1f} s whether it committed (last error: "
+            f"{type(reason).__name__}: {reason}). The save may or may not have been stored: "
+            f"once the server is reachable, get() the checkpoint to find out."
+        )
+        raise BackendUnavailableError(msg) from unknown.cause
+
+    def _error(self, exc: BaseException, *, doing: str, write: bool) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        state = getattr(exc, "sqlstate", None) or ""
+        where = f"Could not {doing} in {self.url!r}"
+        if state in ("42P01", "3F000"):  # undefined_table, invalid_schema_name
+            msg = (
+                f"{where}: the table is gone ({exc}); someone dropped the schema "
+                f"{self.schema!r}. Open the storage again to recreate it."
+            )
+            return StorageError(msg)
+        if write and (state[:2] in ("53", "54") or state in ("42501", "25006")):
+            hint = {
+                "42501": "Grant this user INSERT, UPDATE and DELETE on the checkpoints table.",
+                "25006": "The server is a read-only standby; connect to the primary "
+                "(add target_session_attrs=read-write to the URL).",
+                "54000": "The pid and tag together may be too long for an index "
+                "(at most about 2.5 kB), or the payload above 1 GB.",
+            }.get(state, "Check the server's disk space and logs.")
+            msg = (
+                f"{where}: the write failed ({type(exc).__name__}: {exc}). "
+                f"Nothing was stored. {hint}"
+            )
+            return DurabilityError(msg)
+        msg = f"{where}: {type(exc).__name__}: {exc}"
+        return StorageError(msg)
+
+    # -- schema --------------------------------------------------------------------
+
+    def _schema_version(self, conn: _Connection) -> int | None:
+        row = conn.execute(
+            "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = 'schema_migrations'",
+            (self.schema,),
+        ).fetchone()
+        if row is None:
+            return None
+        found = conn.execute(self._queries.max_version).fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
+    def _migrate(self, conn: _Connection) -> None:
+        if conn.info.server_version < 100000:
+            msg = (
+                f"The server behind {self.url!r} runs PostgreSQL {conn.info.server_version}; "
+                f"this storage needs PostgreSQL 10 or newer (for txid_status)."
+            )
+            raise StorageError(msg)
+        found = self._schema_version(conn)
+        if found is None or found < SCHEMA_VERSION:
+            # Under an advisory lock, so processes opening a new database at the
+            # same time apply each migration exactly once; one transaction, so a
+            # crash halfway leaves the old schema, and a retry starts over.
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema),))
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
+                ).fetchone()
+                if exists is None:
+                    conn.execute(self._queries.create_schema)
+                conn.execute(self._queries.create_migrations)
+                found = self._schema_version(conn) or 0
+                for version, description, statements in self._queries.migrations:
+                    if version <= found:
+                        continue
+                    for statement in statements:
+                        conn.execute(statement)
+                    conn.execute(self._queries.record_migration, (version, description))
+                    found = version
+        if found > SCHEMA_VERSION:
+            msg = (
+                f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
+                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
+                f"Upgrade loopaware_persist to use it."
+            )
+            raise StorageError(msg)
+
+    # -- Storage hooks ---------------------------------------------------------------
+
+    def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
+        pid, tag = key.token.encode("utf-8"), _encode_tag(key.tag)
+        doing = f"save pid {key.pid!r} with tag {key.tag!r}"
+        q = self._queries
+
+        def body(conn: _Connection) -> tuple[int, int | None]:
+            if expected_version is None:
+                row = conn.execute(q.upsert, (pid, tag, len(data), data)).fetchone()
+            elif expected_version == 0:
+                row = conn.execute(q.insert_new, (pid, tag, len(data), data)).fetchone()
+            else:
+                row = conn.execute(
+                    q.update_if, (len(data), data, pid, tag, expected_version)
+                ).fetchone()
+            if row is not None:
+                return int(row[0]), int(row[1])
+            # The compare-and-set lost. READ COMMITTED: this sees the latest commit.
+            current = conn.execute(q.version, (pid, tag)).fetchone()
+            actual = 0 if current is None else int(current[0])
+            if actual == expected_version:
+                return -1, None  # changed under us between the statements: try again
+            raise self._stale(key, expected=expected_version or 0, actual=actual)
+
+        for _ in range(_CAS_RACES):
+            version = self._run_write(doing, body)
+            if version != -1:
+                return version
+        raise self._stale(key, expected=expected_version or 0, actual=expected_version or 0)
+
+    def _get(self, key: CheckpointKey) -> StoredRecord:
+        params = (key.token.encode("utf-8"), _encode_tag(key.tag))
+
+        def body(conn: _Connection) -> tuple[Any, ...] | None:
+            # Binary results: a bytea comes back as its bytes, not as hex text
+            # twice its size to parse.
+            with conn.cursor(binary=True) as cursor:
+                return cursor.execute(self._queries.get, params).fetchone()
+
+        row = self._run_read(f"read pid {key.pid!r} with tag {key.tag!r}", body)
+        if row is None:
+            raise self._not_found(key)
+        return StoredRecord(key=key, data=bytes(row[1]), version=int(row[0]))
+
+    def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
+        params = (min(size, _INT32_MAX), key.token.encode("utf-8"), _encode_tag(key.tag))
+
+        def body(conn: _Connection) -> tuple[Any, ...] | None:
+            with conn.cursor(binary=True) as cursor:
+                return cursor.execute(self._queries.read_prefix, params).fetchone()
+
+        row = self._run_read(f"read pid {key.pid!r} with tag {key.tag!r}", body)
+        if row is None:
+            raise self._not_found(key)
+        return bytes(row[0])
+
+    def _delete(self, key: CheckpointKey) -> bool:
+        params = (key.token.encode("utf-8"), _encode_tag(key.tag))
+
+        def body(conn: _Connection) -> tuple[bool, int | None]:
+            rows = conn.execute(self._queries.delete, params).fetchall()
+            return bool(rows), (int(rows[0][0]) if rows else None)
+
+        return self._run_write(f"delete pid {key.pid!r} with tag {key.tag!r}", body)
+
+    def _delete_pid(self, pid: Pid) -> int:
+        token = pid_token(pid).encode("utf-8")
+
+        def body(conn: _Connection) -> tuple[int, int | None]:
+            rows = conn.execute(self._queries.delete_pid, (token,)).fetchall()
+            return len(rows), (int(rows[0][0]) if rows else None)
+
+        return self._run_write(f"delete the checkpoints of pid {pid!r}", body)
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
+            with conn.cursor(binary=True) as cursor:
+                if pid is None:
+                    return cursor.execute(self._queries.list_all).fetchall()
+                token = pid_token(pid).encode("utf-8")
+                return cursor.execute(self._queries.list_pid, (token,)).fetchall()
+
+        rows = self._run_read("list the checkpoints", body)
+        return [
+            RecordInfo(
+                key=CheckpointKey._from_storage(
+                    _decode_text(token, what="pid"), _decode_tag(bytes(tag))
+                ),
+                version=int(version),
+                size=int(size),
+                saved_at=float(saved_at),
+            )
+            for token, tag, version, size, saved_at in rows
+        ]
+
+    def _close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        _storages.discard(self)
+        if pool is not None:
+            pool.close(timeout=5.0)
+
+    def _after_fork_in_child(self) -> None:
+        # The lock may have been held by a parent thread at fork time; that
+        # thread does not exist here, so it would never be released.
+        self._lock = threading.Lock()
+        if self._pool is not None and self._pool_pid != os.getpid():
+            _inherited_after_fork.append(self._pool)
+            self._pool = None
+            self._generation += 1
+            self._suspect = None
+
+
+def _cause(exc: BaseException | None) -> BaseException | None:
+    return exc.cause if isinstance(exc, _Retry) else exc
+
+
+class _Queries:
+    """The SQL, composed once per schema name."""
+
+    def __init__(self, schema: str) -> None:
+        s = sql.Identifier(schema)
+        table = sql.SQL("{}.checkpoints").format(s)
+        migrations = sql.SQL("{}.schema_migrations").format(s)
+        self.create_schema = sql.SQL("CREATE SCHEMA {}").format(s)
+        self.create_migrations = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            "version integer PRIMARY KEY, "
+            "description text NOT NULL, "
+            "applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        ).format(migrations)
+        self.max_version = sql.SQL("SELECT max(version) FROM {}").format(migrations)
+        self.record_migration = sql.SQL(
+            "INSERT INTO {} (version, description) VALUES (%s, %s)"
+        ).format(migrations)
+        self.migrations: tuple[tuple[int, str, tuple[sql.Composed, ...]], ...] = (
+            (
+                1,
+                "checkpoints table",
+                (
+                    sql.SQL(
+                        "CREATE TABLE {} ("
+                        "pid bytea NOT NULL, "  # pid_token() as UTF-8
+                        "tag bytea NOT NULL, "  # '' for no tag, ':' || tag otherwise
+                        "version bigint NOT NULL CHECK (version > 0), "
+                        "size bigint NOT NULL CHECK (size >= 0), "
+                        "saved_at timestamptz NOT NULL DEFAULT clock_timestamp(), "
+                        "data bytea NOT NULL, "
+                        "PRIMARY KEY (pid, tag))"
+                    ).format(table),
+                    # Out of line and not compressed by PostgreSQL: the envelope
+                    # compresses when asked to, and substring() can then fetch
+                    # just the chunks it needs instead of decompressing.
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN data SET STORAGE EXTERNAL").format(table),
+                ),
+            ),
+        )
+        columns = sql.SQL("(pid, tag, version, size, saved_at, data)")
+        self.upsert = sql.SQL(
+            "INSERT INTO {t} {c} VALUES (%s, %s, 1, %s, clock_timestamp(), %s) "
+            "ON CONFLICT (pid, tag) DO UPDATE SET version = {t}.version + 1, "
+            "size = EXCLUDED.size, saved_at = EXCLUDED.saved_at, data = EXCLUDED.data "
+            "RETURNING version, txid_current()"
+        ).format(t=table, c=columns)
+        self.insert_new = sql.SQL(
+            "INSERT INTO {t} {c} VALUES (%s, %s, 1, %s, clock_timestamp(), %s) "
+            "ON CONFLICT (pid, tag) DO NOTHING RETURNING version, txid_current()"
+        ).format(t=table, c=columns)
+        # Under READ COMMITTED a concurrent writer's UPDATE makes this one wait,
+        # then re-check "version = %s" against the row it committed.
+        self.update_if = sql.SQL(
+            "UPDATE {} SET version = version + 1, size = %s, saved_at = clock_timestamp(), "
+            "data = %s WHERE pid = %s AND tag = %s AND version = %s "
+            "RETURNING version, txid_current()"
+        ).format(table)
+        self.version = sql.SQL("SELECT version FROM {} WHERE pid = %s AND tag = %s").format(table)
+        self.get = sql.SQL("SELECT version, data FROM {} WHERE pid = %s AND tag = %s").format(table)
+        self.read_prefix = sql.SQL(
+            "SELECT substring(data FROM 1 FOR %s::integer) FROM {} WHERE pid = %s AND tag = %s"
+        ).format(table)
+        self.delete = sql.SQL(
+            "DELETE FROM {} WHERE pid = %s AND tag = %s RETURNING txid_current()"
+        ).format(table)
+        self.delete_pid = sql.SQL("DELETE FROM {} WHERE pid = %s RETURNING txid_current()").format(
+            table
+        )
+        # Never the data column: listing must not read payloads.
+        listing = "SELECT pid, tag, version, size, date_part('epoch', saved_at) FROM {}"
+        self.list_all = sql.SQL(listing).format(table)
+        self.list_pid = sql.SQL(listing + " WHERE pid = %s").format(table)
+
+
+def open_storage(
+    url: str,
+    *,
+    durability: Durability = "normal",
+    schema: str | None = None,
+    pool_max_size: int | None = None,
+    retries: int | None = None,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> PostgresStorage:
+    """Open a PostgreSQL storage, creating its schema and tables if needed.
+
+    :param url: ``postgresql://user[:password]@host[:port]/dbname[?params]``
+    :param durability: ``"normal"`` or ``"full"``
+    :param schema: the schema holding the tables (default ``loopaware``)
+    :param pool_max_size: most connections held at once
+    :param retries: attempts per operation while the server is unreachable
+    :param pool_timeout: seconds an operation waits for a free pooled connection
+    :raises StorageError: if psycopg is missing (``pip install
+        'loopaware-persist[postgres]'``), the URL is invalid, the server refuses
+        the credentials, or the schema is newer than this version
+    :raises BackendUnavailableError: if the server cannot be reached
+    :return: the storage
+    """
+    return PostgresStorage(
+        url,
+        durability=durability,
+        schema=schema,
+        pool_max_size=pool_max_size,
+        retries=retries,
+        pool_timeout=pool_timeout,
+    )
