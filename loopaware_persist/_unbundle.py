@@ -43,7 +43,7 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
-from ._registry import HookRegistry, class_name
+from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot, _materialise
 
 __all__ = ("LoopAwareBundle", "SafeObjectLoader", "audit_bundle", "check_loop_bound", "unbundle")
@@ -497,6 +497,3 @@ class LoopAwareBundle(plumpy.Bundle):
         return unbundle(
             self, LoopContext(loop=loop), registry=self._registry, trusted=self._trusted, **extra
         )
-
-
-_ = class_name

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-from .._errors import CorruptCheckpointError, EncodeError, LoopAwarePersistError
+from .._errors import CorruptCheckpointError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
 from ._base import decode_errors, encode_error
@@ -139,6 +139,3 @@ def make_codec(*, registry: HookRegistry | None = None) -> MsgpackCodec:
     :return: a msgpack codec
     """
     return MsgpackCodec(registry=registry)
-
-
-_ = EncodeError  # re-exported name used in docs

@@ -31,7 +31,6 @@ from .._errors import (
     CorruptCheckpointError,
     EncodeError,
     LoopAwarePersistError,
-    UnsafeCheckpointError,
 )
 from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry
@@ -302,6 +301,3 @@ def make_unrestricted_codec(*, registry: HookRegistry | None = None) -> PickleCo
     :return: a pickle codec that loads with the plain, unsafe unpickler (warns)
     """
     return PickleCodec(registry=registry, restricted=False)
-
-
-_ = UnsafeCheckpointError
