@@ -68,6 +68,9 @@ from ._snapshot import (
     restore_future as restore_future,
 )
 from ._snapshot import (
+    restore_futures as restore_futures,
+)
+from ._snapshot import (
     snapshot_future as snapshot_future,
 )
 from ._unbundle import (
@@ -116,6 +119,7 @@ __all__ = (
     "get_codec",
     "open_persister",
     "restore_future",
+    "restore_futures",
     "snapshot_future",
     "unbundle",
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import enum
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -23,7 +24,7 @@ from ._errors import EncodeError
 if TYPE_CHECKING:
     from ._loop import LoopContext
 
-__all__ = ("FutureSnapshot", "FutureStatus", "restore_future", "snapshot_future")
+__all__ = ("FutureSnapshot", "FutureStatus", "restore_future", "restore_futures", "snapshot_future")
 
 
 class FutureStatus(str, enum.Enum):
@@ -184,3 +185,18 @@ def restore_future(snapshot: FutureSnapshot, ctx: LoopContext) -> asyncio.Future
     :return: a future whose ``get_loop()`` is ``ctx.loop``, in the snapshot's state
     """
     return ctx.run(_materialise, snapshot, ctx.loop)
+
+
+def restore_futures(
+    snapshots: Iterable[FutureSnapshot], ctx: LoopContext
+) -> list[asyncio.Future[Any]]:
+    """Restore many snapshots at once: one hop to the loop's thread for all of them.
+
+    :param snapshots: the states to restore, in order
+    :param ctx: the loop context naming the target loop
+    :raises NoEventLoopError: if the target loop is closed
+    :return: new futures on ``ctx.loop``, one per snapshot, in order
+    """
+    loop = ctx.loop
+    snaps = list(snapshots)
+    return ctx.run(lambda: [_materialise(snap, loop) for snap in snaps])

@@ -25,6 +25,7 @@ from loopaware_persist import (
     LoopContext,
     NoEventLoopError,
     restore_future,
+    restore_futures,
     snapshot_future,
 )
 from tests.strategies import (
@@ -354,3 +355,22 @@ def test_snapshot_is_frozen() -> None:
 
 
 # endregion
+
+
+def test_restore_futures_restores_a_batch_in_order_on_the_target_loop(
+    running_loop: asyncio.AbstractEventLoop,
+) -> None:
+    # From the main thread while the target loop runs in another thread: one hop for all.
+    snapshots = [
+        FutureSnapshot.finished(1),
+        FutureSnapshot.failed(KeyError("k")),
+        FutureSnapshot.cancelled("bye"),
+        FutureSnapshot.pending(),
+    ]
+    futures = restore_futures(snapshots, LoopContext(loop=running_loop))
+    assert [f.get_loop() for f in futures] == [running_loop] * 4
+    assert futures[0].result() == 1
+    assert type(futures[1].exception()) is KeyError
+    assert futures[2].cancelled()
+    assert not futures[3].done()
+    running_loop.call_soon_threadsafe(futures[3].cancel)

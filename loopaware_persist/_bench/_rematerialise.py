@@ -31,7 +31,7 @@ import plumpy
 
 from .._loop import LoopContext
 from .._persister import open_persister
-from .._snapshot import _materialise, restore_future
+from .._snapshot import _materialise, restore_future, restore_futures
 from .._unbundle import unbundle
 from ._cases import Case, make_snapshots
 from ._config import Config
@@ -126,6 +126,7 @@ def run_loop(
     variants: dict[str, Callable[[], Any]] = {
         RESTORE_BASELINE: direct,
         "restore_future": lambda: [restore_future(snap, ctx) for snap in snapshots],
+        "restore_futures": lambda: restore_futures(snapshots, ctx),
         "_materialise": lambda: [_materialise(snap, loop) for snap in snapshots],
     }
     skipped: dict[str, str] = {}

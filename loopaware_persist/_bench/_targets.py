@@ -193,7 +193,16 @@ def _loop_targets(results: dict[str, Any], config: Config) -> list[dict[str, Any
             "x direct",
             "median; direct = loop.create_future() + set_result()",
             "" if restore["count"] >= 10_000 else f"{config.name} run",
-        )
+        ),
+        _target(
+            "restore",
+            f"restore {restore['count']:,} snapshots (restore_futures, one batch)",
+            1.5,
+            restore["variants"]["restore_futures"]["ratio"],
+            "x direct",
+            "median; direct = loop.create_future() + set_result()",
+            "" if restore["count"] >= 10_000 else f"{config.name} run",
+        ),
     ]
     for case in _UNBUNDLE:
         entry = loop["unbundle"].get(case)
