@@ -654,6 +654,8 @@ def render_tree(bundle: Any, *, full: bool = False, ascii_only: bool = False) ->
     out.append(root.text)
     for i, child in enumerate(root.children):
         _draw(child, out, "", glyphs[1] if i == len(root.children) - 1 else glyphs[0], glyphs)
+    if ascii_only:  # the labels use an ellipsis too
+        out = [line.replace("\u2026", "...") for line in out]
     return out
 
 

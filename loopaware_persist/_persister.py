@@ -32,7 +32,7 @@ from ._errors import (
 from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
-from ._unbundle import LoopAwareBundle, unbundle
+from ._unbundle import LoopAwareBundle, audit_bundle, unbundle
 from .codecs import Codec, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import CheckpointKey, Pid, RecordInfo, Storage, open_storage
@@ -183,13 +183,19 @@ class LoopAwarePersister(plumpy.Persister):
         :raises EncodeError: naming the path of a value that will not reload
         :return: the decoded bundle, as a load would see it
         """
-        bundle = self._bundle(process)
-        data = self.dumps(bundle)
+        return self._verify(process, self.dumps(self._bundle(process)))
+
+    def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
+        # Decode *and* audit: a process class outside the allow-list decodes fine and
+        # is only refused by the audit a restart runs, which is what this must predict.
         try:
-            return self.loads(data)
+            bundle = self.loads(data)
+            if not self.trusted:
+                audit_bundle(bundle, self.registry)
         except LoopAwarePersistError as error:
             msg = f"The checkpoint of {process.pid} would not reload: {error}"
             raise EncodeError(msg) from error
+        return bundle
 
     @staticmethod
     def _bundle(process: plumpy.Process) -> plumpy.Bundle:
@@ -238,11 +244,7 @@ class LoopAwarePersister(plumpy.Persister):
         """
         data = self._encode_process(process)
         if verify:
-            try:
-                self.loads(data)
-            except LoopAwarePersistError as error:
-                msg = f"The checkpoint of {process.pid} would not reload: {error}"
-                raise EncodeError(msg) from error
+            self._verify(process, data)
         return self.storage.put(
             self._key(process.pid, tag), data, expected_version=expected_version
         )

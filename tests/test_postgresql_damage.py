@@ -1,0 +1,82 @@
+"""PostgreSQL storage against a schema other programs changed: rows it did not write
+and a dropped schema are reported as StorageErrors that say what is wrong and what to
+do; a closed storage says how to reopen. Needs the throwaway server of
+``.ci/servers/start-postgres.sh`` (``LOOPAWARE_TEST_POSTGRES_URL``); skips without it.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from loopaware_persist import StorageError
+from loopaware_persist.storage import CheckpointKey, open_storage
+
+psycopg = pytest.importorskip("psycopg")
+
+URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(not URL, reason="LOOPAWARE_TEST_POSTGRES_URL is not set")
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    assert URL is not None
+    name = f"lap_dmg_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def _url(schema: str) -> str:
+    assert URL is not None
+    parts = urllib.parse.urlsplit(URL)
+    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+def _sql(statement: str) -> None:
+    assert URL is not None
+    with psycopg.connect(URL, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("tag", "'\\x6e6f2d636f6c6f6e'::bytea", "Malformed tag column value 'no-colon'"),
+        ("pid", "'\\xff'::bytea", r"Malformed pid column value b'\\xff': not UTF-8"),
+    ],
+)
+def test_a_row_another_program_wrote_is_reported(
+    schema: str, column: str, value: str, message: str
+) -> None:
+    with open_storage(_url(schema)) as storage:
+        storage.put(CheckpointKey("p", "t"), b"data")
+        _sql(f'UPDATE "{schema}".checkpoints SET {column} = {value}')
+        with pytest.raises(StorageError, match=message) as info:
+            storage.list()
+        assert "remove it" in str(info.value) or "expected ''" in str(info.value)
+
+
+def test_a_dropped_schema_says_so_and_reopening_recreates_it(schema: str) -> None:
+    url = _url(schema)
+    with open_storage(url) as storage:
+        storage.put(CheckpointKey("p"), b"data")
+        _sql(f'DROP SCHEMA "{schema}" CASCADE')
+        with pytest.raises(StorageError, match="the table is gone") as info:
+            storage.get(CheckpointKey("p"))
+        assert "Open the storage again to recreate it" in str(info.value)
+    with open_storage(url) as reopened:
+        assert reopened.list() == []
+        assert reopened.put(CheckpointKey("p"), b"again") == 1
+
+
+def test_a_closed_storage_says_how_to_reopen(schema: str) -> None:
+    storage = open_storage(_url(schema))
+    storage.close()
+    with pytest.raises(StorageError, match="is closed"):
+        storage.list()

@@ -1,0 +1,177 @@
+"""Loading tampered bundles: each is refused, before plumpy runs anything, with a typed
+error naming where the bundle is wrong -- or, for legitimate but unusual content (YAML
+aliases, a custom object loader), loads as plumpy would."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import plumpy
+import pytest
+from plumpy import loaders
+from plumpy.persistence import META, META__CLASS_NAME, META__TYPES
+
+from loopaware_persist import (
+    CorruptCheckpointError,
+    LoopAwareBundle,
+    LoopAwarePersister,
+    UnsafeCheckpointError,
+    open_persister,
+)
+from tests.processes import drive, new_loop
+
+ALLOW = ["tests.processes"]
+
+
+@pytest.fixture
+def persister() -> Iterator[LoopAwarePersister]:
+    with open_persister("memory://", allow=ALLOW) as opened:
+        yield opened
+
+
+@pytest.fixture
+def loops() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]]:
+    with new_loop() as a, new_loop() as b:
+        yield a, b
+    asyncio.set_event_loop(None)
+
+
+def _tampered(persister: LoopAwarePersister, bundle: dict[str, Any]) -> LoopAwareBundle:
+    return LoopAwareBundle.wrap(bundle, registry=persister.registry, trusted=False)
+
+
+def _saved(
+    persister: LoopAwarePersister, kind: str, loop: asyncio.AbstractEventLoop
+) -> dict[str, Any]:
+    persister.save_checkpoint(drive(kind, loop, pid=kind))
+    return copy.deepcopy(dict(persister.load_checkpoint(kind)))
+
+
+@pytest.mark.parametrize(
+    ("ex_value", "error"),
+    [
+        (42, "Excepted state at .* stores int, not YAML text"),
+        ("key: [unclosed", "Excepted state at .* holds unreadable YAML"),
+    ],
+)
+def test_damaged_excepted_yaml_is_corrupt(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    ex_value: Any,
+    error: str,
+) -> None:
+    a, b = loops
+    bundle = _saved(persister, "excepted", a)
+    bundle["_state"]["ex_value"] = ex_value
+    with pytest.raises(CorruptCheckpointError, match=error):
+        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+
+
+def test_excepted_yaml_with_aliases_is_audited_once_and_loads(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    a, b = loops
+    bundle = _saved(persister, "excepted", a)
+    bundle["_state"]["ex_value"] = "!!python/object/apply:builtins.ValueError [&x boom, *x, *x]"
+    restored = _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+    assert restored.state is plumpy.ProcessState.EXCEPTED
+    assert restored.exception().args == ("boom", "boom", "boom")
+
+
+def test_meta_that_is_not_a_mapping_is_corrupt(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    a, b = loops
+    bundle = _saved(persister, "waiting", a)
+    bundle["_state"][META] = ["plumpy.process_states:Waiting"]
+    with pytest.raises(CorruptCheckpointError, match=r"'!!meta' at .* is list, not a mapping"):
+        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+
+
+@pytest.mark.parametrize("method", ["os.system", "__init_subclass__", "no_such_method", 3])
+def test_a_stored_bound_method_must_name_a_plain_method(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    method: Any,
+) -> None:
+    """plumpy stores bound methods by name (type ``m``) and getattr()s them on load."""
+    a, b = loops
+    bundle = _saved(persister, "waiting", a)
+    bundle[META][META__TYPES]["_callback"] = "m"
+    bundle["_callback"] = method
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=r"Method name at <root>\['_callback'\] is .*, not a plain method name of Waiter",
+    ):
+        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+
+
+def test_a_bundle_plumpy_cannot_load_is_corrupt_naming_the_class(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    a, b = loops
+    bundle = _saved(persister, "waiting", a)
+    del bundle["_state"]
+    with pytest.raises(
+        CorruptCheckpointError, match="plumpy could not load the checkpoint"
+    ) as info:
+        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+    assert "'tests.processes:Waiter'" in str(info.value)
+    assert "does not match the code installed here" in str(info.value)
+
+
+class RecordingLoader(loaders.DefaultObjectLoader):
+    """A user's own object loader: plumpy must be given it, not the default."""
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+
+    def load_object(self, identifier: str) -> Any:
+        self.loaded.append(identifier)
+        return super().load_object(identifier)
+
+
+class CustomLoader(loaders.ObjectLoader):
+    def __init__(self) -> None:
+        self.inner = RecordingLoader()
+
+    def load_object(self, identifier: str) -> Any:
+        return self.inner.load_object(identifier)
+
+    def identify_object(self, obj: Any) -> str:
+        return self.inner.identify_object(obj)
+
+
+def test_a_custom_loader_in_the_load_context_is_used(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    a, b = loops
+    persister.save_checkpoint(drive("waiting", a, pid="w"))
+    loader = CustomLoader()
+    restored = persister.load_checkpoint("w").unbundle(
+        plumpy.LoadSaveContext(loop=b, loader=loader)
+    )
+    assert restored.loop is b
+    assert "tests.processes:Waiter" in loader.inner.loaded
+
+
+def test_a_restored_process_saves_again_under_the_same_class_name(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    """A process loaded safely carries the safe loader; re-saving it must name its
+    class exactly as the first save did, so the next load finds it."""
+    a, b = loops
+    persister.save_checkpoint(drive("waiting", a, pid="w"))
+    restored = persister.load_process("w", loop=b)
+    persister.save_checkpoint(restored, tag="again")
+    bundle = persister.load_checkpoint("w", "again")
+    assert bundle[META][META__CLASS_NAME] == "tests.processes:Waiter"
+    assert persister.load_process("w", "again", loop=b).state is plumpy.ProcessState.WAITING
