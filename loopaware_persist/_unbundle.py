@@ -19,11 +19,14 @@ import asyncio
 import collections
 import contextlib
 import copy as pycopy
+import datetime as dt
+import decimal
 import inspect
 import logging
 import sys
 import threading
 import types
+import uuid
 import weakref
 from collections.abc import Iterator
 from typing import Any, cast
@@ -48,7 +51,12 @@ from ._snapshot import FutureSnapshot, _materialise
 
 __all__ = ("LoopAwareBundle", "SafeObjectLoader", "audit_bundle", "check_loop_bound", "unbundle")
 
-_ATOMS = (type(None), bool, int, float, complex, str, bytes, bytearray)
+# Values that can neither be nor hold a future (immutable, no references out): the
+# walks below never descend into them. Checked by exact type on the hot paths.
+_ATOMS = (
+    type(None), bool, int, float, complex, str, bytes, bytearray,
+    uuid.UUID, dt.datetime, dt.date, dt.time, dt.timedelta, decimal.Decimal,
+)  # fmt: skip
 
 
 class SafeObjectLoader(loaders.ObjectLoader):
@@ -195,30 +203,41 @@ def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None
     :raises UnsafeCheckpointError: naming the first class, loader, method or YAML tag refused
     :raises CorruptCheckpointError: if plumpy's metadata is malformed
     """
-    stack: list[tuple[Any, str]] = [(bundle, "")]
+    # Entries are (value, parent entry, key); a path string is built only for the
+    # savables audited, and atoms are filtered by exact type before being pushed.
+    atoms = _ATOM_TYPES
+    stack: list[tuple[Any, Any, Any]] = [(bundle, None, None)]
     seen: set[int] = set()  # pickle keeps shared references and cycles
     root: list[type] = []
     while stack:
-        value, path = stack.pop()
+        entry = stack.pop()
+        value = entry[0]
         if id(value) in seen:
             continue
         seen.add(id(value))
         if isinstance(value, dict):
             if META in value:
-                _audit_savable(value, registry, path or "<root>", root)
+                _audit_savable(value, registry, _bundle_path(entry) or "<root>", root)
             children = [
-                (child, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key!r}]")
-                for key, child in value.items()
-                if not isinstance(child, _ATOMS)
+                (child, entry, key) for key, child in value.items() if type(child) not in atoms
             ]
             # Depth-first in key order, so the root's own '!!meta' is met first.
             stack.extend(reversed(children))
         elif isinstance(value, (list, tuple, set, frozenset)):
             stack.extend(
-                (child, f"{path}[{i}]")
-                for i, child in enumerate(value)
-                if not isinstance(child, _ATOMS)
+                (child, entry, i) for i, child in enumerate(value) if type(child) not in atoms
             )
+
+
+def _bundle_path(entry: tuple[Any, Any, Any]) -> str:
+    parts = []
+    while entry[1] is not None:
+        key = entry[2]
+        parts.append(
+            f".{key}" if isinstance(key, str) and isinstance(entry[1][0], dict) else f"[{key!r}]"
+        )
+        entry = entry[1]
+    return "".join(reversed(parts)).lstrip(".")
 
 
 # endregion
@@ -357,7 +376,7 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     while stack:
         entry = stack.pop()
         value = entry[0]
-        if id(value) in seen or isinstance(value, _ATOMS + _SKIP):
+        if id(value) in seen:
             continue
         seen.add(id(value))
         if isinstance(value, asyncio.Future):
@@ -376,7 +395,7 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
                 for i, child in enumerate(value)
                 if type(child) not in atoms
             )
-        elif not inspect.isroutine(value):
+        elif not isinstance(value, _ATOMS + _SKIP) and not inspect.isroutine(value):
             stack.extend(
                 (child, entry, ("attr", name))
                 for name, child in _attributes(value)
