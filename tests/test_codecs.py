@@ -17,8 +17,7 @@ from typing import Any
 import msgpack
 import plumpy
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 from plumpy.persistence import SavableFuture
 
 from loopaware_persist import (

@@ -9,8 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 import zstandard
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from loopaware_persist import CorruptCheckpointError, EncodeError
 from loopaware_persist._envelope import (

@@ -13,8 +13,7 @@ import attrs
 import kiwipy
 import plumpy
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 from plumpy.futures import CancellableAction
 from plumpy.persistence import SavableFuture
 

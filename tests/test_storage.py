@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 import loopaware_persist
@@ -36,13 +35,13 @@ from loopaware_persist.storage import (
     Durability,
     Storage,
     available_schemes,
+    file as file_backend,
+    memory as memory_backend,
     open_storage,
     pid_from_token,
     pid_token,
+    sqlite as sqlite_backend,
 )
-from loopaware_persist.storage import file as file_backend
-from loopaware_persist.storage import memory as memory_backend
-from loopaware_persist.storage import sqlite as sqlite_backend
 from loopaware_persist.storage.file import FileIO, FileStorage, checkpoint_filename
 from loopaware_persist.storage.memory import MemoryStorage
 from loopaware_persist.storage.sqlite import SqliteStorage

@@ -32,7 +32,8 @@ nodename="${LOOPAWARE_RMQ_NODENAME:-lap@localhost}"
 # RabbitMQ's default is 30 minutes. A worker acknowledges a task only when the
 # process has terminated, so this bounds how long one process may run before
 # the broker closes the worker's channel and redelivers the task (the stale
-# worker is then fenced by the checkpoint version check).
+# worker is then fenced by the checkpoint version check). AiiDA hit the same
+# limit when RabbitMQ 3.8.15 introduced it (aiidateam/aiida-core#5105).
 consumer_timeout_ms="${LOOPAWARE_RMQ_CONSUMER_TIMEOUT_MS:-600000}"
 
 usage() {
@@ -69,9 +70,36 @@ find_bindir() {
         dirname "$(command -v rabbitmq-server)"
         return
     fi
-    die "rabbitmq-server not found: apt-get install -y rabbitmq-server (or set RABBITMQ_BINDIR)"
+    return 1
 }
-bindir="$(find_bindir)"
+
+install_rabbitmq() {
+    [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null \
+        || die "rabbitmq-server not found: apt-get install -y rabbitmq-server (or set RABBITMQ_BINDIR)"
+    log "installing RabbitMQ with apt-get"
+    # Debian starts a system-wide broker (0.0.0.0:5672, epmd on *:4369) on install
+    # unless policy-rc.d says no; we want only our private, loopback-only node.
+    local policy=/usr/sbin/policy-rc.d added=""
+    if [[ ! -e "$policy" ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        added=1
+    fi
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >&2 || {
+        [[ -n "$added" ]] && rm -f "$policy"
+        die "apt-get install rabbitmq-server failed"
+    }
+    [[ -n "$added" ]] && rm -f "$policy"
+    # Installing pulls in epmd's systemd socket unit on some systems; it listens
+    # on all interfaces, so it is stopped (ours runs on its own loopback port).
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl stop epmd.socket epmd.service rabbitmq-server.service >/dev/null 2>&1 || true
+    fi
+}
+
+bindir="$(find_bindir)" || { install_rabbitmq; bindir="$(find_bindir)"; } \
+    || die "apt-get installed rabbitmq-server but its scripts are still missing"
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

@@ -16,16 +16,18 @@ import re
 import urllib.parse
 
 from loopaware_persist._errors import StorageError
-from loopaware_persist.storage._base import CheckpointKey as CheckpointKey
-from loopaware_persist.storage._base import Durability as Durability
-from loopaware_persist.storage._base import Pid as Pid
-from loopaware_persist.storage._base import RecordInfo as RecordInfo
-from loopaware_persist.storage._base import Storage as Storage
-from loopaware_persist.storage._base import StorageFactory as StorageFactory
-from loopaware_persist.storage._base import StoredRecord as StoredRecord
-from loopaware_persist.storage._base import check_durability
-from loopaware_persist.storage._base import pid_from_token as pid_from_token
-from loopaware_persist.storage._base import pid_token as pid_token
+from loopaware_persist.storage._base import (
+    CheckpointKey as CheckpointKey,
+    Durability as Durability,
+    Pid as Pid,
+    RecordInfo as RecordInfo,
+    Storage as Storage,
+    StorageFactory as StorageFactory,
+    StoredRecord as StoredRecord,
+    check_durability,
+    pid_from_token as pid_from_token,
+    pid_token as pid_token,
+)
 
 __all__ = (
     "ENTRY_POINT_GROUP",

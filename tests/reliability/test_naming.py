@@ -10,8 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from loopaware_persist.storage import CheckpointKey, open_storage
 from loopaware_persist.storage.file import checkpoint_filename
