@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,15 +27,10 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_OUT ?= benchmarks/results
 BENCH_ARGS ?=
 
-$(BENCH_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres,bench]'
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b
+bench: $(STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b
 	$(BIN)/loopaware-persist bench --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean:
