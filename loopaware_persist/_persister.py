@@ -50,6 +50,15 @@ def _state_label(process: plumpy.Process) -> str | None:
     return str(getattr(label, "value", label))
 
 
+def _listing_meta(process: plumpy.Process) -> dict[str, Any]:
+    """What a record's header says about its process, so listings never decode payloads."""
+    return {
+        "process_class": class_name(type(process)),
+        "state": _state_label(process),
+        "saved_at": time.time(),
+    }
+
+
 class CheckpointInfo:
     """What a listing shows of one checkpoint, read from its header only.
 
@@ -250,12 +259,7 @@ class LoopAwarePersister(plumpy.Persister):
         )
 
     def _encode_process(self, process: plumpy.Process) -> bytes:
-        meta = {
-            "process_class": class_name(type(process)),
-            "state": _state_label(process),
-            "saved_at": time.time(),
-        }
-        return self.dumps(self._bundle(process), meta=meta)
+        return self.dumps(self._bundle(process), meta=_listing_meta(process))
 
     def load_checkpoint(self, pid: Hashable, tag: str | None = None) -> LoopAwareBundle:
         """Load a checkpoint as a bundle whose ``unbundle(load_context)`` is loop-safe.
@@ -358,11 +362,7 @@ class LoopAwarePersister(plumpy.Persister):
         :param expected_version: see :meth:`save_checkpoint`
         :return: the stored version
         """
-        meta = {
-            "process_class": class_name(type(process)),
-            "state": _state_label(process),
-            "saved_at": time.time(),
-        }
+        meta = _listing_meta(process)
         bundle = self._bundle(process)
         key = self._key(process.pid, tag)
 
