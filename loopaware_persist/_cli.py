@@ -824,7 +824,7 @@ def prune(
 # endregion
 
 
-# region workers (RabbitMQ): paste into loopaware_persist/_cli.py before `def main`
+# region workers (RabbitMQ)
 
 BROKER_ENV = "LOOPAWARE_BROKER_URL"
 

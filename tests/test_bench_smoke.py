@@ -22,7 +22,7 @@ from loopaware_persist._bench._config import Config
 from loopaware_persist._bench._storage import PLUMPY
 from loopaware_persist._bench._suite import JSON_NAME, MARKDOWN_NAME, PNG_NAME, run_suite
 
-CASE_NAMES = ("small", "medium", "futures", "dense", "floats", "strings")
+CASE_NAMES = ("small", "medium", "big", "futures", "dense", "floats", "strings")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_storage_results(outcome: tuple[Path, dict[str, Any], str]) -> None:
     names = [store["name"] for store in storage["stores"]]
     assert {"memory", "file", "sqlite", "file (full)", "sqlite (full)", PLUMPY} <= set(names)
     for op in ("save", "load"):
-        for size in ("small", "medium"):
+        for size in ("small", "medium", "big"):
             by_store = storage["operations"][op][size]
             assert set(by_store) == set(names)
             for stats in by_store.values():
@@ -136,6 +136,18 @@ def test_storage_results(outcome: tuple[Path, dict[str, Any], str]) -> None:
             assert {"memory", "file", "sqlite", PLUMPY} <= set(by_store)
             for stats in by_store.values():
                 _stats_ok(stats)
+
+
+def test_workers_are_left_out_of_the_smoke_preset_and_say_so(
+    outcome: tuple[Path, dict[str, Any], str],
+) -> None:
+    out_dir, data, _printed = outcome
+    workers = data["workers"]
+    assert workers["runs"] == {}
+    assert "runs no workers" in workers["skipped"]["workers"]
+    text = (out_dir / MARKDOWN_NAME).read_text(encoding="utf-8")
+    assert "## Workers over RabbitMQ" in text
+    assert "smoke preset runs no workers" in text
 
 
 def test_loop_results(outcome: tuple[Path, dict[str, Any], str]) -> None:
@@ -186,7 +198,7 @@ def test_markdown_tables(outcome: tuple[Path, dict[str, Any], str]) -> None:
                 assert lines[body].count("|") == columns, lines[body]
                 body += 1
             assert body > index + 1, "empty table"
-    assert tables >= 6 + 4
+    assert tables >= 7 + 6  # a table per codec case; storage: one per size, and listing
 
 
 def test_unknown_preset(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@
   floats, a bool, strings, nested dicts and lists, and two values msgpack
   cannot write natively (a ``tuple`` and a ``uuid.UUID``), as JSON-like
   workflow data mostly is.
+* ``big``: the ``medium`` context at ~1 MB (the largest size whose storage
+  latency is timed call by call).
 * ``futures``: a ``WorkChain`` whose context holds 10,000 future snapshots
   (finished, pending, cancelled and failed).
 * ``dense``: the ``medium`` context scaled to ~10 MB.
@@ -42,6 +44,7 @@ __all__ = ("CASES", "Case", "build_cases", "make_snapshots", "state_label")
 CASES: dict[str, str] = {
     "small": "a Process waiting for its scheduler",
     "medium": "a WorkChain context of per-iteration results",
+    "big": "the medium context at 1 MB",
     "futures": "a WorkChain context of future snapshots",
     "dense": "the medium context, scaled up",
     "floats": "a WorkChain context holding one list of floats",
@@ -200,6 +203,7 @@ async def _drive(name: str, config: Config, loop: asyncio.AbstractEventLoop) -> 
         return calc
     inputs: dict[str, Any] = {
         "medium": {"kind": "records", "size": config.medium_bytes},
+        "big": {"kind": "records", "size": config.big_bytes},
         "futures": {"kind": "futures", "size": config.futures},
         "dense": {"kind": "records", "size": config.large_bytes},
         "floats": {"kind": "floats", "size": config.large_bytes},

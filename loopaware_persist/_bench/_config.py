@@ -18,6 +18,8 @@ class Config:
 
     :param name: the preset's name, recorded in the results
     :param medium_bytes: pickled size of the medium WorkChain's bundle
+    :param big_bytes: pickled size of the ``big`` case (the medium context at 1 MB, the
+        largest size whose save latency is timed call by call on every store)
     :param futures: future snapshots in the many-futures case
     :param large_bytes: pickled size of each of the three large cases
     :param rounds: interleaved rounds per codec case and per loop measurement
@@ -30,10 +32,14 @@ class Config:
     :param list_budget_s: stop repeating a listing after this much time
     :param restore_count: snapshots restored per loop sample
     :param postgres: include PostgreSQL when ``LOOPAWARE_TEST_POSTGRES_URL`` is set
+    :param worker_counts: how many worker processes serve the queue in each worker run
+        (empty: no worker section); needs ``LOOPAWARE_TEST_AMQP_URL``
+    :param worker_tasks: processes launched per worker run
     """
 
     name: str
     medium_bytes: int = 100 * KB
+    big_bytes: int = 1 * MB
     futures: int = 10_000
     large_bytes: int = 10 * MB
     rounds: int = 15
@@ -46,6 +52,8 @@ class Config:
     list_budget_s: float = 6.0
     restore_count: int = 10_000
     postgres: bool = True
+    worker_counts: tuple[int, ...] = (1, 2, 4)
+    worker_tasks: int = 400
 
     @classmethod
     def full(cls) -> Config:
@@ -65,6 +73,8 @@ class Config:
             list_counts=(100, 1_000),
             list_reps=10,
             list_budget_s=1.5,
+            worker_counts=(1, 2),
+            worker_tasks=100,
         )
 
     @classmethod
@@ -73,6 +83,7 @@ class Config:
         return cls(
             name="smoke",
             medium_bytes=20 * KB,
+            big_bytes=40 * KB,
             futures=500,
             large_bytes=64 * KB,
             rounds=2,
@@ -84,6 +95,7 @@ class Config:
             list_budget_s=0.5,
             restore_count=500,
             postgres=False,
+            worker_counts=(),
         )
 
     def evolve(self, **changes: Any) -> Config:

@@ -248,7 +248,7 @@ def _storage_lines(storage: dict[str, Any]) -> list[str]:
             "",
         ]
     stores = [store["name"] for store in storage["stores"]]
-    sizes = [size for size in ("small", "medium") if size in ops.get("save", {})]
+    sizes = [size for size in ("small", "medium", "big") if size in ops.get("save", {})]
     bundling = storage.get("bundle", {})
     if bundling:
         lines += [
@@ -260,27 +260,27 @@ def _storage_lines(storage: dict[str, Any]) -> list[str]:
             + ".",
             "",
         ]
-    header = ["store"]
-    for op in ("save", "put", "load", "get"):
-        for size in sizes:
-            header.append(f"{op} {size} p50 / p99")
-    header += [f"load {size} {X}" for size in sizes]
-    rows = []
-    for store in stores:
-        row = [store]
-        for op in ("save", "put", "load", "get"):
-            for size in sizes:
+    for size in sizes:
+        rows = []
+        for store in stores:
+            row = [store]
+            for op in ("save", "put", "load", "get"):
                 stats = ops.get(op, {}).get(size, {}).get(store)
                 row.append(
                     NA
                     if stats is None
                     else f"{fmt_time(stats['p50_s'])} / {fmt_time(stats['p99_s'])}"
                 )
-        for size in sizes:
             ratio = storage["ratios"].get("load", {}).get(size, {}).get(store)
             row.append(NA if ratio is None else fmt_ratio(ratio["p50"]))
-        rows.append(row)
-    lines += _table(header, rows)
+            rows.append(row)
+        first: dict[str, Any] = next(iter(ops.get("save", {}).get(size, {}).values()), {})
+        count = int(first.get("n", 0))
+        lines += [f"### {size} (p50 / p99 of {count:,} calls each)", ""]
+        lines += _table(
+            ["store", "save", "put", "load", "get", f"load {X}"],
+            rows,
+        )
     listing = storage["listing"]
     if listing:
         columns = [(size, count) for size, by_count in listing.items() for count in by_count]
@@ -364,6 +364,40 @@ def _loop_lines(loop: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _worker_lines(workers: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Workers over RabbitMQ",
+        "",
+        f"`loopaware-persist worker` processes (prefetch {workers['prefetch']}) on one queue "
+        f"and one store, {workers['cpu_count']} cores for workers and client together. Each "
+        f"process runs {workers['steps_per_process']} checkpointed steps; {workers['note']}.",
+        "",
+    ]
+    if workers["skipped"]:
+        lines += [
+            "Skipped: " + "; ".join(f"{k} ({v})" for k, v in workers["skipped"].items()),
+            "",
+        ]
+    rows = [
+        [
+            store,
+            str(run["workers"]),
+            f"{run['processes']:,}",
+            f"{run['processes_per_s']:.1f}",
+            f"{run['checkpoints_per_s']:.0f}",
+            f"{fmt_time(run['latency']['p50_s'])} / {fmt_time(run['latency']['p99_s'])}",
+        ]
+        for store, store_runs in workers["runs"].items()
+        for run in store_runs
+    ]
+    if rows:
+        lines += _table(
+            ["store", "workers", "processes", "processes/s", "checkpoints/s", "latency p50 / p99"],
+            rows,
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """:param results: one run's results
     :return: the report in Markdown
@@ -381,6 +415,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _storage_lines(results["storage"])
     if "loop" in results:
         lines += _loop_lines(results["loop"])
+    if "workers" in results:
+        lines += _worker_lines(results["workers"])
     if results.get("profiles"):
         lines += ["## Profiles", ""]
         lines += [f"- `{tid}`: {path}" for tid, path in results["profiles"].items()]
@@ -452,7 +488,7 @@ def write_chart(path: Path, results: dict[str, Any]) -> bool:
     ops = storage.get("operations", {})
     panel = axes[1][0]
     stores = [store["name"] for store in storage.get("stores", [])]
-    groups = [("save", "small"), ("load", "small"), ("save", "medium"), ("load", "medium")]
+    groups = [(op, size) for size in ("small", "medium", "big") for op in ("save", "load")]
     listing = storage.get("listing", {})
     for size, by_count in listing.items():
         top = max(by_count, key=int)

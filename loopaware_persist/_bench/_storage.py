@@ -1,6 +1,7 @@
 """Storage benchmark: save, load and ``get_checkpoints()`` against plumpy's ``PicklePersister``.
 
-Every store gets the same processes (the ``small`` and ``medium`` cases).
+Every store gets the same processes (the ``small``, ``medium`` and ``big``
+cases: about 1 KB, 100 KB and 1 MB).
 ``save`` is ``save_checkpoint(process)`` end to end (bundle, encode, envelope,
 atomic write; plumpy's: bundle, pickle into the truncated file); ``put`` is
 the storage write of a ready record alone. ``load`` is ``load_checkpoint(pid)``
@@ -272,7 +273,7 @@ def steps(config: Config, listing_stores: int) -> int:
     :param listing_stores: how many stores take part in listing
     :return: how many progress steps :func:`run_storage` takes
     """
-    return 2 * 4 + len(config.list_sizes) * len(config.list_counts) * listing_stores
+    return 3 * 4 + len(config.list_sizes) * len(config.list_counts) * listing_stores
 
 
 def listing_store_count(config: Config) -> int:
@@ -283,7 +284,7 @@ def listing_store_count(config: Config) -> int:
 
 
 def run_storage(cases: dict[str, Case], config: Config, progress: Progress) -> dict[str, Any]:
-    """:param cases: must hold ``small`` and ``medium``
+    """:param cases: must hold ``small``, ``medium`` and ``big``
     :param config: counts and repetitions
     :param progress: advanced per operation and per listing
     :return: the storage results (JSON-ready)
@@ -300,6 +301,7 @@ def run_storage(cases: dict[str, Case], config: Config, progress: Progress) -> d
             for size_name, count in (
                 ("small", config.save_count),
                 ("medium", max(10, config.save_count // 5)),
+                ("big", max(10, config.save_count // 10)),
             ):
                 for op, by_store in _interleaved(stores, cases[size_name], count, progress).items():
                     operations.setdefault(op, {})[size_name] = by_store

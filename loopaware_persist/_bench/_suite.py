@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _rematerialise, _storage
+from . import _rematerialise, _storage, _workers
 from ._cases import CASES, build_cases
 from ._codecs import VARIANTS, run_codecs
 from ._config import Config
@@ -57,6 +57,7 @@ def run_suite(
             len(cases) * config.rounds
             + _storage.steps(config, _storage.listing_store_count(config))
             + _rematerialise.steps(config, cases)
+            + _workers.steps(config)
         )
         bar = Progress(total, enabled=progress)
         results: dict[str, Any] = {
@@ -76,6 +77,8 @@ def run_suite(
         results["storage"] = _storage.run_storage(cases, config, bar)
         gc.collect()
         results["loop"] = _rematerialise.run_loop(cases, config, loop, bar)
+        gc.collect()
+        results["workers"] = _workers.run_workers(config, bar)
         bar.close()
         bar = None
         results["duration_s"] = time.perf_counter() - started
