@@ -35,7 +35,15 @@ from ._registry import HookRegistry, class_name
 from ._unbundle import LoopAwareBundle, audit_bundle, unbundle
 from .codecs import Codec, get_codec
 from .codecs.pickle import UnsafeLoadWarning
-from .storage import CheckpointKey, Pid, RecordInfo, Storage, open_storage
+from .storage import (
+    CheckpointKey,
+    KeyToken,
+    Pid,
+    RecordInfo,
+    Storage,
+    open_storage,
+    pid_from_token,
+)
 
 __all__ = ("CheckpointInfo", "LoopAwarePersister", "open_persister")
 
@@ -57,6 +65,24 @@ def _listing_meta(process: plumpy.Process) -> dict[str, Any]:
         "state": _state_label(process),
         "saved_at": time.time(),
     }
+
+
+class _PidsByToken(dict[str, Pid]):
+    """:func:`pid_from_token`, memoised: a missing token is parsed and kept.
+
+    Parsing is most of what listing 10,000 keys would cost (a UUID is built
+    from its hex each time); pids are immutable, so one object per token can
+    be handed out by every listing.
+    """
+
+    def __missing__(self, token: str) -> Pid:
+        pid = self[token] = pid_from_token(token)
+        return pid
+
+
+def _checkpoints(keys: list[KeyToken], pids: _PidsByToken) -> list[PersistedCheckpoint]:
+    make = PersistedCheckpoint._make  # the namedtuple's own constructor, minus a call
+    return [make((pids[token], tag)) for token, tag in keys]
 
 
 class CheckpointInfo:
@@ -139,6 +165,8 @@ class LoopAwarePersister(plumpy.Persister):
         self.compression = compression
         self.trusted = trusted
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
+        # The pids of the last full listing, so the next one parses only new tokens.
+        self._pids = _PidsByToken()
 
     def __repr__(self) -> str:
         return f"<LoopAwarePersister {self.storage.url} codec={self.codec.name}>"
@@ -301,15 +329,33 @@ class LoopAwarePersister(plumpy.Persister):
         return process  # type: ignore[return-value]
 
     def get_checkpoints(self) -> list[PersistedCheckpoint]:
-        """:return: every stored checkpoint as ``(pid, tag)``; reads no payload"""
-        return [PersistedCheckpoint(r.key.pid, r.key.tag) for r in self.storage.list()]
+        """List every stored checkpoint from the storage's keys alone.
+
+        :return: ``(pid, tag)`` per checkpoint, sorted like
+            :meth:`Storage.list <loopaware_persist.storage.Storage.list>`; pids
+            keep their type (:class:`uuid.UUID`, ``int``, ``str``)
+        :raises StorageError: if the storage fails or holds a malformed key
+        """
+        keys = self.storage.list_key_tokens()
+        pids = self._pids
+        checkpoints = _checkpoints(keys, pids)
+        if len(pids) > 2 * len(keys) + 1024:
+            # Mostly pids deleted since: keep only those listed now.
+            self._pids = _PidsByToken({token: pids[token] for token, _ in keys})
+        return checkpoints
 
     def get_process_checkpoints(self, pid: Hashable) -> list[PersistedCheckpoint]:
-        """:param pid: the process id
-        :return: that process's checkpoints as ``(pid, tag)``; reads no payload
+        """List one process's checkpoints from the storage's keys alone.
+
+        :param pid: the process id
+        :return: ``(pid, tag)`` per checkpoint of that process, untagged first,
+            then by tag
+        :raises EncodeError: if ``pid`` has an unsupported type
+        :raises StorageError: if the storage fails or holds a malformed key
         """
-        records = self.storage.list(pid)  # type: ignore[arg-type] # plumpy types pids as Hashable
-        return [PersistedCheckpoint(r.key.pid, r.key.tag) for r in records]
+        keys = self.storage.list_key_tokens(pid)  # type: ignore[arg-type] # plumpy: Hashable
+        # A fresh memo: one pid's listing must not grow the one kept for all.
+        return _checkpoints(keys, _PidsByToken())
 
     def delete_checkpoint(self, pid: Hashable, tag: str | None = None) -> None:
         """Delete one checkpoint; no error if it does not exist.

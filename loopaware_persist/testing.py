@@ -43,10 +43,12 @@ from loopaware_persist._errors import (
 from loopaware_persist.storage._base import (
     CheckpointKey,
     Durability,
+    KeyToken,
     Pid,
     RecordInfo,
     Storage,
     StoredRecord,
+    pid_from_token,
 )
 
 if TYPE_CHECKING:
@@ -248,6 +250,7 @@ def _check_delete(c: _Check) -> None:
     c.raises(CheckpointNotFoundError, lambda: s.get(key), "get after delete")
     c.expect_equal(s.delete(key), False, "second delete")
     c.expect_equal(s.list(key.pid), [], "list after delete")
+    c.expect_equal(s.list_key_tokens(key.pid), [], "list_key_tokens after delete")
     c.expect_equal(
         s.put(key, b"again", expected_version=0), 1, "put expecting 0 (absent) after delete"
     )
@@ -261,6 +264,7 @@ def _check_delete_pid(c: _Check) -> None:
     s.put(CheckpointKey(other), b"kept")
     c.expect_equal(s.delete_pid(pid), 3, "delete_pid count")
     c.expect_equal(s.list(pid), [], "list of a deleted pid")
+    c.expect_equal(s.list_key_tokens(pid), [], "list_key_tokens of a deleted pid")
     c.expect_equal(s.delete_pid(pid), 0, "second delete_pid count")
     c.expect_equal(c.get(CheckpointKey(other), "other pid").data, b"kept", "other pid's data")
 
@@ -308,6 +312,54 @@ def _check_list(c: _Check) -> None:
     ours = {info.key: (info.version, info.size) for info in everything if info.key in expected}
     c.expect_equal(ours, expected, "this check's records in list()")
     c.expect_equal(s.list(c.str_pid("nobody")), [], "list of a pid with no records")
+
+
+def _key_tokens_of(infos: list[RecordInfo]) -> list[KeyToken]:
+    return [(info.key.token, info.key.tag) for info in infos]
+
+
+def _check_list_key_tokens(c: _Check) -> None:
+    s = c.storage
+    number = c.int_pid()
+    # "k.t" and tag "x.y": a file name joins pid and tag with ".t"; "é" needs escaping.
+    pids: list[Pid] = [number, str(number), uuid.uuid4(), c.str_pid("k"), c.str_pid("k.t")]
+    tags = (None, "", "x", "x.y", "é")
+    for pid in pids:
+        for tag in reversed(tags):  # stored out of order on purpose
+            s.put(CheckpointKey(pid, tag), b"record")
+    for pid in pids:
+        token = CheckpointKey(pid).token
+        listed = s.list_key_tokens(pid)
+        c.expect(
+            isinstance(listed, list) and all(type(pair) is tuple for pair in listed),
+            f"list_key_tokens({pid!r}) must return a list of tuples, got {_short(listed)}",
+        )
+        c.expect_equal(listed, [(token, tag) for tag in tags], f"list_key_tokens({pid!r})")
+        c.expect_equal(listed, _key_tokens_of(s.list(pid)), f"list_key_tokens({pid!r}) vs list")
+        back = pid_from_token(listed[0][0])
+        c.expect(
+            type(back) is type(pid) and back == pid,
+            f"the token {listed[0][0]!r} gives back pid {back!r}, not {pid!r}",
+        )
+    everything = s.list_key_tokens()
+    c.expect(len(set(everything)) == len(everything), "list_key_tokens() reported a key twice")
+    c.expect(
+        everything == sorted(everything, key=lambda p: (p[0], p[1] is not None, p[1] or "")),
+        "list_key_tokens() must be sorted by (pid token, tag with None first)",
+    )
+    ours = {CheckpointKey(pid).token for pid in pids}
+    c.expect_equal(
+        [pair for pair in everything if pair[0] in ours],
+        [pair for pair in _key_tokens_of(s.list()) if pair[0] in ours],
+        "this check's keys in list_key_tokens() vs list()",
+    )
+    c.expect_equal(s.list_key_tokens(c.str_pid("nobody")), [], "list_key_tokens of no records")
+    s.delete(CheckpointKey(pids[0], ""))
+    c.expect_equal(
+        s.list_key_tokens(pids[0]),
+        [(CheckpointKey(pids[0]).token, tag) for tag in tags if tag != ""],
+        "list_key_tokens after a delete",
+    )
 
 
 def _check_list_metadata(c: _Check) -> None:
@@ -391,6 +443,18 @@ def _check_awkward_keys(c: _Check) -> None:
     c.expect_equal(len(listed), len(keys), "number of awkward keys listed")
     for key in keys[:6]:
         c.expect_equal([info.key for info in s.list(key.pid) if info.key == key], [key], "list")
+    wanted = {(key.token, key.tag) for key in keys}
+    c.expect_equal(
+        [pair for pair in s.list_key_tokens() if pair in wanted],
+        sorted(wanted, key=lambda p: (p[0], p[1] is not None, p[1] or "")),
+        "awkward keys in list_key_tokens()",
+    )
+    for pid in {key.pid for key in keys}:
+        c.expect_equal(
+            s.list_key_tokens(pid),
+            _key_tokens_of(s.list(pid)),
+            f"list_key_tokens({pid!r}) vs list of an awkward pid",
+        )
     c.expect_equal(s.delete(keys[0]), True, f"delete {keys[0]!r}")
     for i, key in enumerate(keys[1:], start=1):
         c.expect_equal(c.get(key, "after one delete").data, f"record {i}".encode(), repr(key))
@@ -508,6 +572,11 @@ def _check_input_validation(c: _Check) -> None:
     c.raises(EncodeError, lambda: CheckpointKey(True), "CheckpointKey(True)")
     c.raises(EncodeError, lambda: CheckpointKey(1.5), "CheckpointKey(1.5)")  # type: ignore[arg-type]
     c.raises(EncodeError, lambda: s.list(b"pid"), "list(b'pid')")  # type: ignore[arg-type]
+    c.raises(
+        EncodeError,
+        lambda: s.list_key_tokens(b"pid"),  # type: ignore[arg-type]
+        "list_key_tokens(b'pid')",
+    )
     c.raises(ValueError, lambda: s.put(key, b"", expected_version=-1), "expected_version=-1")
     c.raises(CheckpointNotFoundError, lambda: s.get(key), "get after rejected puts")
 
@@ -522,6 +591,7 @@ def _check_close(c: _Check) -> None:
     c.raises(StorageError, lambda: s.get(key), "get after close")
     c.raises(StorageError, lambda: s.put(key, b"y"), "put after close")
     c.raises(StorageError, lambda: s.list(), "list after close")
+    c.raises(StorageError, lambda: s.list_key_tokens(), "list_key_tokens after close")
     with c.factory() as other:
         c.expect(isinstance(other, Storage), "the factory must return a Storage")
     c.expect(other.closed, "leaving a with block must close the storage")
@@ -547,6 +617,7 @@ def check_storage(
         ("delete", _check_delete),
         ("delete_pid", _check_delete_pid),
         ("list", _check_list),
+        ("list_key_tokens", _check_list_key_tokens),
         ("list metadata", _check_list_metadata),
         ("read_prefix", _check_read_prefix),
         ("awkward keys", _check_awkward_keys),
@@ -671,7 +742,8 @@ def storage_state_machine(factory: Callable[[], Storage]) -> type[RuleBasedState
 
     Each example opens a storage with ``factory``, clears a fixed set of pids,
     then runs random put / compare-and-set put / get / read_prefix / delete /
-    delete_pid / list steps, comparing every answer with the model. The pids
+    delete_pid / list / list_key_tokens steps, comparing every answer with the
+    model. The pids
     it uses are fixed, so no one else may write them to that store meanwhile.
     Needs hypothesis installed.
 
@@ -785,6 +857,16 @@ def storage_state_machine(factory: Callable[[], Storage]) -> type[RuleBasedState
                 key=lambda item: item[0].sort_key(),
             )
             expect(listed == wanted, f"list({pid!r}) gave {listed}, expected {wanted}")
+
+        @rule(pid=st.one_of(st.none(), st.sampled_from(pids)))
+        def list_key_tokens(self, pid: Pid | None) -> None:
+            listed = [pair for pair in self.storage.list_key_tokens(pid) if pair[0] in tokens]
+            wanted = [
+                (key.token, key.tag)
+                for key in sorted(self.model, key=CheckpointKey.sort_key)
+                if pid is None or key.token == CheckpointKey(pid).token
+            ]
+            expect(listed == wanted, f"list_key_tokens({pid!r}) gave {listed}, expected {wanted}")
 
         def teardown(self) -> None:
             self.storage.close()

@@ -170,6 +170,21 @@ class _PidsAsStrings(MemoryStorage):
         ]  # fmt: skip
 
 
+class _KeysWithoutTags(MemoryStorage):
+    def _list_key_tokens(self, pid: Any) -> Any:
+        return sorted({(token, None) for token, _ in super()._list_key_tokens(pid)})
+
+
+class _KeysAsPids(MemoryStorage):
+    def _list_key_tokens(self, pid: Any) -> Any:
+        return [(str(pid_from_token(token)), tag) for token, tag in super()._list_key_tokens(pid)]
+
+
+class _KeysAsLists(MemoryStorage):
+    def _list_key_tokens(self, pid: Any) -> Any:
+        return [[token, tag] for token, tag in super()._list_key_tokens(pid)]
+
+
 class _PerThreadStore(MemoryStorage):
     """Each thread sees its own records: a missing lock, made deterministic."""
 
@@ -211,6 +226,9 @@ class _OpenAfterClose(MemoryStorage):
         (_TagNoneIsEmpty, "delete_pid"),
         (_Unsorted, "list"),
         (_PidsAsStrings, "list"),
+        (_KeysWithoutTags, "list_key_tokens"),
+        (_KeysAsPids, "list_key_tokens"),
+        (_KeysAsLists, "list_key_tokens"),
         (_PerThreadStore, "concurrent writers"),
         (_DeleteRaisesWhenMissing, "delete"),
         (_OpenAfterClose, "close"),

@@ -386,6 +386,8 @@ def test_listing_reads_no_payloads(pg_url: str, schema: str) -> None:
                 (CheckpointKey(1, "t"), 0),
             ]
             assert [i.key for i in lister.list(1)] == [CheckpointKey(1), CheckpointKey(1, "t")]
+            assert lister.list_key_tokens() == [("i:1", None), ("i:1", "t")]
+            assert lister.list_key_tokens(1) == [("i:1", None), ("i:1", "t")]
             # ...while reading data is refused at once, not retried as an outage.
             with pytest.raises(StorageError, match="permission denied") as info:
                 lister.get(CheckpointKey(1))

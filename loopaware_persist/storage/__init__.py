@@ -19,6 +19,7 @@ from loopaware_persist._errors import StorageError
 from loopaware_persist.storage._base import (
     CheckpointKey as CheckpointKey,
     Durability as Durability,
+    KeyToken as KeyToken,
     Pid as Pid,
     RecordInfo as RecordInfo,
     Storage as Storage,
@@ -33,6 +34,7 @@ __all__ = (
     "ENTRY_POINT_GROUP",
     "CheckpointKey",
     "Durability",
+    "KeyToken",
     "Pid",
     "RecordInfo",
     "Storage",

@@ -35,6 +35,7 @@ __all__ = (
     "CheckpointKey",
     "CorruptStoredRecordError",
     "Durability",
+    "KeyToken",
     "Pid",
     "RecordInfo",
     "Storage",
@@ -47,6 +48,11 @@ __all__ = (
 
 #: What a process id may be: plumpy uses UUIDs, AiiDA uses ints, tests use strings.
 Pid: TypeAlias = int | str | uuid.UUID
+
+#: A stored key as :meth:`Storage.list_key_tokens` reports it: ``(pid token, tag)``,
+#: the token being :func:`pid_token` of the pid (turn it back with
+#: :func:`pid_from_token`) and the tag ``None`` for the untagged checkpoint.
+KeyToken: TypeAlias = tuple[str, str | None]
 
 #: ``"normal"`` survives a process crash; ``"full"`` also survives power loss
 #: (fsync before :meth:`Storage.put` returns).
@@ -279,7 +285,9 @@ class Storage(abc.ABC):
       :meth:`put` returns.
     * It is safe under concurrent writers from several threads (sharing one
       storage object) and several processes (each opening the same URL).
-    * :meth:`list` never reads record data.
+    * :meth:`list` never reads record data. :meth:`list_key_tokens` reports
+      the same keys as :meth:`list`, in the same order, unless a record was
+      damaged outside the storage.
     * Every failure of the backend is a :class:`StorageError`; after
       :meth:`close` every operation raises one.
 
@@ -409,6 +417,39 @@ class Storage(abc.ABC):
         infos.sort(key=lambda info: info.key.sort_key())
         return infos
 
+    def list_key_tokens(self, pid: Pid | None = None) -> builtins.list[KeyToken]:
+        """List the stored keys only, as ``(pid token, tag)`` pairs: the cheap listing.
+
+        The keys :meth:`list` reports, in the same order, but without
+        versions, sizes and times, and without building a
+        :class:`CheckpointKey` (nor parsing a pid) per record: the built-in
+        backends answer from an index (SQL ``SELECT pid, tag``, file names)
+        and read no record. Turn a token into its pid with
+        :func:`pid_from_token`, once per distinct token; like :meth:`list`, it
+        raises :class:`StorageError` for a token damaged in storage.
+
+        Where :meth:`list` reads each record's header (``file:``), a record
+        damaged inside is skipped there but listed here; :meth:`get` reports
+        the damage.
+
+        :param pid: only this process's keys; ``None`` for all
+        :raises EncodeError: if ``pid`` has an unsupported type
+        :raises StorageError: if the storage failed or is closed
+        :return: the keys, sorted by pid token, then tag with ``None`` first
+            (the order of :meth:`CheckpointKey.sort_key`)
+        """
+        self._check_open("list_key_tokens")
+        if pid is not None:
+            pid = CheckpointKey(pid).pid
+        tokens = self._list_key_tokens(pid)
+        try:
+            # Tuples compare in C; for a sorted answer (an SQL index order) this is
+            # one pass. It only fails when one pid has both a None and a str tag.
+            tokens.sort()
+        except TypeError:
+            tokens.sort(key=_key_token_order)
+        return tokens
+
     def close(self) -> None:
         """Release the storage's resources. Closing twice is harmless."""
         if self._closed:
@@ -453,6 +494,18 @@ class Storage(abc.ABC):
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         """Implement :meth:`list`, in any order (the caller sorts)."""
 
+    def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
+        """Implement :meth:`list_key_tokens`, in any order (the caller sorts).
+
+        The default derives the keys from :meth:`list`, so every storage has
+        the method; a backend that can list keys without building
+        :class:`RecordInfo` objects overrides it.
+
+        :param pid: a valid pid, or ``None`` for all
+        :return: ``(pid token, tag)`` for each stored record
+        """
+        return [(info.key.token, info.key.tag) for info in self.list(pid)]
+
     @abc.abstractmethod
     def _close(self) -> None:
         """Implement :meth:`close`; called once."""
@@ -493,6 +546,12 @@ class Storage(abc.ABC):
             f"Nothing was stored; reload the checkpoint and retry."
         )
         return StaleCheckpointError(msg, expected=expected, actual=actual)
+
+
+def _key_token_order(pair: KeyToken) -> tuple[str, bool, str]:
+    # CheckpointKey.sort_key for a (token, tag) pair: None sorts before every tag.
+    token, tag = pair
+    return (token, tag is not None, tag or "")
 
 
 def _check_key(key: object) -> CheckpointKey:

@@ -10,6 +10,8 @@ File format
     The header carries the version, the save time and the full key, so
     :meth:`FileStorage.list` reads one small ``pread`` per record and never the
     data, and a hashed file name (below) is checked against the real key.
+    :meth:`~FileStorage.list_key_tokens` reads names only: it opens no file
+    but those whose name is hashed or not one this storage writes.
 
 File names
     ``<pid>.ckpt`` for the untagged checkpoint and ``<pid>.t<tag>.ckpt`` for a
@@ -66,10 +68,12 @@ from loopaware_persist.storage._base import (
     CheckpointKey,
     CorruptStoredRecordError,
     Durability,
+    KeyToken,
     Pid,
     RecordInfo,
     Storage,
     StoredRecord,
+    pid_from_token,
     pid_token,
 )
 
@@ -93,6 +97,18 @@ _HEADER_GUESS = 512
 _MAX_NAME = 200  # well under NAME_MAX (255 bytes) on every POSIX file system
 _HASHED_KEEP = 130
 _UNSAFE = re.compile(r"[^a-z0-9_:\-]+")
+# A name checkpoint_filename writes for a key whose token and tag need no
+# escaping (every UUID and int pid, most str pids and tags): the groups are the
+# token and the tag (None when absent), verbatim.
+_PLAIN_NAME = re.compile(
+    r"(u:[0-9a-f]{32}|i:(?:-?[1-9][0-9]*|0)|s:[a-z0-9_:\-]*)(?:\.t([a-z0-9_:\-]*))?\.ckpt",
+    re.ASCII,
+)
+# Any other unhashed name it writes: the same with %xx escapes.
+_ESCAPED_NAME = re.compile(
+    r"((?:[a-z0-9_:\-]|%[0-9a-f]{2})+)(?:\.t((?:[a-z0-9_:\-]|%[0-9a-f]{2})*))?\.ckpt",
+    re.ASCII,
+)
 
 
 def _escape_run(match: re.Match[str]) -> str:
@@ -119,6 +135,47 @@ def checkpoint_filename(key: CheckpointKey) -> str:
         digest = hashlib.sha256(stem.encode("ascii")).hexdigest()
         stem = f"{stem[:_HASHED_KEEP]}~{digest}"
     return stem + SUFFIX
+
+
+def _unescape(text: str) -> str | None:
+    """Reverse :func:`_escape`, or ``None`` if ``text`` is not an escaping it writes."""
+    try:
+        plain = urllib.parse.unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    # One escaping per text: "%61" (for "a") or a needless escape is not ours.
+    return plain if _escape(plain) == text else None
+
+
+def _key_token_from_name(name: str) -> KeyToken | None:
+    """The key a file name stands for, read from the name alone.
+
+    :param name: a directory entry
+    :return: ``(pid token, tag)`` if ``checkpoint_filename`` writes exactly this
+        name for that key; ``None`` for any other name (hashed, foreign,
+        non-canonical), whose header alone can tell
+    """
+    if len(name) > _MAX_NAME:
+        return None
+    match = _PLAIN_NAME.fullmatch(name)
+    if match is not None:
+        token, tag = match.groups()
+        return token, tag
+    match = _ESCAPED_NAME.fullmatch(name)
+    if match is None:
+        return None
+    escaped_token, escaped_tag = match.groups()
+    token = _unescape(escaped_token)
+    if token is None:
+        return None
+    try:
+        pid_from_token(token)
+    except StorageError:
+        return None
+    if escaped_tag is None:
+        return token, None
+    tag = _unescape(escaped_tag)
+    return None if tag is None else (token, tag)
 
 
 def _may_hold_pid(name: str, escaped_pid: str) -> bool:
@@ -582,42 +639,53 @@ class FileStorage(Storage):
             )
             raise DurabilityError(msg) from exc
 
+    def _listdir(self) -> builtins.list[str]:
+        try:
+            return self._io.listdir(self.root)
+        except OSError as exc:
+            raise self._read_error(None, self.root, exc) from exc
+
+    def _listed_header(self, path: str) -> _Header | None:
+        """Read a file's header for a listing.
+
+        :return: the header, or ``None`` if the file is gone or damaged (logged)
+        """
+        io = self._io
+        try:
+            fd = io.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None  # deleted since listdir
+        except OSError as exc:
+            raise self._read_error(None, path, exc) from exc
+        try:
+            header, _ = self._read_header(fd, path)
+        except OSError as exc:
+            raise self._read_error(None, path, exc) from exc
+        except CorruptStoredRecordError as exc:
+            # One damaged file must not hide every healthy checkpoint (plumpy's
+            # PicklePersister fails the whole listing). Its key is unreadable, so
+            # it cannot be listed; say where it is instead.
+            _LOG.warning("skipping a damaged checkpoint file while listing: %s", exc)
+            return None
+        finally:
+            io.close(fd)
+        return header
+
     def _scan(self, pid: Pid | None) -> builtins.list[tuple[str, RecordInfo]]:
         # The hot loop of list(): one open/pread/close per record and as little
         # Python as possible around it (10,000 records should list in tens of ms).
-        io = self._io
         token = None if pid is None else pid_token(pid)
         escaped = None if token is None else _escape(token)
-        try:
-            names = io.listdir(self.root)
-        except OSError as exc:
-            raise self._read_error(None, self.root, exc) from exc
         found = []
         prefix = self.root.rstrip("/") + "/"
-        for name in names:
+        for name in self._listdir():
             if not name.endswith(SUFFIX) or name.startswith("."):
                 continue
             if escaped is not None and not _may_hold_pid(name, escaped):
                 continue
-            path = prefix + name
-            try:
-                fd = io.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # deleted since listdir
-            except OSError as exc:
-                raise self._read_error(None, path, exc) from exc
-            try:
-                header, _ = self._read_header(fd, path)
-            except OSError as exc:
-                raise self._read_error(None, path, exc) from exc
-            except CorruptStoredRecordError as exc:
-                # One damaged file must not hide every healthy checkpoint (plumpy's
-                # PicklePersister fails the whole listing). Its key is unreadable, so
-                # it cannot be listed; say where it is instead.
-                _LOG.warning("skipping a damaged checkpoint file while listing: %s", exc)
+            header = self._listed_header(prefix + name)
+            if header is None:
                 continue
-            finally:
-                io.close(fd)
             key = header.key
             if token is not None and key.token != token:
                 continue
@@ -631,6 +699,36 @@ class FileStorage(Storage):
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         return [info for _, info in self._scan(pid)]
+
+    def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
+        # A name checkpoint_filename writes stands for its key, so most files
+        # are listed from their names alone, opening nothing. The rest (hashed
+        # names, which keep only a prefix of the key, and names this storage
+        # does not write) are read as list() reads them, so they are listed,
+        # or skipped, exactly as there.
+        token = None if pid is None else pid_token(pid)
+        escaped = None if token is None else _escape(token)
+        plain = _PLAIN_NAME.fullmatch
+        found: builtins.list[KeyToken] = []
+        prefix = self.root.rstrip("/") + "/"
+        for name in self._listdir():
+            match = plain(name)
+            if match is not None and len(name) <= _MAX_NAME:
+                pair: KeyToken | None = match.groups()  # type: ignore[assignment]
+            elif not name.endswith(SUFFIX) or name.startswith("."):
+                continue  # temp files, locks, foreign files
+            else:
+                pair = _key_token_from_name(name)
+            if pair is not None:
+                if token is None or pair[0] == token:
+                    found.append(pair)
+                continue
+            if escaped is not None and not _may_hold_pid(name, escaped):
+                continue
+            header = self._listed_header(prefix + name)
+            if header is not None and (token is None or header.key.token == token):
+                found.append((header.key.token, header.key.tag))
+        return found
 
     def _close(self) -> None:
         # Nothing stays open between operations (each opens and closes its own

@@ -19,6 +19,7 @@ from loopaware_persist._errors import StorageError
 from loopaware_persist.storage._base import (
     CheckpointKey,
     Durability,
+    KeyToken,
     Pid,
     RecordInfo,
     Storage,
@@ -115,6 +116,14 @@ class MemoryStorage(Storage):
             for key, e in items
             if token is None or key.token == token
         ]
+
+    def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
+        with self._store.lock:
+            keys = list(self._store.entries)
+        if pid is None:
+            return [(key.token, key.tag) for key in keys]
+        token = pid_token(pid)
+        return [(token, key.tag) for key in keys if key.token == token]
 
     def _close(self) -> None:
         # A named store outlives its handles (that is its point); an anonymous

@@ -83,6 +83,7 @@ from loopaware_persist._errors import (
 from loopaware_persist.storage._base import (
     CheckpointKey,
     Durability,
+    KeyToken,
     Pid,
     RecordInfo,
     Storage,
@@ -879,6 +880,31 @@ class PostgresStorage(Storage):
             for token, tag, version, size, saved_at in rows
         ]
 
+    def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
+        def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
+            with conn.cursor(binary=True) as cursor:
+                if pid is None:
+                    return cursor.execute(self._queries.list_keys_all).fetchall()
+                token = pid_token(pid).encode("utf-8")
+                return cursor.execute(self._queries.list_keys_pid, (token,)).fetchall()
+
+        rows = self._run_read("list the checkpoints", body)
+        try:
+            # Inline for the usual column values: UTF-8, and b'' or b':<tag>'.
+            return [
+                (token.decode(), None)
+                if tag == b""
+                else (token.decode(), tag[1:].decode())
+                if tag[:1] == b":"
+                else (token.decode(), _decode_tag(bytes(tag)))
+                for token, tag in rows
+            ]
+        except UnicodeDecodeError:
+            # Again, value by value, to raise the error that names the bad one.
+            return [
+                (_decode_text(token, what="pid"), _decode_tag(bytes(tag))) for token, tag in rows
+            ]
+
     def _close(self) -> None:
         with self._lock:
             pool, self._pool = self._pool, None
@@ -974,6 +1000,12 @@ class _Queries:
         listing = "SELECT pid, tag, version, size, date_part('epoch', saved_at) FROM {}"
         self.list_all = sql.SQL(listing).format(table)
         self.list_pid = sql.SQL(listing + " WHERE pid = %s").format(table)
+        # The primary key's columns only, in its order: an index-only scan. bytea
+        # sorts bytewise, and UTF-8 bytewise is code point order, as Python sorts.
+        self.list_keys_all = sql.SQL("SELECT pid, tag FROM {} ORDER BY pid, tag").format(table)
+        self.list_keys_pid = sql.SQL(
+            "SELECT pid, tag FROM {} WHERE pid = %s ORDER BY pid, tag"
+        ).format(table)
 
 
 def open_storage(

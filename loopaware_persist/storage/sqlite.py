@@ -43,6 +43,7 @@ from loopaware_persist.storage._base import (
     CheckpointKey,
     CorruptStoredRecordError,
     Durability,
+    KeyToken,
     Pid,
     RecordInfo,
     Storage,
@@ -507,6 +508,31 @@ class SqliteStorage(Storage):
                 saved_at=float(saved_at),
             )
             for token, tag, version, size, saved_at in rows
+        ]
+
+    def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
+        # Only the primary key's columns: SQLite answers from that index alone
+        # (a covering index scan), in the order list() sorts by, never touching
+        # the table's rows. '' sorts before ':<tag>', as None before a tag.
+        query = "SELECT pid, tag FROM checkpoints"
+        params: tuple[str, ...] = ()
+        if pid is not None:
+            query += " WHERE pid = ?"
+            params = (pid_token(pid),)
+        query += " ORDER BY pid, tag"
+        try:
+            with self._connection() as conn:
+                rows = conn.execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="list the checkpoints") from exc
+        # Inline for the usual column values; _decode_tag raises for any other.
+        return [
+            (token, None)
+            if tag == ""
+            else (token, tag[1:])
+            if tag[:1] == ":"
+            else (token, _decode_tag(tag))
+            for token, tag in rows
         ]
 
     def _close(self) -> None:
