@@ -31,12 +31,17 @@ refused message into a value kiwipy handles:
 * :meth:`MessageCodec.client_decoder` returns ``{"exception": ...}``, kiwipy's
   own error reply, so the sender's future fails with a ``kiwipy.RemoteException``
   naming the reason instead of hanging.
+
+Encoding fails the same way: kiwipy encodes a task's reply after acknowledging the
+task, so a reply the encoder refuses (a process output that is not plain data) is
+lost and its sender waits forever. :meth:`MessageCodec.worker_encoder` sends kiwipy's
+error reply in its place.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 import attrs
@@ -63,6 +68,7 @@ MESSAGE_MAGIC: Final = b"LAPM\x01"
 # kiwipy's error reply key (kiwipy.rmq.utils.EXCEPTION_KEY), spelt out so this
 # module does not import kiwipy's RabbitMQ half (aio-pika) just for a constant.
 _EXCEPTION_KEY: Final = "exception"
+_RESULT_KEY: Final = "result"  # kiwipy.rmq.utils.RESULT_KEY
 
 
 @attrs.frozen
@@ -120,6 +126,24 @@ class MessageCodec:
                 "not live objects."
             )
             raise EncodeError(msg, path=error.path) from error
+
+    def worker_encoder(self, message: Any) -> bytes:
+        """Encode a message for a worker: a result reply it cannot encode becomes an error reply.
+
+        :param message: as for :meth:`encode`
+        :raises EncodeError: if a message other than a result reply cannot be encoded
+        :return: the bytes to publish (for a refused result, kiwipy's
+            ``{"exception": reason}`` reply; logged as a warning)
+        """
+        try:
+            return self.encode(message)
+        except EncodeError as error:
+            if not (isinstance(message, Mapping) and _RESULT_KEY in message):
+                raise
+            _LOGGER.warning("Could not send a result reply: %s", error)
+            reply = {k: v for k, v in message.items() if k != _RESULT_KEY}
+            reply[_EXCEPTION_KEY] = f"The result could not be sent: {error}"
+            return self.encode(reply)
 
     def decode(self, data: bytes) -> Any:
         """Decode a message, strictly.

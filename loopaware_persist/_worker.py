@@ -47,6 +47,7 @@ and closes the persister.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -176,7 +177,8 @@ class _Fence:
             fenced = self.persister.fence(process, error)
             if terminal:
                 # Raising while entering a terminal state would make plumpy retry
-                # the transition; the process stops here anyway.
+                # the transition; the process stops here anyway. Its own outcome is
+                # already set: its task follows the owner's (stale_fences()).
                 return
             raise fenced from error
         except Exception:
@@ -201,6 +203,8 @@ class FencingPersister(LoopAwarePersister):
         self._fences: weakref.WeakKeyDictionary[plumpy.Process, _Fence] = (
             weakref.WeakKeyDictionary()
         )
+        # Copies fenced as stale, per pid: see stale_fences().
+        self._stale: collections.Counter[Hashable] = collections.Counter()
 
     def _watch(self, process: plumpy.Process, version: int) -> _Fence:
         fence = self._fences.get(process)
@@ -227,6 +231,19 @@ class FencingPersister(LoopAwarePersister):
         fence = self._fences.get(process)
         return None if fence is None else fence.fenced
 
+    def stale_fences(self, pid: Hashable) -> int:
+        """How many copies of ``pid`` this persister fenced because another worker saved it.
+
+        A copy fenced while entering a terminal state ends "normally": plumpy set its
+        own, never saved, outcome before the checkpoint was refused. A worker compares
+        this count before and after a task to reply with the owner's stored outcome
+        instead of that one.
+
+        :param pid: the process id
+        :return: the count
+        """
+        return self._stale.get(pid, 0)
+
     def fence(self, process: plumpy.Process, cause: BaseException | None = None) -> FencedError:
         """Stop ``process`` from saving again (idempotent).
 
@@ -240,6 +257,7 @@ class FencingPersister(LoopAwarePersister):
         reason: FenceReason
         if isinstance(cause, StaleCheckpointError):
             reason = "stale"
+            self._stale[process.pid] += 1
             msg = (
                 f"Process {process.pid} fenced: another worker saved its checkpoint after this "
                 f"one loaded version {fence.version} ({cause}). Stopped without writing; the "
@@ -289,7 +307,18 @@ class FencingPersister(LoopAwarePersister):
         if expected_version is None:
             # A process this persister never loaded is new: its pid must not exist yet.
             expected_version = fence.version if fence is not None else 0
-        version = super().save_checkpoint(process, expected_version=expected_version, verify=verify)
+        try:
+            version = super().save_checkpoint(
+                process, expected_version=expected_version, verify=verify
+            )
+        except (StaleCheckpointError, BackendUnavailableError):
+            if fence is None:
+                # A new process whose first checkpoint failed never runs (its launch
+                # fails and is requeued). Release its RPC/broadcast subscriptions, keyed
+                # by pid, as load_process() does for a failed claim: left behind, the
+                # retried launch's copy collides with them in this worker.
+                process.close()
+            raise
         self._watch(process, version)
         return version
 
@@ -380,9 +409,11 @@ class _Subscriber:
         if worker.stopping:
             return outcome  # never resolved: requeued by RabbitMQ when the connection closes
         task = self._idempotent_launch(task)
+        pid = _waited_pid(task)
+        stale = worker.persister.stale_fences(pid) if pid is not None else 0
         inner = worker.launcher(communicator, task)
         worker._track(inner)
-        inner.add_done_callback(lambda done: self._settle(done, outcome))
+        inner.add_done_callback(lambda done: self._settle(done, outcome, pid, stale))
         return outcome
 
     def _idempotent_launch(self, task: Any) -> Any:
@@ -413,13 +444,27 @@ class _Subscriber:
         }
 
     def _settle(
-        self, done: concurrent.futures.Future[Any], outcome: concurrent.futures.Future[Any]
+        self,
+        done: concurrent.futures.Future[Any],
+        outcome: concurrent.futures.Future[Any],
+        pid: Hashable = None,
+        stale: int = 0,
     ) -> None:
         if done.cancelled():
             # Only the worker's shutdown cancels a task: hand it back to the queue.
             outcome.set_exception(kiwipy.TaskRejected("the worker is shutting down"))
             return
         error = done.exception()
+        if (
+            pid is not None
+            and not isinstance(error, (FencedError, BackendUnavailableError))
+            and self._worker.persister.stale_fences(pid) != stale
+        ):
+            # A copy of this pid was fenced meanwhile, possibly this task's own while
+            # entering its terminal state: then its outcome is not the stored one, which
+            # is what the owner's task replies. Follow that.
+            self._worker.follow(pid, outcome)
+            return
         if error is None:
             outcome.set_result(done.result())
             return
@@ -436,6 +481,26 @@ class _Subscriber:
             self._worker.call_later(_UNAVAILABLE_BACKOFF, outcome.set_exception, rejected)
             return
         outcome.set_exception(error)
+
+
+def _waited_pid(task: Any) -> Hashable:
+    """:return: the pid of a launch or continue task whose reply is the process's
+    outcome, or ``None`` (a create, a ``nowait`` task, a launch without a pid)"""
+    if not isinstance(task, Mapping) or task.get(TASK_KEY) not in (LAUNCH_TASK, CONTINUE_TASK):
+        return None
+    args = task.get(TASK_ARGS)
+    if not isinstance(args, Mapping) or args.get(NOWAIT_KEY):
+        return None
+    if task[TASK_KEY] == CONTINUE_TASK:
+        pid = args.get(PID_KEY)
+    else:
+        kwargs = args.get(KWARGS_KEY)
+        pid = kwargs.get("pid") if isinstance(kwargs, Mapping) else None
+    try:
+        hash(pid)
+    except TypeError:
+        return None  # the launcher says what is wrong with it
+    return pid
 
 
 class Worker:
@@ -624,7 +689,7 @@ class Worker:
             message_exchange=DEFAULT_MESSAGE_EXCHANGE,
             task_exchange=DEFAULT_TASK_EXCHANGE,
             task_queue=self.task_queue,
-            encoder=self.messages.encode,
+            encoder=self.messages.worker_encoder,
             decoder=self.messages.worker_decoder,
             task_prefetch_count=self.prefetch,
         )

@@ -12,12 +12,14 @@ with a deadline, never waited for with a fixed sleep.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import IO
 
 import pytest
 
-from loopaware_persist._worker import WorkerClient
+from loopaware_persist._worker import DEFAULT_TASK_EXCHANGE, WorkerClient
 
 pytestmark = pytest.mark.integration
 
@@ -228,3 +230,72 @@ def side_lines(path: Path) -> list[tuple[str, int, str, int, str]]:
 def fenced_in(log: str, pid: str, reason: str) -> bool:
     """:return: whether ``log`` says process ``pid`` was fenced for ``reason``"""
     return re.search(rf"fenced {re.escape(pid)}: {reason}", log) is not None
+
+
+# region in-process helpers (test_worker_inprocess)
+
+
+def postgres_schema_url(url: str, schema: str) -> str:
+    """Point a PostgreSQL URL at a schema of its own.
+
+    :param url: a libpq URL
+    :param schema: the schema the storage should use (created on first open)
+    :return: ``url`` with ``schema=`` added to its query
+    """
+    parts = urllib.parse.urlsplit(url)
+    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+@pytest.fixture
+def postgres_store(postgres_url: str) -> Iterator[str]:
+    """:return: a PostgreSQL store URL in a schema of this test's own, dropped afterwards"""
+    import psycopg  # the postgres extra: a missing one fails here, it does not skip
+
+    schema = f"lap_it_{uuid.uuid4().hex[:12]}"
+    try:
+        yield postgres_schema_url(postgres_url, schema)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def _publish(amqp_url: str, queue: str, bodies: list[bytes]) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(DEFAULT_TASK_EXCHANGE)
+        for body in bodies:
+            await exchange.publish(aio_pika.Message(body=body), routing_key=queue)
+
+
+def publish_raw(amqp_url: str, queue: str, bodies: list[bytes]) -> None:
+    """Publish raw message bodies to the task queue, as any client of the broker could.
+
+    :param amqp_url: the broker
+    :param queue: the task queue
+    :param bodies: the message bodies, sent as they are (no encoder, no reply address)
+    """
+    asyncio.run(_publish(amqp_url, queue, bodies))
+
+
+async def _ready_count(amqp_url: str, queue: str) -> int:
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        count = declared.declaration_result.message_count
+        return int(count or 0)
+
+
+def ready_count(amqp_url: str, queue: str) -> int:
+    """:return: how many messages of ``queue`` wait for delivery (unacknowledged ones
+    held by a consumer are not counted)"""
+    return asyncio.run(_ready_count(amqp_url, queue))
+
+
+# endregion

@@ -10,6 +10,7 @@ step, and how often.
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import time
 import uuid
@@ -135,3 +136,107 @@ class Double(plumpy.Process):
         _on_loop(self, asyncio.get_running_loop())
         self.out("doubled", self.inputs["x"] * 2)
         self.out("worker", os.getpid())
+
+
+# The processes below are for the in-process worker tests (test_worker_inprocess).
+
+
+class Fail(plumpy.Process):
+    """Raises ``ValueError`` in its only step: an EXCEPTED process."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=int, default=0)
+
+    def run(self) -> None:
+        raise ValueError(f"boom {self.inputs['x']}")
+
+
+class Gated(plumpy.Process):
+    """Waits for its gate file, then doubles ``x`` and finishes, in one step.
+
+    Its only step goes straight from RUNNING to FINISHED, so a stale copy meets the
+    fence while entering its terminal state. Outputs ``doubled`` and ``copy``, the id
+    of the in-memory copy (one per load) that ran the step.
+    """
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=int, default=1)
+        spec.input("side", valid_type=str, default="")
+        spec.input("gate", valid_type=str, default="")
+        spec.input("fail", valid_type=bool, default=False)
+        spec.outputs.dynamic = True
+
+    def on_create(self) -> None:
+        super().on_create()
+        self._copy = uuid.uuid4().hex[:8]
+
+    def load_instance_state(
+        self, saved_state: Any, load_context: plumpy.LoadSaveContext | None
+    ) -> None:
+        super().load_instance_state(saved_state, load_context)
+        self._copy = uuid.uuid4().hex[:8]
+
+    async def run(self) -> None:
+        _on_loop(self, asyncio.get_running_loop())
+        side, gate = self.inputs["side"], self.inputs["gate"]
+        record(side, self.pid, 0, "start", self._copy)
+        deadline = time.monotonic() + GATE_DEADLINE
+        while gate and not os.path.exists(gate):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gate {gate} never opened")
+            await asyncio.sleep(0.02)
+        record(side, self.pid, 0, "done", self._copy)
+        if self.inputs["fail"]:
+            raise ValueError(f"copy {self._copy} failed")
+        self.out("doubled", self.inputs["x"] * 2)
+        self.out("copy", self._copy)
+
+
+@plumpy.auto_persist("_blob")
+class Unsavable(plumpy.Process):
+    """Puts a value no codec can store into its persisted state mid-run."""
+
+    def on_create(self) -> None:
+        super().on_create()
+        self._blob: object = None
+
+    def run(self) -> plumpy.Continue:
+        self._blob = object()
+        return plumpy.Continue(self.after)
+
+    def after(self) -> None:
+        pass
+
+
+class Opaque(plumpy.Process):
+    """Finishes with an output no message can carry (a bare ``object()``)."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.outputs.dynamic = True
+
+    def run(self) -> None:
+        self.out("thing", object())
+
+
+class Color(enum.Enum):
+    """An enum of this module: a worker allowing the module may send it, others refuse it."""
+
+    RED = "red"
+
+
+class Palette(plumpy.Process):
+    """Outputs a :class:`Color`: its reply needs the module on the receiver's allow-list."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.outputs.dynamic = True
+
+    def run(self) -> None:
+        self.out("color", Color.RED)

@@ -162,3 +162,65 @@ def run_forked(child: Callable[[], int | None]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+# region PostgreSQL (test_postgres_*)
+
+#: How to start the throwaway servers, as tests/integration/conftest.py says it.
+HOW_TO_START_POSTGRES = "bash .ci/servers/start-postgres.sh && source .ci/servers/postgres.env"
+
+
+def postgres_url() -> str:
+    """The test server's URL, from ``LOOPAWARE_TEST_POSTGRES_URL``.
+
+    Unset, a test skips locally and fails under CI (``CI`` set), as the integration
+    scenarios do: a skipped campaign there would pass a build that measured nothing.
+
+    :return: the URL
+    """
+    import pytest
+
+    url = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL", "")
+    if url:
+        return url
+    msg = f"LOOPAWARE_TEST_POSTGRES_URL is not set. Start the server with: {HOW_TO_START_POSTGRES}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg} (under CI a missing server is a failure, not a skip)")
+    pytest.skip(msg)
+
+
+def postgres_schema_url(url: str, schema: str) -> str:
+    """Point a PostgreSQL URL at a schema of its own.
+
+    :param url: a libpq URL
+    :param schema: the schema the storage should use (created on first open)
+    :return: ``url`` with ``schema=`` added to its query
+    """
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+@contextmanager
+def postgres_schema(url: str, prefix: str) -> Iterator[str]:
+    """A schema no other test uses, dropped (with its tables) afterwards.
+
+    :param url: the server's URL (without ``schema=``)
+    :param prefix: the start of the schema's name (lower-case letters, ``_``)
+    :return: the schema's name
+    """
+    import uuid
+
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# endregion

@@ -1,0 +1,449 @@
+"""Figures 2, 4 and 6 on PostgreSQL: real kills, malformed input, the hostile corpus.
+
+The same campaigns as ``test_kills``, ``test_malformed`` and ``test_hostile_corpus``,
+with their generators and corpora, against the real server of
+``LOOPAWARE_TEST_POSTGRES_URL`` (skipped locally without it, a failure under CI).
+Each test works in a schema of its own, dropped afterwards, so nothing collides with
+other tests using the same database.
+
+* malformed input: seeded mutations of real records are written into the table,
+  half through the storage's ``put`` and half by SQL ``UPDATE`` of the ``data``
+  column (as another program or a damaged page would), in a subprocess capped at
+  1 GiB of address space. Every load must raise a typed ``LoopAwarePersistError``
+  (or return exactly the original): 0 silent wrong loads.
+* hostile corpus: >= 50 crafted checkpoints stored in PostgreSQL and driven through
+  every read path, the worker's ``FencingPersister`` included, in a fresh
+  interpreter: 0 executions, no module imported.
+* kills: a forked writer saves in a loop and acknowledges each version after ``put``
+  returned; it is SIGKILLed at random moments: 0 corrupt records, 0 acknowledged
+  saves lost.
+
+Run as ``python -m tests.reliability.test_postgres_reliability malformed|hostile ...``
+for the subprocess halves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import plumpy
+import pytest
+
+from loopaware_persist import (
+    CheckpointNotFoundError,
+    LoopAwareLauncher,
+    LoopAwarePersistError,
+    UnsafeCheckpointError,
+    open_persister,
+)
+from loopaware_persist._envelope import encode_envelope
+from loopaware_persist.storage import CheckpointKey
+
+from ._support import (
+    ALLOW,
+    CODECS,
+    HEAVY,
+    HEAVY_TIMEOUT,
+    canonical,
+    figure,
+    new_loop,
+    postgres_schema,
+    postgres_schema_url,
+    postgres_url,
+    real_records,
+    record_for,
+)
+
+pytestmark = [pytest.mark.timeout(HEAVY_TIMEOUT), pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+MALFORMED_COUNT = 50_000 if HEAVY else 5_000
+KILLS = 1000 if HEAVY else 100
+SEED = 20261125
+ADDRESS_SPACE = 1 << 30
+
+
+# region malformed input
+
+
+def _malformed(codec: str, url: str, schema: str, count: int, seed: int) -> dict[str, Any]:
+    """The campaign itself (in the capped subprocess): one JSON-able dict of counts."""
+    import psycopg
+
+    from ._fuzz_worker import KEY, PID, classify, mutations
+
+    rng = random.Random(f"{seed}-{codec}-postgresql")
+    records = [data for _, data in real_records(codec, (None, "zlib", "zstd"), pid=PID)]
+    outcomes: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    written: Counter[str] = Counter()
+    silent_wrong = identical = 0
+    examples: list[str] = []
+    update = f'UPDATE "{schema}".checkpoints SET data = %s, size = %s, version = version + 1'
+    with (
+        open_persister(postgres_schema_url(url, schema), codec=codec, allow=[ALLOW]) as per,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        originals = [canonical(per, data) for data in records]
+        per.storage.put(KEY, records[0])  # the row the SQL writes damage
+        for i, (kind, _index, data) in enumerate(mutations(records, count, rng)):
+            by_kind[kind] += 1
+            if i % 2:
+                per.storage.put(KEY, data)
+                written["storage.put"] += 1
+            else:
+                conn.execute(update, (data, len(data)))
+                written["sql update"] += 1
+            try:
+                loaded = per.load_checkpoint(PID)
+            except BaseException as error:
+                outcome = classify(error)
+                if outcome.startswith(("untyped", "other")) and len(examples) < 5:
+                    examples.append(f"{kind}: {outcome}")
+            else:
+                if per.codec.encode(dict(loaded)) in originals:
+                    outcome = "loaded identical"
+                    identical += 1
+                else:
+                    outcome = "SILENT WRONG LOAD"
+                    silent_wrong += 1
+            outcomes[outcome] += 1
+            try:
+                # Listings read headers and keys only: damage in the payload never
+                # breaks them.
+                per.get_checkpoints()
+                per.list_info()
+            except BaseException as error:
+                outcomes[f"listing {classify(error)}"] += 1
+    total = sum(outcomes.values())
+    untyped = sum(v for k, v in outcomes.items() if k.startswith(("untyped", "other", "Mem")))
+    return {
+        "codec": codec,
+        "storage": "postgresql",
+        "mutations": total,
+        "written_via": dict(written),
+        "by_kind": dict(by_kind),
+        "corrupt_error": outcomes["CorruptCheckpointError"],
+        "named_valid_record": outcomes["UnsafeCheckpointError"] + outcomes["UnknownTagError"],
+        "loaded_identical": identical,
+        "silent_wrong_loads": silent_wrong,
+        "memory_errors": outcomes["MemoryError"],
+        "other": {
+            k: v for k, v in outcomes.items() if k.startswith(("untyped", "other", "listing"))
+        },
+        "typed_pct": round(100.0 * (total - untyped) / total, 3),
+        "examples": examples,
+    }
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_malformed_input_on_postgresql(codec: str) -> None:
+    url = postgres_url()
+    with postgres_schema(url, "lap_rel_fuzz") as schema:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability.test_postgres_reliability",
+                "malformed",
+                codec,
+                url,
+                schema,
+                str(MALFORMED_COUNT),
+                str(SEED),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=HEAVY_TIMEOUT,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r["interpreter_errors_on_stderr"] = proc.stderr.count("SystemError")
+    figure("malformed_input", address_space_limit="1GiB", seed=SEED, **r)
+    total = r["mutations"]
+    assert total >= MALFORMED_COUNT
+    assert r["written_via"]["storage.put"] > 0
+    assert r["written_via"]["sql update"] > 0
+    assert r["memory_errors"] == 0, r
+    assert r["silent_wrong_loads"] == 0, r
+    assert r["other"] == {}, r  # every refusal is a typed LoopAwarePersistError
+    assert r["corrupt_error"] + r["named_valid_record"] + r["loaded_identical"] == total, r
+    assert r["corrupt_error"] >= 0.99 * total, r
+
+
+# endregion
+
+# region hostile corpus
+
+
+def _hostile(tmp: Path, url: str, schema: str) -> dict[str, Any]:
+    """The corpus of ``_hostile_worker``, stored in PostgreSQL (in a fresh interpreter)."""
+    from loopaware_persist._worker import open_fencing_persister
+
+    from ._hostile_worker import _msgpack_payloads, _pickle_gadgets, _tampered_bundles, _warm_up
+
+    marker = tmp / "MARKER"
+    site = tmp / "site"
+    site.mkdir()
+    evil = f"evil_{uuid.uuid4().hex}"
+    (site / f"{evil}.py").write_text(
+        textwrap.dedent(f"""
+        import enum, pathlib
+        pathlib.Path({str(marker)!r}).write_text("imported")
+        class Thing:
+            pass
+        class Color(enum.Enum):
+            RED = 1
+        def f(*args):
+            pathlib.Path({str(marker)!r}).write_text("called")
+        """)
+    )
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    m = str(marker)
+
+    records: dict[str, tuple[bytes, type[Exception]]] = {}
+    for name, payload in _pickle_gadgets(m, evil).items():
+        records[f"pickle gadget: {name}"] = (
+            encode_envelope(payload, codec="pickle"),
+            UnsafeCheckpointError,
+        )
+    for name, (payload, expected) in _msgpack_payloads(m, evil).items():
+        records[f"msgpack ext: {name}"] = (encode_envelope(payload, codec="msgpack"), expected)
+    bundles = _tampered_bundles(m, evil)
+    for codec in CODECS:
+        with open_persister("memory://", codec=codec, allow=[ALLOW]) as enc:
+            for name, bundle in bundles.items():
+                records[f"{codec} bundle: {name}"] = (enc.dumps(bundle), UnsafeCheckpointError)
+    launch_bodies = {
+        f"{kind} {cls}": {"task": kind, "args": {"process_class": cls}}
+        for kind in ("launch", "create")
+        for cls in ("os:system", "builtins:exec", "subprocess:Popen", f"{evil}:Thing", f"{evil}:f")
+    }
+
+    outcomes: Counter[str] = Counter()
+    wrong: list[str] = []
+    paths = 0
+    store = postgres_schema_url(url, schema)
+    with (
+        new_loop() as b,
+        open_persister(store, allow=[ALLOW]) as per,
+        open_fencing_persister(store, allow=[ALLOW]) as fencing,
+    ):
+        _warm_up(per, b)
+        _warm_up(fencing, b)
+        launcher = LoopAwareLauncher(per, loop=b)
+        before = set(sys.modules)
+        for name, (data, expected) in records.items():
+            key = CheckpointKey(name)
+            per.storage.put(key, data)
+            attempts = {
+                "load_checkpoint": lambda key=key: per.load_checkpoint(key.pid),
+                "Bundle.unbundle": lambda key=key: per.load_checkpoint(key.pid).unbundle(
+                    plumpy.LoadSaveContext(loop=b)
+                ),
+                "load_process": lambda key=key: per.load_process(key.pid, loop=b),
+                # The worker's read path: a claim must never follow a refused load.
+                "FencingPersister.load_process": lambda key=key: fencing.load_process(
+                    key.pid, loop=b
+                ),
+            }
+            for how, attempt in attempts.items():
+                paths += 1
+                try:
+                    result = attempt()
+                except LoopAwarePersistError as error:
+                    outcomes[type(error).__name__] += 1
+                    if not isinstance(error, expected):
+                        wrong.append(f"{name}: {type(error).__name__}: {error}"[:300])
+                except BaseException as error:
+                    outcomes[f"untyped {type(error).__name__}"] += 1
+                    wrong.append(f"{name}: {type(error).__name__}: {error}"[:300])
+                else:
+                    if how == "load_checkpoint" and " bundle: " in name:
+                        assert isinstance(result, dict)  # inert until unbundled (audited)
+                        outcomes["inert bundle returned (audited on unbundle)"] += 1
+                    else:
+                        outcomes["LOADED"] += 1
+                        wrong.append(f"{name} via {how}: loaded")
+            # A refused load claimed nothing: the record is the one written.
+            if per.storage.get(key).data != data:
+                wrong.append(f"{name}: the stored record changed")
+        listed = {c.pid for c in per.get_checkpoints()}
+        if not all(name in listed for name in records):
+            wrong.append("listing lost a record")
+        if [i for i in per.list_info() if i.error]:
+            wrong.append("a hostile payload broke a header read")
+        for name, body in launch_bodies.items():
+            paths += 1
+            try:
+                launcher(None, body)
+            except UnsafeCheckpointError:
+                outcomes["UnsafeCheckpointError"] += 1
+            except BaseException as error:
+                outcomes[f"untyped {type(error).__name__}"] += 1
+                wrong.append(f"{name}: {type(error).__name__}: {error}"[:300])
+            else:
+                wrong.append(f"{name}: accepted")
+        new_modules = sorted(set(sys.modules) - before)
+    return {
+        "storage": "postgresql",
+        "checkpoints": len(records),
+        "launch_bodies": len(launch_bodies),
+        "load_attempts": paths,
+        "outcomes": dict(outcomes),
+        "executions": int(marker.exists()),
+        "evil_module_imported": evil in sys.modules,
+        "new_modules": new_modules,
+        "wrong": wrong[:20],
+        "wrong_count": len(wrong),
+    }
+
+
+def test_hostile_corpus_from_postgresql(tmp_path: Path) -> None:
+    url = postgres_url()
+    with postgres_schema(url, "lap_rel_hostile") as schema:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability.test_postgres_reliability",
+                "hostile",
+                str(tmp_path),
+                url,
+                schema,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=HEAVY_TIMEOUT,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    outcomes = result["outcomes"]
+    refused = outcomes.get("UnsafeCheckpointError", 0) + outcomes.get("UnknownTagError", 0)
+    inert = outcomes.get("inert bundle returned (audited on unbundle)", 0)
+    line = figure(
+        "hostile_corpus",
+        refused_pct=round(100.0 * refused / (result["load_attempts"] - inert), 3),
+        **result,
+    )
+    assert line["checkpoints"] >= 50
+    assert line["executions"] == 0
+    assert line["evil_module_imported"] is False
+    assert line["new_modules"] == []
+    assert line["wrong_count"] == 0, line["wrong"]
+    assert line["refused_pct"] == 100.0
+    assert not (tmp_path / "MARKER").exists()
+
+
+# endregion
+
+# region kills
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+def test_sigkill_writer_on_postgresql(durability: str) -> None:
+    from .test_kills import ACK, KEY, _acks, _writer
+
+    url = postgres_url()
+    rng = random.Random(f"kills-postgresql-{durability}")
+    with open_persister("memory://", allow=[ALLOW]) as enc:
+        records = [record_for(enc, KEY.pid, i) for i in range(3)]
+    last_ack = lost = corrupt = in_flight_landed = acked = 0
+    with postgres_schema(url, "lap_rel_kills") as schema:
+        store = postgres_schema_url(url, schema)
+        with open_persister(store, allow=[ALLOW]):
+            pass  # creates the schema once, before the writers race to
+        for _ in range(KILLS):
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - child
+                os.close(read_end)
+                try:
+                    _writer(store, records, write_end, durability)
+                finally:
+                    os._exit(1)
+            os.close(write_end)
+            buffered = bytearray()
+            try:
+                _acks(read_end, buffered, rng.choice((0, 1, 1, 2, 5)))
+                time.sleep(rng.random() * 0.004)  # a random moment, not a timing assertion
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                _acks(read_end, buffered, None)  # what was acknowledged before death
+            finally:
+                os.close(read_end)
+            acked += len(buffered) // ACK.size
+            if buffered:
+                last_ack = ACK.unpack_from(buffered, len(buffered) - ACK.size)[0]
+            with open_persister(store, allow=[ALLOW]) as per:
+                try:
+                    record = per.storage.get(KEY)
+                except CheckpointNotFoundError:
+                    lost += last_ack > 0
+                    continue
+                try:
+                    per.loads(record.data)
+                except Exception:
+                    corrupt += 1
+                    raise
+                assert record.data in records
+                lost += record.version < last_ack
+                in_flight_landed += record.version == last_ack + 1
+                assert record.version <= last_ack + 1
+                assert [i.version for i in per.storage.list()] == [record.version]
+                last_ack = record.version
+    line = figure(
+        "real_kills",
+        storage="postgresql",
+        durability=durability,
+        sigkills=KILLS,
+        acknowledged_saves=acked,
+        final_version=last_ack,
+        corrupt=corrupt,
+        acknowledged_saves_lost=lost,
+        unacknowledged_in_flight_save_landed=in_flight_landed,
+    )
+    assert line["corrupt"] == line["acknowledged_saves_lost"] == 0
+    assert last_ack > 0
+
+
+# endregion
+
+
+def main(argv: list[str]) -> None:
+    """The subprocess halves: ``malformed CODEC URL SCHEMA COUNT SEED`` (under a 1 GiB
+    address-space cap) or ``hostile TMP URL SCHEMA``; each prints one JSON line."""
+    command, *args = argv
+    if command == "malformed":
+        codec, url, schema, count, seed = args
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+        result = _malformed(codec, url, schema, int(count), int(seed))
+    elif command == "hostile":
+        tmp, url, schema = args
+        result = _hostile(Path(tmp), url, schema)
+    else:
+        msg = f"unknown command {command!r}"
+        raise SystemExit(msg)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
