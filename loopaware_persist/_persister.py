@@ -16,7 +16,7 @@ import asyncio
 import time
 import warnings
 from collections.abc import Hashable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
@@ -440,7 +440,7 @@ class LoopAwarePersister(plumpy.Persister):
         """Close the storage."""
         self.storage.close()
 
-    def __enter__(self) -> LoopAwarePersister:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,7 +1,8 @@
 """PostgreSQL storage against a schema other programs changed: rows it did not write
 and a dropped schema are reported as StorageErrors that say what is wrong and what to
 do; a closed storage says how to reopen. Needs the throwaway server of
-``.ci/servers/start-postgres.sh`` (``LOOPAWARE_TEST_POSTGRES_URL``); skips without it.
+``.ci/servers/start-postgres.sh`` (``LOOPAWARE_TEST_POSTGRES_URL``); skips without it,
+except under ``CI`` (``.ci/run``), where a missing server is a failure.
 """
 
 from __future__ import annotations
@@ -19,7 +20,19 @@ from loopaware_persist.storage import CheckpointKey, open_storage
 psycopg = pytest.importorskip("psycopg")
 
 URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(not URL, reason="LOOPAWARE_TEST_POSTGRES_URL is not set")
+
+
+@pytest.fixture(autouse=True)
+def _server() -> None:
+    if URL:
+        return
+    msg = (
+        "LOOPAWARE_TEST_POSTGRES_URL is not set. Start the throwaway server with "
+        "`bash .ci/servers/start-postgres.sh && . .ci/servers/postgres.env`."
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg} Under CI a missing server is a failure, not a skip.")
+    pytest.skip(msg)
 
 
 @pytest.fixture
