@@ -20,12 +20,13 @@ import uuid
 import zoneinfo
 from typing import Any, cast
 
+import attrs
 import plumpy
 from plumpy.utils import AttributesFrozendict, Frozendict
 
 from ._errors import CorruptCheckpointError, EncodeError
 from ._registry import HookRegistry, class_name
-from ._snapshot import FutureSnapshot, FutureStatus, snapshot_future
+from ._snapshot import FutureSnapshot, FutureStatus, _check_consistent, snapshot_future
 
 __all__ = ("ForeignException", "configure_defaults", "default_registry")
 
@@ -137,9 +138,30 @@ def _dec_path(fields: list[Any]) -> pathlib.PurePath:
         raise _corrupt("path", fields) from error
 
 
+_new: Any = object.__new__
+_UUID = uuid.UUID
+_UUID_SAFE_UNKNOWN = uuid.SafeUUID.unknown  # an enum lookup costs more than the rest
+# CPython's UUID is a slotted class: its slots are set directly, as its __setstate__
+# (pickle's path) does, without UUID(bytes=...)'s argument parsing: a third of the cost.
+_UUID_SLOTS: dict[str, Any] = dict(vars(uuid.UUID))
+_UUID_SETTERS = (
+    (_UUID_SLOTS["int"].__set__, _UUID_SLOTS["is_safe"].__set__)
+    if {"int", "is_safe"} <= _UUID_SLOTS.keys()
+    else None
+)
+
+
 def _dec_uuid(fields: list[Any]) -> uuid.UUID:
     (raw,) = fields
-    return uuid.UUID(bytes=raw)
+    if type(raw) is not bytes or len(raw) != 16:
+        raise _corrupt("UUID", fields)
+    if _UUID_SETTERS is None:
+        return uuid.UUID(bytes=raw)
+    set_int, set_is_safe = _UUID_SETTERS
+    value = _new(_UUID)
+    set_int(value, int.from_bytes(raw, "big"))
+    set_is_safe(value, _UUID_SAFE_UNKNOWN)
+    return value  # type: ignore[no-any-return]
 
 
 def _dec_bundle(fields: list[Any]) -> plumpy.Bundle:
@@ -151,12 +173,46 @@ def _dec_bundle(fields: list[Any]) -> plumpy.Bundle:
     return bundle
 
 
+def _enc_frozendict(value: Frozendict) -> list[Any]:
+    # plumpy's Frozendict keeps its items in a dict; copying that one is a C loop, where
+    # dict(value) walks the Mapping protocol in Python (a subclass may override it).
+    if type(value) in _PLUMPY_FROZENDICTS:
+        return [value._dict]
+    return [dict(value)]
+
+
+_PLUMPY_FROZENDICTS = (Frozendict, AttributesFrozendict)
+
+
+def _frozendict_state(cls: type[Frozendict]) -> dict[str, Any] | None:
+    """The instance dict ``cls(mapping)`` builds, minus ``_dict``, if storing a copy of
+    ``mapping`` in ``_dict`` is all that depends on the mapping (as in plumpy 0.26)."""
+    probe = {"key": 1}
+    empty, full = vars(cls()), vars(cls(probe))
+    if full.get("_dict") != probe or "_dict" not in empty:
+        return None
+    state = {key: value for key, value in full.items() if key != "_dict"}
+    if state != {key: value for key, value in empty.items() if key != "_dict"}:
+        return None
+    return state
+
+
 def _dec_frozendict(cls: type[Frozendict]) -> Any:
+    # Filling in the instance dict halves the cost of cls(mapping), which copies the
+    # (freshly decoded, unshared) mapping through two __init__s; plumpy bundles hold two.
+    state = _frozendict_state(cls)
+
     def decode(fields: list[Any]) -> Frozendict:
         (mapping,) = fields
         if type(mapping) is not dict:
             raise _corrupt(cls.__name__, fields)
-        return cls(mapping)
+        if state is None:
+            return cls(mapping)
+        obj = _new(cls)
+        instance_dict = state.copy()
+        instance_dict["_dict"] = mapping
+        obj.__dict__ = instance_dict
+        return obj  # type: ignore[no-any-return]
 
     return decode
 
@@ -170,22 +226,49 @@ def _is_future(cls: type) -> bool:
     return issubclass(cls, (asyncio.Future, concurrent.futures.Future))
 
 
+_STATUS_VALUES: dict[FutureStatus, str] = {status: status.value for status in FutureStatus}
+_STATUSES: dict[Any, FutureStatus] = {status.value: status for status in FutureStatus}
+# FutureSnapshot is a frozen slotted attrs class: _dec_snapshot sets its slots directly,
+# as pickle's __setstate__ would, then runs the validator its __init__ runs.
+_SNAPSHOT_FIELDS = ("status", "result", "exception", "cancel_message")
+if tuple(field.name for field in attrs.fields(FutureSnapshot)) != _SNAPSHOT_FIELDS:
+    msg = "FutureSnapshot's fields changed: update the 'future' hook in _hooks.py to match."
+    raise RuntimeError(msg)
+_FINISHED, _FAILED = FutureStatus.FINISHED, FutureStatus.FAILED
+_SNAPSHOT_SLOTS = tuple(getattr(FutureSnapshot, name).__set__ for name in _SNAPSHOT_FIELDS)
+
+
 def _enc_snapshot(value: Any) -> list[Any]:
     snap = value if isinstance(value, FutureSnapshot) else snapshot_future(value)
-    return [snap.status.value, snap.result, snap.exception, snap.cancel_message]
+    return [_STATUS_VALUES[snap.status], snap.result, snap.exception, snap.cancel_message]
 
 
 def _dec_snapshot(fields: list[Any]) -> FutureSnapshot:
+    # About a quarter of FutureSnapshot(...)'s cost (its converter and validator calls
+    # dominate); checkpoints of WorkChains hold thousands of snapshots.
     status, result, exception, cancel_message = fields
     try:
-        return FutureSnapshot(
-            status=FutureStatus(status),
-            result=result,
-            exception=exception,
-            cancel_message=cancel_message,
-        )
-    except (ValueError, TypeError) as error:
+        status = _STATUSES[status]
+    except (KeyError, TypeError) as error:
         raise _corrupt("future snapshot", fields) from error
+    snap = _new(FutureSnapshot)
+    set_status, set_result, set_exception, set_cancel_message = _SNAPSHOT_SLOTS
+    set_status(snap, status)
+    set_result(snap, result)
+    set_exception(snap, exception)
+    set_cancel_message(snap, cancel_message)
+    # The common shapes (finished with a result, pending) are consistent by inspection;
+    # anything else goes through the validator itself.
+    if not (
+        exception is None
+        and cancel_message is None
+        and (status is _FINISHED or (result is None and status is not _FAILED))
+    ):
+        try:
+            _check_consistent(snap, None, None)
+        except ValueError as error:
+            raise _corrupt("future snapshot", fields) from error
+    return snap  # type: ignore[no-any-return]
 
 
 # endregion
@@ -339,7 +422,7 @@ def configure_defaults(registry: HookRegistry) -> None:
     registry.register_predicate(
         lambda cls: cls is int, tag="bigint", encode=_enc_int, decode=_dec_int
     )
-    reg(uuid.UUID, tag="uuid", encode=lambda v: [v.bytes], decode=_dec_uuid)
+    reg(uuid.UUID, tag="uuid", encode=lambda v: [v.int.to_bytes(16, "big")], decode=_dec_uuid)
     reg(dt.datetime, tag="datetime", encode=_enc_datetime, decode=_dec_datetime)
     reg(
         dt.date, tag="date", encode=lambda v: [v.year, v.month, v.day], decode=lambda f: dt.date(*f)
@@ -364,12 +447,10 @@ def configure_defaults(registry: HookRegistry) -> None:
     reg(
         AttributesFrozendict,
         tag="attrdict",
-        encode=lambda v: [dict(v)],
+        encode=_enc_frozendict,
         decode=_dec_frozendict(AttributesFrozendict),
     )
-    reg(
-        Frozendict, tag="frozendict", encode=lambda v: [dict(v)], decode=_dec_frozendict(Frozendict)
-    )
+    reg(Frozendict, tag="frozendict", encode=_enc_frozendict, decode=_dec_frozendict(Frozendict))
     reg(FutureSnapshot, tag="future", encode=_enc_snapshot, decode=_dec_snapshot)
     # Futures of every kind are stored as the snapshot they would give.
     registry.register_predicate(

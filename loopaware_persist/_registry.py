@@ -121,6 +121,7 @@ class HookRegistry:
         self._dispatch = functools.singledispatch(_no_hook)
         self._predicates: list[Hook] = []  # newest first
         self._cache: dict[type, Hook | None] = {}
+        self._generation = 0
         self._allowed_modules: set[str] = set()
         self._allowed_names: set[str] = set()
         self._resolved: dict[tuple[str, str], type] = {}
@@ -212,6 +213,7 @@ class HookRegistry:
         else:
             self._predicates.insert(0, hook)
         self._cache.clear()
+        self._generation += 1
         self._resolved.clear()
         self._approved.clear()
 
@@ -254,6 +256,14 @@ class HookRegistry:
         self._cache[cls] = found
         return found
 
+    @property
+    def generation(self) -> int:
+        """:return: a number that changes whenever a registration or the allow-list could
+        change which hook :meth:`hook_for` picks; codecs that keep :meth:`encoder`
+        results drop them when it does
+        """
+        return self._generation
+
     def encode_value(self, value: Any) -> tuple[str, list[Any]]:
         """Turn a value the codec cannot write natively into ``(tag, fields)``.
 
@@ -263,16 +273,27 @@ class HookRegistry:
         """
         hook = self.hook_for(type(value))
         if hook is None:
-            cls = type(value)
-            msg = (
-                f"Unsupported type {cls!r}: no hook is registered for it and "
-                f"{class_name(cls)!r} is not on the allow-list. Register a hook with "
-                "registry.register(...) or allow its module with allow=[...]."
-            )
-            raise EncodeError(msg)
+            raise _unsupported(type(value))
         if hook.contextual:
             return hook.tag, hook.encode(value, self)
         return hook.tag, hook.encode(value)
+
+    def encoder(self, cls: type) -> tuple[str, Callable[[Any], list[Any]]]:
+        """The tag and encode hook for instances of ``cls``, the hook as a one-argument callable.
+
+        ``tag, encode = encoder(type(value))`` gives what :meth:`encode_value` does; it
+        stays valid until :attr:`generation` changes.
+
+        :param cls: the class of the values
+        :raises EncodeError: if no hook handles it
+        :return: the tag and value -> list of fields
+        """
+        hook = self.hook_for(cls)
+        if hook is None:
+            raise _unsupported(cls)
+        if hook.contextual:
+            return hook.tag, functools.partial(_with_registry, hook.encode, self)
+        return hook.tag, hook.encode
 
     def decode_value(self, tag: str, fields: list[Any]) -> Any:
         """Turn ``(tag, fields)`` read from a checkpoint back into a value.
@@ -285,15 +306,36 @@ class HookRegistry:
         try:
             hook = self._by_tag[tag]
         except KeyError:
-            known = ", ".join(sorted(self._by_tag)) or "none"
-            msg = (
-                f"Unknown type tag {tag!r} in checkpoint (known tags: {known}). It was written "
-                "with a hook this registry lacks: register it before loading."
-            )
-            raise UnknownTagError(msg, tag=tag) from None
+            raise self._unknown(tag) from None
         if hook.contextual:
             return hook.decode(fields, self)
         return hook.decode(fields)
+
+    def decoder(self, tag: str) -> Callable[[list[Any]], Any]:
+        """The decode hook of ``tag`` as a one-argument callable, for a codec to keep.
+
+        A tag, once registered, keeps its hook for the registry's lifetime, so the
+        callable never goes stale; ``decoder(tag)(fields)`` is ``decode_value(tag, fields)``.
+
+        :param tag: the stored tag
+        :raises UnknownTagError: if no hook has this tag
+        :return: fields -> value
+        """
+        try:
+            hook = self._by_tag[tag]
+        except KeyError:
+            raise self._unknown(tag) from None
+        if hook.contextual:
+            return functools.partial(_with_registry, hook.decode, self)
+        return hook.decode
+
+    def _unknown(self, tag: str) -> UnknownTagError:
+        known = ", ".join(sorted(self._by_tag)) or "none"
+        msg = (
+            f"Unknown type tag {tag!r} in checkpoint (known tags: {known}). It was written "
+            "with a hook this registry lacks: register it before loading."
+        )
+        return UnknownTagError(msg, tag=tag)
 
     @property
     def tags(self) -> frozenset[str]:
@@ -319,6 +361,7 @@ class HookRegistry:
             else:
                 self._allowed_modules.add(entry)
         self._cache.clear()
+        self._generation += 1
         self._resolved.clear()
         self._approved.clear()
 
@@ -329,6 +372,7 @@ class HookRegistry:
         """
         self._trust_all = True
         self._cache.clear()
+        self._generation += 1
         self._resolved.clear()
         self._approved.clear()
 
@@ -449,6 +493,19 @@ class HookRegistry:
         return cls
 
     # endregion
+
+
+def _with_registry(hook: Callable[..., Any], registry: HookRegistry, arg: Any) -> Any:
+    return hook(arg, registry)
+
+
+def _unsupported(cls: type) -> EncodeError:
+    msg = (
+        f"Unsupported type {cls!r}: no hook is registered for it and "
+        f"{class_name(cls)!r} is not on the allow-list. Register a hook with "
+        "registry.register(...) or allow its module with allow=[...]."
+    )
+    return EncodeError(msg)
 
 
 def _refuse(name: str, why: str) -> UnsafeCheckpointError:

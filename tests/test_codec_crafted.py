@@ -16,16 +16,21 @@ import pytest
 
 from loopaware_persist import CorruptCheckpointError, EncodeError, get_codec
 from loopaware_persist._snapshot import FutureSnapshot, FutureStatus
+from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 from tests.processes import Opaque
 
 
-def _ext(tag: str) -> msgpack.ExtType:
-    return msgpack.ExtType(1, tag.encode())
+def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
+    """A value as the msgpack codec writes it: an ext whose data is the packed fields."""
+    code = WELL_KNOWN_CODES.get(tag)
+    if code is None:
+        return msgpack.ExtType(2, msgpack.packb([tag, *fields], use_bin_type=True))
+    return msgpack.ExtType(code, msgpack.packb(list(fields), use_bin_type=True))
 
 
 def _record(tag: str, *fields: Any) -> bytes:
-    return msgpack.packb([_ext(tag), *fields], use_bin_type=True)
+    return msgpack.packb(_ext(tag, *fields), use_bin_type=True)
 
 
 MALFORMED = {
@@ -35,6 +40,19 @@ MALFORMED = {
     "zone not text": (_record("zoneinfo", 7), "Malformed time zone"),
     "unknown path kind": (_record("path", "EvilPath", "/a"), "Malformed path"),
     "bundle not a dict": (_record("bundle", [1, 2]), "Malformed bundle"),
+    "uuid not 16 bytes": (
+        msgpack.packb(msgpack.ExtType(WELL_KNOWN_CODES["uuid"], b"\x00" * 15)),
+        "Malformed UUID",
+    ),
+    "snapshot status": (_record("future", "exec", None, None, None), "Malformed future snapshot"),
+    "snapshot exception not an exception": (
+        _record("future", "failed", None, "boom", None),
+        "Malformed future snapshot",
+    ),
+    "snapshot result while pending": (
+        _record("future", "pending", 1, None, None),
+        "Malformed future snapshot",
+    ),
     "attrdict not a dict": (_record("attrdict", [1]), "Malformed AttributesFrozendict"),
     "enum member": (
         _record("enum", "plumpy.process_states:ProcessState", "no-such-state"),
@@ -53,7 +71,7 @@ MALFORMED = {
         "Malformed state of tests.processes:Opaque",
     ),
     "object slots": (
-        _record("object", "tests.processes:Opaque", [_ext("tuple"), {"value": 1}, 5]),
+        _record("object", "tests.processes:Opaque", _ext("tuple", {"value": 1}, 5)),
         "Malformed slots of tests.processes:Opaque",
     ),
 }
@@ -69,7 +87,7 @@ def test_msgpack_refuses_malformed_hook_fields_as_corrupt(case: str) -> None:
 
 
 def test_msgpack_restores_an_object_saved_with_slot_state() -> None:
-    data = _record("object", "tests.processes:Opaque", [_ext("tuple"), {"value": 1}, {"extra": 2}])
+    data = _record("object", "tests.processes:Opaque", _ext("tuple", {"value": 1}, {"extra": 2}))
     obj = get_codec("msgpack", allow=["tests.processes"]).decode(data)
     assert type(obj) is Opaque
     assert obj.value == 1

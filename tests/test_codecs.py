@@ -30,6 +30,7 @@ from loopaware_persist import (
 )
 from loopaware_persist._envelope import decode_envelope, encode_envelope
 from loopaware_persist.codecs import available_codecs
+from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 from tests.strategies import assert_same, bundles, values
 
@@ -427,8 +428,19 @@ def test_arbitrary_bytes_raise_only_decode_errors(codec_name: str, data: bytes) 
         codec.decode(data)
 
 
-def _crafted_trees() -> st.SearchStrategy[Any]:
-    """msgpack trees whose lists are headed by real tags, with random fields."""
+def _as_ext(tag: str, fields: list[Any], generic: bool) -> msgpack.ExtType:
+    """A value as the msgpack codec writes it, under the tag's own code or the generic one."""
+    code = WELL_KNOWN_CODES.get(tag)
+    if generic or code is None:
+        return msgpack.ExtType(2, msgpack.packb([tag, *fields], use_bin_type=True))
+    if tag == "uuid" and fields and isinstance(fields[0], bytes):
+        return msgpack.ExtType(code, fields[0])
+    return msgpack.ExtType(code, msgpack.packb(fields, use_bin_type=True))
+
+
+def _crafted_trees(*, legacy: bool = False) -> st.SearchStrategy[Any]:
+    """msgpack trees holding ext values of real tags, with random fields (or, ``legacy``,
+    lists headed by the earlier layout's markers)."""
     tags = sorted(default_registry.tags)
     leaves = st.one_of(
         st.none(),
@@ -453,14 +465,21 @@ def _crafted_trees() -> st.SearchStrategy[Any]:
     )
 
     def extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-        return st.one_of(
-            st.lists(children, max_size=4),
-            st.dictionaries(st.text(max_size=3), children, max_size=3),
+        tagged = (
             st.builds(
                 lambda tag, fields: [msgpack.ExtType(1, tag.encode()), *fields],
                 st.sampled_from(tags),
                 st.lists(children, max_size=9),
-            ),
+            )
+            if legacy
+            else st.builds(
+                _as_ext, st.sampled_from(tags), st.lists(children, max_size=9), st.booleans()
+            )
+        )
+        return st.one_of(
+            st.lists(children, max_size=4),
+            st.dictionaries(st.text(max_size=3), children, max_size=3),
+            tagged,
         )
 
     return st.recursive(leaves, extend, max_leaves=20)
@@ -468,6 +487,15 @@ def _crafted_trees() -> st.SearchStrategy[Any]:
 
 @given(tree=_crafted_trees())
 def test_crafted_msgpack_trees_raise_only_decode_errors(tree: Any) -> None:
+    data = msgpack.packb(tree, use_bin_type=True)
+    with contextlib.suppress(DecodeError):
+        get_codec("msgpack").decode(data)
+
+
+@given(tree=_crafted_trees(legacy=True))
+def test_crafted_msgpack_trees_of_the_earlier_layout_raise_only_decode_errors(
+    tree: Any,
+) -> None:
     data = msgpack.packb(tree, use_bin_type=True)
     with contextlib.suppress(DecodeError):
         get_codec("msgpack").decode(data)

@@ -7,6 +7,7 @@ unrestricted-pickle control test shows that they really do.
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from loopaware_persist import (
     UnsafeCheckpointError,
     get_codec,
 )
+from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import ClassRef, UnsafeLoadWarning
 
 REFUSALS = (UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError)
@@ -57,12 +59,21 @@ def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: Path)
     assert not imported, f"{name} was imported by a load"
 
 
-def _ext(tag: str) -> msgpack.ExtType:
-    return msgpack.ExtType(1, tag.encode())
-
-
 def _pack(tree: Any) -> bytes:
     return msgpack.packb(tree, use_bin_type=True)
+
+
+def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
+    """A value as the msgpack codec writes it: an ext whose data is the packed fields."""
+    code = WELL_KNOWN_CODES.get(tag)
+    if code is None:
+        return msgpack.ExtType(2, _pack([tag, *fields]))
+    return msgpack.ExtType(code, _pack(list(fields)))
+
+
+def _legacy(tag: str) -> msgpack.ExtType:
+    """The marker of the earlier, list-headed layout: ``[_legacy(tag), *fields]``."""
+    return msgpack.ExtType(1, tag.encode())
 
 
 # region pickle gadgets
@@ -208,73 +219,111 @@ def test_pickle_class_reference_to_process_loads_without_being_callable() -> Non
 # region msgpack payloads
 
 
+@functools.cache
+def _nesting_bomb() -> bytes:
+    """10,000 tuples inside one another (~40 KB): each level wraps the packed one below."""
+    bomb = _pack(None)
+    for _ in range(10_000):
+        bomb = _pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + bomb))
+    return bomb
+
+
 def _msgpack_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[DecodeError]]]:
     m = str(marker)
     exc_fields = ["m", [], "msg", None, None, None, False, None]
+    u, k, c = UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError
+    deep: Any = None
+    for _ in range(MAX_EXT_DEPTH + 1):
+        deep = _ext("tuple", deep)
+    nested_lists: Any = 1
+    for _ in range(40):
+        nested_lists = [nested_lists]
     return {
-        "class os:system": (_pack([_ext("class"), "os:system"]), UnsafeCheckpointError),
-        "class builtins:eval": (_pack([_ext("class"), "builtins:eval"]), UnsafeCheckpointError),
-        "class builtins:exec": (_pack([_ext("class"), "builtins:exec"]), UnsafeCheckpointError),
-        "class subprocess:Popen": (
-            _pack([_ext("class"), "subprocess:Popen"]),
-            UnsafeCheckpointError,
+        "class os:system": (_pack(_ext("class", "os:system")), u),
+        "class builtins:eval": (_pack(_ext("class", "builtins:eval")), u),
+        "class builtins:exec": (_pack(_ext("class", "builtins:exec")), u),
+        "class subprocess:Popen": (_pack(_ext("class", "subprocess:Popen")), u),
+        "class dunder": (_pack(_ext("class", "plumpy:Process.__init__")), u),
+        "class marker module": (_pack(_ext("class", f"{module}:Thing")), u),
+        "class under the generic code": (
+            _pack(msgpack.ExtType(2, _pack(["class", "os:system"]))),
+            u,
         ),
-        "class dunder": (_pack([_ext("class"), "plumpy:Process.__init__"]), UnsafeCheckpointError),
-        "class marker module": (_pack([_ext("class"), f"{module}:Thing"]), UnsafeCheckpointError),
-        "enum os:system": (_pack([_ext("enum"), "os:system", "x"]), UnsafeCheckpointError),
-        "enum marker module": (_pack([_ext("enum"), f"{module}:Color", 1]), UnsafeCheckpointError),
+        "enum os:system": (_pack(_ext("enum", "os:system", "x")), u),
+        "enum marker module": (_pack(_ext("enum", f"{module}:Color", 1)), u),
         "object subprocess:Popen": (
-            _pack([_ext("object"), "subprocess:Popen", {"args": ["touch", m]}]),
-            UnsafeCheckpointError,
+            _pack(_ext("object", "subprocess:Popen", {"args": ["touch", m]})),
+            u,
         ),
-        "object os:system": (_pack([_ext("object"), "os:system", {}]), UnsafeCheckpointError),
-        "object marker module": (
-            _pack([_ext("object"), f"{module}:Thing", {}]),
-            UnsafeCheckpointError,
-        ),
+        "object os:system": (_pack(_ext("object", "os:system", {})), u),
+        "object marker module": (_pack(_ext("object", f"{module}:Thing", {})), u),
         "object plumpy PicklePersister": (
-            _pack([_ext("object"), "plumpy.persistence:PicklePersister", {"_pickle_directory": m}]),
-            UnsafeCheckpointError,
+            _pack(_ext("object", "plumpy.persistence:PicklePersister", {"_pickle_directory": m})),
+            u,
         ),
-        "object plumpy Process": (
-            _pack([_ext("object"), "plumpy.processes:Process", {}]),
-            UnsafeCheckpointError,
-        ),
-        "object builtins:list": (
-            _pack([_ext("object"), "builtins:list", {}]),
-            UnsafeCheckpointError,
-        ),
+        "object plumpy Process": (_pack(_ext("object", "plumpy.processes:Process", {})), u),
+        "object builtins:list": (_pack(_ext("object", "builtins:list", {})), u),
         "gadget after a valid exception": (
-            _pack([[_ext("exception"), *exc_fields], [_ext("class"), "os:system"]]),
-            UnsafeCheckpointError,
+            _pack([_ext("exception", *exc_fields), _ext("class", "os:system")]),
+            u,
         ),
         "gadget deep in a bundle": (
             _pack(
-                [
-                    _ext("bundle"),
-                    {"_state": {"ctx": [1, 2, {"x": [_ext("object"), "os:system", {}]}]}},
-                ]
+                _ext(
+                    "bundle",
+                    {"_state": {"ctx": [1, 2, {"x": _ext("object", "os:system", {})}]}},
+                )
             ),
-            UnsafeCheckpointError,
+            u,
         ),
-        "unknown tag": (_pack([_ext("os.system"), m]), UnknownTagError),
-        "unknown tag pickle": (_pack([_ext("pickle"), b"cos\nsystem\n."]), UnknownTagError),
-        "unknown ext code": (
-            _pack([msgpack.ExtType(2, b"class"), "os:system"]),
-            CorruptCheckpointError,
+        "gadget as a map key": (_pack({_ext("class", "os:system"): 1}), u),
+        "unknown tag": (_pack(_ext("os.system", m)), k),
+        "unknown tag pickle": (_pack(_ext("pickle", b"cos\nsystem\n.")), k),
+        "unknown ext code": (_pack(msgpack.ExtType(3, _pack(["os:system"]))), c),
+        "ext code 0": (_pack(msgpack.ExtType(0, b"")), c),
+        "ext code 127": (_pack(msgpack.ExtType(127, _pack([]))), c),
+        "non-utf8 tag": (_pack(msgpack.ExtType(2, b"\x91\xc4\x02\xff\xfe")), c),
+        "tag that is not a string": (_pack(msgpack.ExtType(2, _pack([7, "os:system"]))), c),
+        "tagged value without a tag": (_pack(msgpack.ExtType(2, _pack([]))), c),
+        "ext data that is not msgpack": (_pack(msgpack.ExtType(16, b"\xc1")), c),
+        "ext data that is empty": (_pack(msgpack.ExtType(16, b"")), c),
+        "ext data that is truncated": (_pack(msgpack.ExtType(16, b"\x93\x01")), c),
+        "ext data with trailing bytes": (_pack(msgpack.ExtType(16, b"\x91\x01\x02")), c),
+        "ext data that is not a list": (_pack(msgpack.ExtType(16, _pack({"a": 1}))), c),
+        "ext data claiming a huge array": (
+            _pack(msgpack.ExtType(16, b"\xdd\xff\xff\xff\xff")),
+            c,
         ),
-        "ext code 0": (_pack(msgpack.ExtType(0, b"")), CorruptCheckpointError),
-        "non-utf8 tag": (_pack([msgpack.ExtType(1, b"\xff\xfe"), 1]), CorruptCheckpointError),
-        "malformed class fields": (_pack([_ext("class"), 1, 2]), CorruptCheckpointError),
+        "ext data claiming a huge string": (
+            _pack(msgpack.ExtType(16, b"\x91\xdb\xff\xff\xff\xff")),
+            c,
+        ),
+        "uuid of the wrong length": (_pack(msgpack.ExtType(WELL_KNOWN_CODES["uuid"], b"x")), c),
+        "unhashable map key": (_pack({_ext("set", 1): 1}), c),
+        "list as a map key": (b"\x81\x91\x01\x01", c),
+        "earlier layout's marker inside the new layout": (
+            _pack(_ext("tuple", msgpack.ExtType(1, b"class"), "os:system")),
+            c,
+        ),
+        "new code inside the earlier layout": (
+            _pack([_legacy("tuple"), _ext("class", "os:system")]),
+            c,
+        ),
+        "malformed class fields": (_pack(_ext("class", 1, 2)), c),
         "failed snapshot without an exception object": (
-            _pack([_ext("future"), "failed", None, "boom", None]),
-            CorruptCheckpointError,
+            _pack(_ext("future", "failed", None, "boom", None)),
+            c,
         ),
-        "snapshot with bogus status": (
-            _pack([_ext("future"), "exec", None, None, None]),
-            CorruptCheckpointError,
+        "snapshot with bogus status": (_pack(_ext("future", "exec", None, None, None)), c),
+        "snapshot with unhashable status": (_pack(_ext("future", [], None, None, None)), c),
+        "snapshot with too few fields": (_pack(_ext("future", "pending")), c),
+        "bigint that is not hex": (_pack(_ext("bigint", "0xzz")), c),
+        "nested deeper than the codec writes": (_pack(deep), c),
+        "nesting bomb": (_nesting_bomb(), c),
+        "lists nested deep inside a deep value": (
+            _pack(_ext("tuple", _ext("tuple", _ext("tuple", nested_lists)))),
+            c,
         ),
-        "bigint that is not hex": (_pack([_ext("bigint"), "0xzz"]), CorruptCheckpointError),
     }
 
 
@@ -289,13 +338,55 @@ def test_msgpack_payload_refused(case: str, marker: Path, marker_module: str) ->
     assert type(info.value) is expected, info.value
 
 
+def _legacy_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[DecodeError]]]:
+    m = str(marker)
+    c = CorruptCheckpointError
+    return {
+        "class os:system": (_pack([_legacy("class"), "os:system"]), c),
+        "class marker module": (_pack([_legacy("class"), f"{module}:Thing"]), c),
+        "enum os:system": (_pack([_legacy("enum"), "os:system", "x"]), c),
+        "object subprocess:Popen": (
+            _pack([_legacy("object"), "subprocess:Popen", {"args": ["touch", m]}]),
+            c,
+        ),
+        "gadget deep in a bundle": (
+            _pack(
+                [
+                    _legacy("bundle"),
+                    {"_state": {"ctx": [1, {"x": [_legacy("object"), "os:system", {}]}]}},
+                ]
+            ),
+            c,
+        ),
+        "gadget after valid new-layout values": (
+            _pack([_ext("tuple", 1), [_legacy("class"), "os:system"]]),
+            c,
+        ),
+        "unknown tag": (_pack([_legacy("os.system"), m]), c),
+        "non-utf8 tag": (_pack([msgpack.ExtType(1, b"\xff\xfe"), 1]), c),
+        "malformed class fields": (_pack([_legacy("class"), 1, 2]), c),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_legacy_cases(Path("/x"), "m")))
+def test_msgpack_payload_of_the_pre_release_layout_refused(
+    case: str, marker: Path, marker_module: str
+) -> None:
+    """Development builds wrote a list-headed layout (``[Ext(1, tag), *fields]``); no
+    release reads it, so its gadgets are refused as damage before any tag is looked up."""
+    payload, expected = _legacy_cases(marker, marker_module)[case]
+    with pytest.raises(REFUSALS) as info:
+        get_codec("msgpack").decode(payload)
+    assert type(info.value) is expected, info.value
+
+
 @pytest.mark.parametrize("name_of", ["{module}:Boom", "os:system", "subprocess:Popen"])
 def test_msgpack_exception_naming_foreign_class(
     name_of: str, marker: Path, marker_module: str
 ) -> None:
     """A stored exception of a class a load may not import becomes a ForeignException."""
     name = name_of.format(module=marker_module)
-    payload = _pack([_ext("exception"), name, ["a"], "the message", None, None, None, False, None])
+    payload = _pack(_ext("exception", name, ["a"], "the message", None, None, None, False, None))
     decoded = get_codec("msgpack").decode(payload)
     assert type(decoded) is ForeignException
     assert decoded.type_name == name
@@ -303,9 +394,9 @@ def test_msgpack_exception_naming_foreign_class(
 
 
 def test_msgpack_exception_cause_is_checked_too(marker_module: str) -> None:
-    cause = [_ext("object"), f"{marker_module}:Thing", {}]
+    cause = _ext("object", f"{marker_module}:Thing", {})
     payload = _pack(
-        [_ext("exception"), "builtins:ValueError", ["a"], "a", None, cause, None, False, None]
+        _ext("exception", "builtins:ValueError", ["a"], "a", None, cause, None, False, None)
     )
     with pytest.raises(UnsafeCheckpointError):
         get_codec("msgpack").decode(payload)
@@ -313,9 +404,19 @@ def test_msgpack_exception_cause_is_checked_too(marker_module: str) -> None:
 
 def test_msgpack_refusal_returns_nothing_partial(marker: Path) -> None:
     """One refused value fails the whole load: no tree with holes comes back."""
-    payload = _pack({"good": [_ext("tuple"), 1, 2], "bad": [_ext("class"), "os:system"]})
+    payload = _pack({"good": _ext("tuple", 1, 2), "bad": _ext("class", "os:system")})
     with pytest.raises(UnsafeCheckpointError):
         get_codec("msgpack").decode(payload)
+
+
+def test_msgpack_codec_stays_usable_after_refusals(marker: Path, marker_module: str) -> None:
+    """A refusal mid-way leaves no half-read state behind in the codec's pooled decoders."""
+    codec = get_codec("msgpack")
+    good = codec.encode({"t": (1, (2, (3,))), "s": {frozenset({(4,)})}})
+    for payload, _expected in _msgpack_cases(marker, marker_module).values():
+        with pytest.raises(REFUSALS):
+            codec.decode(payload)
+        assert codec.decode(good) == {"t": (1, (2, (3,))), "s": {frozenset({(4,)})}}
 
 
 # endregion

@@ -42,6 +42,11 @@ TASK = {
 }
 
 
+def tagged(tag: str, *fields: object) -> msgpack.ExtType:
+    """:return: a value as the msgpack codec writes it (ext code 2: ``[tag, *fields]``)"""
+    return msgpack.ExtType(2, msgpack.packb([tag, *fields], use_bin_type=True))
+
+
 def _hostile(marker: Path) -> list[bytes]:
     """Messages that would run ``touch marker`` if a decoder revived what they name."""
     command = f"touch {marker}"
@@ -51,10 +56,12 @@ def _hostile(marker: Path) -> list[bytes]:
         f'!!python/object/apply:os.system ["{command}"]'.encode(),
         yaml.dump((TASK, False), encoding="utf-8"),
         # Our format, naming callables and classes outside the allow-list.
+        MESSAGE_MAGIC + msgpack.packb(tagged("class", "os:system")),
+        MESSAGE_MAGIC + msgpack.packb(tagged("object", "subprocess:Popen", {"args": command})),
+        MESSAGE_MAGIC + msgpack.packb(tagged("exception", "os:system", [command])),
+        MESSAGE_MAGIC + msgpack.packb(tagged("enum", "os:system", command)),
+        # The list-headed layout of pre-release builds.
         MESSAGE_MAGIC + msgpack.packb([ext(1, b"class"), "os:system"]),
-        MESSAGE_MAGIC + msgpack.packb([ext(1, b"object"), "subprocess:Popen", {"args": command}]),
-        MESSAGE_MAGIC + msgpack.packb([ext(1, b"exception"), "os:system", [command]]),
-        MESSAGE_MAGIC + msgpack.packb([ext(1, b"enum"), "os:system", command]),
         # Not msgpack at all, and an unknown ext type.
         MESSAGE_MAGIC + b"\xc1\xc1\xc1",
         MESSAGE_MAGIC + msgpack.packb(ext(9, b"os:system")),

@@ -22,6 +22,7 @@ from loopaware_persist import (
     default_registry,
     get_codec,
 )
+from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests.strategies import assert_same
 
 CODECS = pytest.mark.parametrize("codec_name", ["msgpack", "pickle"])
@@ -281,10 +282,9 @@ def test_user_hook_round_trips_through_codec(codec_name: str) -> None:
     data = codec.encode(value)
     if codec_name == "msgpack":
         # stored under the stable tag, never under the module path
-        assert (
-            msgpack.ExtType(1, b"myapp.point")
-            in msgpack.unpackb(data, strict_map_key=False)["p"][0]
-        )
+        point = msgpack.unpackb(data, strict_map_key=False)["p"][0]
+        assert point.code == 2
+        assert msgpack.unpackb(point.data)[:2] == ["myapp.point", 1]
         assert b"test_registry" not in data
     assert_same(codec.decode(data), value)
 
@@ -492,18 +492,9 @@ def test_foreign_exception_from_handmade_payload(
     name = make_module(
         f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Boom(Exception): pass\n"
     )
+    fields = [f"{name}:Boom", ["m"], "the message", None, None, None, False, None]
     payload = msgpack.packb(
-        [
-            msgpack.ExtType(1, b"exception"),
-            f"{name}:Boom",
-            ["m"],
-            "the message",
-            None,
-            None,
-            None,
-            False,
-            None,
-        ],
+        msgpack.ExtType(WELL_KNOWN_CODES["exception"], msgpack.packb(fields, use_bin_type=True)),
         use_bin_type=True,
     )
     decoded = get_codec("msgpack").decode(payload)

@@ -2,43 +2,357 @@
 
 Everything msgpack writes natively (None, bool, 64-bit ints, floats, str, bytes,
 lists, dicts with any native keys, in order) goes through the C packer without a
-Python call. Every other value is written in the same pass as a list whose head
-is an ext-type *marker* carrying the registry tag, followed by the hook's fields::
+Python call. Every other value is one msgpack *ext* value, written in the same pass,
+whose data is the registry hook's fields packed by the same rules::
 
-    (1, 2)            ->  [Ext(1, b"tuple"), 1, 2]
-    UUID(...)         ->  [Ext(1, b"uuid"), b"..."]
+    (1, 2)         ->  Ext(16, packb([1, 2]))                   a built-in tag: its own code
+    UUID(...)      ->  Ext(22, <the 16 bytes>)                  uuid: the bytes themselves
+    Point(1, 2)    ->  Ext(2, packb(["myapp.point", 1, 2]))     any other tag, spelled out
 
-Decoding turns each marked list back through the registry's decode hook, which
-is the only place a class can be revived, and only if the allow-list says so.
+Ext codes: ``2`` is a tagged value (``[tag, *fields]``); ``16``-``39`` are the built-in
+tags of :data:`WELL_KNOWN_CODES`, whose data is the field list (the one bytes field
+itself for ``uuid``, or code ``2`` if a hook gives anything else). Every other code is
+refused, ``0`` included, and ``1``, the marker of a list-headed layout
+(``[Ext(1, tag), *fields]``) that development builds wrote before the first release;
+``-1`` (msgpack's Timestamp, never written) is decoded by msgpack itself into an inert
+:class:`msgpack.Timestamp`.
+
+Decoding needs only an ``ext_hook``, called for ext values alone, so plain lists and
+dicts decode at C speed. Each ext value's data is unpacked by an ``Unpacker`` of its
+depth, whose state is on the heap (a ``unpackb`` keeps ~40 KB on the C stack, and
+nesting them would overflow small thread stacks), and then handed to the registry's
+decode hook: the only place a class is revived, and only if the allow-list says so.
+
+Nesting is bounded on both sides, so that a crafted payload can neither exhaust the C
+stack while decoding nor decode into a value that would while being re-encoded: at
+most :data:`MAX_EXT_DEPTH` ext values inside one another and, below the second of
+them, at most 32 lists and maps inside one another within one value's fields
+(msgpack's own limit, 1024, holds in the first two).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, cast
 
 import msgpack
 
-from .._errors import CorruptCheckpointError, LoopAwarePersistError
+from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
 from ._base import decode_errors, encode_error
 
-__all__ = ("MsgpackCodec", "configure_registry", "make_codec")
+__all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")
 
-_MARKER = 1
-# Nesting deeper than this is refused on both sides (msgpack's own default is 512).
-_MAX_DEPTH = 500
+_TAGGED: Final = 2
+
+#: One-byte ext codes of the built-in tags: part of the stored format, never renumbered.
+WELL_KNOWN_CODES: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "tuple": 16,
+        "set": 17,
+        "frozenset": 18,
+        "bundle": 19,
+        "attrdict": 20,
+        "frozendict": 21,
+        "uuid": 22,
+        "future": 23,
+        "future-live": 24,
+        "exception": 25,
+        "class": 26,
+        "enum": 27,
+        "object": 28,
+        "bigint": 29,
+        "complex": 30,
+        "odict": 31,
+        "datetime": 32,
+        "date": 33,
+        "time": 34,
+        "timedelta": 35,
+        "timezone": 36,
+        "zoneinfo": 37,
+        "decimal": 38,
+        "path": 39,
+    }
+)
+_TAG_OF: Final[dict[int, str]] = {code: tag for tag, code in WELL_KNOWN_CODES.items()}
+# Codes whose data is the hook's one bytes field itself, not a packed field list.
+_RAW_CODES: Final = frozenset({WELL_KNOWN_CODES["uuid"]})
+
+#: How many non-native values may sit inside one another (a tuple in a tuple in an
+#: exception's cause...). An encode refuses a deeper value and a decode a deeper
+#: payload; each level costs a decode ~1.3 KB of C stack.
+MAX_EXT_DEPTH: Final = 32
+# Each packer and unpacker allows 1024 levels of lists and maps, and every ext level has
+# its own, so 33 levels could nest ~34,000 deep: packing that (recursively, ~470 bytes
+# of C stack a level) would overflow even an 8 MB stack. Hence ext values deeper than
+# _FREE_LEVELS may nest at most _DEEP_NESTING lists and maps within their own fields:
+# checked before packing and after unpacking, it bounds any value either side accepts
+# to ~4,000 levels (~2 MB of C stack to pack; 1024 levels, ~0.5 MB, before this layout).
+_FREE_LEVELS: Final = 2
+_DEEP_NESTING: Final = 32
+
+# Pooled encoders and decoders serve payloads up to this size, so the buffers a pool
+# keeps (one per ext depth in use) stay under twice it each. A bigger payload gets an
+# encoder or decoder of its own, dropped after. Reuse matters: fresh buffers for a
+# 100 KB payload cost page faults worth ~15 % of its encode and decode.
+_POOLED_BYTES: Final = 256 * 1024
+_POOL_SIZE: Final = 4
+
+# msgpack.ExtType validates its arguments in Python; ours are valid by construction.
+_ExtType = msgpack.ExtType
+_new_ext = cast(Callable[[type, tuple[int, bytes]], msgpack.ExtType], tuple.__new__)
 
 
-class _Marker:
-    __slots__ = ("tag",)
+_Entry = tuple[int, str, Callable[[Any], list[Any]], bool]
 
-    def __init__(self, tag: str) -> None:
-        self.tag = tag
+
+class _Encoder:
+    """One encode at a time: one packer per ext depth, each writing the fields of the
+    values the packer above it met.
+
+    Each level's ``default`` is a closure that knows its depth, so the hot path keeps
+    no counter; past :data:`MAX_EXT_DEPTH` the ``default`` only refuses.
+    """
+
+    __slots__ = ("_generation", "_hooks", "_packer", "big", "registry")
+
+    def __init__(self, registry: HookRegistry) -> None:
+        self.registry = registry
+        self._generation = registry.generation
+        # type -> (ext code, tag, encode hook, whether the code's data is one raw bytes field)
+        self._hooks: dict[type, _Entry] = {}
+        self._packer = self._level(0)
+        self.big = False
+
+    def encode(self, value: Any) -> bytes:
+        if self._generation != self.registry.generation:
+            self._hooks.clear()
+            self._generation = self.registry.generation
+        data: bytes = self._packer.pack(value)
+        # Every nested packer wrote a part of ``data``: none grew its buffer past this.
+        self.big = len(data) > _POOLED_BYTES
+        return data
+
+    def _level(self, depth: int) -> msgpack.Packer:
+        return msgpack.Packer(
+            default=self._default_at(depth + 1),
+            strict_types=True,
+            use_bin_type=True,
+            datetime=False,
+            buf_size=4096,  # not msgpack's 256 KB up front: most levels pack a few bytes
+        )
+
+    def _learn(self, cls: type) -> _Entry:
+        tag, encode = self.registry.encoder(cls)
+        code = WELL_KNOWN_CODES.get(tag, _TAGGED)
+        entry = self._hooks[cls] = (code, tag, encode, code in _RAW_CODES)
+        return entry
+
+    def _default_at(self, depth: int) -> Callable[[Any], msgpack.ExtType]:
+        if depth > MAX_EXT_DEPTH:
+
+            def too_deep(value: Any) -> msgpack.ExtType:
+                raise _too_deep(value)
+
+            return too_deep
+
+        hooks, learn = self._hooks, self._learn
+        packer: msgpack.Packer | None = None
+
+        def default(value: Any) -> msgpack.ExtType:
+            nonlocal packer
+            try:
+                code, tag, encode, raw = hooks[type(value)]
+            except KeyError:
+                code, tag, encode, raw = learn(type(value))
+            fields = encode(value)
+            if raw:
+                if len(fields) == 1 and type(fields[0]) is bytes:
+                    return _new_ext(_ExtType, (code, fields[0]))
+                code = _TAGGED
+            if packer is None:
+                packer = self._level(depth)
+            if code == _TAGGED:
+                fields = [tag, *fields]
+            elif type(fields) is not list:
+                fields = list(fields)
+            # Checked before packing, so that packing never recurses deeper than the
+            # decoder accepts (the decoder skips the walk for data too short to nest).
+            if deep and _nests_deeper(fields, _DEEP_NESTING):
+                raise _too_nested(value)
+            return _new_ext(_ExtType, (code, packer.pack(fields)))
+
+        deep = depth > _FREE_LEVELS
+        return default
+
+
+def _too_deep(value: Any) -> EncodeError:
+    msg = (
+        f"Values nest more than {MAX_EXT_DEPTH} deep (a {type(value).__name__} inside "
+        "tuples, sets, exceptions or other values msgpack has no type of its own for); "
+        "msgpack checkpoints refuse deeper nesting. Flatten the value or use codec='pickle'."
+    )
+    return EncodeError(msg)
+
+
+def _too_nested(value: Any) -> EncodeError:
+    msg = (
+        f"A {type(value).__name__} nested {_FREE_LEVELS + 1} or more values deep holds lists "
+        f"and dicts nested more than {_DEEP_NESTING} deep; msgpack checkpoints refuse that "
+        "much nesting there. Flatten the value or use codec='pickle'."
+    )
+    return EncodeError(msg)
+
+
+def _nests_deeper(container: list[Any] | dict[Any, Any], limit: int) -> bool:
+    """Whether lists and dicts nest more than ``limit`` deep in ``container`` (itself 1).
+
+    Other values are ext values, each checked at its own level, so the walk never enters
+    them; it visits each list and dict of one level at most once. (On decode, a hook that
+    returns a plain list or dict would be entered: none of the built-in ones does.)
+    """
+    if limit <= 0:
+        return True
+    items = container.values() if type(container) is dict else container
+    if len(items) > 64:  # a long flat list is ruled out at C speed
+        kinds = set(map(type, items))
+        if list not in kinds and dict not in kinds:
+            return False
+    for item in items:
+        kind = type(item)
+        if (kind is list or kind is dict) and _nests_deeper(item, limit - 1):
+            return True
+    return False
+
+
+class _Decoder:
+    """One decode at a time: one Unpacker per ext depth, each reading the data of the ext
+    values the level above it met.
+
+    As in :class:`_Encoder`, each level's ``ext_hook`` is a closure that knows its depth.
+    """
+
+    __slots__ = ("_by_code", "_by_tag", "_hook", "capacity", "registry")
+
+    def __init__(self, registry: HookRegistry, capacity: int) -> None:
+        self.registry = registry
+        # Ext data is part of the payload, so no Unpacker ever needs a bigger buffer (or
+        # a longer str, bin or array) than the payloads this decoder takes.
+        self.capacity = capacity
+        self._by_code: dict[int, Callable[[list[Any]], Any]] = {}
+        self._by_tag: dict[str, Callable[[list[Any]], Any]] = {}
+        self._hook = self._hook_at(1)
+
+    def decode(self, data: bytes) -> Any:
+        return msgpack.unpackb(data, ext_hook=self._hook, strict_map_key=False, raw=False)
+
+    def _learn(self, code: int) -> Callable[[list[Any]], Any]:
+        decode: Callable[[list[Any]], Any]
+        if code == _TAGGED:
+            decode = self._decode_tagged
+        elif code in _TAG_OF:
+            decode = self.registry.decoder(_TAG_OF[code])
+        else:
+            msg = (
+                f"Unknown msgpack ext type {code} in checkpoint; this codec writes "
+                f"{_TAGGED} and {min(_TAG_OF)}-{max(_TAG_OF)}. The record is damaged or crafted."
+            )
+            raise CorruptCheckpointError(msg)
+        self._by_code[code] = decode
+        return decode
+
+    def _hook_at(self, depth: int) -> Callable[[int, bytes], Any]:
+        if depth > MAX_EXT_DEPTH:
+
+            def too_deep(code: int, data: bytes) -> Any:
+                msg = (
+                    f"Checkpoint nests values more than {MAX_EXT_DEPTH} deep, more than this "
+                    "codec ever writes. The record is damaged or crafted."
+                )
+                raise CorruptCheckpointError(msg)
+
+            return too_deep
+
+        by_code, learn, capacity = self._by_code, self._learn, self.capacity
+        unpacker: msgpack.Unpacker | None = None
+        end = 0  # where the Unpacker's stream must stand after each value
+
+        def ext_hook(code: int, data: bytes) -> Any:
+            nonlocal unpacker, end
+            try:
+                decode = by_code[code]
+            except KeyError:
+                decode = learn(code)
+            if code in _RAW_CODES:
+                fields: Any = [data]
+            else:
+                if unpacker is None:
+                    unpacker = _unpacker(self._hook_at(depth + 1), capacity)
+                end += len(data)
+                unpacker.feed(data)
+                fields = unpacker.unpack()
+                if unpacker.tell() != end:
+                    msg = f"Trailing bytes inside an ext value of type {code} in checkpoint."
+                    raise CorruptCheckpointError(msg)
+                if type(fields) is not list:
+                    msg = f"Malformed ext value of type {code} in checkpoint: {fields!r:.100}."
+                    raise CorruptCheckpointError(msg)
+                if deep and len(data) > _DEEP_NESTING and _nests_deeper(fields, _DEEP_NESTING):
+                    msg = (
+                        f"Checkpoint nests lists and maps more than {_DEEP_NESTING} deep inside "
+                        f"a value {depth} levels down, more than this codec ever writes. The "
+                        "record is damaged or crafted."
+                    )
+                    raise CorruptCheckpointError(msg)
+            try:
+                return decode(fields)
+            except LoopAwarePersistError:
+                raise
+            except Exception as error:
+                raise _malformed(_TAG_OF.get(code) or str(fields[0]), error) from error
+
+        deep = depth > _FREE_LEVELS
+        return ext_hook
+
+    def _decode_tagged(self, fields: list[Any]) -> Any:
+        if not fields or type(fields[0]) is not str:
+            msg = f"Malformed tagged value in checkpoint: {fields!r:.100}."
+            raise CorruptCheckpointError(msg)
+        tag = fields[0]
+        decode = self._by_tag.get(tag)
+        if decode is None:
+            decode = self._by_tag[tag] = self.registry.decoder(tag)
+        return decode(fields[1:])
+
+
+def _unpacker(ext_hook: Callable[[int, bytes], Any], capacity: int) -> msgpack.Unpacker:
+    # Every limit is the capacity, as unpackb derives them from its input: a length
+    # field can never make it allocate more than the payload could hold.
+    return msgpack.Unpacker(
+        ext_hook=ext_hook,
+        strict_map_key=False,
+        raw=False,
+        read_size=min(capacity, 4096),
+        max_buffer_size=capacity,
+    )
+
+
+def _malformed(tag: str, error: Exception) -> CorruptCheckpointError:
+    msg = (
+        f"Malformed {tag!r} value in checkpoint ({type(error).__name__}: "
+        f"{error}). The record was damaged or crafted."
+    )
+    return CorruptCheckpointError(msg)
 
 
 class MsgpackCodec:
     """The msgpack codec.
+
+    Safe to share between threads and to call from its own hooks: each encode and decode
+    takes an encoder or decoder of its own from a small pool (and only one that finished
+    cleanly goes back). Changes to the registry apply to the next call.
 
     :param registry: the hooks and allow-list; ``default_registry`` if not given
     """
@@ -47,15 +361,8 @@ class MsgpackCodec:
 
     def __init__(self, *, registry: HookRegistry | None = None) -> None:
         self.registry = registry if registry is not None else default_registry
-        self._ext: dict[str, msgpack.ExtType] = {}
-        self._markers: dict[bytes, _Marker] = {}
-
-    def _default(self, value: Any) -> list[Any]:
-        tag, fields = self.registry.encode_value(value)
-        ext = self._ext.get(tag)
-        if ext is None:
-            ext = self._ext[tag] = msgpack.ExtType(_MARKER, tag.encode())
-        return [ext, *fields]
+        self._encoders: list[_Encoder] = []
+        self._decoders: list[_Decoder] = []
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` in one pass.
@@ -65,9 +372,15 @@ class MsgpackCodec:
         :return: the msgpack bytes
         """
         try:
-            return msgpack.packb(  # type: ignore[no-any-return]
-                value, default=self._default, strict_types=True, use_bin_type=True, datetime=False
-            )
+            encoder = self._encoders.pop()
+        except IndexError:
+            encoder = _Encoder(self.registry)
+        else:
+            if encoder.registry is not self.registry:
+                self._encoders.clear()
+                encoder = _Encoder(self.registry)
+        try:
+            data = encoder.encode(value)
         except (
             TypeError,
             ValueError,
@@ -75,38 +388,11 @@ class MsgpackCodec:
             UnicodeEncodeError,
             LoopAwarePersistError,
         ) as error:
+            # The encoder is dropped rather than pooled: its packers stopped mid-way.
             raise encode_error(value, self.registry, error) from error
-
-    def _ext_hook(self, code: int, data: bytes) -> _Marker:
-        if code != _MARKER:
-            msg = (
-                f"Unknown msgpack ext type {code} in checkpoint; this codec only writes {_MARKER}."
-            )
-            raise CorruptCheckpointError(msg)
-        marker = self._markers.get(data)
-        if marker is None:
-            try:
-                tag = data.decode()
-            except UnicodeDecodeError as error:
-                msg = f"Type tag {data[:40]!r} in checkpoint is not UTF-8."
-                raise CorruptCheckpointError(msg) from error
-            marker = self._markers[data] = _Marker(tag)
-        return marker
-
-    def _list_hook(self, items: list[Any]) -> Any:
-        if items and type(items[0]) is _Marker:
-            fields = items[1:]
-            try:
-                return self.registry.decode_value(items[0].tag, fields)
-            except LoopAwarePersistError:
-                raise
-            except Exception as error:
-                msg = (
-                    f"Malformed {items[0].tag!r} value in checkpoint ({type(error).__name__}: "
-                    f"{error}). The record was damaged or crafted."
-                )
-                raise CorruptCheckpointError(msg) from error
-        return items
+        if not encoder.big and len(self._encoders) < _POOL_SIZE:
+            self._encoders.append(encoder)
+        return data
 
     def decode(self, data: bytes) -> Any:
         """Decode bytes written by :meth:`encode`.
@@ -116,14 +402,36 @@ class MsgpackCodec:
             :class:`UnsafeCheckpointError`; never any other exception type
         :return: the tree
         """
-        with decode_errors("msgpack"):
-            return msgpack.unpackb(
-                data,
-                ext_hook=self._ext_hook,
-                list_hook=self._list_hook,
-                strict_map_key=False,
-                raw=False,
-            )
+        try:
+            return self._decode(data)
+        except DecodeError:
+            raise
+        except Exception as error:
+            # Only on failure: decode_errors turns it into the typed error callers expect
+            # (a context manager around every decode costs more than a small one's hooks).
+            with decode_errors("msgpack"):
+                raise error
+
+    def _decode(self, data: bytes) -> Any:
+        size = len(data)
+        decoder = None
+        if size <= _POOLED_BYTES:
+            try:
+                decoder = self._decoders.pop()
+            except IndexError:
+                pass
+            else:
+                if decoder.registry is not self.registry:
+                    self._decoders.clear()
+                    decoder = None
+        if decoder is None:
+            decoder = _Decoder(self.registry, max(size, _POOLED_BYTES))
+        value = decoder.decode(data)
+        # Only a decoder that succeeded is reused (a failed one may hold half-read data),
+        # and only a small one: its buffers stay under _POOLED_BYTES each.
+        if decoder.capacity == _POOLED_BYTES and len(self._decoders) < _POOL_SIZE:
+            self._decoders.append(decoder)
+        return value
 
 
 def configure_registry(registry: HookRegistry) -> None:

@@ -253,11 +253,20 @@ def test_hostile_messages_are_refused_and_nothing_runs(
         # Our format, naming a callable outside the allow-list.
         MESSAGE_MAGIC
         + msgpack.packb(
-            [
-                msgpack.ExtType(1, b"tuple"),
-                [msgpack.ExtType(1, b"object"), "os:system", f"touch {marker}"],
-                True,
-            ],
+            # As the msgpack codec writes values (ext code 2: [tag, *fields]).
+            msgpack.ExtType(
+                2,
+                msgpack.packb(
+                    [
+                        "tuple",
+                        msgpack.ExtType(
+                            2, msgpack.packb(["object", "os:system", f"touch {marker}"])
+                        ),
+                        True,
+                    ],
+                    use_bin_type=True,
+                ),
+            ),
             use_bin_type=True,
         ),
         # A well-formed launch task whose process_class is not a Process.

@@ -35,6 +35,7 @@ from loopaware_persist import (
     open_persister,
 )
 from loopaware_persist._envelope import encode_envelope
+from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.storage import CheckpointKey
 
 from ._support import ALLOW, CODECS, make_process, new_loop
@@ -43,8 +44,12 @@ from ._support import ALLOW, CODECS, make_process, new_loop
 ALLOWED_NEW_MODULES: frozenset[str] = frozenset()
 
 
-def _ext(tag: str) -> msgpack.ExtType:
-    return msgpack.ExtType(1, tag.encode())
+def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
+    """A value as the msgpack codec writes it: an ext whose data is the packed fields."""
+    code = WELL_KNOWN_CODES.get(tag)
+    if code is None:
+        return msgpack.ExtType(2, _pack([tag, *fields]))
+    return msgpack.ExtType(code, _pack(list(fields)))
 
 
 def _pack(tree: Any) -> bytes:
@@ -103,30 +108,28 @@ def _pickle_gadgets(marker: str, evil: str) -> dict[str, bytes]:
 def _msgpack_payloads(marker: str, evil: str) -> dict[str, tuple[bytes, type[Exception]]]:
     u, k = UnsafeCheckpointError, UnknownTagError
     return {
-        "class os:system": (_pack([_ext("class"), "os:system"]), u),
-        "class builtins:eval": (_pack([_ext("class"), "builtins:eval"]), u),
-        "class builtins:exec": (_pack([_ext("class"), "builtins:exec"]), u),
-        "class subprocess:Popen": (_pack([_ext("class"), "subprocess:Popen"]), u),
-        "class dunder": (_pack([_ext("class"), "plumpy:Process.__init__"]), u),
-        "class evil": (_pack([_ext("class"), f"{evil}:Thing"]), u),
-        "enum os:system": (_pack([_ext("enum"), "os:system", "x"]), u),
-        "enum evil": (_pack([_ext("enum"), f"{evil}:Color", 1]), u),
-        "object Popen": (_pack([_ext("object"), "subprocess:Popen", {"args": [marker]}]), u),
-        "object evil": (_pack([_ext("object"), f"{evil}:Thing", {}]), u),
-        "object plumpy Process": (_pack([_ext("object"), "plumpy.processes:Process", {}]), u),
+        "class os:system": (_pack(_ext("class", "os:system")), u),
+        "class builtins:eval": (_pack(_ext("class", "builtins:eval")), u),
+        "class builtins:exec": (_pack(_ext("class", "builtins:exec")), u),
+        "class subprocess:Popen": (_pack(_ext("class", "subprocess:Popen")), u),
+        "class dunder": (_pack(_ext("class", "plumpy:Process.__init__")), u),
+        "class evil": (_pack(_ext("class", f"{evil}:Thing")), u),
+        "enum os:system": (_pack(_ext("enum", "os:system", "x")), u),
+        "enum evil": (_pack(_ext("enum", f"{evil}:Color", 1)), u),
+        "object Popen": (_pack(_ext("object", "subprocess:Popen", {"args": [marker]})), u),
+        "object evil": (_pack(_ext("object", f"{evil}:Thing", {})), u),
+        "object plumpy Process": (_pack(_ext("object", "plumpy.processes:Process", {})), u),
         "object PicklePersister": (
-            _pack([_ext("object"), "plumpy.persistence:PicklePersister", {"x": marker}]),
+            _pack(_ext("object", "plumpy.persistence:PicklePersister", {"x": marker})),
             u,
         ),
         "deep in a bundle": (
-            _pack(
-                [_ext("bundle"), {"_state": {"ctx": [{"x": [_ext("object"), "os:system", {}]}]}}]
-            ),
+            _pack(_ext("bundle", {"_state": {"ctx": [{"x": _ext("object", "os:system", {})}]}})),
             u,
         ),
-        "unknown tag os.system": (_pack([_ext("os.system"), marker]), k),
-        "unknown tag pickle": (_pack([_ext("pickle"), b"cos\nsystem\n."]), k),
-        "unknown tag eval": (_pack({"x": [_ext("eval"), "__import__('os')"]}), k),
+        "unknown tag os.system": (_pack(_ext("os.system", marker)), k),
+        "unknown tag pickle": (_pack(_ext("pickle", b"cos\nsystem\n.")), k),
+        "unknown tag eval": (_pack({"x": _ext("eval", "__import__('os')")}), k),
     }
 
 
@@ -196,7 +199,7 @@ def _warm_up(per: Any, b: asyncio.AbstractEventLoop) -> None:
             per.load_process(process.pid, loop=b)
     per.list_info()
     per.get_checkpoints()
-    for payload in (_pack([_ext("class"), "os:system"]), b"cos\nsystem\n."):
+    for payload in (_pack(_ext("class", "os:system")), b"cos\nsystem\n."):
         for codec in CODECS:
             with contextlib.suppress(LoopAwarePersistError):
                 per.loads(encode_envelope(payload, codec=codec))

@@ -115,7 +115,8 @@ def _corrupt(storage: str, tmp: Path) -> None:
 def _unsafe(storage: str, tmp: Path) -> None:
     import msgpack
 
-    payload = msgpack.packb([msgpack.ExtType(1, b"class"), "os:system"])
+    # A class value as the msgpack codec writes it (ext code 2: [tag, *fields]).
+    payload = msgpack.packb(msgpack.ExtType(2, msgpack.packb(["class", "os:system"])))
     with open_persister(_url(storage, tmp), allow=[ALLOW]) as per:
         per.storage.put(CheckpointKey("p"), encode_envelope(payload, codec="msgpack"))
         per.load_checkpoint("p")
