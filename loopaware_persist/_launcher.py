@@ -74,7 +74,7 @@ from plumpy.process_comms import (
 
 from ._errors import LoopBoundaryError, NoEventLoopError, UnsafeCheckpointError
 from ._persister import LoopAwarePersister
-from ._unbundle import check_loop_bound
+from ._unbundle import check_loop_bound, verified_on
 
 __all__ = ("LoopAwareLauncher", "LoopBridge")
 
@@ -754,9 +754,12 @@ class LoopAwareLauncher:
             extra.setdefault("communicator", communicator)
         # On the loop thread, so LoopContext.run loads inline where the loop is current.
         process = self._persister.load_process(pid, tag, loop=self.loop, **extra)
-        # load_process audits too; checked again here because this is the launcher's
-        # promise and a persister subclass (or trusted=True) might load differently.
-        check_loop_bound(process, self.loop)
+        # The launcher's promise. The walk is skipped only when this package's own
+        # load_process returned what unbundle() loaded onto this loop (and walked just
+        # now); another persister class may load, or touch the process, differently.
+        own = type(self._persister).load_process.__module__.startswith("loopaware_persist.")
+        if not (own and verified_on(process, self.loop)):
+            check_loop_bound(process, self.loop)
         if process.loop is not self.loop:
             msg = (
                 f"Process {pid} was loaded onto {process.loop!r}, not the launcher's loop "

@@ -11,6 +11,11 @@
    loop; every :class:`FutureSnapshot` in the tree becomes a future there too.
 3. **Check** the resulting object graph with :func:`check_loop_bound`: a future
    on any other loop is a :class:`LoopBoundaryError`, never a hang later.
+
+The audit, the copy and the snapshots' rebinding are one walk of the bundle
+(:class:`_Rebind`), done where the target loop is current and before plumpy
+loads anything; the check then skips the plain-data containers that walk built
+and found free of futures, and walks everything plumpy made.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import threading
 import types
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import kiwipy
@@ -245,69 +250,128 @@ def _bundle_path(entry: tuple[Any, Any, Any]) -> str:
 # region rebinding and the graph check
 
 
-def _rebind(value: Any, loop: asyncio.AbstractEventLoop, memo: dict[int, Any], copy: bool) -> Any:
-    """The tree with every snapshot replaced by a future on ``loop``.
+class _Rebind:
+    """One walk of a bundle: audit it, copy it (or not), and make its snapshots futures.
 
-    With ``copy`` every container is copied, so two loads of one bundle share no
-    mutable state (plumpy assigns loaded values by reference); without it the tree
-    (private and fresh from a decode) is updated in place. Either way ``memo`` keeps
-    shared references shared (one snapshot stored twice becomes one future) and
-    makes cycles safe.
+    :attr:`run` returns the tree with every :class:`FutureSnapshot` replaced by a
+    future on ``loop``. With ``copy`` every container is copied, so two loads of one
+    bundle share no mutable state (plumpy assigns loaded values by reference); without
+    it the tree (private and fresh from a decode) is updated in place. Either way the
+    memo keeps shared references shared (one snapshot stored twice becomes one future)
+    and makes cycles safe.
+
+    With a ``registry``, each savable's ``!!meta`` is audited as the walk meets it,
+    depth-first in key order as :func:`audit_bundle` does, so the bundle is walked once
+    rather than twice. The walk records in :attr:`verified` the ids of the futures it
+    made (on ``loop``, by construction) and of the containers it built or kept whose
+    whole subtree it walked and found to hold nothing else but atoms: what
+    :func:`check_loop_bound` need not walk again. The memo keeps all of them alive, so
+    their ids stay theirs while this object lives.
+
+    :param loop: the loop futures are created on
+    :param copy: copy every container
+    :param registry: audit against this allow-list (``None``: trusted, no audit)
     """
-    if isinstance(value, _ATOMS):
-        return value
-    key = id(value)
-    if key in memo:
-        return memo[key]
-    if isinstance(value, FutureSnapshot):
-        memo[key] = future = _materialise(value, loop)
-        return future
-    if isinstance(value, dict):
-        target = value
-        if copy:
-            target = value.__class__.__new__(value.__class__)
-            dict.update(target, value)
-        memo[key] = target
-        for k, child in value.items():
-            if not isinstance(child, _ATOMS):
-                new = _rebind(child, loop, memo, copy)
-                if new is not child or copy:
-                    dict.__setitem__(target, k, new)
-        return target
-    if type(value) is list:
-        target_list = list(value) if copy else value
-        memo[key] = target_list
-        for i, child in enumerate(value):
-            if not isinstance(child, _ATOMS):
-                target_list[i] = _rebind(child, loop, memo, copy)
-        return target_list
-    if type(value) is set:
-        target_set: set[Any] = set() if copy else value
-        memo[key] = target_set
-        items = [_rebind(child, loop, memo, copy) for child in value]
-        if copy or any(a is not b for a, b in zip(items, value, strict=True)):
-            target_set.clear()
-            target_set.update(items)
-        return target_set
-    if type(value) in (tuple, frozenset):
-        items = [_rebind(child, loop, memo, copy) for child in value]
-        if all(a is b for a, b in zip(items, value, strict=True)):
-            memo[key] = value
+
+    __slots__ = ("memo", "run", "verified")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, copy: bool, registry: HookRegistry | None
+    ) -> None:
+        self.memo: dict[int, Any] = {}
+        self.verified: set[int] = set()
+        #: ``run(tree)``: the tree, rebound
+        self.run = self._walker(loop, copy, registry)
+
+    def _walker(  # one closure, so the recursion pays no attribute lookups
+        self, loop: asyncio.AbstractEventLoop, copy: bool, registry: HookRegistry | None
+    ) -> Callable[[Any], Any]:
+        memo, verified = self.memo, self.verified
+        atoms, atom_types = _ATOM_TYPES, _ATOMS
+        root: list[type] = []
+
+        def ok(item: Any) -> bool:
+            return type(item) in atoms or id(item) in verified
+
+        def walk(value: Any) -> Any:
+            if isinstance(value, atom_types):
+                return value
+            key = id(value)
+            if key in memo:
+                return memo[key]
+            if isinstance(value, FutureSnapshot):
+                memo[key] = future = _materialise(value, loop)
+                verified.add(id(future))
+                return future
+            plain = True
+            if isinstance(value, dict):
+                if registry is not None and META in value:
+                    _audit_savable(value, registry, "<bundle>", root)
+                target = value
+                if copy:
+                    target = value.__class__.__new__(value.__class__)
+                    dict.update(target, value)
+                memo[key] = target
+                for k, child in value.items():
+                    if type(child) in atoms:
+                        continue
+                    new = walk(child)
+                    if plain and id(new) not in verified:
+                        plain = False
+                    if new is not child or copy:
+                        dict.__setitem__(target, k, new)
+                if plain:
+                    verified.add(id(target))
+                return target
+            if type(value) is list:
+                target_list = list(value) if copy else value
+                memo[key] = target_list
+                for i, child in enumerate(value):
+                    if type(child) in atoms:
+                        continue
+                    new = target_list[i] = walk(child)
+                    if plain and id(new) not in verified:
+                        plain = False
+                if plain:
+                    verified.add(id(target_list))
+                return target_list
+            if type(value) is set:
+                target_set: set[Any] = set() if copy else value
+                memo[key] = target_set
+                items = [walk(child) for child in value]
+                if copy or any(a is not b for a, b in zip(items, value, strict=True)):
+                    target_set.clear()
+                    target_set.update(items)
+                if all(map(ok, items)):
+                    verified.add(id(target_set))
+                return target_set
+            if type(value) in (tuple, frozenset):
+                items = [walk(child) for child in value]
+                rebuilt = value
+                if any(a is not b for a, b in zip(items, value, strict=True)):
+                    rebuilt = type(value)(items)
+                memo[key] = rebuilt
+                if all(map(ok, items)):
+                    verified.add(id(rebuilt))
+                return rebuilt
+            if isinstance(value, Frozendict):
+                # Its items, not a temporary dict, go through the walk: the memo is keyed
+                # by id(), and a temporary freed meanwhile could lend its id to another.
+                walked = {k: walk(child) for k, child in value.items()}
+                memo[key] = frozen = type(value)(walked)
+                if all(map(ok, walked.values())):
+                    verified.add(id(frozen))
+                return frozen
+            if copy:
+                try:
+                    memo[key] = duplicate = pycopy.deepcopy(value, memo)
+                except Exception:
+                    memo[key] = value
+                    return value
+                return duplicate
             return value
-        memo[key] = rebuilt = type(value)(items)
-        return rebuilt
-    if isinstance(value, Frozendict):
-        inner = _rebind(dict(value), loop, memo, copy)
-        memo[key] = rebuilt = type(value)(inner)
-        return rebuilt
-    if copy:
-        try:
-            memo[key] = duplicate = pycopy.deepcopy(value, memo)
-        except Exception:
-            memo[key] = value
-            return value
-        return duplicate
-    return value
+
+        return walk
 
 
 _SKIP = (
@@ -366,11 +430,16 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     :param loop: the loop every future must belong to
     :raises LoopBoundaryError: naming the path of each foreign future
     """
+    _check_loop_bound(obj, loop, set())
+
+
+def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int]) -> None:
+    """:func:`check_loop_bound`, not entering any value whose id is in ``seen`` (which it
+    extends): what a :class:`_Rebind` walk made or verified."""
     # Paths are built only for containers walked into and for culprits: each stack
     # entry holds (value, parent entry, key), and atoms are filtered out by exact type
     # before they are pushed, so a context of a million floats costs one type check each.
     foreign: list[str] = []
-    seen: set[int] = set()
     atoms = _ATOM_TYPES
     stack: list[tuple[Any, Any, Any]] = [(obj, None, None)]
     while stack:
@@ -446,12 +515,21 @@ def unbundle(
     ctx = ctx if ctx is not None else LoopContext()
     registry = registry if registry is not None else default_registry
     if not trusted:
-        audit_bundle(bundle, registry)
         extra.setdefault("loader", SafeObjectLoader(registry))
     loop = ctx.loop
+    # One walk audits, copies and rebinds; it runs where the loop is current, before
+    # plumpy sees anything, and whatever it refuses fails the load before any import.
+    walk = _Rebind(loop, copy, None if trusted else registry)
 
     def load() -> plumpy.Savable:
-        tree = _rebind(bundle, loop, {}, copy)
+        try:
+            tree = walk.run(bundle)
+        except LoopAwarePersistError:
+            # Futures made so far are dropped: restored failures count as observed, so
+            # asyncio logs nothing for them.
+            if not trusted:
+                audit_bundle(bundle, registry)  # the same refusal, naming its path
+            raise
         try:
             return plumpy.Savable.load(tree, ctx.load_context(**extra))
         except LoopAwarePersistError:
@@ -466,8 +544,30 @@ def unbundle(
             raise CorruptCheckpointError(msg) from error
 
     obj = ctx.run(load)
-    check_loop_bound(obj, loop)
+    # What the walk built and found free of futures is not walked again (its memo keeps
+    # those containers, and so their ids, alive until this check is done).
+    _check_loop_bound(obj, loop, set(walk.verified))
+    with contextlib.suppress(TypeError):  # not weak-referenceable or not hashable
+        _VERIFIED[obj] = loop
     return obj
+
+
+#: What :func:`unbundle` returned, with the loop it checked the whole graph against.
+_VERIFIED: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def verified_on(obj: Any, loop: asyncio.AbstractEventLoop) -> bool:
+    """:param obj: a loaded object (a process, usually)
+    :param loop: a loop
+    :return: whether ``obj`` came out of :func:`unbundle` onto ``loop``, which checked its
+        graph then (so a caller that loaded it through a persister need not walk it again)
+    """
+    try:
+        return _VERIFIED.get(obj) is loop
+    except TypeError:
+        return False
 
 
 class LoopAwareBundle(plumpy.Bundle):

@@ -29,12 +29,15 @@ from plumpy.workchains import WorkChainSpec
 
 from loopaware_persist import (
     LoopAwarePersister,
+    LoopBoundaryError,
     NoEventLoopError,
     UnsafeCheckpointError,
+    _launcher as launcher_module,
     check_loop_bound,
     open_persister,
 )
 from loopaware_persist._launcher import LoopAwareLauncher, LoopBridge
+from loopaware_persist.storage import open_storage
 
 TIMEOUT = 10.0
 WORKER = "launcher-loop"
@@ -810,6 +813,60 @@ def test_forty_replies_through_kiwipy_rmq_thread_wrapping(
         assert all(reply["thread"] == WORKER and reply["on_own_loop"] for reply in replies)
     else:
         assert all(reply["thread"] == WORKER and reply["loop"] is worker_loop for reply in replies)
+
+
+# endregion
+
+
+# region the launcher's own loop check
+
+
+class _Planting(LoopAwarePersister):
+    """A persister class of the user's: loads through unbundle, then adds a future."""
+
+    foreign: asyncio.AbstractEventLoop
+
+    def load_process(self, *args: Any, **kwargs: Any) -> Any:
+        process = super().load_process(*args, **kwargs)
+        process.planted = {"late": [self.foreign.create_future()]}
+        return process
+
+
+@pytest.mark.parametrize("planting", [False, True])
+def test_the_launcher_walks_what_its_persister_class_may_have_touched(
+    planting: bool,
+    worker_loop: asyncio.AbstractEventLoop,
+    other_loop: asyncio.AbstractEventLoop,
+    communicator: kiwipy.LocalCommunicator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This package's load_process walked the graph in unbundle: the launcher does not walk
+    it again. A user's persister class may change the process after that: it does."""
+    walks: list[Any] = []
+    original = launcher_module.check_loop_bound
+
+    def counted(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
+        walks.append(obj)
+        original(obj, loop)
+
+    monkeypatch.setattr(launcher_module, "check_loop_bound", counted)
+    cls = _Planting if planting else LoopAwarePersister
+    with cls(open_storage("memory://"), allow=[__name__]) as persister:
+        if planting:
+            persister.foreign = other_loop  # type: ignore[attr-defined]
+        pid = _saved_waiting(persister, 5)
+        launcher = LoopAwareLauncher(persister, loop=worker_loop)
+        body = process_comms.create_continue_body(pid, nowait=True)
+        outcome = _from_site(
+            "foreign-thread", lambda: launcher(communicator, body), worker_loop, other_loop
+        )
+        if planting:
+            with pytest.raises(LoopBoundaryError, match="planted"):
+                outcome.result(TIMEOUT)
+            assert len(walks) == 1
+        else:
+            assert outcome.result(TIMEOUT) == pid
+            assert walks == []
 
 
 # endregion

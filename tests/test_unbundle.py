@@ -11,22 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import plumpy
 import pytest
+from plumpy.utils import AttributesFrozendict
 
 from loopaware_persist import (
+    FutureSnapshot,
     LoopAwarePersister,
     LoopBoundaryError,
     LoopContext,
     NoEventLoopError,
+    UnsafeCheckpointError,
     check_loop_bound,
     open_persister,
     unbundle,
 )
+from loopaware_persist._unbundle import _Rebind
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
@@ -488,6 +494,65 @@ def test_pickle_keeps_a_future_shared_between_two_places_shared() -> None:
             assert ctx is not None
             assert ctx.first is ctx.others[0]
             assert ctx.first is ctx.others[1]["again"]
+
+
+# endregion
+
+
+# region the single walk: audit, copy and rebind together, then the check
+
+
+def test_a_live_foreign_future_planted_in_a_bundle_is_caught(
+    persister: LoopAwarePersister, saved: Callable[[str], Any]
+) -> None:
+    """The walk skips what it verified (plain data, futures it made); a live future it did
+    not make keeps its containers unverified, so the check still walks to it."""
+    pid = saved("chain")
+    with new_loop() as a, new_loop() as b:
+        bundle = persister.load_checkpoint(pid)
+        foreign = a.create_future()
+        bundle["_context"]["planted"] = {"deep": [1, 2.0, "three", foreign]}
+        with pytest.raises(LoopBoundaryError) as caught:
+            unbundle(bundle, LoopContext(loop=b), registry=persister.registry)
+        (path,) = caught.value.paths
+        assert path == "_context.planted['deep'][3]"
+
+
+def test_many_frozendicts_each_keep_their_own_items(persister: LoopAwarePersister) -> None:
+    """The walk's memo is keyed by id(): no temporary may lend its id to another value."""
+    inputs = {f"ns{i}": AttributesFrozendict({"i": i, "tag": f"t{i}"}) for i in range(200)}
+    bundle = {"inputs": AttributesFrozendict(inputs), "again": [inputs["ns7"], inputs["ns7"]]}
+    with new_loop() as b:
+        walk = _Rebind(b, copy=True, registry=None)
+        out = walk.run(bundle)
+    assert {name: dict(ns) for name, ns in out["inputs"].items()} == {
+        name: dict(ns) for name, ns in inputs.items()
+    }
+    assert out["again"][0] is out["again"][1] is out["inputs"]["ns7"]  # shared stays shared
+    assert out["inputs"] is not bundle["inputs"]
+
+
+def test_a_refused_bundle_leaves_no_unretrieved_future(
+    persister: LoopAwarePersister, saved: Callable[[str], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Futures the walk made before it met the refused class are dropped quietly (a
+    restored failure counts as observed, so asyncio logs no "never retrieved")."""
+    pid = saved("chain")
+    bundle = persister.load_checkpoint(pid)
+    # A failed snapshot first (key order is walk order), then a savable naming os:system.
+    context = {"early": FutureSnapshot.failed(ValueError("boom"))}
+    context.update(bundle["_context"])
+    context["late"] = {"!!meta": {"class_name": "os:system"}}
+    bundle["_context"] = context
+    message = ""
+    with new_loop() as b, caplog.at_level(logging.ERROR, logger="asyncio"):
+        try:
+            unbundle(bundle, LoopContext(loop=b), registry=persister.registry)
+        except UnsafeCheckpointError as error:
+            message = str(error)  # the error (and the frames holding the futures) go here
+        gc.collect()
+    assert "'os:system'" in message
+    assert "never retrieved" not in caplog.text
 
 
 # endregion
