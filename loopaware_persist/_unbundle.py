@@ -553,9 +553,7 @@ def unbundle(
 
 
 #: What :func:`unbundle` returned, with the loop it checked the whole graph against.
-_VERIFIED: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = (
-    weakref.WeakKeyDictionary()
-)
+_VERIFIED: weakref.WeakKeyDictionary[Any, asyncio.AbstractEventLoop] = weakref.WeakKeyDictionary()
 
 
 def verified_on(obj: Any, loop: asyncio.AbstractEventLoop) -> bool:
