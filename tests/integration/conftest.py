@@ -25,8 +25,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+import msgpack
 import pytest
 
+from loopaware_persist._messages import MESSAGE_MAGIC
 from loopaware_persist._worker import DEFAULT_TASK_EXCHANGE, WorkerClient
 
 pytestmark = pytest.mark.integration
@@ -299,3 +301,14 @@ def ready_count(amqp_url: str, queue: str) -> int:
 
 
 # endregion
+
+
+def hostile_gadget_message(marker: Path) -> bytes:
+    """:param marker: the file a successful gadget would create
+    :return: a message in our format whose body is a tuple holding an ``object`` value
+        naming ``os:system`` (as the msgpack codec writes values: ext code 2,
+        ``[tag, *fields]``)
+    """
+    gadget = msgpack.ExtType(2, msgpack.packb(["object", "os:system", f"touch {marker}"]))
+    body = msgpack.ExtType(2, msgpack.packb(["tuple", gadget, True], use_bin_type=True))
+    return MESSAGE_MAGIC + msgpack.packb(body, use_bin_type=True)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import kiwipy
-import msgpack
 import pytest
 
 from loopaware_persist import (
@@ -31,7 +30,7 @@ from loopaware_persist import (
     StaleCheckpointError,
     StorageError,
 )
-from loopaware_persist._messages import MESSAGE_MAGIC, MessageCodec
+from loopaware_persist._messages import MessageCodec
 from loopaware_persist._worker import (
     FencedError,
     Worker,
@@ -44,6 +43,7 @@ from loopaware_persist.storage import CheckpointKey
 from .conftest import (
     ALLOW,
     DEADLINE,
+    hostile_gadget_message,
     postgres_schema_url,
     publish_raw,
     ready_count,
@@ -290,24 +290,7 @@ def test_hostile_messages_are_refused_and_nothing_runs(
         # kiwipy's own YAML encoding.
         f'!!python/object/apply:os.system ["touch {marker}"]'.encode(),
         # Our format, naming a callable outside the allow-list.
-        MESSAGE_MAGIC
-        + msgpack.packb(
-            # As the msgpack codec writes values (ext code 2: [tag, *fields]).
-            msgpack.ExtType(
-                2,
-                msgpack.packb(
-                    [
-                        "tuple",
-                        msgpack.ExtType(
-                            2, msgpack.packb(["object", "os:system", f"touch {marker}"])
-                        ),
-                        True,
-                    ],
-                    use_bin_type=True,
-                ),
-            ),
-            use_bin_type=True,
-        ),
+        hostile_gadget_message(marker),
         # A well-formed launch of a class outside the allow-list, no reply wanted.
         MessageCodec(allow=ALLOW).encode(
             (

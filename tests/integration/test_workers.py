@@ -11,11 +11,10 @@ import uuid
 from pathlib import Path
 
 import aio_pika
-import msgpack
 import pytest
 
 from loopaware_persist import StaleCheckpointError
-from loopaware_persist._messages import MESSAGE_MAGIC, MessageCodec
+from loopaware_persist._messages import MessageCodec
 from loopaware_persist._worker import (
     DEFAULT_TASK_EXCHANGE,
     FencedError,
@@ -24,7 +23,16 @@ from loopaware_persist._worker import (
 )
 from loopaware_persist.storage import CheckpointKey
 
-from .conftest import ALLOW, DEADLINE, ROOT, Workers, fenced_in, side_lines, wait_for
+from .conftest import (
+    ALLOW,
+    DEADLINE,
+    ROOT,
+    Workers,
+    fenced_in,
+    hostile_gadget_message,
+    side_lines,
+    wait_for,
+)
 from .processes import Double, Steps
 
 pytestmark = pytest.mark.integration
@@ -251,24 +259,7 @@ def test_hostile_messages_are_refused_and_nothing_runs(
         # kiwipy's own (YAML) encoding, as AiiDA's unsafe loader would run it.
         f'!!python/object/apply:os.system ["touch {marker}"]'.encode(),
         # Our format, naming a callable outside the allow-list.
-        MESSAGE_MAGIC
-        + msgpack.packb(
-            # As the msgpack codec writes values (ext code 2: [tag, *fields]).
-            msgpack.ExtType(
-                2,
-                msgpack.packb(
-                    [
-                        "tuple",
-                        msgpack.ExtType(
-                            2, msgpack.packb(["object", "os:system", f"touch {marker}"])
-                        ),
-                        True,
-                    ],
-                    use_bin_type=True,
-                ),
-            ),
-            use_bin_type=True,
-        ),
+        hostile_gadget_message(marker),
         # A well-formed launch task whose process_class is not a Process.
         MessageCodec(allow=ALLOW).encode(
             (

@@ -205,8 +205,13 @@ def _warm_up(per: Any, b: asyncio.AbstractEventLoop) -> None:
                 per.loads(encode_envelope(payload, codec=codec))
 
 
-def main() -> None:
-    tmp = Path(sys.argv[1])
+def plant_evil_module(tmp: Path) -> tuple[Path, str]:
+    """Write a module whose import, or a call of its ``f``, writes a marker file, and put
+    it on ``sys.path``: a corpus naming it shows whether a load imported or ran it.
+
+    :param tmp: a fresh directory
+    :return: the marker's path and the module's name
+    """
     marker = tmp / "MARKER"
     site = tmp / "site"
     site.mkdir()
@@ -225,22 +230,29 @@ def main() -> None:
     )
     sys.path.insert(0, str(site))
     importlib.invalidate_caches()
-    m = str(marker)
+    return marker, evil
 
+
+def corpus(marker: str, evil: str) -> dict[str, tuple[str, bytes, type[Exception]]]:
+    """:param marker: the marker file's path
+    :param evil: the planted module's name
+    :return: every hostile record by name: its codec, its stored bytes and the error a
+        load must raise
+    """
     records: dict[str, tuple[str, bytes, type[Exception]]] = {}
-    for name, payload in _pickle_gadgets(m, evil).items():
+    for name, payload in _pickle_gadgets(marker, evil).items():
         records[f"pickle gadget: {name}"] = (
             "pickle",
             encode_envelope(payload, codec="pickle"),
             UnsafeCheckpointError,
         )
-    for name, (payload, expected) in _msgpack_payloads(m, evil).items():
+    for name, (payload, expected) in _msgpack_payloads(marker, evil).items():
         records[f"msgpack ext: {name}"] = (
             "msgpack",
             encode_envelope(payload, codec="msgpack"),
             expected,
         )
-    bundles = _tampered_bundles(m, evil)
+    bundles = _tampered_bundles(marker, evil)
     for codec in CODECS:
         with open_persister("memory://", codec=codec, allow=[ALLOW]) as enc:
             for name, bundle in bundles.items():
@@ -249,6 +261,13 @@ def main() -> None:
                     enc.dumps(bundle),
                     UnsafeCheckpointError,
                 )
+    return records
+
+
+def main() -> None:
+    tmp = Path(sys.argv[1])
+    marker, evil = plant_evil_module(tmp)
+    records = corpus(str(marker), evil)
     launch_bodies = {
         f"launch {cls}": {"task": "launch", "args": {"process_class": cls}}
         for cls in (

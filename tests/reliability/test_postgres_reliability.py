@@ -24,7 +24,6 @@ for the subprocess halves.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import random
@@ -32,9 +31,7 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,7 +46,6 @@ from loopaware_persist import (
     UnsafeCheckpointError,
     open_persister,
 )
-from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
 
 from ._support import (
@@ -195,41 +191,11 @@ def _hostile(tmp: Path, url: str, schema: str) -> dict[str, Any]:
     """The corpus of ``_hostile_worker``, stored in PostgreSQL (in a fresh interpreter)."""
     from loopaware_persist._worker import open_fencing_persister
 
-    from ._hostile_worker import _msgpack_payloads, _pickle_gadgets, _tampered_bundles, _warm_up
+    from ._hostile_worker import _warm_up, corpus, plant_evil_module
 
-    marker = tmp / "MARKER"
-    site = tmp / "site"
-    site.mkdir()
-    evil = f"evil_{uuid.uuid4().hex}"
-    (site / f"{evil}.py").write_text(
-        textwrap.dedent(f"""
-        import enum, pathlib
-        pathlib.Path({str(marker)!r}).write_text("imported")
-        class Thing:
-            pass
-        class Color(enum.Enum):
-            RED = 1
-        def f(*args):
-            pathlib.Path({str(marker)!r}).write_text("called")
-        """)
-    )
-    sys.path.insert(0, str(site))
-    importlib.invalidate_caches()
-    m = str(marker)
-
-    records: dict[str, tuple[bytes, type[Exception]]] = {}
-    for name, payload in _pickle_gadgets(m, evil).items():
-        records[f"pickle gadget: {name}"] = (
-            encode_envelope(payload, codec="pickle"),
-            UnsafeCheckpointError,
-        )
-    for name, (payload, expected) in _msgpack_payloads(m, evil).items():
-        records[f"msgpack ext: {name}"] = (encode_envelope(payload, codec="msgpack"), expected)
-    bundles = _tampered_bundles(m, evil)
-    for codec in CODECS:
-        with open_persister("memory://", codec=codec, allow=[ALLOW]) as enc:
-            for name, bundle in bundles.items():
-                records[f"{codec} bundle: {name}"] = (enc.dumps(bundle), UnsafeCheckpointError)
+    marker, evil = plant_evil_module(tmp)
+    hostile = corpus(str(marker), evil)
+    records = {name: (data, expected) for name, (_codec, data, expected) in hostile.items()}
     launch_bodies = {
         f"{kind} {cls}": {"task": kind, "args": {"process_class": cls}}
         for kind in ("launch", "create")
