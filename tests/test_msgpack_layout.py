@@ -36,6 +36,7 @@ from loopaware_persist import (
     DecodeError,
     EncodeError,
     FutureSnapshot,
+    FutureStatus,
     HookRegistry,
     UnsafeCheckpointError,
     default_registry,
@@ -223,6 +224,17 @@ def test_pure_python_msgpack_writes_and_reads_the_same_bytes(value: Any) -> None
         codec = get_codec("msgpack")
         assert codec.encode(value) == data
         assert_same(codec.decode(data), value)
+
+
+def test_pure_python_msgpack_reads_str_subclass_map_keys() -> None:
+    """The fallback interns every ``str`` key (msgpack-python PR #381); a str-enum key,
+    decoded from an ext value, cannot be interned. Found by the property test above."""
+    value = {FutureStatus.FINISHED: 1, "plain": {FutureStatus.PENDING: (2,)}}
+    data = get_codec("msgpack").encode(value)
+    with _pure_python_msgpack():
+        decoded = get_codec("msgpack").decode(data)
+    assert_same(decoded, value)
+    assert type(next(iter(decoded))) is FutureStatus
 
 
 @given(bundle=bundles())

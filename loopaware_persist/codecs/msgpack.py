@@ -246,7 +246,9 @@ class _Decoder:
         self._hook = self._hook_at(1)
 
     def decode(self, data: bytes) -> Any:
-        return msgpack.unpackb(data, ext_hook=self._hook, strict_map_key=False, raw=False)
+        return msgpack.unpackb(
+            data, ext_hook=self._hook, strict_map_key=False, raw=False, **_map_options()
+        )
 
     def _learn(self, code: int) -> Callable[[list[Any]], Any]:
         decode: Callable[[list[Any]], Any]
@@ -336,7 +338,21 @@ def _unpacker(ext_hook: Callable[[int, bytes], Any], capacity: int) -> msgpack.U
         raw=False,
         read_size=min(capacity, 4096),
         max_buffer_size=capacity,
+        **_map_options(),
     )
+
+
+def _map_options() -> dict[str, Any]:
+    """msgpack-python's pure-Python fallback (PyPy, or no C extension) passes every map
+    key that is an instance of ``str`` to ``sys.intern`` (msgpack-python PR #381), which fails for
+    a ``str`` subclass such as a ``FutureStatus`` key decoded from an ext value. Building
+    maps from their pairs skips that; the C extension interns exact ``str`` keys only.
+
+    :return: the Unpacker options for maps
+    """
+    if msgpack.Unpacker.__module__ == "msgpack.fallback":
+        return {"object_pairs_hook": dict}
+    return {}
 
 
 def _malformed(tag: str, error: Exception) -> CorruptCheckpointError:
