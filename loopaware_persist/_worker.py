@@ -47,9 +47,9 @@ and closes the persister.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -134,6 +134,8 @@ class FencedError(StaleCheckpointError):
 
 
 _TERMINAL_STATES = frozenset({"finished", "excepted", "killed"})
+#: Stale-fence marks a persister keeps before it empties its table (see stale_mark()).
+_STALE_MARKS_KEPT = 4096
 
 
 def _copy_future(source: asyncio.Future[Any], target: concurrent.futures.Future[Any]) -> None:
@@ -178,7 +180,7 @@ class _Fence:
             if terminal:
                 # Raising while entering a terminal state would make plumpy retry
                 # the transition; the process stops here anyway. Its own outcome is
-                # already set: its task follows the owner's (stale_fences()).
+                # already set: its task follows the owner's (stale_mark()).
                 return
             raise fenced from error
         except Exception:
@@ -203,8 +205,9 @@ class FencingPersister(LoopAwarePersister):
         self._fences: weakref.WeakKeyDictionary[plumpy.Process, _Fence] = (
             weakref.WeakKeyDictionary()
         )
-        # Copies fenced as stale, per pid: see stale_fences().
-        self._stale: collections.Counter[Hashable] = collections.Counter()
+        # The latest stale fence per pid, as a serial number: see stale_mark().
+        self._stale: dict[Hashable, int] = {}
+        self._stale_serial = itertools.count(1)
 
     def _watch(self, process: plumpy.Process, version: int) -> _Fence:
         fence = self._fences.get(process)
@@ -231,16 +234,19 @@ class FencingPersister(LoopAwarePersister):
         fence = self._fences.get(process)
         return None if fence is None else fence.fenced
 
-    def stale_fences(self, pid: Hashable) -> int:
-        """How many copies of ``pid`` this persister fenced because another worker saved it.
+    def stale_mark(self, pid: Hashable) -> int:
+        """A number that changes whenever this persister fences a copy of ``pid`` because
+        another worker saved it.
 
         A copy fenced while entering a terminal state ends "normally": plumpy set its
         own, never saved, outcome before the checkpoint was refused. A worker compares
-        this count before and after a task to reply with the owner's stored outcome
-        instead of that one.
+        the mark before and after a task, and when it changed replies with the owner's
+        stored outcome instead of the task's own. Marks are serial numbers that never
+        repeat, so the table can be emptied when it grows (a mark that changes for that
+        reason only makes a task read the stored outcome, which is then its own).
 
         :param pid: the process id
-        :return: the count
+        :return: the mark (0 if none is kept)
         """
         return self._stale.get(pid, 0)
 
@@ -257,7 +263,9 @@ class FencingPersister(LoopAwarePersister):
         reason: FenceReason
         if isinstance(cause, StaleCheckpointError):
             reason = "stale"
-            self._stale[process.pid] += 1
+            if len(self._stale) >= _STALE_MARKS_KEPT:
+                self._stale.clear()
+            self._stale[process.pid] = next(self._stale_serial)
             msg = (
                 f"Process {process.pid} fenced: another worker saved its checkpoint after this "
                 f"one loaded version {fence.version} ({cause}). Stopped without writing; the "
@@ -410,7 +418,7 @@ class _Subscriber:
             return outcome  # never resolved: requeued by RabbitMQ when the connection closes
         task = self._idempotent_launch(task)
         pid = _waited_pid(task)
-        stale = worker.persister.stale_fences(pid) if pid is not None else 0
+        stale = worker.persister.stale_mark(pid) if pid is not None else 0
         inner = worker.launcher(communicator, task)
         worker._track(inner)
         inner.add_done_callback(lambda done: self._settle(done, outcome, pid, stale))
@@ -458,7 +466,7 @@ class _Subscriber:
         if (
             pid is not None
             and not isinstance(error, (FencedError, BackendUnavailableError))
-            and self._worker.persister.stale_fences(pid) != stale
+            and self._worker.persister.stale_mark(pid) != stale
         ):
             # A copy of this pid was fenced meanwhile, possibly this task's own while
             # entering its terminal state: then its outcome is not the stored one, which

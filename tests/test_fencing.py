@@ -1,0 +1,48 @@
+"""FencingPersister without servers: fencing by version, and its stale marks stay bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from loopaware_persist import StaleCheckpointError, _worker as worker_module
+from loopaware_persist._worker import FencedError, open_fencing_persister
+from tests.processes import drive
+
+
+def test_a_stale_copy_is_refused_and_once_fenced_never_saves(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        process = drive("chain", loop)
+        persister.save_checkpoint(process)
+        first = persister.load_process(process.pid, loop=loop)
+        second = persister.load_process(process.pid, loop=loop)
+        persister.save_checkpoint(second)  # the newer copy saves: the first is now stale
+        with pytest.raises(StaleCheckpointError) as refused:
+            persister.save_checkpoint(first)
+        before = persister.stale_mark(process.pid)
+        fenced = persister.fence(first, refused.value)
+        assert fenced.reason == "stale"
+        assert persister.fenced(first) is fenced
+        assert persister.stale_mark(process.pid) != before
+        with pytest.raises(FencedError):
+            persister.save_checkpoint(first)
+        assert persister.fenced(second) is None
+        persister.save_checkpoint(second)  # the owner goes on saving
+
+
+def test_stale_marks_are_bounded_and_never_repeat(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "_STALE_MARKS_KEPT", 8)
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        seen: list[int] = []
+        for _ in range(30):
+            process = drive("chain", loop)
+            persister.fence(process, StaleCheckpointError("another worker saved it"))
+            seen.append(persister.stale_mark(process.pid))
+        assert len(persister._stale) <= 8
+        assert len(set(seen)) == len(seen)  # a mark once handed out never comes back
+        assert all(mark > 0 for mark in seen)
