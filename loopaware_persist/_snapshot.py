@@ -199,4 +199,19 @@ def restore_futures(
     """
     loop = ctx.loop
     snaps = list(snapshots)
-    return ctx.run(lambda: [_materialise(snap, loop) for snap in snaps])
+
+    def make() -> list[asyncio.Future[Any]]:
+        # Finished snapshots (the common case) inline, the rest through _materialise.
+        create, finished = loop.create_future, FutureStatus.FINISHED
+        futures: list[asyncio.Future[Any]] = []
+        append = futures.append
+        for snap in snaps:
+            if snap.status is finished:
+                future = create()
+                future.set_result(snap.result)
+                append(future)
+            else:
+                append(_materialise(snap, loop))
+        return futures
+
+    return ctx.run(make)

@@ -52,7 +52,7 @@ from ._errors import (
 from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry
-from ._snapshot import FutureSnapshot, _materialise
+from ._snapshot import FutureSnapshot, FutureStatus, _materialise
 
 __all__ = ("LoopAwareBundle", "SafeObjectLoader", "audit_bundle", "check_loop_bound", "unbundle")
 
@@ -288,6 +288,7 @@ class _Rebind:
     ) -> Callable[[Any], Any]:
         memo, verified = self.memo, self.verified
         atoms, atom_types = _ATOM_TYPES, _ATOMS
+        create, finished = loop.create_future, FutureStatus.FINISHED
         root: list[type] = []
 
         def ok(item: Any) -> bool:
@@ -300,7 +301,12 @@ class _Rebind:
             if key in memo:
                 return memo[key]
             if isinstance(value, FutureSnapshot):
-                memo[key] = future = _materialise(value, loop)
+                if value.status is finished:  # the common case, inline
+                    future = create()
+                    future.set_result(value.result)
+                else:
+                    future = _materialise(value, loop)
+                memo[key] = future
                 verified.add(id(future))
                 return future
             plain = True
