@@ -184,7 +184,11 @@ def restore_future(snapshot: FutureSnapshot, ctx: LoopContext) -> asyncio.Future
     :raises NoEventLoopError: if the target loop is closed
     :return: a future whose ``get_loop()`` is ``ctx.loop``, in the snapshot's state
     """
-    return ctx.run(_materialise, snapshot, ctx.loop)
+    loop = ctx.loop
+    # On the loop's own thread, while it runs (so it is open), there is nothing to hop.
+    if asyncio._get_running_loop() is loop:
+        return _materialise(snapshot, loop)
+    return ctx.run(_materialise, snapshot, loop)
 
 
 def restore_futures(
