@@ -5,7 +5,8 @@ number of acknowledgements, plus a random delay), then reopens the store.
 Checked after every kill: the record decodes (0 corrupt), its version is at
 least the last acknowledged one (0 acknowledged saves lost) and at most one more
 (the save in flight), and the file storage holds no temp file after the open.
-PostgreSQL server kills join once that storage exists (another issue).
+``test_postgres_reliability`` runs the same campaign (:func:`kill_campaign`)
+against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import random
 import signal
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from loopaware_persist import CheckpointNotFoundError, open_persister
@@ -52,14 +55,37 @@ def _acks(fd: int, buffered: bytearray, want: int | None) -> None:
         buffered += chunk
 
 
-@pytest.mark.parametrize("durability", ["normal", "full"])
-@pytest.mark.parametrize("storage", ["file", "sqlite"])
-def test_sigkill_writer(tmp_path: Path, storage: str, durability: str) -> None:
-    url = (tmp_path / "files").as_uri() if storage == "file" else f"sqlite:///{tmp_path}/k.db"
-    rng = random.Random(f"kills-{storage}-{durability}")
-    with open_persister("memory://", allow=[ALLOW]) as enc:
-        records = [record_for(enc, "killed", i) for i in range(3)]
-    last_ack = lost = corrupt = in_flight_landed = orphans = 0
+@attrs.define
+class KillTally:
+    """What a kill campaign saw: acknowledgements, the last one, and the damage."""
+
+    acked: int = 0
+    last_ack: int = 0
+    lost: int = 0
+    corrupt: int = 0
+    in_flight_landed: int = 0
+
+
+def kill_campaign(
+    url: str,
+    records: list[bytes],
+    durability: str,
+    rng: random.Random,
+    *,
+    first_acks: tuple[int, ...] = (0, 0, 1, 2, 5),
+    after_open: Callable[[], None] | None = None,
+) -> KillTally:
+    """SIGKILL a forked writer of ``KEY`` ``KILLS`` times; check the store after each.
+
+    :param url: the store
+    :param records: what the writer saves, in turn
+    :param durability: the writer's durability
+    :param rng: when to kill (after how many acknowledgements, plus a short delay)
+    :param first_acks: the acknowledgements to wait for before a kill, chosen from
+    :param after_open: called after each reopen (which sweeps orphans), before the checks
+    :return: the tally; a record that does not decode fails at once
+    """
+    tally = KillTally()
     for _ in range(KILLS):
         read_end, write_end = os.pipe()
         pid = os.fork()
@@ -72,43 +98,64 @@ def test_sigkill_writer(tmp_path: Path, storage: str, durability: str) -> None:
         os.close(write_end)
         buffered = bytearray()
         try:
-            _acks(read_end, buffered, rng.choice((0, 0, 1, 2, 5)))
+            _acks(read_end, buffered, rng.choice(first_acks))
             time.sleep(rng.random() * 0.004)  # a random moment, not a timing assertion
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             _acks(read_end, buffered, None)  # what was acknowledged before death
         finally:
             os.close(read_end)
+        tally.acked += len(buffered) // ACK.size
         if buffered:
-            last_ack = ACK.unpack_from(buffered, len(buffered) - ACK.size)[0]
+            tally.last_ack = ACK.unpack_from(buffered, len(buffered) - ACK.size)[0]
         with open_persister(url, allow=[ALLOW]) as per:
-            if storage == "file":
-                orphans += sum(n.startswith(TEMP_PREFIX) for n in os.listdir(tmp_path / "files"))
+            if after_open is not None:
+                after_open()
             try:
                 record = per.storage.get(KEY)
             except CheckpointNotFoundError:
-                lost += last_ack > 0
+                tally.lost += tally.last_ack > 0
                 continue
             try:
                 per.loads(record.data)
             except Exception:
-                corrupt += 1
+                tally.corrupt += 1
                 raise
             assert record.data in records
-            lost += record.version < last_ack
-            in_flight_landed += record.version == last_ack + 1
-            assert record.version <= last_ack + 1
+            tally.lost += record.version < tally.last_ack
+            tally.in_flight_landed += record.version == tally.last_ack + 1
+            assert record.version <= tally.last_ack + 1
             assert [i.version for i in per.storage.list()] == [record.version]
-            last_ack = record.version
+            tally.last_ack = record.version
+    return tally
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+@pytest.mark.parametrize("storage", ["file", "sqlite"])
+def test_sigkill_writer(tmp_path: Path, storage: str, durability: str) -> None:
+    url = (tmp_path / "files").as_uri() if storage == "file" else f"sqlite:///{tmp_path}/k.db"
+    rng = random.Random(f"kills-{storage}-{durability}")
+    with open_persister("memory://", allow=[ALLOW]) as enc:
+        records = [record_for(enc, "killed", i) for i in range(3)]
+    orphans = 0
+
+    def count_orphans() -> None:
+        nonlocal orphans
+        if storage == "file":
+            orphans += sum(n.startswith(TEMP_PREFIX) for n in os.listdir(tmp_path / "files"))
+
+    tally = kill_campaign(url, records, durability, rng, after_open=count_orphans)
+    last_ack = tally.last_ack
     line = figure(
         "real_kills",
         storage=storage,
         durability=durability,
         sigkills=KILLS,
+        acknowledged_saves=tally.acked,
         final_version=last_ack,
-        corrupt=corrupt,
-        acknowledged_saves_lost=lost,
-        unacknowledged_in_flight_save_landed=in_flight_landed,
+        corrupt=tally.corrupt,
+        acknowledged_saves_lost=tally.lost,
+        unacknowledged_in_flight_save_landed=tally.in_flight_landed,
         orphan_temp_files_after_open=orphans,
     )
     assert line["corrupt"] == line["acknowledged_saves_lost"] == 0

@@ -25,13 +25,10 @@ for the subprocess halves.
 from __future__ import annotations
 
 import json
-import os
 import random
 import resource
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,6 @@ import plumpy
 import pytest
 
 from loopaware_persist import (
-    CheckpointNotFoundError,
     LoopAwareLauncher,
     LoopAwarePersistError,
     UnsafeCheckpointError,
@@ -67,7 +63,6 @@ pytestmark = [pytest.mark.timeout(HEAVY_TIMEOUT), pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 MALFORMED_COUNT = 50_000 if HEAVY else 5_000
-KILLS = 1000 if HEAVY else 100
 SEED = 20261125
 ADDRESS_SPACE = 1 << 30
 
@@ -326,66 +321,29 @@ def test_hostile_corpus_from_postgresql(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("durability", ["normal", "full"])
 def test_sigkill_writer_on_postgresql(durability: str) -> None:
-    from .test_kills import ACK, KEY, _acks, _writer
+    from .test_kills import KEY, KILLS, kill_campaign
 
     url = postgres_url()
     rng = random.Random(f"kills-postgresql-{durability}")
     with open_persister("memory://", allow=[ALLOW]) as enc:
         records = [record_for(enc, KEY.pid, i) for i in range(3)]
-    last_ack = lost = corrupt = in_flight_landed = acked = 0
     with postgres_schema(url, "lap_rel_kills") as schema:
         store = postgres_schema_url(url, schema)
         with open_persister(store, allow=[ALLOW]):
             pass  # creates the schema once, before the writers race to
-        for _ in range(KILLS):
-            read_end, write_end = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - child
-                os.close(read_end)
-                try:
-                    _writer(store, records, write_end, durability)
-                finally:
-                    os._exit(1)
-            os.close(write_end)
-            buffered = bytearray()
-            try:
-                _acks(read_end, buffered, rng.choice((0, 1, 1, 2, 5)))
-                time.sleep(rng.random() * 0.004)  # a random moment, not a timing assertion
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                _acks(read_end, buffered, None)  # what was acknowledged before death
-            finally:
-                os.close(read_end)
-            acked += len(buffered) // ACK.size
-            if buffered:
-                last_ack = ACK.unpack_from(buffered, len(buffered) - ACK.size)[0]
-            with open_persister(store, allow=[ALLOW]) as per:
-                try:
-                    record = per.storage.get(KEY)
-                except CheckpointNotFoundError:
-                    lost += last_ack > 0
-                    continue
-                try:
-                    per.loads(record.data)
-                except Exception:
-                    corrupt += 1
-                    raise
-                assert record.data in records
-                lost += record.version < last_ack
-                in_flight_landed += record.version == last_ack + 1
-                assert record.version <= last_ack + 1
-                assert [i.version for i in per.storage.list()] == [record.version]
-                last_ack = record.version
+        # PostgreSQL takes longer to connect: wait for an acknowledgement more often.
+        tally = kill_campaign(store, records, durability, rng, first_acks=(0, 1, 1, 2, 5))
+    last_ack = tally.last_ack
     line = figure(
         "real_kills",
         storage="postgresql",
         durability=durability,
         sigkills=KILLS,
-        acknowledged_saves=acked,
+        acknowledged_saves=tally.acked,
         final_version=last_ack,
-        corrupt=corrupt,
-        acknowledged_saves_lost=lost,
-        unacknowledged_in_flight_save_landed=in_flight_landed,
+        corrupt=tally.corrupt,
+        acknowledged_saves_lost=tally.lost,
+        unacknowledged_in_flight_save_landed=tally.in_flight_landed,
     )
     assert line["corrupt"] == line["acknowledged_saves_lost"] == 0
     assert last_ack > 0
