@@ -27,6 +27,7 @@ from plumpy.utils import AttributesFrozendict, Frozendict
 from ._errors import CorruptCheckpointError, EncodeError
 from ._registry import HookRegistry, class_name
 from ._snapshot import FutureSnapshot, FutureStatus, _check_consistent, snapshot_future
+from ._uuid import uuid_from_int
 
 __all__ = ("ForeignException", "configure_defaults", "default_registry")
 
@@ -139,29 +140,13 @@ def _dec_path(fields: list[Any]) -> pathlib.PurePath:
 
 
 _new: Any = object.__new__
-_UUID = uuid.UUID
-_UUID_SAFE_UNKNOWN = uuid.SafeUUID.unknown  # an enum lookup costs more than the rest
-# CPython's UUID is a slotted class: its slots are set directly, as its __setstate__
-# (pickle's path) does, without UUID(bytes=...)'s argument parsing: a third of the cost.
-_UUID_SLOTS: dict[str, Any] = dict(vars(uuid.UUID))
-_UUID_SETTERS = (
-    (_UUID_SLOTS["int"].__set__, _UUID_SLOTS["is_safe"].__set__)
-    if {"int", "is_safe"} <= _UUID_SLOTS.keys()
-    else None
-)
 
 
 def _dec_uuid(fields: list[Any]) -> uuid.UUID:
     (raw,) = fields
     if type(raw) is not bytes or len(raw) != 16:
         raise _corrupt("UUID", fields)
-    if _UUID_SETTERS is None:
-        return uuid.UUID(bytes=raw)
-    set_int, set_is_safe = _UUID_SETTERS
-    value = _new(_UUID)
-    set_int(value, int.from_bytes(raw, "big"))
-    set_is_safe(value, _UUID_SAFE_UNKNOWN)
-    return value  # type: ignore[no-any-return]
+    return uuid_from_int(int.from_bytes(raw, "big"))
 
 
 def _dec_bundle(fields: list[Any]) -> plumpy.Bundle:

@@ -30,6 +30,7 @@ from loopaware_persist._errors import (
     StaleCheckpointError,
     StorageError,
 )
+from loopaware_persist._uuid import uuid_from_int
 
 __all__ = (
     "CheckpointKey",
@@ -204,7 +205,7 @@ def pid_from_token(token: str) -> Pid:
         if kind == "i" and _INT_TOKEN.fullmatch(rest):
             return int(rest)
         if kind == "u" and _UUID_TOKEN.fullmatch(rest):
-            return uuid.UUID(int=int(rest, 16))  # hex= would re-parse what we checked
+            return uuid_from_int(int(rest, 16))  # UUID(hex=) would re-parse what we checked
     msg = (
         f"Malformed pid token {token!r} in storage: expected 'i:<int>', 'u:<32 hex digits>' "
         f"or 's:<text>'. The stored key was damaged or written by another program; "
