@@ -21,6 +21,7 @@ import sys
 import textwrap
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +265,44 @@ def corpus(marker: str, evil: str) -> dict[str, tuple[str, bytes, type[Exception
     return records
 
 
+def judge(
+    label: str,
+    expected: type[Exception],
+    attempts: dict[str, Callable[[], Any]],
+    outcomes: Counter[str],
+    wrong: list[str],
+) -> int:
+    """Run each way of loading one hostile record and tally how it ended.
+
+    :param label: names the record in ``wrong``
+    :param expected: the refusal every attempt must raise
+    :param attempts: how (``load_checkpoint``, ``Bundle.unbundle``...) -> the attempt
+    :param outcomes: counts by outcome, extended
+    :param wrong: what went wrong, extended
+    :return: how many attempts ran
+    """
+    for how, attempt in attempts.items():
+        try:
+            result = attempt()
+        except LoopAwarePersistError as error:
+            outcomes[type(error).__name__] += 1
+            if not isinstance(error, expected):
+                wrong.append(f"{label}: {type(error).__name__}: {error}"[:300])
+        except BaseException as error:
+            outcomes[f"untyped {type(error).__name__}"] += 1
+            wrong.append(f"{label}: {type(error).__name__}: {error}"[:300])
+        else:
+            if how == "load_checkpoint" and " bundle: " in label:
+                # A tampered bundle is plain data until it is unbundled, and
+                # load_checkpoint() returns it lazily: inert, audited later.
+                assert isinstance(result, dict)
+                outcomes["inert bundle returned (audited on unbundle)"] += 1
+            else:
+                outcomes["LOADED"] += 1
+                wrong.append(f"{label} via {how}: loaded")
+    return len(attempts)
+
+
 def main() -> None:
     tmp = Path(sys.argv[1])
     marker, evil = plant_evil_module(tmp)
@@ -311,26 +350,7 @@ def main() -> None:
                     ).unbundle(plumpy.LoadSaveContext(loop=b)),
                     "load_process": lambda per=per, key=key: per.load_process(key.pid, loop=b),
                 }
-                for how, attempt in attempts.items():
-                    paths += 1
-                    try:
-                        result = attempt()
-                    except LoopAwarePersistError as error:
-                        outcomes[type(error).__name__] += 1
-                        if not isinstance(error, expected):
-                            wrong.append(f"{storage} {name}: {type(error).__name__}: {error}"[:300])
-                    except BaseException as error:
-                        outcomes[f"untyped {type(error).__name__}"] += 1
-                        wrong.append(f"{storage} {name}: {type(error).__name__}: {error}"[:300])
-                    else:
-                        if how == "load_checkpoint" and " bundle: " in name:
-                            # A tampered bundle is plain data until it is unbundled, and
-                            # load_checkpoint() returns it lazily: inert, audited later.
-                            assert isinstance(result, dict)
-                            outcomes["inert bundle returned (audited on unbundle)"] += 1
-                        else:
-                            outcomes["LOADED"] += 1
-                            wrong.append(f"{storage} {name} via {how}: loaded")
+                paths += judge(f"{storage} {name}", expected, attempts, outcomes, wrong)
             # Listing reads headers only: it must list every hostile record, running nothing.
             listed = {c.pid for c in per.get_checkpoints()}
             infos = per.list_info()

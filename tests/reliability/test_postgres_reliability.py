@@ -38,7 +38,6 @@ import pytest
 
 from loopaware_persist import (
     LoopAwareLauncher,
-    LoopAwarePersistError,
     UnsafeCheckpointError,
     open_persister,
 )
@@ -186,7 +185,7 @@ def _hostile(tmp: Path, url: str, schema: str) -> dict[str, Any]:
     """The corpus of ``_hostile_worker``, stored in PostgreSQL (in a fresh interpreter)."""
     from loopaware_persist._worker import open_fencing_persister
 
-    from ._hostile_worker import _warm_up, corpus, plant_evil_module
+    from ._hostile_worker import _warm_up, corpus, judge, plant_evil_module
 
     marker, evil = plant_evil_module(tmp)
     hostile = corpus(str(marker), evil)
@@ -224,24 +223,7 @@ def _hostile(tmp: Path, url: str, schema: str) -> dict[str, Any]:
                     key.pid, loop=b
                 ),
             }
-            for how, attempt in attempts.items():
-                paths += 1
-                try:
-                    result = attempt()
-                except LoopAwarePersistError as error:
-                    outcomes[type(error).__name__] += 1
-                    if not isinstance(error, expected):
-                        wrong.append(f"{name}: {type(error).__name__}: {error}"[:300])
-                except BaseException as error:
-                    outcomes[f"untyped {type(error).__name__}"] += 1
-                    wrong.append(f"{name}: {type(error).__name__}: {error}"[:300])
-                else:
-                    if how == "load_checkpoint" and " bundle: " in name:
-                        assert isinstance(result, dict)  # inert until unbundled (audited)
-                        outcomes["inert bundle returned (audited on unbundle)"] += 1
-                    else:
-                        outcomes["LOADED"] += 1
-                        wrong.append(f"{name} via {how}: loaded")
+            paths += judge(name, expected, attempts, outcomes, wrong)
             # A refused load claimed nothing: the record is the one written.
             if per.storage.get(key).data != data:
                 wrong.append(f"{name}: the stored record changed")
