@@ -21,6 +21,7 @@ from typing import Any, Literal, Self
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
+from ._awaiting import RelinkHook, awaiting_snapshots, note_process, relink_awaited
 from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
 from ._errors import (
     CheckpointNotFoundError,
@@ -236,8 +237,12 @@ class LoopAwarePersister(plumpy.Persister):
 
     @staticmethod
     def _bundle(process: plumpy.Process) -> plumpy.Bundle:
+        # The owner of this process's future must be known before a parent awaiting
+        # it is saved; awaited futures are saved as snapshots (see _awaiting.py).
+        note_process(process)
         try:
-            return plumpy.Bundle(process)
+            with awaiting_snapshots(process):
+                return plumpy.Bundle(process)
         except LoopAwarePersistError:
             raise
         except Exception as error:
@@ -306,15 +311,23 @@ class LoopAwarePersister(plumpy.Persister):
         tag: str | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        relink: RelinkHook | None = None,
         **extra: Any,
     ) -> plumpy.Process:
         """Load a process with every future of its graph on ``loop``.
 
+        A WorkChain waiting on futures (``ToContext``) comes back waiting on them,
+        each re-linked to what completes it (see :func:`relink_awaited`).
+
         :param pid: the process id
         :param tag: optional checkpoint tag
         :param loop: the target loop (default: the running loop; never a new one)
+        :param relink: ``relink(process, key, owner)`` returns a future to wait for in
+            place of an awaited one that cannot be re-linked, or ``None``
         :param extra: more ``LoadSaveContext`` entries (``communicator``, ``logger``)
         :raises NoEventLoopError: if there is no target loop
+        :raises UnlinkedAwaitableError: if the process awaits a pending future that
+            nothing can complete (a plain future, a child whose checkpoint is missing)
         :return: the process
         """
         bundle = self.load_checkpoint(pid, tag)
@@ -326,7 +339,13 @@ class LoopAwarePersister(plumpy.Persister):
             copy=False,  # just decoded, held by nobody else
             **extra,
         )
-        return process  # type: ignore[return-value]
+        return self._relinked(process, relink)  # type: ignore[arg-type]
+
+    def _relinked(self, process: plumpy.Process, relink: RelinkHook | None) -> plumpy.Process:
+        if isinstance(process, plumpy.Process):
+            note_process(process)  # first: a parent loaded earlier may be waiting for it
+            relink_awaited(process, self, relink=relink)
+        return process
 
     def get_checkpoints(self) -> list[PersistedCheckpoint]:
         """List every stored checkpoint from the storage's keys alone.
@@ -420,12 +439,18 @@ class LoopAwarePersister(plumpy.Persister):
         return await asyncio.to_thread(write)
 
     async def aload_process(
-        self, pid: Hashable, tag: str | None = None, **extra: Any
+        self,
+        pid: Hashable,
+        tag: str | None = None,
+        *,
+        relink: RelinkHook | None = None,
+        **extra: Any,
     ) -> plumpy.Process:
         """Load onto the calling loop, reading and decoding in a thread.
 
         :param pid: the process id
         :param tag: optional checkpoint tag
+        :param relink: see :meth:`load_process`
         :param extra: more ``LoadSaveContext`` entries
         :return: the process, every future on the running loop
         """
@@ -434,7 +459,7 @@ class LoopAwarePersister(plumpy.Persister):
         process = unbundle(
             bundle, ctx, registry=self.registry, trusted=self.trusted, copy=False, **extra
         )
-        return process  # type: ignore[return-value]
+        return self._relinked(process, relink)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Close the storage."""

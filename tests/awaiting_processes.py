@@ -1,0 +1,171 @@
+"""Real plumpy WorkChains that wait (``ToContext``) on child processes and plain futures.
+
+Checkpoints name these classes ``tests.awaiting_processes:<Name>``; a persister
+that loads them is opened with ``allow=["tests.awaiting_processes"]``.
+
+Run as ``python -m tests.awaiting_processes '<json>'`` it is the *fresh process*
+of the tests: it loads a saved WorkChain (and its children) from a store, runs
+them to the end on a new loop, and prints what happened as one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+import plumpy
+from plumpy.process_comms import create_continue_body
+from plumpy.workchains import ToContext, WorkChainSpec
+
+import loopaware_persist as lp
+
+#: The persister a :class:`ChildChain` checkpoints its children with, at their creation
+#: (as AiiDA and ``ProcessLauncher(persist=True)`` do); ``None``: not checkpointed.
+SAVE_CHILDREN_WITH: list[lp.LoopAwarePersister] = []
+#: Every plain future a :class:`FutureChain` waits on, in order.
+PLAIN_FUTURES: list[asyncio.Future[Any]] = []
+#: Every child a :class:`ChildChain` launched, in order.
+LAUNCHED: list[plumpy.Process] = []
+#: The inputs of the children a :class:`ChildChain` launches, by context key.
+CHILD_INPUTS = {"a": 1, "b": 2}
+
+
+class Child(plumpy.Process):
+    """A child that finishes as soon as it runs: ``y = 10 * x``."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=int)
+        spec.output("y", valid_type=int)
+
+    async def run(self) -> None:
+        self.out("y", 10 * self.inputs.x)
+
+
+class ChildChain(plumpy.WorkChain):
+    """Launches two children on its loop and waits for both with ``ToContext``."""
+
+    @classmethod
+    def define(cls, spec: WorkChainSpec) -> None:  # type: ignore[override]
+        super().define(spec)
+        spec.outline(cls.launch_children, cls.collect)
+        spec.output("total", valid_type=int)
+
+    def launch_children(self) -> ToContext:
+        children = {}
+        for key, x in CHILD_INPUTS.items():
+            child = self.launch(Child, inputs={"x": x})
+            for persister in SAVE_CHILDREN_WITH:
+                persister.save_checkpoint(child)
+            children[key] = child
+            LAUNCHED.append(child)
+        return ToContext(**children)
+
+    def collect(self) -> None:
+        self.out("total", self.ctx.a["y"] + self.ctx.b["y"])
+
+
+class FutureChain(plumpy.WorkChain):
+    """Waits with ``ToContext`` on a plain future of its loop, then outputs its result."""
+
+    @classmethod
+    def define(cls, spec: WorkChainSpec) -> None:  # type: ignore[override]
+        super().define(spec)
+        spec.outline(cls.wait, cls.finish)
+        spec.output("value")
+
+    def wait(self) -> ToContext:
+        future = self.loop.create_future()
+        PLAIN_FUTURES.append(future)
+        return ToContext(value=future)
+
+    def finish(self) -> None:
+        self.out("value", self.ctx.value)
+
+
+def awaited(process: plumpy.Process) -> dict[str, asyncio.Future[Any]]:
+    """:return: what a WorkChain in WAITING awaits, by context key"""
+    state = process._state
+    assert isinstance(state, plumpy.workchains.Waiting), state
+    return {key: future for future, key in state._awaiting.items()}
+
+
+def _describe(process: plumpy.Process) -> dict[str, Any]:
+    outcome: dict[str, Any] = {"state": process.state.value}
+    if process.state is plumpy.ProcessState.FINISHED:
+        outcome["outputs"] = dict(process.outputs)
+        outcome["ctx"] = {
+            key: dict(value) if isinstance(value, dict) else value
+            for key, value in vars(process.ctx).items()
+        }
+    elif process.state is plumpy.ProcessState.EXCEPTED:
+        error = process.exception()
+        outcome["error"] = f"{type(error).__name__}: {error}"
+    return outcome
+
+
+def _continue(spec: dict[str, Any]) -> dict[str, Any]:
+    """The fresh process: load, re-link, run to the end, report."""
+    loop = asyncio.new_event_loop()
+    persister = lp.open_persister(spec["url"], allow=["tests.awaiting_processes"])
+    # JSON carries pids as text; plumpy's are UUIDs.
+    parent_pid = uuid.UUID(spec["parent"])
+    children = [uuid.UUID(pid) for pid in spec.get("children", ())]
+    relink = None
+    if "relink_value" in spec:
+
+        def relink(process: plumpy.Process, key: Any, owner: Any) -> asyncio.Future[Any]:
+            future = loop.create_future()
+            future.set_result(spec["relink_value"])
+            return future
+
+    try:
+        if spec.get("via") == "launcher":
+            launcher = lp.LoopAwareLauncher(persister, loop=loop)
+
+            async def through_launcher() -> Any:
+                # The parent first: it waits for children the launcher has not loaded yet.
+                replies = [
+                    asyncio.wrap_future(launcher(None, create_continue_body(pid)))
+                    for pid in [parent_pid, *children]
+                ]
+                return await asyncio.gather(*replies)
+
+            outputs = loop.run_until_complete(through_launcher())
+            return {"state": "finished", "outputs": dict(outputs[0])}
+        order = (
+            [parent_pid, *children] if spec.get("parent_first", True) else [*children, parent_pid]
+        )
+        try:
+            loaded = {pid: persister.load_process(pid, loop=loop, relink=relink) for pid in order}
+        except lp.UnlinkedAwaitableError as error:
+            return {"error": type(error).__name__, "key": error.key, "owner": error.owner}
+        parent = loaded[parent_pid]
+        if parent.state is not plumpy.ProcessState.WAITING:
+            return {"error": f"loaded in {parent.state.value}, not waiting"}
+
+        async def run_all() -> None:
+            await asyncio.gather(*(process.step_until_terminated() for process in loaded.values()))
+
+        loop.run_until_complete(run_all())
+        return _describe(parent)
+    finally:
+        persister.close()
+        loop.close()
+
+
+def main(argv: list[str]) -> None:
+    """Entry point of the fresh process: one JSON spec in, one JSON line out.
+
+    :param argv: ``[spec]``
+    """
+    spec = json.loads(argv[0])
+    print(json.dumps(_continue(spec), default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

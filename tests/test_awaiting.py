@@ -1,0 +1,216 @@
+"""WorkChains waiting on futures and child processes (``ToContext``) are checkpointable.
+
+Each test saves a real plumpy WorkChain while it is WAITING into a real SQLite
+file, then loads it in a fresh Python process (``python -m
+tests.awaiting_processes``) and runs it there to the end. On plumpy 0.26.1 alone
+the save fails ("cannot pickle 'SavableFuture'"): plumpy deep-copies the
+Waiting state's ``{future: key}`` members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import plumpy
+import pytest
+
+import loopaware_persist as lp
+from tests import awaiting_processes as ap
+
+ROOT = Path(__file__).resolve().parent.parent
+WAITING = plumpy.ProcessState.WAITING
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A real SQLite file store."""
+    return f"sqlite:///{tmp_path / 'checkpoints.db'}"
+
+
+@pytest.fixture
+def persister(url: str) -> Iterator[lp.LoopAwarePersister]:
+    """A persister on ``url`` that also checkpoints ChildChain's children at creation."""
+    with lp.open_persister(url, allow=["tests.awaiting_processes"]) as opened:
+        ap.SAVE_CHILDREN_WITH[:] = [opened]
+        yield opened
+    ap.SAVE_CHILDREN_WITH.clear()
+    ap.PLAIN_FUTURES.clear()
+    ap.LAUNCHED.clear()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh loop; the children left pending on it are cancelled before it closes."""
+    new = asyncio.new_event_loop()
+    yield new
+    pending = asyncio.all_tasks(new)
+    for task in pending:
+        task.cancel()
+
+    async def settle() -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    new.run_until_complete(settle())
+    new.close()
+
+
+def drive_to_waiting(
+    loop: asyncio.AbstractEventLoop, process: plumpy.Process, then: Callable[[], Any]
+) -> None:
+    """Step ``process`` until it waits, then call ``then`` in the same loop turn."""
+
+    async def go() -> None:
+        for _ in range(10):
+            if process.state is WAITING:
+                break
+            await process.step()
+        assert process.state is WAITING
+        then()
+
+    loop.run_until_complete(go())
+
+
+def fresh(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load and run in a new Python process; what it reports."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.awaiting_processes", json.dumps(spec, default=str)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def save_child_chain(loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister) -> Any:
+    """Run a ChildChain until it waits on its two children, and checkpoint it there."""
+    parent = ap.ChildChain(loop=loop)
+
+    def save() -> None:
+        pending = ap.awaited(parent)
+        assert sorted(pending) == ["a", "b"]
+        assert not any(future.done() for future in pending.values())
+        persister.save_checkpoint(parent, verify=True)
+
+    drive_to_waiting(loop, parent, save)
+    return parent
+
+
+EXPECTED_CTX = {"a": {"y": 10}, "b": {"y": 20}}
+
+
+@pytest.mark.parametrize("parent_first", [True, False], ids=["parent-first", "children-first"])
+def test_children_continued_by_load_process_complete_the_parent(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str, parent_first: bool
+) -> None:
+    parent = save_child_chain(loop, persister)
+    children = [child.pid for child in ap.LAUNCHED]
+    report = fresh(
+        {"url": url, "parent": parent.pid, "children": children, "parent_first": parent_first}
+    )
+    assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
+
+
+def test_children_continued_by_the_same_launcher_complete_the_parent(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_child_chain(loop, persister)
+    children = [child.pid for child in ap.LAUNCHED]
+    report = fresh({"url": url, "parent": parent.pid, "children": children, "via": "launcher"})
+    assert report == {"state": "finished", "outputs": {"total": 30}}
+
+
+def test_terminated_children_complete_the_parent_from_their_checkpoints(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_child_chain(loop, persister)
+    # Here the original run goes on: the children finish and are checkpointed
+    # FINISHED; the parent's checkpoint still has them pending.
+    loop.run_until_complete(parent.step_until_terminated())
+    for child in ap.LAUNCHED:
+        assert child.state is plumpy.ProcessState.FINISHED
+        persister.save_checkpoint(child)
+    report = fresh({"url": url, "parent": parent.pid})
+    assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
+
+
+def save_future_chain(
+    loop: asyncio.AbstractEventLoop,
+    persister: lp.LoopAwarePersister,
+    settle: Callable[[asyncio.Future[Any]], Any] | None = None,
+) -> Any:
+    """Run a FutureChain until it waits, settle its future (or not) and save at once.
+
+    Saving in the same loop turn as the settling, the saved Waiting state still
+    holds the future: plumpy's done-callback has not run yet.
+    """
+    parent = ap.FutureChain(loop=loop)
+
+    def save() -> None:
+        (future,) = ap.PLAIN_FUTURES
+        assert ap.awaited(parent) == {"value": future}
+        if settle is not None:
+            settle(future)
+        persister.save_checkpoint(parent, verify=True)
+
+    drive_to_waiting(loop, parent, save)
+    return parent
+
+
+def test_a_finished_snapshot_resolves_at_once_on_load(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_future_chain(loop, persister, lambda future: future.set_result({"n": 41}))
+    report = fresh({"url": url, "parent": parent.pid})
+    assert report == {
+        "state": "finished",
+        "outputs": {"value": {"n": 41}},
+        "ctx": {"value": {"n": 41}},
+    }
+
+
+def test_a_failed_snapshot_fails_the_workchain_on_load(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_future_chain(
+        loop, persister, lambda future: future.set_exception(ValueError("no value"))
+    )
+    report = fresh({"url": url, "parent": parent.pid})
+    assert report == {"state": "excepted", "error": "ValueError: no value"}
+
+
+def test_a_pending_plain_future_is_an_unlinked_awaitable_error(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_future_chain(loop, persister)
+    report = fresh({"url": url, "parent": parent.pid})
+    assert report == {"error": "UnlinkedAwaitableError", "key": "value", "owner": None}
+
+
+def test_a_relink_hook_supplies_the_pending_plain_future(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_future_chain(loop, persister)
+    report = fresh({"url": url, "parent": parent.pid, "relink_value": 99})
+    assert report == {"state": "finished", "outputs": {"value": 99}, "ctx": {"value": 99}}
+
+
+def test_a_child_whose_checkpoint_is_missing_is_an_unlinked_awaitable_error(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_child_chain(loop, persister)
+    first = ap.LAUNCHED[0]
+    persister.delete_checkpoint(first.pid)
+    report = fresh({"url": url, "parent": parent.pid})
+    assert report == {"error": "UnlinkedAwaitableError", "key": "a", "owner": str(first.pid)}
