@@ -236,6 +236,11 @@ class AwaitedFutures(plumpy.Savable):
             known = restored.get(token)
             if known is None:
                 restored[token] = known = _Restored(key=key, future=future, owner=owner)
+                if owner is not None:
+                    # The restored future stands for the child's: saving the parent
+                    # again must name the same owner.
+                    with _LOCK, contextlib.suppress(TypeError):
+                        _OWNERS[future] = owner
                 _link_in_memory(known)
             awaiting[known.future] = key
             if member == "_awaiting":

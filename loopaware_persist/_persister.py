@@ -344,7 +344,13 @@ class LoopAwarePersister(plumpy.Persister):
     def _relinked(self, process: plumpy.Process, relink: RelinkHook | None) -> plumpy.Process:
         if isinstance(process, plumpy.Process):
             note_process(process)  # first: a parent loaded earlier may be waiting for it
-            relink_awaited(process, self, relink=relink)
+            try:
+                relink_awaited(process, self, relink=relink)
+            except BaseException:
+                # Release its RPC/broadcast subscriptions (keyed by pid), or the next
+                # load of this pid here would collide with them.
+                process.close()
+                raise
         return process
 
     def get_checkpoints(self) -> list[PersistedCheckpoint]:

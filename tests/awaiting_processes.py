@@ -144,6 +144,10 @@ def _continue(spec: dict[str, Any]) -> dict[str, Any]:
             loaded = {pid: persister.load_process(pid, loop=loop, relink=relink) for pid in order}
         except lp.UnlinkedAwaitableError as error:
             return {"error": type(error).__name__, "key": error.key, "owner": error.owner}
+        if spec.get("resave"):
+            # Checkpoint the loaded parent again and carry on from that checkpoint.
+            persister.save_checkpoint(loaded[parent_pid], verify=True)
+            loaded[parent_pid] = persister.load_process(parent_pid, loop=loop, relink=relink)
         parent = loaded[parent_pid]
         if parent.state is not plumpy.ProcessState.WAITING:
             return {"error": f"loaded in {parent.state.value}, not waiting"}

@@ -22,6 +22,7 @@ import plumpy
 import pytest
 
 import loopaware_persist as lp
+from loopaware_persist.codecs import available_codecs
 from tests import awaiting_processes as ap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +35,12 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'checkpoints.db'}"
 
 
-@pytest.fixture
-def persister(url: str) -> Iterator[lp.LoopAwarePersister]:
-    """A persister on ``url`` that also checkpoints ChildChain's children at creation."""
-    with lp.open_persister(url, allow=["tests.awaiting_processes"]) as opened:
+# pickle-unrestricted is pickle without the allow-list: the same records.
+@pytest.fixture(params=[name for name in available_codecs() if name != "pickle-unrestricted"])
+def persister(url: str, request: pytest.FixtureRequest) -> Iterator[lp.LoopAwarePersister]:
+    """A persister on ``url``, per codec, that also checkpoints ChildChain's children at
+    creation. The fresh process reads each record with the codec its header names."""
+    with lp.open_persister(url, codec=request.param, allow=["tests.awaiting_processes"]) as opened:
         ap.SAVE_CHILDREN_WITH[:] = [opened]
         yield opened
     ap.SAVE_CHILDREN_WITH.clear()
@@ -110,15 +113,22 @@ def save_child_chain(loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePer
 EXPECTED_CTX = {"a": {"y": 10}, "b": {"y": 20}}
 
 
-@pytest.mark.parametrize("parent_first", [True, False], ids=["parent-first", "children-first"])
+@pytest.mark.parametrize(
+    ("parent_first", "resave"),
+    [(True, False), (False, False), (False, True)],
+    ids=["parent-first", "children-first", "children-first-parent-resaved"],
+)
 def test_children_continued_by_load_process_complete_the_parent(
-    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str, parent_first: bool
+    loop: asyncio.AbstractEventLoop,
+    persister: lp.LoopAwarePersister,
+    url: str,
+    parent_first: bool,
+    resave: bool,
 ) -> None:
     parent = save_child_chain(loop, persister)
     children = [child.pid for child in ap.LAUNCHED]
-    report = fresh(
-        {"url": url, "parent": parent.pid, "children": children, "parent_first": parent_first}
-    )
+    spec = {"url": url, "parent": parent.pid, "children": children}
+    report = fresh({**spec, "parent_first": parent_first, "resave": resave})
     assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
 
 
@@ -186,6 +196,9 @@ def test_a_failed_snapshot_fails_the_workchain_on_load(
     parent = save_future_chain(
         loop, persister, lambda future: future.set_exception(ValueError("no value"))
     )
+    # Here, too, the original run goes on and fails (so no failure goes unobserved).
+    loop.run_until_complete(parent.step_until_terminated())
+    assert parent.state is plumpy.ProcessState.EXCEPTED
     report = fresh({"url": url, "parent": parent.pid})
     assert report == {"state": "excepted", "error": "ValueError: no value"}
 
