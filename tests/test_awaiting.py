@@ -227,3 +227,34 @@ def test_a_child_whose_checkpoint_is_missing_is_an_unlinked_awaitable_error(
     persister.delete_checkpoint(first.pid)
     report = fresh({"url": url, "parent": parent.pid})
     assert report == {"error": "UnlinkedAwaitableError", "key": "a", "owner": str(first.pid)}
+
+
+@pytest.mark.parametrize("settled", [True, False], ids=["finished", "pending"])
+def test_relink_awaited_after_a_bare_bundle_unbundle(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, settled: bool
+) -> None:
+    settle = (lambda future: future.set_result(7)) if settled else None
+    parent = save_future_chain(loop, persister, settle)
+    # What plumpy's ProcessLauncher and AiiDA do: unbundle the bundle themselves.
+    target = asyncio.new_event_loop()
+    try:
+        bundle = persister.load_checkpoint(parent.pid)
+        loaded = bundle.unbundle(plumpy.LoadSaveContext(loop=target))
+        assert isinstance(loaded, ap.FutureChain)
+        assert loaded.state is WAITING
+        assert ap.awaited(loaded)["value"].get_loop() is target
+        if not settled:
+            with pytest.raises(lp.UnlinkedAwaitableError) as raised:
+                lp.relink_awaited(loaded, persister)
+            assert (raised.value.pid, raised.value.key, raised.value.owner) == (
+                parent.pid,
+                "value",
+                None,
+            )
+            loaded.close()
+            return
+        lp.relink_awaited(loaded, persister)
+        target.run_until_complete(loaded.step_until_terminated())
+        assert loaded.outputs == {"value": 7}
+    finally:
+        target.close()
