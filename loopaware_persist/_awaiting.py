@@ -60,8 +60,7 @@ import attrs
 import plumpy
 from plumpy import process_states, workchains
 
-from ._envelope import HEADER_PEEK, read_header
-from ._errors import CheckpointNotFoundError, CorruptCheckpointError, UnlinkedAwaitableError
+from ._errors import CorruptCheckpointError, UnlinkedAwaitableError
 from ._snapshot import FutureSnapshot, _materialise, snapshot_future
 
 if TYPE_CHECKING:
@@ -99,6 +98,7 @@ _OWNERS: weakref.WeakKeyDictionary[Any, Hashable] = weakref.WeakKeyDictionary()
 _LIVE: weakref.WeakValueDictionary[Hashable, plumpy.Process] = weakref.WeakValueDictionary()
 #: pid -> restored futures waiting for that process to be loaded
 _WANTED: dict[Hashable, weakref.WeakSet[asyncio.Future[Any]]] = {}
+_PRUNE_AT = 1024
 
 
 def note_process(process: plumpy.Process) -> None:
@@ -156,7 +156,22 @@ def _chain(source: Any, target: asyncio.Future[Any]) -> None:
         with contextlib.suppress(RuntimeError):  # the target loop closed: nobody waits
             loop.call_soon_threadsafe(_copy_outcome, finished, target)
 
+    if isinstance(source, asyncio.Future):
+        source_loop = source.get_loop()
+        if source_loop.is_running() and _running_loop() is not source_loop:
+            # asyncio futures are not thread-safe: a child running on another thread's
+            # loop gets the callback added on that thread.
+            with contextlib.suppress(RuntimeError):
+                source_loop.call_soon_threadsafe(source.add_done_callback, done)
+            return
     source.add_done_callback(done)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 # endregion
@@ -321,6 +336,9 @@ def _link_in_memory(entry: _Restored) -> None:
         except TypeError:  # an unhashable pid from a crafted record
             return
         if child is None:
+            if len(_WANTED) > _PRUNE_AT:
+                for pid in [pid for pid, futures in _WANTED.items() if not futures]:
+                    del _WANTED[pid]  # their parents are gone
             _WANTED.setdefault(entry.owner, weakref.WeakSet()).add(entry.future)
     if child is not None:
         _chain(child.future(), entry.future)
@@ -328,14 +346,12 @@ def _link_in_memory(entry: _Restored) -> None:
 
 
 def _stored_state(persister: LoopAwarePersister, pid: Hashable) -> str | None:
-    """:return: the state the untagged checkpoint of ``pid`` was saved in ('' if unknown)
-    or ``None`` if there is none"""
-    key = persister._key(pid, None)
-    try:
-        header = read_header(persister.storage.read_prefix(key, HEADER_PEEK))
-    except CheckpointNotFoundError:
-        return None
-    return str((header.meta or {}).get("state") or "")
+    """:return: the state the untagged checkpoint of ``pid`` was saved in, from its header
+    only ('' if the header does not say), or ``None`` if there is no such checkpoint"""
+    for info in persister.list_info(pid):  # type: ignore[arg-type] # plumpy pids: Hashable
+        if info.tag is None:
+            return str(info.as_dict().get("state") or "")
+    return None
 
 
 def relink_awaited(
@@ -373,17 +389,24 @@ def relink_awaited(
             if state is None:
                 reason = f"its child process {entry.owner} has no checkpoint in {persister!r}"
             elif state in _TERMINAL:
-                child = persister.load_process(entry.owner, loop=entry.future.get_loop())
+                # The base class's load: a terminated child is read, not claimed (a
+                # FencingPersister's load_process would save it again).
+                from ._persister import LoopAwarePersister
+
+                loop = entry.future.get_loop()
+                child = LoopAwarePersister.load_process(persister, entry.owner, loop=loop)
                 _chain(child.future(), entry.future)
         if reason is None:
             continue
         source = relink(process, entry.key, entry.owner) if relink is not None else None
-        if source is None:
+        if not isinstance(source, _FUTURES):
+            got = "" if source is None else f" (the relink hook returned {source!r:.100})"
             msg = (
                 f"Process {process.pid} awaits a pending future for {entry.key!r} that cannot "
-                f"be re-linked: {reason}. It would wait forever. Pass "
-                "load_process(..., relink=fn) with fn(process, key, owner) returning a "
-                "future to wait for, or checkpoint children before their parent waits."
+                f"be re-linked: {reason}{got}. It would wait forever. Pass "
+                "load_process(..., relink=fn) with fn(process, key, owner) returning an "
+                "asyncio or concurrent.futures future to wait for, or checkpoint children "
+                "before their parent waits."
             )
             raise UnlinkedAwaitableError(msg, pid=process.pid, key=entry.key, owner=entry.owner)
         _chain(source, entry.future)

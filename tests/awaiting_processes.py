@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import uuid
 from typing import Any
 
@@ -125,17 +126,19 @@ def _continue(spec: dict[str, Any]) -> dict[str, Any]:
 
     try:
         if spec.get("via") == "launcher":
+            # As in a worker: the loop runs in its own thread, tasks arrive from another.
             launcher = lp.LoopAwareLauncher(persister, loop=loop)
-
-            async def through_launcher() -> Any:
+            thread = threading.Thread(target=loop.run_forever, name="worker-loop")
+            thread.start()
+            try:
                 # The parent first: it waits for children the launcher has not loaded yet.
                 replies = [
-                    asyncio.wrap_future(launcher(None, create_continue_body(pid)))
-                    for pid in [parent_pid, *children]
+                    launcher(None, create_continue_body(pid)) for pid in [parent_pid, *children]
                 ]
-                return await asyncio.gather(*replies)
-
-            outputs = loop.run_until_complete(through_launcher())
+                outputs = [reply.result(timeout=60) for reply in replies]
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join()
             return {"state": "finished", "outputs": dict(outputs[0])}
         order = (
             [parent_pid, *children] if spec.get("parent_first", True) else [*children, parent_pid]

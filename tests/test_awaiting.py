@@ -229,9 +229,16 @@ def test_a_child_whose_checkpoint_is_missing_is_an_unlinked_awaitable_error(
     assert report == {"error": "UnlinkedAwaitableError", "key": "a", "owner": str(first.pid)}
 
 
-@pytest.mark.parametrize("settled", [True, False], ids=["finished", "pending"])
+@pytest.mark.parametrize(
+    ("settled", "hook"),
+    [(True, None), (False, None), (False, lambda process, key, owner: 42)],
+    ids=["finished", "pending", "pending-hook-returns-no-future"],
+)
 def test_relink_awaited_after_a_bare_bundle_unbundle(
-    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, settled: bool
+    loop: asyncio.AbstractEventLoop,
+    persister: lp.LoopAwarePersister,
+    settled: bool,
+    hook: Any,
 ) -> None:
     settle = (lambda future: future.set_result(7)) if settled else None
     parent = save_future_chain(loop, persister, settle)
@@ -245,7 +252,7 @@ def test_relink_awaited_after_a_bare_bundle_unbundle(
         assert ap.awaited(loaded)["value"].get_loop() is target
         if not settled:
             with pytest.raises(lp.UnlinkedAwaitableError) as raised:
-                lp.relink_awaited(loaded, persister)
+                lp.relink_awaited(loaded, persister, relink=hook)
             assert (raised.value.pid, raised.value.key, raised.value.owner) == (
                 parent.pid,
                 "value",
