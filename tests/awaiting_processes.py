@@ -22,6 +22,7 @@ from plumpy.process_comms import create_continue_body
 from plumpy.workchains import ToContext, WorkChainSpec
 
 import loopaware_persist as lp
+from loopaware_persist.storage import open_storage
 
 #: The persister a :class:`ChildChain` checkpoints its children with, at their creation
 #: (as AiiDA and ``ProcessLauncher(persist=True)`` do); ``None``: not checkpointed.
@@ -32,10 +33,11 @@ PLAIN_FUTURES: list[asyncio.Future[Any]] = []
 LAUNCHED: list[plumpy.Process] = []
 #: The inputs of the children a :class:`ChildChain` launches, by context key.
 CHILD_INPUTS = {"a": 1, "b": 2}
+DEFAULT_CHILD_INPUTS = dict(CHILD_INPUTS)
 
 
 class Child(plumpy.Process):
-    """A child that finishes as soon as it runs: ``y = 10 * x``."""
+    """A child that finishes as soon as it runs: ``y = 10 * x``; a negative ``x`` fails it."""
 
     @classmethod
     def define(cls, spec: plumpy.ProcessSpec) -> None:
@@ -44,6 +46,9 @@ class Child(plumpy.Process):
         spec.output("y", valid_type=int)
 
     async def run(self) -> None:
+        if self.inputs.x < 0:
+            msg = f"negative x {self.inputs.x}"
+            raise ValueError(msg)
         self.out("y", 10 * self.inputs.x)
 
 
@@ -112,7 +117,13 @@ def _describe(process: plumpy.Process) -> dict[str, Any]:
 def _continue(spec: dict[str, Any]) -> dict[str, Any]:
     """The fresh process: load, re-link, run to the end, report."""
     loop = asyncio.new_event_loop()
-    persister = lp.open_persister(spec["url"], allow=["tests.awaiting_processes"])
+    allow = ["tests.awaiting_processes"]
+    persister = (
+        # A worker's persister: it claims what it loads and saves every transition.
+        lp.FencingPersister(open_storage(spec["url"]), allow=allow)
+        if spec.get("fencing")
+        else lp.open_persister(spec["url"], allow=allow)
+    )
     # JSON carries pids as text; plumpy's are UUIDs.
     parent_pid = uuid.UUID(spec["parent"])
     children = [uuid.UUID(pid) for pid in spec.get("children", ())]

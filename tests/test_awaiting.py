@@ -44,6 +44,8 @@ def persister(url: str, request: pytest.FixtureRequest) -> Iterator[lp.LoopAware
         ap.SAVE_CHILDREN_WITH[:] = [opened]
         yield opened
     ap.SAVE_CHILDREN_WITH.clear()
+    ap.CHILD_INPUTS.clear()
+    ap.CHILD_INPUTS.update(ap.DEFAULT_CHILD_INPUTS)
     ap.PLAIN_FUTURES.clear()
     ap.LAUNCHED.clear()
 
@@ -114,9 +116,21 @@ EXPECTED_CTX = {"a": {"y": 10}, "b": {"y": 20}}
 
 
 @pytest.mark.parametrize(
-    ("parent_first", "resave"),
-    [(True, False), (False, False), (False, True)],
-    ids=["parent-first", "children-first", "children-first-parent-resaved"],
+    ("parent_first", "resave", "fencing"),
+    [
+        (True, False, False),
+        (False, False, False),
+        (False, True, False),
+        (True, False, True),
+        (False, False, True),
+    ],
+    ids=[
+        "parent-first",
+        "children-first",
+        "children-first-parent-resaved",
+        "worker-persister-parent-first",
+        "worker-persister-children-first",
+    ],
 )
 def test_children_continued_by_load_process_complete_the_parent(
     loop: asyncio.AbstractEventLoop,
@@ -124,10 +138,11 @@ def test_children_continued_by_load_process_complete_the_parent(
     url: str,
     parent_first: bool,
     resave: bool,
+    fencing: bool,
 ) -> None:
     parent = save_child_chain(loop, persister)
     children = [child.pid for child in ap.LAUNCHED]
-    spec = {"url": url, "parent": parent.pid, "children": children}
+    spec = {"url": url, "parent": parent.pid, "children": children, "fencing": fencing}
     report = fresh({**spec, "parent_first": parent_first, "resave": resave})
     assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
 
@@ -153,6 +168,23 @@ def test_terminated_children_complete_the_parent_from_their_checkpoints(
         persister.save_checkpoint(child)
     report = fresh({"url": url, "parent": parent.pid})
     assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
+
+
+def test_a_failed_child_checkpoint_fails_the_parent_as_it_did_live(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    ap.CHILD_INPUTS["b"] = -2
+    parent = save_child_chain(loop, persister)
+    loop.run_until_complete(parent.step_until_terminated())
+    assert parent.state is plumpy.ProcessState.EXCEPTED
+    assert [child.state for child in ap.LAUNCHED] == [
+        plumpy.ProcessState.FINISHED,
+        plumpy.ProcessState.EXCEPTED,
+    ]
+    for child in ap.LAUNCHED:
+        persister.save_checkpoint(child)
+    report = fresh({"url": url, "parent": parent.pid})
+    assert report == {"state": "excepted", "error": "ValueError: negative x -2"}
 
 
 def save_future_chain(
