@@ -93,6 +93,25 @@ class FutureChain(plumpy.WorkChain):
         self.out("value", self.ctx.value)
 
 
+#: The context keys a :class:`ManyFutureChain` waits on, one plain future each.
+FUTURE_KEYS: list[str] = []
+
+
+class ManyFutureChain(plumpy.WorkChain):
+    """Waits with ``ToContext`` on one plain future per key of :data:`FUTURE_KEYS`."""
+
+    @classmethod
+    def define(cls, spec: WorkChainSpec) -> None:  # type: ignore[override]
+        super().define(spec)
+        spec.outline(cls.wait, cls.finish)
+
+    def wait(self) -> ToContext:
+        return ToContext(**{key: self.loop.create_future() for key in FUTURE_KEYS})
+
+    def finish(self) -> None:
+        pass
+
+
 def awaited(process: plumpy.Process) -> dict[str, asyncio.Future[Any]]:
     """:return: what a WorkChain in WAITING awaits, by context key"""
     state = process._state

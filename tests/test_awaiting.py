@@ -20,10 +20,12 @@ from typing import Any
 
 import plumpy
 import pytest
+from hypothesis import given, strategies as st
 
 import loopaware_persist as lp
 from loopaware_persist.codecs import available_codecs
 from tests import awaiting_processes as ap
+from tests.strategies import EXCEPTION_TYPES, assert_same, exceptions, scalars
 
 ROOT = Path(__file__).resolve().parent.parent
 WAITING = plumpy.ProcessState.WAITING
@@ -36,7 +38,10 @@ def url(tmp_path: Path) -> str:
 
 
 # pickle-unrestricted is pickle without the allow-list: the same records.
-@pytest.fixture(params=[name for name in available_codecs() if name != "pickle-unrestricted"])
+CODECS = [name for name in available_codecs() if name != "pickle-unrestricted"]
+
+
+@pytest.fixture(params=CODECS)
 def persister(url: str, request: pytest.FixtureRequest) -> Iterator[lp.LoopAwarePersister]:
     """A persister on ``url``, per codec, that also checkpoints ChildChain's children at
     creation. The fresh process reads each record with the codec its header names."""
@@ -296,4 +301,64 @@ def test_relink_awaited_after_a_bare_bundle_unbundle(
         target.run_until_complete(loaded.step_until_terminated())
         assert loaded.outputs == {"value": 7}
     finally:
+        target.close()
+
+
+# plumpy's Waiting._awaitable_done catches Exception only: a future failed with a
+# BaseException (or cancelled) leaves a WorkChain waiting forever, live as restored.
+# asyncio refuses StopIteration as a future's exception.
+_ERRORS = exceptions(
+    types=tuple(
+        t for t in EXCEPTION_TYPES if issubclass(t, Exception) and not issubclass(t, StopIteration)
+    )
+)
+_SETTLED = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.one_of(
+        st.builds(lp.FutureSnapshot.finished, scalars),
+        st.builds(lp.FutureSnapshot.failed, _ERRORS),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _outcome(process: plumpy.Process) -> tuple[plumpy.ProcessState, Any]:
+    if process.state is plumpy.ProcessState.EXCEPTED:
+        return process.state, process.exception()
+    return process.state, {key: process.ctx[key] for key in ap.FUTURE_KEYS}
+
+
+@pytest.mark.parametrize("codec", CODECS)
+@given(outcomes=_SETTLED)
+def test_settled_futures_reach_the_context_as_they_would_live(
+    codec: str, outcomes: dict[str, lp.FutureSnapshot]
+) -> None:
+    """Whatever the awaited futures held when saved, the loaded WorkChain ends exactly
+    as the original run ends: the same context, or the same failure."""
+    ap.FUTURE_KEYS[:] = list(outcomes)
+    loop, target = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        with lp.open_persister(
+            "memory://", codec=codec, allow=["tests.awaiting_processes"]
+        ) as persister:
+            parent = ap.ManyFutureChain(loop=loop)
+
+            def save() -> None:
+                for key, future in ap.awaited(parent).items():
+                    snapshot = outcomes[key]
+                    if snapshot.exception is not None:
+                        future.set_exception(snapshot.exception)
+                    else:
+                        future.set_result(snapshot.result)
+                persister.save_checkpoint(parent, verify=True)
+
+            drive_to_waiting(loop, parent, save)
+            loaded = persister.load_process(parent.pid, loop=target)
+            target.run_until_complete(loaded.step_until_terminated())
+            loop.run_until_complete(parent.step_until_terminated())
+            assert_same(_outcome(loaded), _outcome(parent))
+    finally:
+        ap.FUTURE_KEYS.clear()
+        loop.close()
         target.close()
