@@ -266,40 +266,76 @@ def test_a_child_whose_checkpoint_is_missing_is_an_unlinked_awaitable_error(
     assert report == {"error": "UnlinkedAwaitableError", "key": "a", "owner": str(first.pid)}
 
 
-@pytest.mark.parametrize(
-    ("settled", "hook"),
-    [(True, None), (False, None), (False, lambda process, key, owner: 42)],
-    ids=["finished", "pending", "pending-hook-returns-no-future"],
-)
-def test_relink_awaited_after_a_bare_bundle_unbundle(
+def _bundle_and_loop(
     loop: asyncio.AbstractEventLoop,
     persister: lp.LoopAwarePersister,
-    settled: bool,
-    hook: Any,
-) -> None:
-    settle = (lambda future: future.set_result(7)) if settled else None
+    settle: Callable[[asyncio.Future[Any]], Any] | None,
+) -> tuple[Any, lp.LoopAwareBundle, asyncio.AbstractEventLoop]:
     parent = save_future_chain(loop, persister, settle)
-    # What plumpy's ProcessLauncher and AiiDA do: unbundle the bundle themselves.
-    target = asyncio.new_event_loop()
+    return parent, persister.load_checkpoint(parent.pid), asyncio.new_event_loop()
+
+
+def test_a_bare_bundle_unbundle_continues_on_a_finished_snapshot(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister
+) -> None:
+    _, bundle, target = _bundle_and_loop(loop, persister, lambda f: f.set_result(7))
     try:
-        bundle = persister.load_checkpoint(parent.pid)
+        # What plumpy's ProcessLauncher and AiiDA do: unbundle the bundle themselves.
         loaded = bundle.unbundle(plumpy.LoadSaveContext(loop=target))
         assert isinstance(loaded, ap.FutureChain)
         assert loaded.state is WAITING
         assert ap.awaited(loaded)["value"].get_loop() is target
-        if not settled:
-            with pytest.raises(lp.UnlinkedAwaitableError) as raised:
-                lp.relink_awaited(loaded, persister, relink=hook)
-            assert (raised.value.pid, raised.value.key, raised.value.owner) == (
-                parent.pid,
-                "value",
-                None,
-            )
-            loaded.close()
-            return
-        lp.relink_awaited(loaded, persister)
         target.run_until_complete(loaded.step_until_terminated())
         assert loaded.outputs == {"value": 7}
+    finally:
+        target.close()
+
+
+def test_a_bare_bundle_unbundle_refuses_a_pending_plain_future(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister
+) -> None:
+    parent, bundle, target = _bundle_and_loop(loop, persister, None)
+    try:
+        with pytest.raises(lp.UnlinkedAwaitableError) as raised:
+            bundle.unbundle(plumpy.LoadSaveContext(loop=target))
+        error = raised.value
+        assert (error.pid, error.key, error.owner) == (parent.pid, "value", None)
+        assert "relink" in str(error)
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize(
+    ("hook", "expected"),
+    [(None, None), (lambda process, key, owner: 42, None), ("future", 5)],
+    ids=["no-hook", "hook-returns-no-future", "hook-returns-a-future"],
+)
+def test_relink_awaited_after_unbundle(
+    loop: asyncio.AbstractEventLoop,
+    persister: lp.LoopAwarePersister,
+    hook: Any,
+    expected: int | None,
+) -> None:
+    parent, bundle, target = _bundle_and_loop(loop, persister, None)
+    if hook == "future":
+        replacement = target.create_future()
+        target.call_soon(replacement.set_result, 5)
+
+        def hook(process: plumpy.Process, key: Any, owner: Any) -> asyncio.Future[Any]:
+            assert (process.pid, key, owner) == (parent.pid, "value", None)
+            return replacement
+
+    try:
+        loaded = lp.unbundle(bundle, lp.LoopContext(loop=target), registry=persister.registry)
+        assert isinstance(loaded, plumpy.Process)
+        if expected is None:
+            with pytest.raises(lp.UnlinkedAwaitableError):
+                lp.relink_awaited(loaded, persister, relink=hook)
+            loaded.close()
+            return
+        lp.relink_awaited(loaded, persister, relink=hook)
+        target.run_until_complete(loaded.step_until_terminated())
+        assert loaded.outputs == {"value": expected}
     finally:
         target.close()
 
