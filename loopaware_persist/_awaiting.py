@@ -8,18 +8,19 @@ line 542), and an ``asyncio.Future`` cannot be deep-copied: the save fails with
 "cannot pickle 'SavableFuture'". Nothing is patched here. Instead, for the
 synchronous stretch of a save, :func:`awaiting_snapshots` puts an
 :class:`AwaitedFutures` stand-in in those members. plumpy saves a ``Savable``
-member by calling its ``save()`` (``save_members``, line 537) rather than
+member by calling its ``save()`` (``save_members``, line 540) rather than
 copying it, and the stand-in stores each awaited future as
 ``[key, FutureSnapshot, token, owner]``, ``owner`` being the pid of the process
 whose future it is, when known. plumpy loads the member back through
-``Savable.load`` (``_get_value``, line 604), which calls
+``Savable.load`` (``_get_value``, line 605), which calls
 :meth:`AwaitedFutures.recreate_from`; that returns the plain ``{future: key}``
 dict plumpy expects, with futures on the target loop (:func:`unbundle` has
 already turned every snapshot into one).
 
-A loaded state is not *entered* again (plumpy restores ``in_state`` and calls no
-``enter()``), so ``workchains.Waiting.enter``, which adds the done-callbacks, never
-runs: a restored WorkChain would wait forever even on a finished future. The
+A loaded state is not *entered* again (plumpy restores ``in_state``,
+process_states.py line 152, and calls no ``enter()``), so
+``workchains.Waiting.enter`` (workchains.py line 88), which adds the
+done-callbacks, never runs: a restored WorkChain would wait forever even on a finished future. The
 stand-in therefore adds, per awaited future, a callback that hands it to the
 process's current ``Waiting`` state, as ``enter()`` would have.
 
@@ -36,8 +37,10 @@ Re-linking, after which what a future stands for completes it:
   outcome completes it (:meth:`LoopAwarePersister.load_process
   <loopaware_persist.LoopAwarePersister.load_process>` reads it);
 * what cannot be re-linked -- a pending future no process owns, a child whose
-  checkpoint is missing -- is an :class:`UnlinkedAwaitableError`, raised by
+  checkpoint is missing -- is an :class:`~loopaware_persist.UnlinkedAwaitableError`, raised by
   ``load_process``, unless its ``relink`` hook supplies a future to wait for.
+  ``LoopAwareBundle.unbundle`` (plumpy's ``ProcessLauncher``, AiiDA) raises it for
+  a future no process owns; it has no store to look children up in.
 
 A child is known as the owner of its future once a persister has saved or
 loaded it in this Python process before the parent's save: checkpoint children
