@@ -63,7 +63,7 @@ import attrs
 import plumpy
 from plumpy import process_states, workchains
 
-from ._errors import CorruptCheckpointError, UnlinkedAwaitableError
+from ._errors import CorruptCheckpointError, EncodeError, UnlinkedAwaitableError
 from ._snapshot import FutureSnapshot, _materialise, snapshot_future
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ __all__ = (
     "AwaitedFutures",
     "RelinkHook",
     "awaiting_snapshots",
+    "check_relinkable",
     "note_process",
     "relink_awaited",
 )
@@ -297,6 +298,33 @@ def awaiting_snapshots(process: plumpy.Process) -> Iterator[None]:
     finally:
         for member, value in swapped:
             setattr(state, member, value)
+
+
+def check_relinkable(process: plumpy.Process) -> None:
+    """Refuse, at save, what a plain ``load_process`` could not re-link.
+
+    ``save_checkpoint(verify=True)`` promises the checkpoint will reload; a WorkChain
+    waiting on a pending future that belongs to no known process would load only
+    with a ``relink=`` hook (save without ``verify`` for that).
+
+    :param process: the process being saved
+    :raises EncodeError: naming the awaited future's path
+    """
+    state = getattr(process, "_state", None)
+    awaiting = vars(state).get("_awaiting") if state is not None else None
+    if not isinstance(state, workchains.Waiting) or type(awaiting) is not dict:
+        return
+    for future, key in awaiting.items():
+        if isinstance(future, _FUTURES) and not future.done() and _owner_of(future) is None:
+            path = f"_state._awaiting[{key!r}]"
+            msg = (
+                f"The checkpoint of {process.pid} would not reload: it awaits a pending future "
+                f"for {key!r} ({path}) that belongs to no process a persister has saved or "
+                "loaded here, so nothing would complete it after a load. Checkpoint child "
+                "processes before their parent waits on them, or save without verify=True "
+                "and load with load_process(..., relink=fn)."
+            )
+            raise EncodeError(msg, path=path)
 
 
 # endregion

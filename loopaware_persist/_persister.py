@@ -21,7 +21,13 @@ from typing import Any, Literal, Self
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
-from ._awaiting import RelinkHook, awaiting_snapshots, note_process, relink_awaited
+from ._awaiting import (
+    RelinkHook,
+    awaiting_snapshots,
+    check_relinkable,
+    note_process,
+    relink_awaited,
+)
 from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
 from ._errors import (
     CheckpointNotFoundError,
@@ -224,6 +230,7 @@ class LoopAwarePersister(plumpy.Persister):
         return self._verify(process, self.dumps(self._bundle(process)))
 
     def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
+        check_relinkable(process)
         # Decode *and* audit: a process class outside the allow-list decodes fine and
         # is only refused by the audit a restart runs, which is what this must predict.
         try:
@@ -279,7 +286,8 @@ class LoopAwarePersister(plumpy.Persister):
         :param expected_version: compare-and-set: the version this writer last saw
             (0 for "none yet"); another writer's newer save raises :class:`StaleCheckpointError`
         :param verify: decode the record before storing it, so a checkpoint that will not
-            reload fails now, naming the path, instead of at restart
+            reload fails now, naming the path, instead of at restart (a WorkChain waiting
+            on a pending future no known process owns included)
         :raises EncodeError: if the process cannot be encoded
         :raises StorageError: if the store fails (the previous checkpoint is untouched)
         :return: the stored version

@@ -209,7 +209,8 @@ def save_future_chain(
         assert ap.awaited(parent) == {"value": future}
         if settle is not None:
             settle(future)
-        persister.save_checkpoint(parent, verify=True)
+        # Pending, it belongs to no process: verify=True refuses it (see below).
+        persister.save_checkpoint(parent, verify=settle is not None)
 
     drive_to_waiting(loop, parent, save)
     return parent
@@ -238,6 +239,26 @@ def test_a_failed_snapshot_fails_the_workchain_on_load(
     assert parent.state is plumpy.ProcessState.EXCEPTED
     report = fresh({"url": url, "parent": parent.pid})
     assert report == {"state": "excepted", "error": "ValueError: no value"}
+
+
+def test_verify_refuses_a_pending_future_that_no_process_owns(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister
+) -> None:
+    parent = ap.FutureChain(loop=loop)
+    refused: list[lp.EncodeError] = []
+
+    def save() -> None:
+        with pytest.raises(lp.EncodeError) as raised:
+            persister.save_checkpoint(parent, verify=True)
+        refused.append(raised.value)
+        with pytest.raises(lp.EncodeError):
+            persister.check_save(parent)
+
+    drive_to_waiting(loop, parent, save)
+    assert refused[0].path == "_state._awaiting['value']"
+    assert "relink" in str(refused[0])
+    with pytest.raises(lp.CheckpointNotFoundError):
+        persister.load_checkpoint(parent.pid)
 
 
 def test_a_pending_plain_future_is_an_unlinked_awaitable_error(
