@@ -43,9 +43,10 @@ Re-linking, after which what a future stands for completes it:
   a future no process owns; it has no store to look children up in.
 
 A child is known as the owner of its future once a persister has saved or
-loaded it in this Python process before the parent's save: checkpoint children
-when they are created (as AiiDA and plumpy's ``ProcessLauncher(persist=True)``
-do), before the parent waits on them.
+loaded it, in the Python process that saves the parent, before the parent's
+save: checkpoint each child when it is created (as AiiDA checkpoints every
+process it creates). ``save_checkpoint(verify=True)`` refuses a parent waiting on
+a pending future that no known process owns (:func:`check_relinkable`).
 """
 
 from __future__ import annotations
