@@ -15,6 +15,7 @@ import json
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import plumpy
@@ -117,6 +118,42 @@ def awaited(process: plumpy.Process) -> dict[str, asyncio.Future[Any]]:
     state = process._state
     assert isinstance(state, plumpy.workchains.Waiting), state
     return {key: future for future, key in state._awaiting.items()}
+
+
+# region driving (the test side)
+
+
+def drive_to_waiting(
+    loop: asyncio.AbstractEventLoop, process: plumpy.Process, then: Callable[[], Any]
+) -> None:
+    """Step ``process`` until it waits, then call ``then`` in the same loop turn."""
+
+    async def go() -> None:
+        for _ in range(10):
+            if process.state is plumpy.ProcessState.WAITING:
+                break
+            await process.step()
+        assert process.state is plumpy.ProcessState.WAITING
+        then()
+
+    loop.run_until_complete(go())
+
+
+def save_child_chain(loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister) -> Any:
+    """Run a ChildChain until it waits on its two children, and checkpoint it there."""
+    parent = ChildChain(loop=loop)
+
+    def save() -> None:
+        pending = awaited(parent)
+        assert sorted(pending) == ["a", "b"]
+        assert not any(future.done() for future in pending.values())
+        persister.save_checkpoint(parent, verify=True)
+
+    drive_to_waiting(loop, parent, save)
+    return parent
+
+
+# endregion
 
 
 def _describe(process: plumpy.Process) -> dict[str, Any]:

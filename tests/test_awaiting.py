@@ -25,6 +25,7 @@ from hypothesis import given, strategies as st
 import loopaware_persist as lp
 from loopaware_persist.codecs import available_codecs
 from tests import awaiting_processes as ap
+from tests.awaiting_processes import drive_to_waiting, save_child_chain
 from tests.strategies import EXCEPTION_TYPES, assert_same, exceptions, scalars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,22 +72,6 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     new.close()
 
 
-def drive_to_waiting(
-    loop: asyncio.AbstractEventLoop, process: plumpy.Process, then: Callable[[], Any]
-) -> None:
-    """Step ``process`` until it waits, then call ``then`` in the same loop turn."""
-
-    async def go() -> None:
-        for _ in range(10):
-            if process.state is WAITING:
-                break
-            await process.step()
-        assert process.state is WAITING
-        then()
-
-    loop.run_until_complete(go())
-
-
 def fresh(spec: dict[str, Any]) -> dict[str, Any]:
     """Load and run in a new Python process; what it reports."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -101,20 +86,6 @@ def fresh(spec: dict[str, Any]) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
-
-
-def save_child_chain(loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister) -> Any:
-    """Run a ChildChain until it waits on its two children, and checkpoint it there."""
-    parent = ap.ChildChain(loop=loop)
-
-    def save() -> None:
-        pending = ap.awaited(parent)
-        assert sorted(pending) == ["a", "b"]
-        assert not any(future.done() for future in pending.values())
-        persister.save_checkpoint(parent, verify=True)
-
-    drive_to_waiting(loop, parent, save)
-    return parent
 
 
 EXPECTED_CTX = {"a": {"y": 10}, "b": {"y": 20}}
