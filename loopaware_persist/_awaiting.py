@@ -55,6 +55,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import logging
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterator
@@ -64,7 +65,13 @@ import attrs
 import plumpy
 from plumpy import process_states, workchains
 
-from ._errors import CorruptCheckpointError, EncodeError, UnlinkedAwaitableError
+from ._errors import (
+    CheckpointNotFoundError,
+    CorruptCheckpointError,
+    EncodeError,
+    StorageError,
+    UnlinkedAwaitableError,
+)
 from ._snapshot import FutureSnapshot, _materialise, snapshot_future
 
 if TYPE_CHECKING:
@@ -84,6 +91,8 @@ RelinkHook = Callable[
     [plumpy.Process, Any, Hashable | None],
     "asyncio.Future[Any] | concurrent.futures.Future[Any] | None",
 ]
+
+_LOGGER = logging.getLogger(__name__)
 
 # The members of plumpy's Waiting states that hold {future: ctx key} dicts
 # (process_states.Waiting: 'data'; workchains.Waiting adds '_awaiting').
@@ -386,6 +395,92 @@ def _stored_state(persister: LoopAwarePersister, pid: Hashable) -> str | None:
     return None
 
 
+#: Watchers of children's checkpoints; asyncio keeps only weak references to tasks.
+_WATCHERS: set[asyncio.Task[None]] = set()
+
+
+def _watch_store(persister: LoopAwarePersister, entry: _Restored) -> None:
+    """Poll the store for a child continued elsewhere (another worker), on the future's loop."""
+    interval = getattr(persister, "child_poll_interval", None)
+    if interval is None:
+        return
+    loop, owner = entry.future.get_loop(), entry.owner
+    future_ref = weakref.ref(entry.future)
+
+    def start() -> None:
+        task = loop.create_task(
+            _follow_child(persister, future_ref, owner, interval), name=f"follow child {owner}"
+        )
+        _WATCHERS.add(task)
+        task.add_done_callback(_WATCHERS.discard)
+
+    if loop.is_running() and _running_loop() is not loop:
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(start)
+    else:
+        start()
+
+
+async def _follow_child(
+    persister: LoopAwarePersister,
+    future_ref: weakref.ref[asyncio.Future[Any]],
+    owner: Hashable,
+    interval: float,
+) -> None:
+    """Until the future is done or gone: read the child's stored state every ``interval``
+    seconds; a terminated child's stored outcome completes the future.
+
+    Only a weak reference to the future is held, so a parent nobody runs any more is
+    not kept alive by its watcher. A store that fails is retried; a child checkpoint
+    that disappears or cannot be loaded fails the future with the typed error.
+    """
+    from ._persister import LoopAwarePersister
+
+    woken = asyncio.Event()
+    future = future_ref()
+    if future is None:
+        return
+    future.add_done_callback(lambda _: woken.set())  # linked here meanwhile: stop at once
+    del future
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), interval)
+        future = future_ref()
+        if future is None or future.done():
+            return
+        del future
+        try:
+            state = await asyncio.to_thread(_stored_state, persister, owner)
+            if state is None:
+                msg = (
+                    f"The checkpoint of child process {owner}, which a loaded WorkChain "
+                    f"awaits, disappeared from {persister!r}."
+                )
+                raise UnlinkedAwaitableError(msg, owner=owner)
+            if state not in _TERMINAL:
+                continue
+            child = await LoopAwarePersister.aload_process(persister, owner)
+        except StorageError as error:
+            if isinstance(error, CheckpointNotFoundError):
+                _fail(future_ref, error)
+                return
+            _LOGGER.warning("Reading the checkpoint of %s failed; retrying: %s", owner, error)
+            continue
+        except Exception as error:  # the parent fails with it, rather than wait forever
+            _fail(future_ref, error)
+            return
+        future = future_ref()
+        if future is not None:
+            _chain(child.future(), future)
+        return
+
+
+def _fail(future_ref: weakref.ref[asyncio.Future[Any]], error: BaseException) -> None:
+    future = future_ref()
+    if future is not None and not future.done():
+        future.set_exception(error)
+
+
 def relink_awaited(
     process: plumpy.Process,
     persister: LoopAwarePersister | None = None,
@@ -397,8 +492,11 @@ def relink_awaited(
     ``load_process`` calls this; call it yourself after ``bundle.unbundle()``. A
     future of a child process not live here is looked up in ``persister``'s store:
     a terminated child is loaded and its stored outcome completes the future; a
-    child not yet continued is waited for (it completes the future when a
-    persister loads it here, e.g. a ``LoopAwareLauncher`` continue task).
+    child not yet terminated is waited for. It completes the future when a
+    persister loads it here (e.g. a ``LoopAwareLauncher`` continue task), and,
+    continued anywhere else (another worker), when its checkpoint is found
+    terminated: the store is read every ``persister.child_poll_interval`` seconds
+    (``None``: never) until then, from a task on the future's loop.
 
     :param process: a process just loaded
     :param persister: the store children's checkpoints are in (``None``: in memory only)
@@ -428,6 +526,8 @@ def relink_awaited(
                 loop = entry.future.get_loop()
                 child = LoopAwarePersister.load_process(persister, entry.owner, loop=loop)
                 _chain(child.future(), entry.future)
+            else:
+                _watch_store(persister, entry)
         if reason is None:
             continue
         source = relink(process, entry.key, entry.owner) if relink is not None else None

@@ -145,6 +145,11 @@ class LoopAwarePersister(plumpy.Persister):
     :param trusted: skip the allow-list on load (runs what checkpoints name; say so loudly)
     """
 
+    #: Seconds between reads of the store by a loaded WorkChain that waits (``ToContext``)
+    #: for a child continued elsewhere, until the child's checkpoint is terminated;
+    #: ``None``: only children loaded in this Python process complete it.
+    child_poll_interval: float | None = 1.0
+
     def __init__(
         self,
         storage: Storage,

@@ -10,6 +10,7 @@ Waiting state's ``{future: key}`` members.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -121,6 +122,67 @@ def test_children_continued_by_load_process_complete_the_parent(
     spec = {"url": url, "parent": parent.pid, "children": children, "fencing": fencing}
     report = fresh({**spec, "parent_first": parent_first, "resave": resave})
     assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
+
+
+@contextlib.contextmanager
+def waiting_parent(url: str, pid: Any) -> Iterator[Callable[[], dict[str, Any]]]:
+    """A fresh process that has loaded the parent and waits, polling the store for its
+    children; yields what to call for its report once they are dealt with."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    spec = {"url": url, "parent": pid, "announce": True, "poll": 0.05}
+    with subprocess.Popen(
+        [sys.executable, "-m", "tests.awaiting_processes", json.dumps(spec, default=str)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as waiting:
+        try:
+            assert waiting.stdout is not None
+            line = waiting.stdout.readline()
+            assert line == "loaded\n", waiting.stderr.read() if waiting.stderr else line
+
+            def report() -> dict[str, Any]:
+                out, err = waiting.communicate(timeout=120)
+                assert waiting.returncode == 0, err
+                result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+                return result
+
+            yield report
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+
+
+def test_children_continued_in_another_process_complete_the_parent_from_the_store(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    """As with two workers: the parent waits in one process, its children run in another
+    (a worker's persister, which checkpoints every transition), and the parent finds
+    them terminated in the store."""
+    parent = save_child_chain(loop, persister)
+    children = [child.pid for child in ap.LAUNCHED]
+    with waiting_parent(url, parent.pid) as report:
+        # Only now do the children run, so the parent cannot have found them done.
+        spec = {"url": url, "parent": children[0], "children": children[1:]}
+        ran = fresh({**spec, "fencing": True, "any_state": True})
+        assert ran["state"] == "finished", ran
+        assert report() == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
+
+
+def test_a_child_checkpoint_deleted_while_the_parent_waits_fails_the_parent(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+) -> None:
+    parent = save_child_chain(loop, persister)
+    gone = ap.LAUNCHED[1].pid
+    with waiting_parent(url, parent.pid) as report:
+        persister.delete_checkpoint(gone)
+        outcome = report()
+    assert outcome["state"] == "excepted"
+    assert outcome["error"].startswith(
+        f"UnlinkedAwaitableError: The checkpoint of child process {gone}"
+    )
 
 
 def test_children_continued_by_the_same_launcher_complete_the_parent(
