@@ -39,11 +39,14 @@ def saved(tmp_path: Path) -> Iterator[tuple[str, object, list[object]]]:
         loop.close()
 
 
-def test_a_worker_continues_the_parent_and_its_children(
-    saved: tuple[str, object, list[object]], workers: Workers, client: WorkerClient
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_workers_continue_the_parent_and_its_children(
+    saved: tuple[str, object, list[object]], workers: Workers, client: WorkerClient, n_workers: int
 ) -> None:
+    """With one worker the children are linked in memory; with two, a child may run
+    on the other worker, and the parent finds it terminated in the store."""
     url, parent, children = saved
-    workers.start(1, store=url)
+    workers.start(n_workers, store=url, prefetch=3)
     # The parent first: the worker loads it before the children it waits for.
     replies = [client.continue_(pid) for pid in [parent, *children]]
     outputs = [reply.result(timeout=DEADLINE) for reply in replies]
