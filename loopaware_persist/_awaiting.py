@@ -35,7 +35,9 @@ Re-linking, after which what a future stands for completes it:
   later through one (the parent waits for it, like a live parent waits for its
   child), or terminated with its own checkpoint in the same store, whose stored
   outcome completes it (:meth:`LoopAwarePersister.load_process
-  <loopaware_persist.LoopAwarePersister.load_process>` reads it);
+  <loopaware_persist.LoopAwarePersister.load_process>` reads it, and, for a child
+  still running elsewhere, reads the store every ``child_poll_interval`` seconds
+  until it has terminated);
 * what cannot be re-linked -- a pending future no process owns, a child whose
   checkpoint is missing -- is an :class:`~loopaware_persist.UnlinkedAwaitableError`, raised by
   ``load_process``, unless its ``relink`` hook supplies a future to wait for.
