@@ -452,3 +452,24 @@ def test_settled_futures_reach_the_context_as_they_would_live(
         ap.FUTURE_KEYS.clear()
         loop.close()
         target.close()
+
+
+def test_saving_leaves_the_live_workchain_untouched(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister
+) -> None:
+    """The stand-ins live only for the save: the running WorkChain keeps its own dicts
+    and callbacks, and finishes as if it had not been saved."""
+    parent = ap.FutureChain(loop=loop)
+    members: dict[str, Any] = {}
+
+    def save() -> None:
+        state = parent._state
+        members.update(awaiting=state._awaiting, data=state.data)
+        persister.save_checkpoint(parent)
+        assert state._awaiting is members["awaiting"]
+        assert state.data is members["data"]
+        ap.PLAIN_FUTURES[0].set_result("live")
+
+    drive_to_waiting(loop, parent, save)
+    loop.run_until_complete(parent.step_until_terminated())
+    assert parent.outputs == {"value": "live"}
