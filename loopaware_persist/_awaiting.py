@@ -203,15 +203,28 @@ class AwaitedFutures(plumpy.Savable):
     one save, so ``_awaiting`` and ``data``, which await the same futures, get the
     same futures back.
 
+    A WorkChain's ``data`` usually equals its ``_awaiting`` (plumpy builds both from
+    ``to_context``'s awaitables); it is then stored as ``same_as='_awaiting'``
+    instead of a second copy of every snapshot, and loaded as an equal dict.
+
     :param awaiting: the member's value, ``{future: key}``
     :param member: the member's name
     :param tokens: ``id(future) -> token``, shared by the members of one save
+    :param same_as: the member whose equal value is stored instead, if any
     """
 
-    def __init__(self, awaiting: dict[Any, Any], *, member: str, tokens: dict[int, int]) -> None:
+    def __init__(
+        self,
+        awaiting: dict[Any, Any],
+        *,
+        member: str,
+        tokens: dict[int, int],
+        same_as: str | None = None,
+    ) -> None:
         self._awaiting = awaiting
         self._member = member
         self._tokens = tokens
+        self._same_as = same_as
 
     def save_instance_state(
         self, out_state: dict[str, Any], save_context: plumpy.LoadSaveContext | None
@@ -223,9 +236,12 @@ class AwaitedFutures(plumpy.Savable):
         """
         super().save_instance_state(out_state, save_context)
         entries = []
-        for future, key in self._awaiting.items():
-            token = self._tokens.setdefault(id(future), len(self._tokens))
-            entries.append([key, snapshot_future(future), token, _owner_of(future)])
+        if self._same_as is not None:
+            out_state["same_as"] = self._same_as
+        else:
+            for future, key in self._awaiting.items():
+                token = self._tokens.setdefault(id(future), len(self._tokens))
+                entries.append([key, snapshot_future(future), token, _owner_of(future)])
         out_state["member"] = self._member
         out_state["awaited"] = entries
 
@@ -252,6 +268,9 @@ class AwaitedFutures(plumpy.Savable):
                 f"{type(entries).__name__} entries): the record is damaged or crafted."
             )
             raise CorruptCheckpointError(msg)
+        same_as = saved_state.get("same_as")
+        if same_as is not None:
+            return _mirror(process, same_as)
         restored = _RESTORED.setdefault(process, {})
         awaiting: dict[Any, Any] = {}
         for entry in entries:
@@ -276,7 +295,36 @@ class AwaitedFutures(plumpy.Savable):
             awaiting[known.future] = key
             if member == "_awaiting":
                 known.future.add_done_callback(functools.partial(_notify, process))
+        if member == "_awaiting":
+            with _LOCK:
+                _SOURCES[process] = awaiting
+                mirrors = _MIRRORS.pop(process, [])
+            for mirror in mirrors:  # loaded before this member: filled now
+                mirror.update(awaiting)
         return awaiting
+
+
+def _mirror(process: plumpy.Process, same_as: Any) -> dict[Any, Any]:
+    """An equal copy of ``process``'s restored ``_awaiting``, now or once it is loaded."""
+    if same_as != "_awaiting":
+        msg = f"Awaited futures stored as the same as {same_as!r:.100}: damaged or crafted."
+        raise CorruptCheckpointError(msg)
+    with _LOCK:
+        source = _SOURCES.get(process)
+        if source is None:
+            mirror: dict[Any, Any] = {}
+            _MIRRORS.setdefault(process, []).append(mirror)
+            return mirror
+    return dict(source)
+
+
+# A load of a state sets its members in no fixed order (plumpy iterates a set).
+#: process -> its restored ``_awaiting`` dict
+_SOURCES: weakref.WeakKeyDictionary[plumpy.Process, dict[Any, Any]] = weakref.WeakKeyDictionary()
+#: process -> members stored as ``same_as='_awaiting'`` loaded before it
+_MIRRORS: weakref.WeakKeyDictionary[plumpy.Process, list[dict[Any, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @contextlib.contextmanager
@@ -295,7 +343,7 @@ def awaiting_snapshots(process: plumpy.Process) -> Iterator[None]:
     if isinstance(state, process_states.Waiting):
         tokens: dict[int, int] = {}
         persisted = type(state)._auto_persist or set()
-        for member in _MEMBERS:
+        for member in _MEMBERS:  # '_awaiting' first: 'data' may be stored as the same
             value = vars(state).get(member)
             if (
                 member in persisted
@@ -303,8 +351,10 @@ def awaiting_snapshots(process: plumpy.Process) -> Iterator[None]:
                 and value
                 and all(isinstance(key, _FUTURES) for key in value)
             ):
+                same_as = next((name for name, done in swapped if done == value), None)
                 swapped.append((member, value))
-                setattr(state, member, AwaitedFutures(value, member=member, tokens=tokens))
+                stand_in = AwaitedFutures(value, member=member, tokens=tokens, same_as=same_as)
+                setattr(state, member, stand_in)
     try:
         yield
     finally:
@@ -507,6 +557,9 @@ def relink_awaited(
     :raises UnlinkedAwaitableError: for a pending future that nothing can complete
     """
     entries = _RESTORED.pop(process, {})
+    with _LOCK:
+        _SOURCES.pop(process, None)
+        _MIRRORS.pop(process, None)
     for entry in entries.values():
         if entry.linked or entry.future.done():
             continue

@@ -473,3 +473,42 @@ def test_saving_leaves_the_live_workchain_untouched(
     drive_to_waiting(loop, parent, save)
     loop.run_until_complete(parent.step_until_terminated())
     assert parent.outputs == {"value": "live"}
+
+
+@pytest.mark.parametrize("one_done", [False, True], ids=["equal", "data-holds-more"])
+def test_the_waiting_states_data_comes_back_with_the_same_futures(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, one_done: bool
+) -> None:
+    """plumpy's Waiting keeps the awaitables twice: ``data`` (all of them) and
+    ``_awaiting`` (those not done yet). Both come back, sharing their futures."""
+    ap.FUTURE_KEYS[:] = ["a", "b"]
+    parent = ap.ManyFutureChain(loop=loop)
+    drive_to_waiting(loop, parent, lambda: None)
+    futures = ap.awaited(parent)
+    if one_done:
+        futures["a"].set_result(1)
+        loop.run_until_complete(asyncio.sleep(0))  # plumpy's callback pops it
+    state = parent._state
+    saved_keys = (sorted(state.data.values()), sorted(state._awaiting.values()))
+    persister.save_checkpoint(parent)
+    target = asyncio.new_event_loop()
+    try:
+
+        def relink(process: plumpy.Process, key: Any, owner: Any) -> asyncio.Future[Any]:
+            future = target.create_future()
+            future.set_result({"a": 1, "b": 2}[key])
+            return future
+
+        loaded = persister.load_process(parent.pid, loop=target, relink=relink)
+        loaded_state = loaded._state
+        assert (sorted(loaded_state.data.values()), sorted(loaded_state._awaiting.values())) == (
+            saved_keys
+        )
+        assert loaded_state.data is not loaded_state._awaiting
+        for future, key in loaded_state._awaiting.items():
+            assert {f: k for f, k in loaded_state.data.items() if k == key} == {future: key}
+        target.run_until_complete(loaded.step_until_terminated())
+        assert {key: loaded.ctx[key] for key in ("a", "b")} == {"a": 1, "b": 2}
+    finally:
+        ap.FUTURE_KEYS.clear()
+        target.close()
