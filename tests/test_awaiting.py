@@ -10,6 +10,7 @@ Waiting state's ``{future: key}`` members.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -511,4 +512,28 @@ def test_the_waiting_states_data_comes_back_with_the_same_futures(
         assert {key: loaded.ctx[key] for key in ("a", "b")} == {"a": 1, "b": 2}
     finally:
         ap.FUTURE_KEYS.clear()
+        target.close()
+
+
+def test_aload_process_takes_the_relink_hook(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister
+) -> None:
+    parent = save_future_chain(loop, persister)
+    target = asyncio.new_event_loop()
+
+    def relink(process: plumpy.Process, key: Any, owner: Any) -> concurrent.futures.Future[Any]:
+        done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        done.set_result(("from", key))  # a thread-safe future works as well
+        return done
+
+    async def load_and_run() -> Any:
+        with pytest.raises(lp.UnlinkedAwaitableError):
+            await persister.aload_process(parent.pid)
+        loaded = await persister.aload_process(parent.pid, relink=relink)
+        await loaded.step_until_terminated()
+        return loaded.outputs
+
+    try:
+        assert target.run_until_complete(load_and_run()) == {"value": ("from", "value")}
+    finally:
         target.close()
