@@ -560,7 +560,8 @@ def relink_awaited(
     with _LOCK:
         _SOURCES.pop(process, None)
         _MIRRORS.pop(process, None)
-    for entry in entries.values():
+    unchecked: dict[int, _Restored] = {}
+    for token, entry in entries.items():
         if entry.linked or entry.future.done():
             continue
         reason = None
@@ -569,7 +570,9 @@ def relink_awaited(
                 "it belongs to no process known here (a plain future, or a child that was "
                 "not saved or loaded through a persister before the parent was saved)"
             )
-        elif persister is not None:
+        elif persister is None:
+            unchecked[token] = entry  # for a later call that names the store
+        else:
             state = _stored_state(persister, entry.owner)
             if state is None:
                 reason = f"its child process {entry.owner} has no checkpoint in {persister!r}"
@@ -597,6 +600,8 @@ def relink_awaited(
             )
             raise UnlinkedAwaitableError(msg, pid=process.pid, key=entry.key, owner=entry.owner)
         _chain(source, entry.future)
+    if unchecked:
+        _RESTORED[process] = unchecked
 
 
 # endregion

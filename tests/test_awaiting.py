@@ -195,9 +195,12 @@ def test_children_continued_by_the_same_launcher_complete_the_parent(
     assert report == {"state": "finished", "outputs": {"total": 30}}
 
 
+@pytest.mark.parametrize("via", ["load_process", "bundle"])
 def test_terminated_children_complete_the_parent_from_their_checkpoints(
-    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str, via: str
 ) -> None:
+    """``via='bundle'``: ``bundle.unbundle()`` as plumpy's ProcessLauncher and AiiDA
+    call it, then ``relink_awaited(process, persister)`` for the store checks."""
     parent = save_child_chain(loop, persister)
     # Here the original run goes on: the children finish and are checkpointed
     # FINISHED; the parent's checkpoint still has them pending.
@@ -205,7 +208,7 @@ def test_terminated_children_complete_the_parent_from_their_checkpoints(
     for child in ap.LAUNCHED:
         assert child.state is plumpy.ProcessState.FINISHED
         persister.save_checkpoint(child)
-    report = fresh({"url": url, "parent": parent.pid})
+    report = fresh({"url": url, "parent": parent.pid, "via": via})
     assert report == {"state": "finished", "outputs": {"total": 30}, "ctx": EXPECTED_CTX}
 
 
