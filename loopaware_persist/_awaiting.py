@@ -551,7 +551,9 @@ def relink_awaited(
     (``None``: never) until then, from a task on the future's loop.
 
     :param process: a process just loaded
-    :param persister: the store children's checkpoints are in (``None``: in memory only)
+    :param persister: the store children's checkpoints are in (``None``: in memory only;
+        children's futures are then kept for a later call that names the store, as
+        ``LoopAwareBundle.unbundle`` leaves them)
     :param relink: ``relink(process, key, owner)`` returns a future to wait for in
         place of one that cannot be re-linked, or ``None``
     :raises UnlinkedAwaitableError: for a pending future that nothing can complete

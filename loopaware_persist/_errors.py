@@ -15,7 +15,8 @@ callers of the operation would naturally catch::
         │   └── UnsafeCheckpointError          names code outside the allow-list
         ├── NoEventLoopError (RuntimeError)    no usable loop to restore onto
         ├── LoopBoundaryError (RuntimeError)   a future bound to the wrong loop
-        ├── UnlinkedAwaitableError (LookupError)  a loaded WorkChain awaits what nothing completes
+        ├── UnlinkedAwaitableError (LookupError)
+        │                                      a loaded WorkChain awaits what nothing completes
         └── StorageError                       the store failed
             ├── CheckpointNotFoundError (LookupError)
             ├── StaleCheckpointError           another writer saved first
