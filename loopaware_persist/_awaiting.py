@@ -271,7 +271,8 @@ class AwaitedFutures(plumpy.Savable):
         same_as = saved_state.get("same_as")
         if same_as is not None:
             return _mirror(process, same_as)
-        restored = _RESTORED.setdefault(process, {})
+        with _LOCK:  # loads of other processes may run on other threads
+            restored = _RESTORED.setdefault(process, {})
         awaiting: dict[Any, Any] = {}
         for entry in entries:
             if not (isinstance(entry, list) and len(entry) == 4 and type(entry[2]) is int):
@@ -558,8 +559,8 @@ def relink_awaited(
         place of one that cannot be re-linked, or ``None``
     :raises UnlinkedAwaitableError: for a pending future that nothing can complete
     """
-    entries = _RESTORED.pop(process, {})
     with _LOCK:
+        entries = _RESTORED.pop(process, {})
         _SOURCES.pop(process, None)
         _MIRRORS.pop(process, None)
     unchecked: dict[int, _Restored] = {}
@@ -603,7 +604,8 @@ def relink_awaited(
             raise UnlinkedAwaitableError(msg, pid=process.pid, key=entry.key, owner=entry.owner)
         _chain(source, entry.future)
     if unchecked:
-        _RESTORED[process] = unchecked
+        with _LOCK:
+            _RESTORED[process] = unchecked
 
 
 # endregion
