@@ -43,7 +43,7 @@ from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
 
-from ._awaiting import relink_awaited
+from ._awaiting import note_process, relink_awaited
 from ._errors import (
     CorruptCheckpointError,
     LoopAwarePersistError,
@@ -624,7 +624,9 @@ class LoopAwareBundle(plumpy.Bundle):
             self, LoopContext(loop=loop), registry=self._registry, trusted=self._trusted, **extra
         )
         if isinstance(obj, plumpy.Process):
-            # ToContext futures: a pending one nothing here owns is an error, not a hang.
+            # ToContext futures: a parent loaded earlier may wait for this one, and a
+            # pending future nothing here owns is an error, not a hang.
+            note_process(obj)
             try:
                 relink_awaited(obj)
             except BaseException:

@@ -210,6 +210,22 @@ def _continue(spec: dict[str, Any]) -> dict[str, Any]:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join()
             return {"state": "finished", "outputs": dict(outputs[0])}
+        if spec.get("via") == "plumpy-launcher":
+            # plumpy's own launcher unbundles the LoopAwareBundle itself.
+            plumpy_launcher = plumpy.ProcessLauncher(
+                loop=loop, persister=persister, load_context=plumpy.LoadSaveContext(loop=loop)
+            )
+
+            async def through_plumpy() -> Any:
+                return await asyncio.gather(
+                    *(
+                        plumpy_launcher(None, create_continue_body(pid))  # type: ignore[arg-type]
+                        for pid in [parent_pid, *children]
+                    )
+                )
+
+            outputs = loop.run_until_complete(through_plumpy())
+            return {"state": "finished", "outputs": dict(outputs[0])}
         order = (
             [parent_pid, *children] if spec.get("parent_first", True) else [*children, parent_pid]
         )

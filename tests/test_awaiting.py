@@ -186,12 +186,15 @@ def test_a_child_checkpoint_deleted_while_the_parent_waits_fails_the_parent(
     )
 
 
+@pytest.mark.parametrize("via", ["launcher", "plumpy-launcher"])
 def test_children_continued_by_the_same_launcher_complete_the_parent(
-    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str, via: str
 ) -> None:
+    """``LoopAwareLauncher`` on a loop in a worker thread, or plumpy's own
+    ``ProcessLauncher``, which unbundles the ``LoopAwareBundle`` itself."""
     parent = save_child_chain(loop, persister)
     children = [child.pid for child in ap.LAUNCHED]
-    report = fresh({"url": url, "parent": parent.pid, "children": children, "via": "launcher"})
+    report = fresh({"url": url, "parent": parent.pid, "children": children, "via": via})
     assert report == {"state": "finished", "outputs": {"total": 30}}
 
 
