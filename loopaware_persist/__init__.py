@@ -1,5 +1,9 @@
 """loopaware_persist: loop-aware, safe, crash-consistent checkpoints for plumpy."""
 
+from ._awaiting import (
+    AwaitedFutures as AwaitedFutures,
+    relink_awaited as relink_awaited,
+)
 from ._errors import (
     BackendUnavailableError as BackendUnavailableError,
     CheckpointNotFoundError as CheckpointNotFoundError,
@@ -14,6 +18,7 @@ from ._errors import (
     StaleCheckpointError as StaleCheckpointError,
     StorageError as StorageError,
     UnknownTagError as UnknownTagError,
+    UnlinkedAwaitableError as UnlinkedAwaitableError,
     UnsafeCheckpointError as UnsafeCheckpointError,
 )
 from ._hooks import (
@@ -69,6 +74,7 @@ from .codecs import (
 __version__ = "0.1.0.dev0"
 
 __all__ = (
+    "AwaitedFutures",
     "BackendUnavailableError",
     "CheckpointInfo",
     "CheckpointNotFoundError",
@@ -98,6 +104,7 @@ __all__ = (
     "StaleCheckpointError",
     "StorageError",
     "UnknownTagError",
+    "UnlinkedAwaitableError",
     "UnsafeCheckpointError",
     "Worker",
     "WorkerClient",
@@ -107,6 +114,7 @@ __all__ = (
     "encode_message",
     "get_codec",
     "open_persister",
+    "relink_awaited",
     "restore_future",
     "restore_futures",
     "run_worker",

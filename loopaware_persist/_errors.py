@@ -15,6 +15,8 @@ callers of the operation would naturally catch::
         │   └── UnsafeCheckpointError          names code outside the allow-list
         ├── NoEventLoopError (RuntimeError)    no usable loop to restore onto
         ├── LoopBoundaryError (RuntimeError)   a future bound to the wrong loop
+        ├── UnlinkedAwaitableError (LookupError)
+        │                                      a loaded WorkChain awaits what nothing completes
         └── StorageError                       the store failed
             ├── CheckpointNotFoundError (LookupError)
             ├── StaleCheckpointError           another writer saved first
@@ -28,6 +30,7 @@ message, which always says what went wrong, where, and what to do about it.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 from plumpy import PersistenceError
 
@@ -45,6 +48,7 @@ __all__ = (
     "StaleCheckpointError",
     "StorageError",
     "UnknownTagError",
+    "UnlinkedAwaitableError",
     "UnsafeCheckpointError",
 )
 
@@ -107,6 +111,29 @@ class LoopBoundaryError(LoopAwarePersistError, RuntimeError):
     def __init__(self, msg: str, *, paths: Sequence[str] = ()) -> None:
         super().__init__(msg)
         self.paths = tuple(paths)
+
+
+class UnlinkedAwaitableError(LoopAwarePersistError, LookupError):
+    """A loaded WorkChain awaits a pending future that nothing here can complete.
+
+    Raised by ``load_process`` when the future belongs to no known process (a plain
+    future, or a child that was never saved or loaded through a persister before
+    the parent's save) or when its child's checkpoint is not in the store. Without
+    this error the WorkChain would wait forever. Pass ``relink=`` to
+    ``load_process`` to supply a future to wait for instead.
+
+    :ivar pid: the waiting process's pid
+    :ivar key: the context key the future was to fill
+    :ivar owner: the pid of the child process it belongs to, or ``None``
+    """
+
+    def __init__(
+        self, msg: str, *, pid: Hashable = None, key: Any = None, owner: Hashable | None = None
+    ) -> None:
+        super().__init__(msg)
+        self.pid = pid
+        self.key = key
+        self.owner = owner
 
 
 class StorageError(LoopAwarePersistError):

@@ -21,6 +21,13 @@ from typing import Any, Literal, Self
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
+from ._awaiting import (
+    RelinkHook,
+    awaiting_snapshots,
+    check_relinkable,
+    note_process,
+    relink_awaited,
+)
 from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
 from ._errors import (
     CheckpointNotFoundError,
@@ -138,6 +145,11 @@ class LoopAwarePersister(plumpy.Persister):
     :param trusted: skip the allow-list on load (runs what checkpoints name; say so loudly)
     """
 
+    #: Seconds between reads of the store by a loaded WorkChain that waits (``ToContext``)
+    #: for a child continued elsewhere, until the child's checkpoint is terminated;
+    #: ``None``: only children loaded in this Python process complete it.
+    child_poll_interval: float | None = 1.0
+
     def __init__(
         self,
         storage: Storage,
@@ -223,6 +235,7 @@ class LoopAwarePersister(plumpy.Persister):
         return self._verify(process, self.dumps(self._bundle(process)))
 
     def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
+        check_relinkable(process)
         # Decode *and* audit: a process class outside the allow-list decodes fine and
         # is only refused by the audit a restart runs, which is what this must predict.
         try:
@@ -236,8 +249,12 @@ class LoopAwarePersister(plumpy.Persister):
 
     @staticmethod
     def _bundle(process: plumpy.Process) -> plumpy.Bundle:
+        # The owner of this process's future must be known before a parent awaiting
+        # it is saved; awaited futures are saved as snapshots (see _awaiting.py).
+        note_process(process)
         try:
-            return plumpy.Bundle(process)
+            with awaiting_snapshots(process):
+                return plumpy.Bundle(process)
         except LoopAwarePersistError:
             raise
         except Exception as error:
@@ -274,7 +291,8 @@ class LoopAwarePersister(plumpy.Persister):
         :param expected_version: compare-and-set: the version this writer last saw
             (0 for "none yet"); another writer's newer save raises :class:`StaleCheckpointError`
         :param verify: decode the record before storing it, so a checkpoint that will not
-            reload fails now, naming the path, instead of at restart
+            reload fails now, naming the path, instead of at restart (a WorkChain waiting
+            on a pending future no known process owns included)
         :raises EncodeError: if the process cannot be encoded
         :raises StorageError: if the store fails (the previous checkpoint is untouched)
         :return: the stored version
@@ -306,15 +324,23 @@ class LoopAwarePersister(plumpy.Persister):
         tag: str | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        relink: RelinkHook | None = None,
         **extra: Any,
     ) -> plumpy.Process:
         """Load a process with every future of its graph on ``loop``.
 
+        A WorkChain waiting on futures (``ToContext``) comes back waiting on them,
+        each re-linked to what completes it (see :func:`relink_awaited`).
+
         :param pid: the process id
         :param tag: optional checkpoint tag
         :param loop: the target loop (default: the running loop; never a new one)
+        :param relink: ``relink(process, key, owner)`` returns a future to wait for in
+            place of an awaited one that cannot be re-linked, or ``None``
         :param extra: more ``LoadSaveContext`` entries (``communicator``, ``logger``)
         :raises NoEventLoopError: if there is no target loop
+        :raises UnlinkedAwaitableError: if the process awaits a pending future that
+            nothing can complete (a plain future, a child whose checkpoint is missing)
         :return: the process
         """
         bundle = self.load_checkpoint(pid, tag)
@@ -326,7 +352,19 @@ class LoopAwarePersister(plumpy.Persister):
             copy=False,  # just decoded, held by nobody else
             **extra,
         )
-        return process  # type: ignore[return-value]
+        return self._relinked(process, relink)  # type: ignore[arg-type]
+
+    def _relinked(self, process: plumpy.Process, relink: RelinkHook | None) -> plumpy.Process:
+        if isinstance(process, plumpy.Process):
+            note_process(process)  # first: a parent loaded earlier may be waiting for it
+            try:
+                relink_awaited(process, self, relink=relink)
+            except BaseException:
+                # Release its RPC/broadcast subscriptions (keyed by pid), or the next
+                # load of this pid here would collide with them.
+                process.close()
+                raise
+        return process
 
     def get_checkpoints(self) -> list[PersistedCheckpoint]:
         """List every stored checkpoint from the storage's keys alone.
@@ -420,12 +458,18 @@ class LoopAwarePersister(plumpy.Persister):
         return await asyncio.to_thread(write)
 
     async def aload_process(
-        self, pid: Hashable, tag: str | None = None, **extra: Any
+        self,
+        pid: Hashable,
+        tag: str | None = None,
+        *,
+        relink: RelinkHook | None = None,
+        **extra: Any,
     ) -> plumpy.Process:
         """Load onto the calling loop, reading and decoding in a thread.
 
         :param pid: the process id
         :param tag: optional checkpoint tag
+        :param relink: see :meth:`load_process`
         :param extra: more ``LoadSaveContext`` entries
         :return: the process, every future on the running loop
         """
@@ -434,7 +478,7 @@ class LoopAwarePersister(plumpy.Persister):
         process = unbundle(
             bundle, ctx, registry=self.registry, trusted=self.trusted, copy=False, **extra
         )
-        return process  # type: ignore[return-value]
+        return self._relinked(process, relink)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Close the storage."""

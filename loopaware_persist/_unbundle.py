@@ -43,6 +43,7 @@ from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
 
+from ._awaiting import note_process, relink_awaited
 from ._errors import (
     CorruptCheckpointError,
     LoopAwarePersistError,
@@ -606,6 +607,8 @@ class LoopAwareBundle(plumpy.Bundle):
         :param load_context: plumpy's context; ``loop``, ``communicator``, ``logger`` and
             ``loader`` entries are honoured
         :raises NoEventLoopError: if the context has no loop and none is running
+        :raises UnlinkedAwaitableError: if a loaded WorkChain awaits a pending future that
+            belongs to no process (see :func:`relink_awaited`)
         :return: the loaded object, every future on the target loop
         """
         extra: dict[str, Any] = {}
@@ -617,6 +620,16 @@ class LoopAwareBundle(plumpy.Bundle):
                 load_context.loader, loaders.DefaultObjectLoader
             ):
                 extra["loader"] = load_context.loader
-        return unbundle(
+        obj = unbundle(
             self, LoopContext(loop=loop), registry=self._registry, trusted=self._trusted, **extra
         )
+        if isinstance(obj, plumpy.Process):
+            # ToContext futures: a parent loaded earlier may wait for this one, and a
+            # pending future nothing here owns is an error, not a hang.
+            note_process(obj)
+            try:
+                relink_awaited(obj)
+            except BaseException:
+                obj.close()  # its RPC/broadcast subscriptions, keyed by pid
+                raise
+        return obj

@@ -77,6 +77,7 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
+from ._awaiting import RelinkHook
 from ._errors import (
     BackendUnavailableError,
     StaleCheckpointError,
@@ -336,6 +337,7 @@ class FencingPersister(LoopAwarePersister):
         tag: str | None = None,
         *,
         loop: asyncio.AbstractEventLoop | None = None,
+        relink: RelinkHook | None = None,
         **extra: Any,
     ) -> plumpy.Process:
         """Load a process, claim it by saving it at the next version, and watch it.
@@ -343,6 +345,7 @@ class FencingPersister(LoopAwarePersister):
         :param pid: the process id
         :param tag: optional tag (a tagged load is not watched)
         :param loop: the target loop
+        :param relink: see :meth:`LoopAwarePersister.load_process`
         :param extra: more ``LoadSaveContext`` entries
         :raises FencedError: if another worker saved it between our read and our claim,
             or the store went down in between
@@ -360,6 +363,7 @@ class FencingPersister(LoopAwarePersister):
         if not isinstance(process, plumpy.Process):
             msg = f"The checkpoint of {pid!r} holds a {type(process).__name__}, not a process."
             raise TypeError(msg)
+        self._relinked(process, relink)  # ToContext futures, before the claim saves it
         if tag is None:
             self._watch(process, record.version)
             # Claim it: a process loaded in some state runs that state's step without

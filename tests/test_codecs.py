@@ -607,3 +607,18 @@ def test_assert_same_detects_chain_difference() -> None:
 
 
 # endregion
+
+
+def test_pickle_resolves_class_references_inside_snapshot_and_chained_exceptions() -> None:
+    # Without an allow for plumpy, classes travel as ClassRef and are resolved after the
+    # unpickling; a failed ToContext future's exception is such a place.
+    codec = get_codec("pickle")
+    chained = Exception("outer")
+    chained.__context__ = ValueError(plumpy.Process)
+    chained.__cause__ = KeyError(plumpy.WorkChain)
+    value = {
+        "snapshot": FutureSnapshot.failed(Exception(plumpy.Process)),
+        "chained": chained,
+        "snapshot-chained": FutureSnapshot.failed(chained),
+    }
+    assert_same(codec.decode(codec.encode(value)), value)

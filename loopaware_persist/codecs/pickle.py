@@ -186,6 +186,8 @@ def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any
                 return rebuilt
     elif isinstance(value, FutureSnapshot):
         result = _resolve_refs(value.result, registry, seen)
+        # The exception is resolved in place (below); only the result may be rebuilt.
+        _resolve_refs(value.exception, registry, seen)
         if result is not value.result:
             rebuilt_snap = FutureSnapshot(
                 value.status, result, value.exception, value.cancel_message
@@ -195,6 +197,9 @@ def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any
     else:
         if isinstance(value, BaseException):
             value.args = _resolve_refs(value.args, registry, seen)
+            # Chained exceptions are pickled with the one that holds them.
+            for chained in (value.__cause__, value.__context__):
+                _resolve_refs(chained, registry, seen)
         attributes = getattr(value, "__dict__", None)
         if isinstance(attributes, dict):
             _resolve_refs(attributes, registry, seen)

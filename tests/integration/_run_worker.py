@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     run_worker(
         broker_url=args.broker,
         store_url=args.store,
-        allow=["tests.integration.processes"],
+        allow=["tests.integration.processes", "tests.awaiting_processes"],
         prefetch=args.prefetch,
         grace=args.grace,
         task_queue=args.queue,
