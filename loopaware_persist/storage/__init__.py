@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import re
-import urllib.parse
 
 from loopaware_persist._errors import StorageError
 from loopaware_persist.storage._base import (
@@ -29,6 +28,7 @@ from loopaware_persist.storage._base import (
     pid_from_token as pid_from_token,
     pid_token as pid_token,
 )
+from loopaware_persist.storage._url import redact_url as _redact
 
 __all__ = (
     "ENTRY_POINT_GROUP",
@@ -74,18 +74,6 @@ def available_schemes() -> tuple[str, ...]:
     :return: the scheme names, sorted
     """
     return tuple(sorted(set(_BUILTIN) | set(_entry_points())))
-
-
-def _redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, for error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _factory(scheme: str, url: str) -> StorageFactory:

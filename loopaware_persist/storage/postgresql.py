@@ -90,6 +90,7 @@ from loopaware_persist.storage._base import (
     StoredRecord,
     pid_token,
 )
+from loopaware_persist.storage._url import redact_url
 
 try:
     import psycopg
@@ -211,30 +212,6 @@ def _decode_tag(value: bytes) -> str | None:
         return text[1:]
     msg = f"Malformed tag column value {text!r}: expected '' or ':<tag>'."
     raise StorageError(msg)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for messages and logs.
-
-    :param url: a libpq URL
-    :return: the same URL without its password
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = len(rest)
-    for char in "/?#":
-        found = rest.find(char)
-        if found != -1:
-            cut = min(cut, found)
-    netloc, tail = rest[:cut], rest[cut:]
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.partition(":")[0] + ":***"
-        netloc = f"{userinfo}@{hosts}"
-    tail = re.sub(r"([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}{sep}{netloc}{tail}"
 
 
 def _parse_url(url: str) -> tuple[str, dict[str, str]]:
