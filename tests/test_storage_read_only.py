@@ -156,3 +156,123 @@ def test_sqlite_row_of_wrong_types_is_a_typed_error_for_that_record_only(
     if damage.startswith("version"):
         with open_storage(url) as storage, pytest.raises(CorruptStoredRecordError):
             storage.put(KEY, b"again")
+
+
+# -- file:// ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "writable"])
+def test_file_refuses_a_directory_that_is_not_a_store_unchanged(
+    tmp_path: Path, read_only: bool
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    (home / "photo.jpg").write_bytes(b"\xff\xd8")
+    before = snapshot(home)
+    names = sorted(p.name for p in home.iterdir())
+    with pytest.raises(StorageError, match="is not a loopaware checkpoint store") as caught:
+        open_storage(home.as_uri(), read_only=read_only)
+    assert "notes.txt" in str(caught.value)
+    assert snapshot(home) == before
+    assert sorted(p.name for p in home.iterdir()) == names  # no lock file either
+
+
+def test_file_read_only_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "none"
+    with pytest.raises(StorageError, match="No checkpoint store at"):
+        open_storage(missing.as_uri(), read_only=True)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with open_storage(empty.as_uri(), read_only=True) as storage:
+        assert storage.list() == []
+        assert storage.list_key_tokens() == []
+    assert list(empty.iterdir()) == []  # no .loopaware-writers.lock
+
+
+def test_file_read_only_reads_and_changes_nothing(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    with open_storage(store.as_uri()) as storage:
+        storage.put(KEY, b"data")
+    (store / ".tmp-orphan").write_bytes(b"half")  # a crashed writer's leftover
+    before = snapshot(store)
+    with open_storage(store.as_uri(), read_only=True) as storage:
+        assert [info.key for info in storage.list()] == [KEY]
+        assert storage.get(KEY).data == b"data"
+        with pytest.raises(StorageError, match="opened read-only"):
+            storage.put(KEY, b"new")
+        with pytest.raises(StorageError, match="opened read-only"):
+            storage.delete(KEY)
+    assert snapshot(store) == before  # nothing swept, locked or written
+
+
+# A FIFO named like a checkpoint once blocked list() and get() forever (a
+# read-only open of a FIFO waits for a writer). Run in a child under a timeout,
+# so the failure is a failed test rather than a hung suite.
+_FIFO_SCRIPT = """
+import os, sys
+from loopaware_persist import CorruptStoredRecordError
+from loopaware_persist.storage import CheckpointKey, open_storage
+root = sys.argv[1]
+with open_storage("file://" + root) as storage:
+    storage.put(CheckpointKey("healthy"), b"data")
+os.mkfifo(os.path.join(root, "i:7.ckpt"))         # a name the storage writes
+os.mkfifo(os.path.join(root, "odd name.ckpt"))    # a name it does not
+for read_only in (False, True):
+    with open_storage("file://" + root, read_only=read_only) as storage:
+        assert [i.key for i in storage.list()] == [CheckpointKey("healthy")]
+        assert ("i:7", None) in storage.list_key_tokens()
+        damaged = storage.find_damaged()
+        assert len(damaged) == 2, damaged
+        assert all("a FIFO" in str(e) for e in damaged), damaged
+        for call in (storage.get, lambda k: storage.read_prefix(k, 4)):
+            try:
+                call(CheckpointKey(7))
+            except CorruptStoredRecordError as exc:
+                assert "a FIFO" in str(exc)
+            else:
+                raise AssertionError("read a FIFO")
+print("ok")
+"""
+
+
+def test_file_fifo_named_like_a_checkpoint_is_skipped_not_opened(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    done = subprocess.run(
+        [sys.executable, "-c", _FIFO_SCRIPT, str(store)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink-to-directory"])
+def test_file_directory_named_like_a_checkpoint_is_skipped(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "store"
+    with open_storage(store.as_uri()) as storage:
+        storage.put(KEY, b"data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("i:9.ckpt", "backup.ckpt"):
+        if kind == "directory":
+            (store / name).mkdir()
+        else:
+            (store / name).symlink_to(elsewhere, target_is_directory=True)
+    for read_only in (False, True):
+        with open_storage(store.as_uri(), read_only=read_only) as storage:
+            assert [info.key for info in storage.list()] == [KEY]
+            assert "a directory, not a regular file" in caplog.text
+            damaged = storage.find_damaged()
+            assert len(damaged) == 2
+            assert all(isinstance(e, CorruptStoredRecordError) for e in damaged)
+            with pytest.raises(CorruptStoredRecordError, match="a directory"):
+                storage.get(CheckpointKey(9))
