@@ -446,7 +446,7 @@ def inspect_record(
     except CheckpointNotFoundError:
         raise
     except StorageError as error:
-        return Inspection(key=key, problem="unreadable", reason=_reason(error))
+        return Inspection(key=key, problem=_classify(error), reason=_reason(error))
     found = Inspection(key=key, version=record.version, size=len(record.data))
     try:
         found = attrs.evolve(found, header=read_header(record.data))
@@ -454,6 +454,11 @@ def inspect_record(
         audit_bundle(found.bundle, persister.registry)
     except LoopAwarePersistError as error:
         return attrs.evolve(found, problem=_classify(error), reason=_reason(error))
+    except (RecursionError, MemoryError, ValueError, TypeError) as error:
+        # An untyped failure of a decoder on hostile bytes is still this record's
+        # problem: report it and let verify go on to the next record.
+        reason = f"unexpected {type(error).__name__} while decoding: {_one_line(error)}"
+        return attrs.evolve(found, problem="undecodable", reason=reason)
     if load:
         try:
             _try_load(found.bundle, persister.registry)
@@ -539,8 +544,10 @@ def _exception_text(exc: BaseException) -> str:
 def _yaml_exception(text: str) -> str | None:
     """Describe the exception plumpy's ``Excepted`` state stores as YAML, without loading it."""
     try:
+        # compose builds nodes only: aliases stay shared (no "billion laughs"
+        # expansion); nesting deeper than the stack is a RecursionError.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
     if node is None:
         return None

@@ -272,3 +272,25 @@ def test_worker_with_an_unreachable_broker_prints_one_line(tmp_path: Path) -> No
     assert "Exception ignored" not in done.stderr
     assert "Cannot reach the RabbitMQ broker" in done.stderr
     assert "hunter2" not in done.stderr
+
+
+def test_verify_goes_on_past_deeply_nested_yaml_in_an_excepted_state(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    with new_loop() as loop, open_persister(url, allow=[ALLOW]) as persister:
+        persister.save_checkpoint(drive("excepted", loop, pid="e"))
+        persister.save_checkpoint(drive("finished", loop, pid="f"))
+        record = persister.storage.get(CheckpointKey("e"))
+        bundle = persister.loads(record.data)
+        bundle["_state"]["ex_value"] = "[" * 200_000 + "]" * 200_000
+        plain = dict(bundle)
+        persister.storage.put(CheckpointKey("e"), persister.dumps(plain, meta={}))
+    asyncio.set_event_loop(None)
+    result = run_process("verify", "--json", "--store", url, "--allow", ALLOW)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["checked"] == 2
+    assert report["ok"] == 1
+    assert [p["pid"] for p in report["problems"]] == ["e"]
+    assert "Traceback" not in result.stderr
+    shown = run_process("show", "--store", url, "--allow", ALLOW, "e", "--show-unsafe")
+    assert "Traceback" not in shown.stderr
