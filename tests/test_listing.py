@@ -14,6 +14,7 @@ import enum
 import logging
 import os
 import pathlib
+import re
 import shutil
 import sqlite3
 import urllib.parse
@@ -407,14 +408,21 @@ def test_a_damaged_sqlite_row_is_skipped_by_listings_and_reported(
         ("tag", "\\x3aff", "Malformed tag column value"),  # ':' then not UTF-8
     ],
 )
-def test_a_damaged_postgresql_row_fails_both_listings_alike(
+def test_a_damaged_postgresql_row_is_skipped_by_listings_and_reported(
     pg_schema: str, column: str, value: str, message: str
 ) -> None:
     literal = f"'{value}'::bytea" if value.startswith("\\x") else f"convert_to('{value}', 'UTF8')"
     with open_storage(_pg_url(pg_schema)) as storage:
         storage.put(CheckpointKey("p", "t"), b"data")
-        _pg_sql(f'UPDATE "{pg_schema}".checkpoints SET {column} = {literal}')
+        storage.put(CheckpointKey("healthy"), b"data")
+        _pg_sql(
+            f'UPDATE "{pg_schema}".checkpoints SET {column} = {literal} '
+            "WHERE pid = convert_to('s:p', 'UTF8')"
+        )
         persister = LoopAwarePersister(storage)
-        for call in (storage.list, persister.get_checkpoints):
-            with pytest.raises(StorageError, match=message):
-                call()
+        # One damaged row hides nothing else: the listings go on past it.
+        assert [info.key for info in storage.list()] == [CheckpointKey("healthy")]
+        assert [i.record.key for i in persister.list_info()] == [CheckpointKey("healthy")]
+        (damaged,) = storage.find_damaged()
+        assert isinstance(damaged, CorruptStoredRecordError)
+        assert re.search(message, str(damaged))
