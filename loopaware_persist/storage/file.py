@@ -312,6 +312,22 @@ class FileIO:
         """``os.listdir``."""
         return os.listdir(path)
 
+    def scandir(self, path: str) -> builtins.list[tuple[str, bool | None]]:
+        """``os.scandir``: each name with whether it is a regular file, as the
+        directory entry tells without a ``stat`` (``None``: a symbolic link, or a
+        file system that does not say)."""
+        found: builtins.list[tuple[str, bool | None]] = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_symlink():
+                        found.append((entry.name, None))
+                    else:
+                        found.append((entry.name, entry.is_file(follow_symlinks=False)))
+                except OSError:
+                    found.append((entry.name, None))
+        return found
+
     def makedirs(self, path: str) -> None:
         """``os.makedirs(path, exist_ok=True)``."""
         os.makedirs(path, exist_ok=True)
@@ -455,26 +471,32 @@ class FileStorage(Storage):
             )
             raise StorageError(msg)
 
-    def _open_regular(self, path: str) -> int | None:
+    def _open_regular(self, path: str, *, regular: bool | None = None) -> int | None:
         """Open a record file for reading, never anything but a regular file.
 
+        :param regular: what the directory entry said (``True``: a regular file,
+            so the ``stat`` is skipped; the hot path of a listing)
         :return: the descriptor, or ``None`` if there is no such file
         :raises CorruptStoredRecordError: if it is a FIFO, directory, device...
         :raises OSError: if the OS refuses
         """
         io = self._io
+        if not regular:
+            try:
+                before = io.stat(path)
+            except FileNotFoundError:
+                return None
+            if not stat.S_ISREG(before.st_mode):
+                raise self._not_regular(path, before.st_mode)
         try:
-            before = io.stat(path)
-        except FileNotFoundError:
-            return None
-        if not stat.S_ISREG(before.st_mode):
-            raise self._not_regular(path, before.st_mode)
-        try:
-            # O_NONBLOCK: should a FIFO be swapped in after the stat, opening it
-            # returns at once instead of waiting for a writer.
+            # O_NONBLOCK: should a FIFO be swapped in after the check, opening it
+            # returns at once instead of waiting for a writer, and reading it
+            # returns nothing (a truncated header) instead of blocking.
             fd = io.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
+        if regular:
+            return fd
         try:
             mode = io.fstat(fd).st_mode
         except BaseException:
@@ -747,16 +769,20 @@ class FileStorage(Storage):
             raise self._read_error(None, self.root, exc) from exc
 
     def _listed_header(
-        self, path: str, damaged: builtins.list[CorruptStoredRecordError] | None = None
+        self,
+        path: str,
+        damaged: builtins.list[CorruptStoredRecordError] | None = None,
+        regular: bool | None = None,
     ) -> _Header | None:
         """Read a file's header for a listing.
 
         :param damaged: collects the damage found, instead of logging it
+        :param regular: whether the directory entry says it is a regular file
         :return: the header, or ``None`` if the file is gone or damaged (logged)
         """
         io = self._io
         try:
-            fd = self._open_regular(path)
+            fd = self._open_regular(path, regular=regular)
         except CorruptStoredRecordError as exc:
             self._skip(exc, damaged)
             return None
@@ -796,12 +822,16 @@ class FileStorage(Storage):
         escaped = None if token is None else _escape(token)
         found = []
         prefix = self.root.rstrip("/") + "/"
-        for name in self._listdir():
+        try:
+            entries = self._io.scandir(self.root)
+        except OSError as exc:
+            raise self._read_error(None, self.root, exc) from exc
+        for name, regular in entries:
             if not name.endswith(SUFFIX) or name.startswith("."):
                 continue
             if escaped is not None and not _may_hold_pid(name, escaped):
                 continue
-            header = self._listed_header(prefix + name, damaged)
+            header = self._listed_header(prefix + name, damaged, regular)
             if header is None:
                 continue
             key = header.key
