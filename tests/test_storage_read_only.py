@@ -276,3 +276,44 @@ def test_file_directory_named_like_a_checkpoint_is_skipped(
             assert all(isinstance(e, CorruptStoredRecordError) for e in damaged)
             with pytest.raises(CorruptStoredRecordError, match="a directory"):
                 storage.get(CheckpointKey(9))
+
+
+# -- the conformance check third-party storages can run -----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite"])
+def test_builtin_storages_keep_the_read_only_contract(tmp_path: Path, kind: str) -> None:
+    from loopaware_persist.testing import check_read_only
+
+    if kind == "file":
+        check_read_only((tmp_path / "s").as_uri(), missing_url=(tmp_path / "none").as_uri())
+    else:
+        check_read_only(f"sqlite:///{tmp_path}/s.db", missing_url=f"sqlite:///{tmp_path}/n.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) in (["s"], ["s.db"])
+
+
+def test_postgresql_keeps_the_read_only_contract() -> None:
+    import os
+    import urllib.parse
+    import uuid
+
+    base = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("LOOPAWARE_TEST_POSTGRES_URL is not set")
+    import psycopg
+
+    from loopaware_persist.testing import check_read_only
+
+    schemas = [f"lap_ro_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    parts = urllib.parse.urlsplit(base)
+
+    def url(schema: str) -> str:
+        query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+    try:
+        check_read_only(url(schemas[0]), missing_url=url(schemas[1]))
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
