@@ -309,7 +309,9 @@ def cli(ctx: click.Context, store: str, allow: tuple[str, ...], debug: bool) -> 
         ctx.color = False
     # Listings log each damaged record they skip; the commands report those
     # themselves (find_damaged), once, so the log records would only repeat them.
-    logging.getLogger("loopaware_persist.storage").addHandler(logging.NullHandler())
+    storage_log = logging.getLogger("loopaware_persist.storage")
+    if not any(isinstance(handler, logging.NullHandler) for handler in storage_log.handlers):
+        storage_log.addHandler(logging.NullHandler())
     ctx.obj = _Settings(store=store, allow=tuple(allow), debug=debug)
 
 

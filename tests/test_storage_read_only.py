@@ -317,3 +317,16 @@ def test_postgresql_keeps_the_read_only_contract() -> None:
         with psycopg.connect(base, autocommit=True) as conn:
             for schema in schemas:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+def test_sqlite_store_that_lost_its_checkpoints_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    open_storage(url).close()
+    conn = sqlite3.connect(tmp_path / "store.db")
+    conn.execute("DROP TABLE checkpoints")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageError, match="lost its checkpoints table"):
+        open_storage(url, read_only=True)
+    with open_storage(url) as storage:  # a writable open recreates it
+        assert storage.list() == []

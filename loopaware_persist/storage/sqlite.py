@@ -438,9 +438,8 @@ class SqliteStorage(Storage):
         }
         names = {name for name in names if not name.startswith("sqlite_")}
         if "loopaware_schema" in names:
-            if "checkpoints" not in names:
-                msg = "it has a loopaware_schema table but no checkpoints table"
-                raise self._foreign(msg)
+            # Ours, even if its checkpoints table was dropped: a writable open
+            # recreates it, as it always has.
             return True
         if names:
             shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
@@ -465,6 +464,13 @@ class SqliteStorage(Storage):
                     )
                     raise StorageError(msg)
                 found = self._schema_version(conn)
+                if found is None:
+                    msg = (
+                        f"The checkpoint store {self.path!r} ({self.url!r}) has lost its "
+                        f"checkpoints table; a read-only open does not recreate it. Open it "
+                        f"for writing once (e.g. open_persister(url)), or restore a backup."
+                    )
+                    raise StorageError(msg)
         except sqlite3.Error as exc:
             self._pool.close()
             raise self._error(exc, doing="open the database read-only") from exc
