@@ -246,7 +246,13 @@ class RecordInfo:
 
 class StorageFactory(Protocol):
     """How a backend is opened; the value an entry point in
-    ``loopaware_persist.storages`` must name."""
+    ``loopaware_persist.storages`` must name.
+
+    A factory that can open its store read-only also takes a keyword
+    ``read_only: bool = False`` (create, migrate, lock and write nothing; refuse
+    a missing store); ``open_storage(url, read_only=True)`` refuses a factory
+    without it rather than risk a write.
+    """
 
     def __call__(self, url: str, /, *, durability: Durability) -> Storage:
         """Open the storage at ``url``.
