@@ -330,3 +330,18 @@ def test_sqlite_store_that_lost_its_checkpoints_table(tmp_path: Path) -> None:
         open_storage(url, read_only=True)
     with open_storage(url) as storage:  # a writable open recreates it
         assert storage.list() == []
+
+
+def test_a_plugin_factory_without_read_only_is_not_asked_to_open_read_only() -> None:
+    import loopaware_persist.storage as storage_package
+    from loopaware_persist.storage.memory import MemoryStorage
+
+    opened: list[str] = []
+
+    def old_factory(url: str, *, durability: str) -> MemoryStorage:
+        opened.append(url)
+        return MemoryStorage(url)
+
+    with pytest.raises(StorageError, match="cannot be opened read-only"):
+        storage_package._open_read_only(old_factory, "plug://x?password=secret", "normal")  # type: ignore[arg-type]
+    assert opened == []  # never called: it might have created or migrated the store
