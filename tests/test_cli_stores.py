@@ -294,3 +294,29 @@ def test_verify_goes_on_past_deeply_nested_yaml_in_an_excepted_state(tmp_path: P
     assert "Traceback" not in result.stderr
     shown = run_process("show", "--store", url, "--allow", ALLOW, "e", "--show-unsafe")
     assert "Traceback" not in shown.stderr
+
+
+def test_reading_commands_create_nothing_on_postgresql() -> None:
+    import urllib.parse
+    import uuid
+
+    base = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("LOOPAWARE_TEST_POSTGRES_URL is not set")
+    import psycopg
+
+    schema = f"lap_cli_{uuid.uuid4().hex[:10]}"
+    parts = urllib.parse.urlsplit(base)
+    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    try:
+        for command in (["ls"], ["verify"], ["show", "1"]):
+            line = one_error_line(run(*command, "--store", url))
+            assert "No checkpoint store at" in line
+            assert (parts.password or "\0") not in line
+        with psycopg.connect(base, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            assert found.fetchone() is None
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
