@@ -1135,10 +1135,11 @@ _MAX_EXPANDED: Final = 1_000_000
 _MAX_EXPANSION: Final = 16
 
 
-def _tree_expansion(bundle: Any) -> int | None:
+def _tree_expansion(bundle: Any) -> tuple[int, int] | None:
     """How many values a tree codec would write for ``bundle``, if shared references
     blow it up (``x = [x, x]`` forty levels deep is 2**40 values from a 1 KiB
-    pickle); ``None`` when it writes about one value per object.
+    pickle), and how many distinct containers it holds; ``None`` when a tree
+    codec writes about one value per object.
 
     Counted bottom-up with a memo, so linear in the distinct objects. A cycle
     counts as one value: the codec refuses cycles itself.
@@ -1187,7 +1188,7 @@ def _tree_expansion(bundle: Any) -> int | None:
         stack.extend((child, False) for child in children(value))
     total = sizes.get(id(bundle), 1)
     if total > _MAX_EXPANDED and total > _MAX_EXPANSION * max(len(sizes), 1):
-        return total
+        return total, len(sizes)
     return None
 
 
@@ -1325,10 +1326,12 @@ class Converter:
             return ConvertResult(source=item.label, status="failed", key=key, reason=reason)
         expanded = _tree_expansion(bundle) if self.dst.codec.name == "msgpack" else None
         if expanded is not None:
+            values, distinct = expanded
             reason = (
-                f"encode: the checkpoint shares references so that msgpack, which writes "
-                f"trees, would write {expanded} values or more for it; it was not converted. "
-                "Convert it with --codec pickle, which keeps shared references."
+                f"encode: the checkpoint's {distinct} containers share references so that "
+                f"msgpack, which writes trees, would write at least {values:,} values for it; "
+                "it was not converted. Convert it with --codec pickle, which keeps shared "
+                "references."
             )
             return ConvertResult(source=item.label, status="failed", key=key, reason=reason)
         existing = self._by_key.get(key)

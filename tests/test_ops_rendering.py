@@ -521,7 +521,7 @@ with open_persister("memory://", codec="msgpack") as dst:
     converter = Converter(Source(), dst)
     (result,) = [converter.convert(item) for item in converter.items()]
 assert result.status == "failed", result
-assert "shares references" in result.reason, result
+assert "share references" in result.reason, result
 print("ok")
 """
 
