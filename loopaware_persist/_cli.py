@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import pathlib
 import sys
@@ -52,7 +53,8 @@ from ._ops import (
 )
 from ._persister import LoopAwarePersister, open_persister
 from .codecs import available_codecs
-from .storage import CheckpointKey
+from .storage import CheckpointKey, open_storage
+from .storage._url import redact_url
 
 __all__ = ("cli", "main")
 
@@ -259,6 +261,17 @@ def _open(settings: _Settings, *, must_exist: bool = True, **kwargs: Any) -> Loo
     return open_persister(settings.store, allow=settings.allow, **kwargs)
 
 
+def _open_to_read(url: str, allow: tuple[str, ...]) -> LoopAwarePersister:
+    """Open a store for a command that only reads: nothing is created, migrated or locked,
+    and a missing store or another application's file or directory is refused."""
+    return LoopAwarePersister(open_storage(url, read_only=True), allow=allow)
+
+
+def _print_damaged(damaged: Sequence[LoopAwarePersistError]) -> None:
+    for error in damaged:
+        _echo(_style(f"! skipped a damaged record: {_one_line(error)}", fg="red"), err=True)
+
+
 def _key_label(key: CheckpointKey) -> str:
     return f"{key.pid}" + ("" if key.tag is None else f" tag={key.tag}")
 
@@ -294,6 +307,11 @@ def cli(ctx: click.Context, store: str, allow: tuple[str, ...], debug: bool) -> 
     """
     if os.environ.get("NO_COLOR"):
         ctx.color = False
+    # Listings log each damaged record they skip; the commands report those
+    # themselves (find_damaged), once, so the log records would only repeat them.
+    storage_log = logging.getLogger("loopaware_persist.storage")
+    if not any(isinstance(handler, logging.NullHandler) for handler in storage_log.handlers):
+        storage_log.addHandler(logging.NullHandler())
     ctx.obj = _Settings(store=store, allow=tuple(allow), debug=debug)
 
 
@@ -337,13 +355,15 @@ def ls_command(
     Filters repeat: any value of one filter matches, all filters must.
     """
     settings = _settings(ctx)
-    with _open(settings) as persister:
+    with _open_to_read(settings.store, settings.allow) as persister:
         entries = list_entries(persister, pids=pids, states=states, classes=classes)
+        damaged = [] if pids else persister.storage.find_damaged()
+    _print_damaged(damaged)
     if as_json:
         _print_json([entry.as_dict() for entry in entries])
         return
     if not entries:
-        _echo(f"no checkpoints in {settings.store}", err=True)
+        _echo(f"no checkpoints in {redact_url(settings.store)}", err=True)
         return
     _print_entries(entries)
 
@@ -425,7 +445,7 @@ def show(
     names code outside the allow-list is refused (exit 1) and nothing of it is imported.
     """
     settings = _settings(ctx)
-    with _open(settings) as persister:
+    with _open_to_read(settings.store, settings.allow) as persister:
         stored_pid = resolve_pid(persister, pid)
         key = CheckpointKey(pid=stored_pid, tag=tag)
         try:
@@ -434,7 +454,7 @@ def show(
             tags = [r.key.tag for r in persister.storage.list(stored_pid)]
             shown = ", ".join("(untagged)" if t is None else repr(t) for t in tags)
             msg = (
-                f"Pid {pid!r} has no checkpoint with tag {tag!r} in {settings.store}; "
+                f"Pid {pid!r} has no checkpoint with tag {tag!r} in {redact_url(settings.store)}; "
                 f"its checkpoints: {shown}. Pass --tag TAG."
             )
             raise CheckpointNotFoundError(msg, pid=stored_pid, tag=tag) from None
@@ -487,11 +507,18 @@ def show(
 def verify(
     ctx: click.Context, /, pids: tuple[str, ...], load: bool, as_json: bool, **_: Any
 ) -> None:
-    """Decode and audit every checkpoint; exit 1 if any is corrupt, unsafe or undecodable."""
+    """Decode and audit every checkpoint; exit 1 if any is corrupt, unsafe, undecodable,
+    unreadable or (with --load) unloadable, or a damaged record was skipped by the listing.
+
+    Every record is checked and reported; one bad record never stops the run.
+    """
     settings = _settings(ctx)
     results: list[Inspection] = []
-    with _open(settings) as persister:
+    with _open_to_read(settings.store, settings.allow) as persister:
         keys = [entry.key for entry in list_entries(persister, pids=pids)]
+        # Records the listing skipped (a torn file header, a row of the wrong
+        # types, a FIFO named like a checkpoint) are problems too.
+        skipped = [] if pids else persister.storage.find_damaged()
         with _progress(keys, "verifying") as items:
             for key in items:
                 try:
@@ -499,27 +526,37 @@ def verify(
                 except CheckpointNotFoundError:
                     continue  # deleted since the listing
     problems = [found for found in results if not found.ok]
+    bad = len(problems) + len(skipped)
     if as_json:
         _print_json(
             {
-                "store": settings.store,
-                "checked": len(results),
+                "store": redact_url(settings.store),
+                "checked": len(results) + len(skipped),
                 "ok": len(results) - len(problems),
                 "problems": [found.as_dict() for found in problems],
+                "skipped": [_one_line(error) for error in skipped],
             }
         )
     else:
         for found in problems:
             label = _style(f"{(found.problem or '').upper():<12}", fg="red", bold=True)
             _echo(f"{label}{_key_label(found.key)}: {found.reason}")
+        for error in skipped:
+            label = _style(f"{'SKIPPED':<12}", fg="red", bold=True)
+            _echo(f"{label}{_one_line(error)}")
         counts: dict[str, int] = {}
         for found in problems:
             counts[found.problem or "?"] = counts.get(found.problem or "?", 0) + 1
+        if skipped:
+            counts["skipped (damaged, not listable)"] = len(skipped)
         detail = ", ".join(f"{n} {problem}" for problem, n in sorted(counts.items()))
-        summary = f"checked {len(results)} checkpoint(s): {len(results) - len(problems)} ok"
+        summary = (
+            f"checked {len(results) + len(skipped)} checkpoint(s): "
+            f"{len(results) - len(problems)} ok"
+        )
         summary += f", {detail}" if detail else ""
-        _echo(_style(summary, fg="red" if problems else "green"))
-    if problems:
+        _echo(_style(summary, fg="red" if bad else "green"))
+    if bad:
         ctx.exit(1)
 
 
@@ -554,8 +591,7 @@ def _source(
             if same_store(src, dst):
                 msg = f"Source and destination are the same store ({src}); convert into another."
                 raise click.UsageError(msg)
-            check_store_exists(src)
-            persister = open_persister(src, allow=allow)
+            persister = _open_to_read(src, allow)
             return StoreSource(persister), dst, persister
     if not trust_pickle:
         msg = (
@@ -646,6 +682,12 @@ def convert(
             items = converter.items()
             with _progress(items, "converting") as bar:
                 results.extend(converter.convert(item) for item in bar)
+            if src_persister is not None:
+                # Records the source's listing skipped cannot be converted: say so.
+                results.extend(
+                    ConvertResult(source="(a damaged record)", status="failed", reason=_one_line(e))
+                    for e in src_persister.storage.find_damaged()
+                )
     finally:
         if src_persister is not None:
             src_persister.close()
@@ -656,8 +698,8 @@ def convert(
     if as_json:
         _print_json(
             {
-                "source": source.url,
-                "destination": dst_url,
+                "source": redact_url(source.url),
+                "destination": redact_url(dst_url),
                 **counts,
                 "results": [r.as_dict() for r in results],
             }
@@ -669,7 +711,8 @@ def convert(
         summary = ", ".join(
             f"{n} {status}" for status, n in counts.items() if n or status == "copied"
         )
-        _echo(_style(f"{source.url} -> {dst_url}: {summary}", fg="red" if bad else "green"))
+        shown = f"{redact_url(source.url)} -> {redact_url(dst_url)}"
+        _echo(_style(f"{shown}: {summary}", fg="red" if bad else "green"))
     if bad:
         ctx.exit(1)
 
@@ -902,15 +945,46 @@ def worker(
         level=log_level.upper(),
         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s",
     )
-    run_worker(
-        broker_url=broker,
-        store_url=settings.store,
-        allow=settings.allow,
-        codec=codec,
-        prefetch=prefetch,
-        grace=grace,
-        task_queue=queue,
-    )
+    try:
+        run_worker(
+            broker_url=broker,
+            store_url=settings.store,
+            allow=settings.allow,
+            codec=codec,
+            prefetch=prefetch,
+            grace=grace,
+            task_queue=queue,
+        )
+    except Exception:
+        _quiet_failed_amqp_connection()
+        raise
+
+
+def _quiet_failed_amqp_connection() -> None:
+    """Drop the traceback aio-pika prints at exit for a connection that never opened.
+
+    When the broker refuses the login, kiwipy's ``RmqThreadCommunicator`` fails in
+    its constructor and never closes the loop the half-made aio-pika connection
+    belongs to; collecting that connection at exit runs its ``__del__``, which
+    schedules a close on a closed loop ("Exception ignored in ... Event loop is
+    closed"; aio-pika issue #219 is the same ``__del__``). Only that exact report
+    is dropped; every other unraisable exception is printed as usual.
+    """
+    previous = sys.unraisablehook
+
+    def hook(report: Any) -> None:
+        where = getattr(report.object, "__qualname__", "")
+        module = getattr(report.object, "__module__", "") or ""
+        if (
+            module.startswith("aio_pika")
+            and where.endswith("__del__")
+            and isinstance(report.exc_value, RuntimeError)
+            and "Event loop is closed" in str(report.exc_value)
+        ):
+            return
+        previous(report)
+
+    sys.unraisablehook = hook
 
 
 def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:

@@ -15,13 +15,18 @@ Convert's resume marker
 -----------------------
 
 Every record :class:`Converter` writes carries two extra header meta entries:
-``converted_from`` (the source record: ``["<pid token>", <tag>]`` as JSON for a
-store, ``plumpy-pickle:<file name>`` for a pickle) and ``converted_sha256`` (the
-SHA-256 of the source record's bytes). A later run reads the destination's
-headers once, and skips a source record whose marker matches, whose format is
-the one asked for and whose envelope still verifies. Content hashes, not
-versions, because two stores number their versions independently and a store
-that was emptied and refilled starts again at version 1.
+``converted_from`` (the source store and record, as JSON: ``["<store>", "<pid
+token>", <tag>]`` for a store, ``["plumpy-pickle:///abs/dir", "<file name>"]``
+for a pickle; the store is its real path for ``sqlite:``/``file:`` and its URL,
+password redacted, otherwise) and ``converted_sha256`` (the SHA-256 of the
+source record's bytes). A later run reads the destination's headers once, and
+skips a source record whose marker matches, whose format is the one asked for
+and whose envelope still verifies. Content hashes, not versions, because two
+stores number their versions independently and a store that was emptied and
+refilled starts again at version 1. The store is part of the marker because
+pids repeat across stores (AiiDA's are ints): converting a second store into
+the same destination reports each key the first one wrote as a conflict
+(unless ``overwrite``) instead of replacing it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import math
 import os
 import pickle
 import re
+import reprlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -63,6 +69,7 @@ from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot
 from ._unbundle import audit_bundle, unbundle
 from .storage import CheckpointKey, Pid, pid_token
+from .storage._url import redact_url
 
 __all__ = (
     "CONVERTED_FROM",
@@ -439,7 +446,7 @@ def inspect_record(
     except CheckpointNotFoundError:
         raise
     except StorageError as error:
-        return Inspection(key=key, problem="unreadable", reason=_reason(error))
+        return Inspection(key=key, problem=_classify(error), reason=_reason(error))
     found = Inspection(key=key, version=record.version, size=len(record.data))
     try:
         found = attrs.evolve(found, header=read_header(record.data))
@@ -447,6 +454,11 @@ def inspect_record(
         audit_bundle(found.bundle, persister.registry)
     except LoopAwarePersistError as error:
         return attrs.evolve(found, problem=_classify(error), reason=_reason(error))
+    except (RecursionError, MemoryError, ValueError, TypeError) as error:
+        # An untyped failure of a decoder on hostile bytes is still this record's
+        # problem: report it and let verify go on to the next record.
+        reason = f"unexpected {type(error).__name__} while decoding: {_one_line(error)}"
+        return attrs.evolve(found, problem="undecodable", reason=reason)
     if load:
         try:
             _try_load(found.bundle, persister.registry)
@@ -458,6 +470,47 @@ def inspect_record(
 # endregion
 
 # region rendering
+
+
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` in bounded time and size: shared references and deep nesting in a
+    hostile checkpoint cannot make it exponential, nor a huge int raise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 4
+        self.maxtuple = self.maxlist = self.maxset = self.maxfrozenset = self.maxdict = 8
+        self.maxstring = self.maxother = 200
+        self.maxlong = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        return _int_text(x, limit=self.maxlong)
+
+
+_brepr = _BoundedRepr().repr
+
+# Above Python's int->str digit limit (sys.get_int_max_str_digits) decimal
+# conversion raises, and below it is still quadratic; hex is linear and exact.
+_DECIMAL_BITS: Final = 4000
+
+
+def _int_text(value: int, *, limit: int | None) -> str:
+    """An int as text: decimal when small, else its exact hex with a digit count.
+
+    :param value: the int
+    :param limit: shorten the hex to about this many characters (``None``: never)
+    :return: e.g. ``12`` or ``int of 6021 digits: 0x1000…0000``
+    """
+    if value.bit_length() <= _DECIMAL_BITS:
+        return _short(int.__repr__(value), limit)
+    digits = math.floor(value.bit_length() * math.log10(2)) + 1
+    return f"int of ~{digits} digits: " + _short(hex(value), limit)
+
+
+def _atom_repr(value: Any, limit: int | None) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_text(value, limit=limit)
+    return _short(repr(value), limit)
 
 
 def _short(text: str, limit: int | None) -> str:
@@ -475,18 +528,26 @@ def _type_name(cls: type) -> str:
 def _exception_text(exc: BaseException) -> str:
     if isinstance(exc, ForeignException):
         return f"{exc.type_name}: {exc.message} (class not on the allow-list; not imported)"
-    try:
-        message = str(exc)
-    except Exception:
-        message = repr(exc.args)
+    args = exc.args
+    message = ""
+    if args and all(isinstance(arg, _ATOMS) for arg in args):
+        try:  # atoms print in linear time; an exception class may format them its own way
+            message = str(exc)
+        except Exception:
+            message = _brepr(args)
+    elif args:
+        # str(exc) would repr container args unbounded (shared references, cycles).
+        message = _brepr(args[0] if len(args) == 1 else args)
     return f"{_type_name(type(exc))}: {message}" if message else _type_name(type(exc))
 
 
 def _yaml_exception(text: str) -> str | None:
     """Describe the exception plumpy's ``Excepted`` state stores as YAML, without loading it."""
     try:
+        # compose builds nodes only: aliases stay shared (no "billion laughs"
+        # expansion); nesting deeper than the stack is a RecursionError.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
     if node is None:
         return None
@@ -515,18 +576,54 @@ class _Node:
     children: list[_Node] = attrs.field(factory=list)
 
 
+_PLAIN_VALUES = (*_ATOMS, type, enum.Enum, uuid.UUID, dt.date, dt.time, dt.timedelta, Path)
+
+
+@attrs.define
+class _Seen:
+    node: _Node
+    value: Any  # kept alive, so its id is not reused while rendering
+    anchor: int | None = None
+    done: bool = False
+
+
 class _Renderer:
+    """Builds the tree of :func:`render_tree`. Every container is rendered once: a
+    second reference to it (shared, or a cycle) is drawn as ``*N``, pointing at the
+    ``&N`` its first rendering carries, so the work is linear in the record."""
+
     def __init__(self, *, full: bool) -> None:
         self.limit: int | None = None if full else 120
         self.lines: int | None = None if full else 40
+        self.seen: dict[int, _Seen] = {}
+        self.anchors = 0
 
     def atom(self, value: Any) -> str:
-        return _short(repr(value), self.limit)
+        return _atom_repr(value, self.limit)
 
     def node(self, label: str, value: Any, depth: int = 0) -> _Node:
         prefix = f"{label}: " if label else ""
         if depth > 64:
             return _Node(f"{prefix}… (nested too deep)")
+        if isinstance(value, _PLAIN_VALUES):
+            return self.plain_node(prefix, value, depth)
+        seen = self.seen.get(id(value))
+        if seen is not None:
+            if seen.anchor is None:
+                self.anchors += 1
+                seen.anchor = self.anchors
+                if seen.done:
+                    seen.node.text += f" &{seen.anchor}"
+            return _Node(f"{prefix}*{seen.anchor} (the same object as &{seen.anchor})")
+        holder = _Seen(node=_Node(""), value=value)
+        self.seen[id(value)] = holder
+        built = self.plain_node(prefix, value, depth)
+        holder.node.text = built.text + ("" if holder.anchor is None else f" &{holder.anchor}")
+        holder.node.children = built.children
+        holder.done = True
+        return holder.node
+
+    def plain_node(self, prefix: str, value: Any, depth: int) -> _Node:
         if isinstance(value, str) and "\n" in value.rstrip("\n"):
             lines = value.rstrip("\n").split("\n")
             shown = lines if self.lines is None else lines[-self.lines :]
@@ -565,14 +662,18 @@ class _Renderer:
 
     @staticmethod
     def key(key: Any) -> str:
-        return key if isinstance(key, str) else repr(key)
+        return key if isinstance(key, str) else _brepr(key)
 
     def sequence(self, prefix: str, value: Any, depth: int) -> _Node:
-        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else list(value)
-        if all(isinstance(item, _ATOMS) for item in items):
-            text = repr(tuple(items) if isinstance(value, tuple) else items)
+        items = sorted(value, key=_brepr) if isinstance(value, (set, frozenset)) else list(value)
+        if all(isinstance(item, _ATOMS) for item in items) and len(items) <= 80:
+            inner = ", ".join(_atom_repr(item, 80) for item in items)
             if isinstance(value, (set, frozenset)):
-                text = "{" + text[1:-1] + "}" if items else "set()"
+                text = "{" + inner + "}" if items else "set()"
+            elif isinstance(value, tuple):
+                text = "(" + inner + ("," if len(items) == 1 else "") + ")"
+            else:
+                text = "[" + inner + "]"
             if len(text) <= 80:
                 return _Node(prefix + text)
         kind = type(value).__name__
@@ -659,18 +760,54 @@ def render_tree(bundle: Any, *, full: bool = False, ascii_only: bool = False) ->
     return out
 
 
-def to_jsonable(value: Any, _depth: int = 0) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Turn a decoded bundle into JSON-ready data, as data: nothing is imported or called.
 
     Values JSON lacks become objects with a ``"$type"`` key (``future``, ``exception``,
-    ``class``, ``enum``, ``uuid``, ``datetime``, ``bytes``, ``object``...).
+    ``class``, ``enum``, ``uuid``, ``datetime``, ``bytes``, ``int`` beyond Python's
+    int-to-decimal limit, as hex, ``object``...). A container met a second time (a
+    shared reference or a cycle) becomes ``{"$type": "ref", "path": ...}``, the JSON
+    pointer of its first occurrence, so the work is linear in the record.
 
     :param value: a decoded value
     :return: JSON-ready data
     """
-    if _depth > 200:
-        return {"$type": "truncated"}
+    return _Jsonable().convert(value, "", 0)
+
+
+class _Jsonable:
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[str, Any]] = {}
+
+    def convert(self, value: Any, path: str, depth: int) -> Any:
+        if depth > 200:
+            return {"$type": "truncated"}
+        if isinstance(value, _PLAIN_VALUES) or value is None:
+            return _jsonable_plain(value, self, path, depth)
+        first = self.seen.get(id(value))
+        if first is not None:
+            return {"$type": "ref", "path": first[0]}
+        self.seen[id(value)] = (path, value)
+        return _jsonable_plain(value, self, path, depth)
+
+
+def _pointer(path: str, key: Any) -> str:
+    text = key if isinstance(key, str) else str(key)
+    return f"{path}/{text.replace('~', '~0').replace('/', '~1')}"
+
+
+def _jsonable_plain(value: Any, walk: _Jsonable, path: str, _depth: int) -> Any:
     d = _depth + 1
+
+    def sub(child: Any, key: Any) -> Any:
+        return walk.convert(child, _pointer(path, key), d)
+
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value.bit_length() > _DECIMAL_BITS
+    ):
+        return {"$type": "int", "hex": hex(value)}
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -683,8 +820,8 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
         return {
             "$type": "future",
             "status": value.status.value,
-            "result": to_jsonable(value.result, d),
-            "exception": to_jsonable(value.exception, d),
+            "result": sub(value.result, "result"),
+            "exception": sub(value.exception, "exception"),
             "cancel_message": value.cancel_message,
         }
     if isinstance(value, ForeignException):
@@ -694,7 +831,7 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
             "$type": "exception",
             "class": f"{type(value).__module__}:{type(value).__qualname__}",
             "message": _exception_text(value).partition(": ")[2],
-            "args": to_jsonable(list(value.args), d),
+            "args": [walk.convert(arg, f"{path}/args/{i}", d) for i, arg in enumerate(value.args)],
         }
     if isinstance(value, type):
         return {"$type": "class", "name": f"{value.__module__}:{value.__qualname__}"}
@@ -712,17 +849,21 @@ def to_jsonable(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, dt.timedelta):
         return {"$type": "timedelta", "seconds": value.total_seconds()}
     if isinstance(value, Mapping):
-        return {(k if isinstance(k, str) else repr(k)): to_jsonable(v, d) for k, v in value.items()}
+        out_map: dict[str, Any] = {}
+        for k, v in value.items():
+            name = k if isinstance(k, str) else _brepr(k)
+            out_map[name] = sub(v, name)
+        return out_map
     if isinstance(value, (set, frozenset)):
-        return [to_jsonable(item, d) for item in sorted(value, key=repr)]
+        return [sub(item, i) for i, item in enumerate(sorted(value, key=_brepr))]
     if isinstance(value, (list, tuple)):
-        return [to_jsonable(item, d) for item in value]
+        return [sub(item, i) for i, item in enumerate(value)]
     state = getattr(value, "__dict__", None)
     out: dict[str, Any] = {"$type": "object", "class": _type_name(type(value))}
     if isinstance(state, dict):
-        out["state"] = to_jsonable(state, d)
+        out["state"] = sub(state, "state")
     else:
-        out["repr"] = repr(value)
+        out["repr"] = _brepr(value)
     return out
 
 
@@ -823,8 +964,16 @@ class Source(Protocol):
         """:return: the key, the decoded bundle and the header meta to carry over"""
 
 
-def _store_ref(key: CheckpointKey) -> str:
-    return json.dumps([pid_token(key.pid), key.tag])
+def _store_id(url: str) -> str:
+    """What names a store in a resume marker: its real path when local, else its URL."""
+    path = _local_path(url)
+    if path is not None:
+        return f"{url.partition(':')[0].lower()}:{os.path.realpath(path)}"
+    return redact_url(url)
+
+
+def _store_ref(store: str, key: CheckpointKey) -> str:
+    return json.dumps([store, pid_token(key.pid), key.tag])
 
 
 class StoreSource:
@@ -836,12 +985,13 @@ class StoreSource:
     def __init__(self, persister: LoopAwarePersister) -> None:
         self.persister = persister
         self.url = persister.storage.url
+        self._store = _store_id(self.url)
 
     def items(self) -> list[SourceItem]:
         """:return: every record, in key order"""
         return [
             SourceItem(
-                ref=_store_ref(record.key),
+                ref=_store_ref(self._store, record.key),
                 label=str(record.key.pid)
                 + ("" if record.key.tag is None else f" tag={record.key.tag}"),
                 key=record.key,
@@ -905,7 +1055,7 @@ class PickleSource:
             if name.endswith(".pickle") and os.path.isfile(path):
                 items.append(
                     SourceItem(
-                        ref=f"{PLUMPY_PICKLE_SCHEME}:{name}",
+                        ref=json.dumps([self.url, name]),
                         label=name,
                         saved_at=os.stat(path).st_mtime,
                     )
@@ -977,6 +1127,69 @@ def _foreign_exceptions(bundle: Any) -> list[str]:
         elif isinstance(value, (list, tuple, set, frozenset)):
             stack.extend(value)
     return sorted(set(found))
+
+
+#: A tree larger than this, and this many times larger than the distinct
+#: objects in it, is refused before a tree codec expands it.
+_MAX_EXPANDED: Final = 1_000_000
+_MAX_EXPANSION: Final = 16
+
+
+def _tree_expansion(bundle: Any) -> tuple[int, int] | None:
+    """How many values a tree codec would write for ``bundle``, if shared references
+    blow it up (``x = [x, x]`` forty levels deep is 2**40 values from a 1 KiB
+    pickle), and how many distinct containers it holds; ``None`` when a tree
+    codec writes about one value per object.
+
+    Counted bottom-up with a memo, so linear in the distinct objects. A cycle
+    counts as one value: the codec refuses cycles itself.
+    """
+    sizes: dict[int, int] = {}
+    keep: list[Any] = []  # ids stay unique while counted
+    on_path: set[int] = set()
+
+    def children(value: Any) -> Iterable[Any]:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                yield k
+                yield v
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            yield from value
+        elif isinstance(value, FutureSnapshot):
+            yield value.result
+            yield value.exception
+        elif isinstance(value, BaseException):
+            yield from value.args
+        else:
+            state = getattr(value, "__dict__", None)
+            if isinstance(state, dict):
+                yield from state.values()
+
+    # Iterative post-order: a deep bundle must not hit the recursion limit.
+    stack: list[tuple[Any, bool]] = [(bundle, False)]
+    while stack:
+        value, expanded = stack.pop()
+        if isinstance(value, _ATOMS):
+            continue
+        ident = id(value)
+        if expanded:
+            total = 1
+            for child in children(value):
+                if not isinstance(child, _ATOMS):
+                    total += sizes.get(id(child), 1)
+            sizes[ident] = min(total, _MAX_EXPANDED * _MAX_EXPANSION + 1)
+            on_path.discard(ident)
+            continue
+        if ident in sizes or ident in on_path:
+            continue
+        keep.append(value)
+        on_path.add(ident)
+        stack.append((value, True))
+        stack.extend((child, False) for child in children(value))
+    total = sizes.get(id(bundle), 1)
+    if total > _MAX_EXPANDED and total > _MAX_EXPANSION * max(len(sizes), 1):
+        return total, len(sizes)
+    return None
 
 
 Status = Literal["copied", "updated", "skipped", "failed", "conflict"]
@@ -1109,6 +1322,16 @@ class Converter:
                 "decoded as stand-ins; converting would lose their type. Pass "
                 + " ".join(f"--allow {m}" for m in modules)
                 + " if you trust them."
+            )
+            return ConvertResult(source=item.label, status="failed", key=key, reason=reason)
+        expanded = _tree_expansion(bundle) if self.dst.codec.name == "msgpack" else None
+        if expanded is not None:
+            values, distinct = expanded
+            reason = (
+                f"encode: the checkpoint's {distinct} containers share references so that "
+                f"msgpack, which writes trees, would write at least {values:,} values for it; "
+                "it was not converted. Convert it with --codec pickle, which keeps shared "
+                "references."
             )
             return ConvertResult(source=item.label, status="failed", key=key, reason=reason)
         existing = self._by_key.get(key)

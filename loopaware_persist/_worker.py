@@ -696,6 +696,10 @@ class Worker:
         # channel for good.
         from kiwipy.rmq import RmqThreadCommunicator  # aio-pika: imported only by workers
 
+        # Reach the broker first: when aio-pika's connect fails, kiwipy leaves its
+        # half-made connection to a loop nobody closes, and collecting it at exit
+        # prints a traceback ("Event loop is closed") after the error.
+        _probe_broker(self.broker_url)
         communicator = RmqThreadCommunicator.connect(
             connection_params=self.broker_url,
             message_exchange=DEFAULT_MESSAGE_EXCHANGE,
@@ -758,6 +762,33 @@ class Worker:
         loop.close()
         self.persister.close()
         _LOGGER.info("worker %s stopped", os.getpid())
+
+
+def _probe_broker(url: str, timeout: float = 10.0) -> None:
+    """Open (and close) a TCP connection to the broker a URL names.
+
+    :raises BackendUnavailableError: if it cannot be reached, saying which and what to do
+    """
+    import socket
+    import urllib.parse
+
+    from .storage._url import redact_url
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or "localhost"
+        port = parts.port or (5671 if parts.scheme.lower() == "amqps" else 5672)
+    except ValueError as exc:
+        msg = f"Invalid broker URL {redact_url(url)!r}: {exc}. Use amqp://user:pw@host:5672/vhost."
+        raise BackendUnavailableError(msg) from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        msg = (
+            f"Cannot reach the RabbitMQ broker at {redact_url(url)} ({host}:{port}): {exc}. "
+            "Check --broker (or $LOOPAWARE_BROKER_URL) and that RabbitMQ is running."
+        )
+        raise BackendUnavailableError(msg) from None
 
 
 def run_worker(

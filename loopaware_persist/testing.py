@@ -14,7 +14,9 @@ naming the first one that fails. The factory may return a new, empty store each
 time (``memory://``) or reopen the same one (a directory, a database): the
 checks use fresh pids of their own, so records already there do not matter.
 :func:`check_storage_processes` checks concurrent writers in several
-processes, which needs a URL every process can open.
+processes, which needs a URL every process can open. :func:`check_read_only`
+checks that ``open_storage(url, read_only=True)`` reads what was written and
+changes nothing.
 
 The checks raise ``AssertionError`` themselves rather than using ``assert``,
 so they still check under ``python -O``.
@@ -54,7 +56,12 @@ from loopaware_persist.storage._base import (
 if TYPE_CHECKING:
     from hypothesis.stateful import RuleBasedStateMachine
 
-__all__ = ("check_storage", "check_storage_processes", "storage_state_machine")
+__all__ = (
+    "check_read_only",
+    "check_storage",
+    "check_storage_processes",
+    "storage_state_machine",
+)
 
 _E = TypeVar("_E", bound=BaseException)
 _T = TypeVar("_T")
@@ -362,6 +369,23 @@ def _check_list_key_tokens(c: _Check) -> None:
     )
 
 
+def _check_find_damaged(c: _Check) -> None:
+    s = c.storage
+    key = c.key("healthy")
+    s.put(key, b"fine")
+    damaged = s.find_damaged()
+    c.expect(
+        isinstance(damaged, list),
+        f"find_damaged() must return a list, got {_short(damaged)}",
+    )
+    c.expect_equal(damaged, [], "find_damaged() of a store nothing outside damaged")
+    c.expect_equal(s.find_damaged(key.pid), [], "find_damaged(pid) of a healthy record")
+    c.expect(
+        not s.read_only,
+        "the storage under check reports read_only=True but accepted a put",
+    )
+
+
 def _check_list_metadata(c: _Check) -> None:
     # list() must not read payloads; a generic check can only hold it to
     # reporting sizes from metadata (backend tests check the I/O itself).
@@ -618,6 +642,7 @@ def check_storage(
         ("delete_pid", _check_delete_pid),
         ("list", _check_list),
         ("list_key_tokens", _check_list_key_tokens),
+        ("find_damaged", _check_find_damaged),
         ("list metadata", _check_list_metadata),
         ("read_prefix", _check_read_prefix),
         ("awkward keys", _check_awkward_keys),
@@ -872,3 +897,61 @@ def storage_state_machine(factory: Callable[[], Storage]) -> type[RuleBasedState
             self.storage.close()
 
     return StorageMachine
+
+
+def check_read_only(url: str, *, missing_url: str | None = None) -> None:
+    """Check the read-only contract of the storage at ``url``.
+
+    Writes a record through a writable open, then opens the URL with
+    ``read_only=True``: it must list and read the record, refuse ``put``,
+    ``delete`` and ``delete_pid`` with :class:`StorageError`, and leave the
+    record as it was. With ``missing_url`` (a URL naming no store), a
+    read-only open of it must raise :class:`StorageError` and create nothing
+    that a second read-only open would find.
+
+    :param url: a URL that ``open_storage`` opens for writing (not ``memory://``)
+    :param missing_url: a URL where no store is, or ``None`` to skip that check
+    :raises AssertionError: naming the first broken promise
+    """
+    from loopaware_persist.storage import open_storage
+
+    key = CheckpointKey(f"read-only-check-{uuid.uuid4().hex}")
+    with open_storage(url) as writable:
+        version = writable.put(key, b"written")
+    with open_storage(url, read_only=True) as store:
+        if not store.read_only:
+            msg = f"{store!r}: read_only is False after open_storage(read_only=True)"
+            raise AssertionError(msg)
+        if store.get(key).data != b"written":
+            msg = f"{store!r}: a read-only open does not read what was written"
+            raise AssertionError(msg)
+        if key not in [info.key for info in store.list(key.pid)]:
+            msg = f"{store!r}: a read-only open does not list what was written"
+            raise AssertionError(msg)
+        writes: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("put", lambda: store.put(key, b"changed")),
+            ("delete", lambda: store.delete(key)),
+            ("delete_pid", lambda: store.delete_pid(key.pid)),
+        )
+        for name, write in writes:
+            try:
+                write()
+            except StorageError:
+                continue
+            msg = f"{store!r}: {name} on a read-only open did not raise StorageError"
+            raise AssertionError(msg)
+    with open_storage(url) as writable:
+        record = writable.get(key)
+        if (record.data, record.version) != (b"written", version):
+            msg = f"{url!r}: the record changed while the store was open read-only"
+            raise AssertionError(msg)
+        writable.delete(key)
+    if missing_url is None:
+        return
+    for attempt in ("first", "second"):
+        try:
+            open_storage(missing_url, read_only=True).close()
+        except StorageError:
+            continue
+        msg = f"the {attempt} read-only open of {missing_url!r}, where no store is, did not raise"
+        raise AssertionError(msg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,9 @@ def test_show_of_a_converted_record_names_its_source(store: str, tmp_path: Path)
     shown = run("show", "--store", dst, "--allow", ALLOW, "w", "--tag", "t1")
     assert shown.exit_code == 0, shown.output
     assert "converted" in shown.stdout
-    assert '["s:w", "t1"]' in shown.stdout
+    # The marker names the source store (its real path) and the record.
+    source_db = os.path.realpath(tmp_path / "store.db")
+    assert f'["sqlite:{source_db}", "s:w", "t1"]' in shown.stdout
 
 
 def test_prune_dry_run_in_plain_text_lists_what_would_go(store: str) -> None:

@@ -14,17 +14,23 @@ import enum
 import logging
 import os
 import pathlib
+import re
 import shutil
 import sqlite3
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from plumpy.persistence import PersistedCheckpoint
 
-from loopaware_persist import EncodeError, LoopAwarePersister, StorageError
+from loopaware_persist import (
+    CorruptStoredRecordError,
+    EncodeError,
+    LoopAwarePersister,
+    StorageError,
+)
 from loopaware_persist.storage import (
     CheckpointKey,
     KeyToken,
@@ -370,23 +376,28 @@ DAMAGE = [
 
 
 @pytest.mark.parametrize(("column", "value", "message"), DAMAGE)
-def test_a_damaged_sqlite_row_fails_both_listings_alike(
-    tmp_path: pathlib.Path, column: str, value: str, message: str
+def test_a_damaged_sqlite_row_is_skipped_by_listings_and_reported(
+    tmp_path: pathlib.Path,
+    column: str,
+    value: str,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with open_storage(f"sqlite:///{tmp_path}/store.db") as storage:
         storage.put(CheckpointKey("p", "t"), b"data")
-        _damage_sqlite(tmp_path, f"UPDATE checkpoints SET {column} = '{value}'")
+        storage.put(CheckpointKey("healthy"), b"data")
+        _damage_sqlite(tmp_path, f"UPDATE checkpoints SET {column} = '{value}' WHERE pid = 's:p'")
         persister = LoopAwarePersister(storage)
-        calls: list[Callable[[], object]] = [storage.list, persister.get_checkpoints]
+        # One damaged row hides nothing else: the listings go on past it.
+        assert [info.key for info in storage.list()] == [CheckpointKey("healthy")]
+        assert [info.record.key for info in persister.list_info()] == [CheckpointKey("healthy")]
+        assert message in caplog.text
+        (damaged,) = storage.find_damaged()
+        assert isinstance(damaged, CorruptStoredRecordError)
+        assert message in str(damaged)
         if column == "tag":
-            calls += [
-                lambda: storage.list("p"),
-                lambda: persister.get_process_checkpoints("p"),
-                storage.list_key_tokens,  # tokens come back unparsed, tags decoded
-            ]
-        for call in calls:
-            with pytest.raises(StorageError, match=message):
-                call()
+            assert storage.list_key_tokens() == [("s:healthy", None)]
+            assert storage.list("p") == []
 
 
 @pytest.mark.parametrize(
@@ -397,14 +408,21 @@ def test_a_damaged_sqlite_row_fails_both_listings_alike(
         ("tag", "\\x3aff", "Malformed tag column value"),  # ':' then not UTF-8
     ],
 )
-def test_a_damaged_postgresql_row_fails_both_listings_alike(
+def test_a_damaged_postgresql_row_is_skipped_by_listings_and_reported(
     pg_schema: str, column: str, value: str, message: str
 ) -> None:
     literal = f"'{value}'::bytea" if value.startswith("\\x") else f"convert_to('{value}', 'UTF8')"
     with open_storage(_pg_url(pg_schema)) as storage:
         storage.put(CheckpointKey("p", "t"), b"data")
-        _pg_sql(f'UPDATE "{pg_schema}".checkpoints SET {column} = {literal}')
+        storage.put(CheckpointKey("healthy"), b"data")
+        _pg_sql(
+            f'UPDATE "{pg_schema}".checkpoints SET {column} = {literal} '
+            "WHERE pid = convert_to('s:p', 'UTF8')"
+        )
         persister = LoopAwarePersister(storage)
-        for call in (storage.list, persister.get_checkpoints):
-            with pytest.raises(StorageError, match=message):
-                call()
+        # One damaged row hides nothing else: the listings go on past it.
+        assert [info.key for info in storage.list()] == [CheckpointKey("healthy")]
+        assert [i.record.key for i in persister.list_info()] == [CheckpointKey("healthy")]
+        (damaged,) = storage.find_damaged()
+        assert isinstance(damaged, CorruptStoredRecordError)
+        assert re.search(message, str(damaged))

@@ -475,3 +475,68 @@ def test_convert_reads_every_copy_back_and_removes_a_bad_one(
             # A copy that reads back different is deleted; one the store cannot read back
             # at all is left for the next run, which re-checks it before skipping it.
             assert len(dst.storage.list()) == left
+
+
+# -- shared references and cycles: linear time, in a child under a timeout -------------------
+
+_SHARED_SCRIPT = """
+import json
+from loopaware_persist import open_persister
+from loopaware_persist._ops import Converter, SourceItem, render_tree, to_jsonable
+from loopaware_persist.storage import CheckpointKey
+
+x = ["leaf"]
+for _ in range(40):          # 2**40 paths through 41 lists
+    x = [x, x]
+cycle = {"name": "loop"}
+cycle["self"] = cycle
+bundle = {"x": x, "cycle": cycle, "big": 2**20000}
+
+lines = render_tree(bundle, full=True)
+assert len(lines) < 200, len(lines)
+assert any("*1 (the same object as &1)" in line for line in lines), lines
+assert any("*" in line and "&" in line for line in lines if "self" in line), lines
+data = to_jsonable(bundle)
+text = json.dumps(data)
+assert len(text) < 10_000, len(text)
+assert data["cycle"]["self"] == {"$type": "ref", "path": "/cycle"}, data["cycle"]
+assert data["x"][1] == {"$type": "ref", "path": "/x/0"}, data["x"]
+assert int(data["big"]["hex"], 16) == 2**20000
+
+
+class Source:
+    url = "test://shared"
+
+    def items(self):
+        return [SourceItem(ref="shared", label="shared", key=CheckpointKey(1))]
+
+    def read(self, item):
+        return b"raw"
+
+    def decode(self, item, data):
+        return item.key, {"x": x}, {}
+
+
+with open_persister("memory://", codec="msgpack") as dst:
+    converter = Converter(Source(), dst)
+    (result,) = [converter.convert(item) for item in converter.items()]
+assert result.status == "failed", result
+assert "share references" in result.reason, result
+print("ok")
+"""
+
+
+def test_shared_references_and_cycles_render_and_convert_in_linear_time() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _SHARED_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -611,6 +611,8 @@ def test_truncated_payload_is_a_storage_error(tmp_path: pathlib.Path) -> None:
 
 
 def test_foreign_files_are_ignored_by_list(tmp_path: pathlib.Path) -> None:
+    # Files dropped into an existing store (it holds its lock file) are not records.
+    open_storage(tmp_path.as_uri()).close()
     (tmp_path / "README").write_text("not a checkpoint")
     (tmp_path / ".DS_Store").write_bytes(b"\x00")
     with open_storage(tmp_path.as_uri()) as storage:

@@ -20,6 +20,7 @@ from loopaware_persist import (
     BackendUnavailableError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    CorruptStoredRecordError,
     DurabilityError,
     StorageError,
 )
@@ -69,8 +70,11 @@ def test_sqlite_reports_a_tag_column_another_tool_wrote(
     with sqlite3.connect(sqlite_store.path) as conn:
         conn.execute("UPDATE checkpoints SET tag = 'no-colon'")
     conn.close()
-    with pytest.raises(StorageError, match="Malformed tag column value 'no-colon'"):
-        sqlite_store.list()
+    # One damaged row is skipped by the listing (with a warning), not fatal to it.
+    assert sqlite_store.list() == []
+    (damaged,) = sqlite_store.find_damaged()
+    assert isinstance(damaged, CorruptStoredRecordError)
+    assert "Malformed tag column value 'no-colon'" in str(damaged)
 
 
 def test_sqlite_reports_every_operation_on_a_damaged_schema(

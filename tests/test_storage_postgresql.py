@@ -747,3 +747,65 @@ def test_server_killed_and_restarted(cluster: Cluster) -> None:
     # A fresh process-level open sees the same.
     with pg.open_storage(cluster.url) as reopened:
         assert len([i for i in reopened.list() if i.key.tag is None]) >= len(acknowledged) + 2
+
+
+# -- stores left as found ------------------------------------------------------------------
+
+
+def _relations(schema: str) -> list[tuple[str, str]]:
+    with admin(server_url()) as conn:
+        rows = conn.execute(
+            "SELECT c.relname, c.relkind::text FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "ORDER BY 1",
+            (schema,),
+        ).fetchall()
+    return [(str(name), str(kind)) for name, kind in rows]
+
+
+@pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "writable"])
+def test_a_foreign_checkpoints_table_is_refused_unchanged(
+    pg_url: str, schema: str, read_only: bool
+) -> None:
+    with admin(server_url()) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".checkpoints (id serial PRIMARY KEY, taken text)')
+        conn.execute(f"INSERT INTO \"{schema}\".checkpoints (taken) VALUES ('x')")
+    before = _relations(schema)
+    with pytest.raises(StorageError, match="is not a loopaware checkpoint store") as caught:
+        pg.open_storage(pg_url, read_only=read_only)
+    assert "left unchanged" in str(caught.value)
+    assert _relations(schema) == before  # no schema_migrations, nothing migrated
+
+
+def test_read_only_creates_nothing_and_writes_nothing(pg_url: str, schema: str) -> None:
+    with pytest.raises(StorageError, match="No checkpoint store at"):
+        pg.open_storage(pg_url, read_only=True)
+    with admin(server_url()) as conn:
+        assert (
+            conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
+            is None
+        )
+    key = CheckpointKey("p", "t")
+    with pg.open_storage(pg_url) as storage:
+        storage.put(key, b"data")
+    before = _relations(schema)
+    with pg.open_storage(pg_url, read_only=True) as storage:
+        assert [info.key for info in storage.list()] == [key]
+        assert storage.get(key).data == b"data"
+        with pytest.raises(StorageError, match="opened read-only"):
+            storage.put(key, b"new")
+        with pytest.raises(StorageError, match="opened read-only"):
+            storage.delete(key)
+    assert _relations(schema) == before
+    with pg.open_storage(pg_url) as storage:
+        assert storage.get(key).version == 1
+
+
+def test_read_only_refuses_a_store_that_needs_migrating(pg_url: str, schema: str) -> None:
+    pg.open_storage(pg_url).close()
+    with admin(server_url()) as conn:
+        conn.execute(f'DELETE FROM "{schema}".schema_migrations')
+        conn.execute(f'INSERT INTO "{schema}".schema_migrations VALUES (0, %s)', ("old",))
+    with pytest.raises(StorageError, match="needs migrating"):
+        pg.open_storage(pg_url, read_only=True)

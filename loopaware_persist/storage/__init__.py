@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import re
-import urllib.parse
 
 from loopaware_persist._errors import StorageError
 from loopaware_persist.storage._base import (
@@ -29,6 +29,7 @@ from loopaware_persist.storage._base import (
     pid_from_token as pid_from_token,
     pid_token as pid_token,
 )
+from loopaware_persist.storage._url import redact_url as _redact
 
 __all__ = (
     "ENTRY_POINT_GROUP",
@@ -76,18 +77,6 @@ def available_schemes() -> tuple[str, ...]:
     return tuple(sorted(set(_BUILTIN) | set(_entry_points())))
 
 
-def _redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, for error messages."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
-
 def _factory(scheme: str, url: str) -> StorageFactory:
     module_name = _BUILTIN.get(scheme)
     if module_name is not None:
@@ -122,15 +111,36 @@ def _factory(scheme: str, url: str) -> StorageFactory:
     return loaded
 
 
-def open_storage(url: str, *, durability: Durability = "normal") -> Storage:
+def _open_read_only(factory: StorageFactory, url: str, durability: Durability) -> Storage:
+    # Plugins written before read_only existed do not take it: asking one to
+    # open a store it might create or migrate would break the promise.
+    try:
+        accepts = "read_only" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    if not accepts:
+        msg = (
+            f"The storage for {_redact(url)!r} cannot be opened read-only (its factory takes "
+            f"no read_only argument). Upgrade the package that provides it."
+        )
+        raise StorageError(msg)
+    return factory(url, durability=durability, read_only=True)  # type: ignore[call-arg]
+
+
+def open_storage(
+    url: str, *, durability: Durability = "normal", read_only: bool = False
+) -> Storage:
     """Open the storage a URL names.
 
     :param url: e.g. ``memory://``, ``file:///var/lib/ckpt``,
         ``sqlite:///checkpoints.db``, or a scheme a plugin registers
     :param durability: ``"normal"`` (survives a process crash) or ``"full"``
         (fsync before a put returns; survives power loss)
-    :raises StorageError: if the scheme is unknown, the URL is invalid, or the
-        backend cannot open the storage
+    :param read_only: create, migrate, lock and write nothing (what inspecting
+        commands use): a missing store, or a file or directory that is not a
+        checkpoint store, is refused rather than created or changed
+    :raises StorageError: if the scheme is unknown, the URL is invalid, the
+        backend cannot open the storage, or it cannot open it read-only
     :return: the open storage; close it (or use it as a context manager)
     """
     if not isinstance(url, str):
@@ -145,7 +155,11 @@ def open_storage(url: str, *, durability: Durability = "normal") -> Storage:
             f"e.g. 'sqlite:///checkpoints.db'."
         )
         raise StorageError(msg)
-    storage = _factory(match.group(1).lower(), url)(url, durability=durability)
+    factory = _factory(match.group(1).lower(), url)
+    if read_only:
+        storage = _open_read_only(factory, url, durability)
+    else:
+        storage = factory(url, durability=durability)
     if not isinstance(storage, Storage):
         msg = (
             f"The storage factory for {_redact(url)!r} returned {type(storage)!r}, not a Storage. "

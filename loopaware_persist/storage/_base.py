@@ -246,7 +246,13 @@ class RecordInfo:
 
 class StorageFactory(Protocol):
     """How a backend is opened; the value an entry point in
-    ``loopaware_persist.storages`` must name."""
+    ``loopaware_persist.storages`` must name.
+
+    A factory that can open its store read-only also takes a keyword
+    ``read_only: bool = False`` (create, migrate, lock and write nothing; refuse
+    a missing store); ``open_storage(url, read_only=True)`` refuses a factory
+    without it rather than risk a write.
+    """
 
     def __call__(self, url: str, /, *, durability: Durability) -> Storage:
         """Open the storage at ``url``.
@@ -298,6 +304,8 @@ class Storage(abc.ABC):
 
     url: str
     durability: Durability
+    #: Whether it was opened read-only (writes raise :class:`StorageError`).
+    read_only: bool = False
 
     def __init__(self, *, url: str, durability: Durability) -> None:
         """:param url: the URL it was opened with
@@ -337,10 +345,11 @@ class Storage(abc.ABC):
         :raises StaleCheckpointError: if ``expected_version`` is given and is not
             the current version; nothing is stored
         :raises DurabilityError: if the write failed; the old record is intact
-        :raises StorageError: if the storage failed otherwise or is closed
+        :raises StorageError: if the storage failed otherwise, is closed or read-only
         :return: the new version
         """
         self._check_open("put")
+        self._check_writable("put")
         key = _check_key(key)
         payload = _check_data(data)
         expected = _check_expected_version(expected_version)
@@ -389,6 +398,7 @@ class Storage(abc.ABC):
         :return: whether a record was deleted
         """
         self._check_open("delete")
+        self._check_writable("delete")
         return self._delete(_check_key(key))
 
     def delete_pid(self, pid: Pid) -> int:
@@ -401,6 +411,7 @@ class Storage(abc.ABC):
         :return: how many records were deleted
         """
         self._check_open("delete_pid")
+        self._check_writable("delete_pid")
         return self._delete_pid(CheckpointKey(pid).pid)
 
     def list(self, pid: Pid | None = None) -> builtins.list[RecordInfo]:
@@ -450,6 +461,24 @@ class Storage(abc.ABC):
         except TypeError:
             tokens.sort(key=_key_token_order)
         return tokens
+
+    def find_damaged(self, pid: Pid | None = None) -> builtins.list[CorruptStoredRecordError]:
+        """The damaged records :meth:`list` skips, each as the error reading it raises.
+
+        A listing goes on past a record damaged outside the storage (a file
+        whose header is torn, a SQL row whose columns hold the wrong types, a
+        FIFO named like a checkpoint) and logs a warning; an operator's
+        ``verify`` asks here to report every one of them.
+
+        :param pid: only this process's records; ``None`` for all
+        :raises EncodeError: if ``pid`` has an unsupported type
+        :raises StorageError: if the storage failed or is closed
+        :return: one :class:`CorruptStoredRecordError` per damaged record, saying where
+        """
+        self._check_open("find_damaged")
+        if pid is not None:
+            pid = CheckpointKey(pid).pid
+        return self._find_damaged(pid)
 
     def close(self) -> None:
         """Release the storage's resources. Closing twice is harmless."""
@@ -507,6 +536,14 @@ class Storage(abc.ABC):
         """
         return [(info.key.token, info.key.tag) for info in self.list(pid)]
 
+    def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
+        """Implement :meth:`find_damaged`; the default: a storage that never skips.
+
+        :param pid: a valid pid, or ``None`` for all
+        :return: the damaged records :meth:`_list` skipped
+        """
+        return []
+
     @abc.abstractmethod
     def _close(self) -> None:
         """Implement :meth:`close`; called once."""
@@ -518,6 +555,14 @@ class Storage(abc.ABC):
             msg = (
                 f"Cannot {operation}: the storage {self.url!r} is closed. "
                 f"Open it again with open_storage({self.url!r})."
+            )
+            raise StorageError(msg)
+
+    def _check_writable(self, operation: str) -> None:
+        if self.read_only:
+            msg = (
+                f"Cannot {operation}: {self.url!r} was opened read-only. Open it without "
+                f"read_only=True to change it."
             )
             raise StorageError(msg)
 

@@ -38,6 +38,17 @@ Locks (``fcntl.flock``, so they hold across threads and processes)
     file exists; sweeping orphan temp files on open takes it exclusively and
     without blocking, so a live writer's temp file is never swept.
 
+Read-only opening (``read_only=True``, what the CLI's ``ls``, ``show`` and
+``verify`` use) creates no directory and no lock file and sweeps nothing; a
+missing directory is an error. In either mode a non-empty directory that holds
+no lock file and something other than checkpoint and temp files is refused,
+untouched: it is not a store.
+
+Only regular files are read. A FIFO, socket, device or directory named like a
+checkpoint is never opened for reading (a FIFO would block the reader
+forever): listings skip it with a warning, :meth:`FileStorage.find_damaged`
+reports it and reading its key raises :class:`CorruptStoredRecordError`.
+
 Every OS call goes through :class:`FileIO`, which tests replace to inject
 crashes and I/O errors at each step.
 """
@@ -53,6 +64,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import struct
 import time
 import urllib.parse
@@ -280,6 +292,10 @@ class FileIO:
         """``os.fstat``."""
         return os.fstat(fd)
 
+    def stat(self, path: str) -> os.stat_result:
+        """``os.stat`` (follows symbolic links)."""
+        return os.stat(path)
+
     def fsync(self, fd: int) -> None:
         """``os.fsync``."""
         os.fsync(fd)
@@ -295,6 +311,22 @@ class FileIO:
     def listdir(self, path: str) -> builtins.list[str]:
         """``os.listdir``."""
         return os.listdir(path)
+
+    def scandir(self, path: str) -> builtins.list[tuple[str, bool | None]]:
+        """``os.scandir``: each name with whether it is a regular file, as the
+        directory entry tells without a ``stat`` (``None``: a symbolic link, or a
+        file system that does not say)."""
+        found: builtins.list[tuple[str, bool | None]] = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_symlink():
+                        found.append((entry.name, None))
+                    else:
+                        found.append((entry.name, entry.is_file(follow_symlinks=False)))
+                except OSError:
+                    found.append((entry.name, None))
+        return found
 
     def makedirs(self, path: str) -> None:
         """``os.makedirs(path, exist_ok=True)``."""
@@ -370,17 +402,37 @@ class FileStorage(Storage):
         put returns; ``"normal"`` relies on atomic rename alone (safe against a
         process crash, not against power loss)
     :param io: the OS-call layer; tests pass a fault-injecting :class:`FileIO`
-    :raises StorageError: if the URL is invalid
+    :param read_only: create, lock and sweep nothing; writes raise :class:`StorageError`
+    :raises StorageError: if the URL is invalid, the directory is not a
+        checkpoint store, or (``read_only``) it does not exist
     :raises DurabilityError: if the directory cannot be created
     """
 
     def __init__(
-        self, url: str, *, durability: Durability = "normal", io: FileIO | None = None
+        self,
+        url: str,
+        *,
+        durability: Durability = "normal",
+        io: FileIO | None = None,
+        read_only: bool = False,
     ) -> None:
         super().__init__(url=url, durability=durability)
         self.root = path_from_url(url)
         self._io = io if io is not None else FileIO()
         self._full = self.durability == "full"
+        self.read_only = bool(read_only)
+        if self.read_only:
+            if not os.path.isdir(self.root):
+                what = "does not exist" if not os.path.exists(self.root) else "is not a directory"
+                msg = (
+                    f"No checkpoint store at {url!r}: {self.root} {what}. Reading creates "
+                    f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
+                )
+                raise StorageError(msg)
+            self._check_owner()
+            return
+        if os.path.isdir(self.root):
+            self._check_owner()
         try:
             self._io.makedirs(self.root)
         except OSError as exc:
@@ -395,6 +447,79 @@ class FileStorage(Storage):
         self.sweep_temp_files()
 
     # -- helpers ---------------------------------------------------------------
+
+    def _check_owner(self) -> None:
+        """Refuse a directory that is not a checkpoint store, before changing anything."""
+        try:
+            names = self._io.listdir(self.root)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return  # unlistable: nothing here can be told apart, nor swept
+            raise self._read_error(None, self.root, exc) from exc
+        if not names or VERSIONS_LOCK in names or WRITERS_LOCK in names:
+            return  # empty (a new store), or one a writer has opened
+        foreign = sorted(
+            name for name in names if not name.endswith(SUFFIX) and not name.startswith(TEMP_PREFIX)
+        )
+        if foreign:
+            shown = ", ".join(repr(name) for name in foreign[:5])
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            msg = (
+                f"{self.root!r} ({self.url!r}) is not a loopaware checkpoint store: it holds "
+                f"{shown}{more} and no {WRITERS_LOCK}. It was left unchanged. Point the URL at "
+                f"a checkpoint directory, or at a new or empty one to create a store."
+            )
+            raise StorageError(msg)
+
+    def _open_regular(self, path: str, *, regular: bool | None = None) -> int | None:
+        """Open a record file for reading, never anything but a regular file.
+
+        :param regular: what the directory entry said (``True``: a regular file,
+            so the ``stat`` is skipped; the hot path of a listing)
+        :return: the descriptor, or ``None`` if there is no such file
+        :raises CorruptStoredRecordError: if it is a FIFO, directory, device...
+        :raises OSError: if the OS refuses
+        """
+        io = self._io
+        if not regular:
+            try:
+                before = io.stat(path)
+            except FileNotFoundError:
+                return None
+            if not stat.S_ISREG(before.st_mode):
+                raise self._not_regular(path, before.st_mode)
+        try:
+            # O_NONBLOCK: should a FIFO be swapped in after the check, opening it
+            # returns at once instead of waiting for a writer, and reading it
+            # returns nothing (a truncated header) instead of blocking.
+            fd = io.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        if regular:
+            return fd
+        try:
+            mode = io.fstat(fd).st_mode
+        except BaseException:
+            io.close(fd)
+            raise
+        if not stat.S_ISREG(mode):
+            io.close(fd)
+            raise self._not_regular(path, mode)
+        return fd
+
+    def _not_regular(self, path: str, mode: int) -> CorruptStoredRecordError:
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file"
+        )
+        return self._damaged(path, f"it is {kind}, not a regular file; it was not opened")
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -463,11 +588,10 @@ class FileStorage(Storage):
     def _open_record(self, key: CheckpointKey) -> tuple[int, str] | None:
         path = self._path(checkpoint_filename(key))
         try:
-            return self._io.open(path, os.O_RDONLY), path
-        except FileNotFoundError:
-            return None
+            fd = self._open_regular(path)
         except OSError as exc:
             raise self._read_error(key, path, exc) from exc
+        return None if fd is None else (fd, path)
 
     def _check_key(self, header: _Header, key: CheckpointKey, path: str) -> None:
         if header.key != key:
@@ -476,9 +600,8 @@ class FileStorage(Storage):
             raise self._damaged(path, f"it holds the record of {header.key!r}, not {key!r}")
 
     def _current_version(self, key: CheckpointKey, path: str) -> int:
-        try:
-            fd = self._io.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+        fd = self._open_regular(path)
+        if fd is None:
             return 0
         try:
             header, _ = self._read_header(fd, path)
@@ -645,18 +768,28 @@ class FileStorage(Storage):
         except OSError as exc:
             raise self._read_error(None, self.root, exc) from exc
 
-    def _listed_header(self, path: str) -> _Header | None:
+    def _listed_header(
+        self,
+        path: str,
+        damaged: builtins.list[CorruptStoredRecordError] | None = None,
+        regular: bool | None = None,
+    ) -> _Header | None:
         """Read a file's header for a listing.
 
+        :param damaged: collects the damage found, instead of logging it
+        :param regular: whether the directory entry says it is a regular file
         :return: the header, or ``None`` if the file is gone or damaged (logged)
         """
         io = self._io
         try:
-            fd = io.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            return None  # deleted since listdir
+            fd = self._open_regular(path, regular=regular)
+        except CorruptStoredRecordError as exc:
+            self._skip(exc, damaged)
+            return None
         except OSError as exc:
             raise self._read_error(None, path, exc) from exc
+        if fd is None:
+            return None  # deleted since listdir
         try:
             header, _ = self._read_header(fd, path)
         except OSError as exc:
@@ -665,25 +798,40 @@ class FileStorage(Storage):
             # One damaged file must not hide every healthy checkpoint (plumpy's
             # PicklePersister fails the whole listing). Its key is unreadable, so
             # it cannot be listed; say where it is instead.
-            _LOG.warning("skipping a damaged checkpoint file while listing: %s", exc)
+            self._skip(exc, damaged)
             return None
         finally:
             io.close(fd)
         return header
 
-    def _scan(self, pid: Pid | None) -> builtins.list[tuple[str, RecordInfo]]:
+    @staticmethod
+    def _skip(
+        exc: CorruptStoredRecordError, damaged: builtins.list[CorruptStoredRecordError] | None
+    ) -> None:
+        if damaged is None:
+            _LOG.warning("skipping a damaged checkpoint file while listing: %s", exc)
+        else:
+            damaged.append(exc)
+
+    def _scan(
+        self, pid: Pid | None, damaged: builtins.list[CorruptStoredRecordError] | None = None
+    ) -> builtins.list[tuple[str, RecordInfo]]:
         # The hot loop of list(): one open/pread/close per record and as little
         # Python as possible around it (10,000 records should list in tens of ms).
         token = None if pid is None else pid_token(pid)
         escaped = None if token is None else _escape(token)
         found = []
         prefix = self.root.rstrip("/") + "/"
-        for name in self._listdir():
+        try:
+            entries = self._io.scandir(self.root)
+        except OSError as exc:
+            raise self._read_error(None, self.root, exc) from exc
+        for name, regular in entries:
             if not name.endswith(SUFFIX) or name.startswith("."):
                 continue
             if escaped is not None and not _may_hold_pid(name, escaped):
                 continue
-            header = self._listed_header(prefix + name)
+            header = self._listed_header(prefix + name, damaged, regular)
             if header is None:
                 continue
             key = header.key
@@ -699,6 +847,11 @@ class FileStorage(Storage):
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         return [info for _, info in self._scan(pid)]
+
+    def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
+        damaged: builtins.list[CorruptStoredRecordError] = []
+        self._scan(pid, damaged)
+        return damaged
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         # A name checkpoint_filename writes stands for its key, so most files
@@ -766,15 +919,21 @@ class FileStorage(Storage):
 
 
 def open_storage(
-    url: str, *, durability: Durability = "normal", io: FileIO | None = None
+    url: str,
+    *,
+    durability: Durability = "normal",
+    io: FileIO | None = None,
+    read_only: bool = False,
 ) -> FileStorage:
     """Open a ``file:///abs/dir`` storage, creating the directory if needed.
 
     :param url: an RFC 8089 file URL, as ``pathlib.Path.as_uri()`` writes it
     :param durability: ``"normal"`` or ``"full"`` (fsync files and directory)
     :param io: the OS-call layer, for fault injection in tests
-    :raises StorageError: if the URL is not a local absolute file URL
+    :param read_only: create, lock and sweep nothing; refuse a missing directory
+    :raises StorageError: if the URL is not a local absolute file URL, or the
+        directory is not a checkpoint store
     :raises DurabilityError: if the directory cannot be created
     :return: the storage
     """
-    return FileStorage(url, durability=durability, io=io)
+    return FileStorage(url, durability=durability, io=io, read_only=read_only)

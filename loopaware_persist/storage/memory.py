@@ -59,8 +59,11 @@ class MemoryStorage(Storage):
     :param durability: accepted for interface parity; memory is never durable
     """
 
-    def __init__(self, url: str = "memory://", *, durability: Durability = "normal") -> None:
+    def __init__(
+        self, url: str = "memory://", *, durability: Durability = "normal", read_only: bool = False
+    ) -> None:
         super().__init__(url=url, durability=durability)
+        self.read_only = bool(read_only)
         name = _parse_url(url)
         if name:
             with _named_stores_lock:
@@ -144,12 +147,15 @@ def _parse_url(url: str) -> str:
     return urllib.parse.unquote(parts.netloc)
 
 
-def open_storage(url: str, *, durability: Durability = "normal") -> MemoryStorage:
+def open_storage(
+    url: str, *, durability: Durability = "normal", read_only: bool = False
+) -> MemoryStorage:
     """Open a ``memory://`` storage.
 
     :param url: ``memory://`` (a new store) or ``memory://name`` (a shared one)
     :param durability: ``"normal"`` or ``"full"``; memory is never durable
+    :param read_only: refuse every write
     :raises StorageError: if the URL is not a memory URL
     :return: the storage
     """
-    return MemoryStorage(url, durability=durability)
+    return MemoryStorage(url, durability=durability, read_only=read_only)

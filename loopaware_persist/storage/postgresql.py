@@ -65,6 +65,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import logging
 import os
 import random
 import re
@@ -82,6 +83,7 @@ from loopaware_persist._errors import (
 )
 from loopaware_persist.storage._base import (
     CheckpointKey,
+    CorruptStoredRecordError,
     Durability,
     KeyToken,
     Pid,
@@ -90,6 +92,7 @@ from loopaware_persist.storage._base import (
     StoredRecord,
     pid_token,
 )
+from loopaware_persist.storage._url import redact_url
 
 try:
     import psycopg
@@ -117,6 +120,8 @@ __all__ = (
 
 SCHEMA_VERSION = 1
 DEFAULT_SCHEMA = "loopaware"
+
+_LOG = logging.getLogger(__name__)
 DEFAULT_POOL_MAX_SIZE = 8
 DEFAULT_RETRIES = 5
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -211,30 +216,6 @@ def _decode_tag(value: bytes) -> str | None:
         return text[1:]
     msg = f"Malformed tag column value {text!r}: expected '' or ':<tag>'."
     raise StorageError(msg)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for messages and logs.
-
-    :param url: a libpq URL
-    :return: the same URL without its password
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    cut = len(rest)
-    for char in "/?#":
-        found = rest.find(char)
-        if found != -1:
-            cut = min(cut, found)
-    netloc, tail = rest[:cut], rest[cut:]
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        if ":" in userinfo:
-            userinfo = userinfo.partition(":")[0] + ":***"
-        netloc = f"{userinfo}@{hosts}"
-    tail = re.sub(r"([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}{sep}{netloc}{tail}"
 
 
 def _parse_url(url: str) -> tuple[str, dict[str, str]]:
@@ -355,12 +336,14 @@ class PostgresStorage(Storage):
         pool_max_size: int | None = None,
         retries: int | None = None,
         pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+        read_only: bool = False,
     ) -> None:
         if _MISSING is not None:
             raise _missing_psycopg()
         shown = redact_url(url)
         # The password never reaches repr() or an error message.
         super().__init__(url=shown, durability=durability)
+        self.read_only = bool(read_only)
         libpq_url, own = _parse_url(url)
         self.schema = schema if schema is not None else own.get("schema", DEFAULT_SCHEMA)
         if not isinstance(self.schema, str) or not _SCHEMA_NAME.fullmatch(self.schema):
@@ -414,7 +397,10 @@ class PostgresStorage(Storage):
         try:
             # On a connection of its own, not the pool's: a server that is down
             # shows at once, and the pool is started only once it answered.
-            self._run_read("open the checkpoint schema", self._migrate, direct=True)
+            if self.read_only:
+                self._run_read("open the checkpoint schema", self._check_store, direct=True)
+            else:
+                self._run_read("open the checkpoint schema", self._migrate, direct=True)
         except BaseException:
             self._close()
             raise
@@ -427,6 +413,9 @@ class PostgresStorage(Storage):
         return {"autocommit": True}
 
     def _configure(self, conn: _Connection) -> None:
+        if self.read_only:
+            # The server itself then refuses any write this session attempts.
+            conn.execute("SELECT set_config('default_transaction_read_only', 'on', false)")
         conn.execute(
             "SELECT set_config('synchronous_commit', %s, false), "
             # A client stalled mid-transaction must not hold a row lock forever.
@@ -748,6 +737,52 @@ class PostgresStorage(Storage):
         found = conn.execute(self._queries.max_version).fetchone()
         return None if found is None or found[0] is None else int(found[0])
 
+    def _foreign_tables(self, conn: _Connection) -> builtins.list[str]:
+        """The tables of the schema, if it has tables but no ``schema_migrations``."""
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm')",
+            (self.schema,),
+        ).fetchall()
+        names = sorted(str(row[0]) for row in rows)
+        return [] if "schema_migrations" in names else names
+
+    def _refuse_foreign(self, conn: _Connection) -> None:
+        foreign = self._foreign_tables(conn)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            msg = (
+                f"The schema {self.schema!r} in {self.url!r} is not a loopaware checkpoint "
+                f"store: it holds other tables ({shown}) and no schema_migrations table. It was "
+                f"left unchanged. Choose another schema with ?schema=NAME."
+            )
+            raise StorageError(msg)
+
+    def _check_store(self, conn: _Connection) -> None:
+        """The read-only open: check the store is there and current; change nothing."""
+        self._refuse_foreign(conn)
+        found = self._schema_version(conn)
+        if found is None:
+            msg = (
+                f"No checkpoint store at {self.url!r}: the schema {self.schema!r} holds none. "
+                f"Reading creates nothing; check the URL and its ?schema=."
+            )
+            raise StorageError(msg)
+        if found < SCHEMA_VERSION:
+            msg = (
+                f"The checkpoint store in schema {self.schema!r} of {self.url!r} is at schema "
+                f"version {found} and needs migrating to {SCHEMA_VERSION}, which a read-only "
+                f"open does not do. Open it once for writing (e.g. open_persister(url))."
+            )
+            raise StorageError(msg)
+        if found > SCHEMA_VERSION:
+            msg = (
+                f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
+                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
+                f"Upgrade loopaware_persist to use it."
+            )
+            raise StorageError(msg)
+
     def _migrate(self, conn: _Connection) -> None:
         if conn.info.server_version < 100000:
             msg = (
@@ -762,6 +797,9 @@ class PostgresStorage(Storage):
             # crash halfway leaves the old schema, and a retry starts over.
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema),))
+                # Before anything is created: another application's tables (an
+                # unrelated "checkpoints" among them) are left as found.
+                self._refuse_foreign(conn)
                 exists = conn.execute(
                     "SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (self.schema,)
                 ).fetchone()
@@ -867,18 +905,48 @@ class PostgresStorage(Storage):
                 token = pid_token(pid).encode("utf-8")
                 return cursor.execute(self._queries.list_pid, (token,)).fetchall()
 
-        rows = self._run_read("list the checkpoints", body)
-        return [
-            RecordInfo(
-                key=CheckpointKey._from_storage(
-                    _decode_text(token, what="pid"), _decode_tag(bytes(tag))
-                ),
-                version=int(version),
-                size=int(size),
-                saved_at=float(saved_at),
+        infos = []
+        for row in self._run_read("list the checkpoints", body):
+            try:
+                infos.append(self._row_info(row))
+            except CorruptStoredRecordError as exc:
+                # One damaged row must not hide every healthy checkpoint;
+                # find_damaged() reports it.
+                _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+        return infos
+
+    def _row_info(self, row: tuple[Any, ...]) -> RecordInfo:
+        token, tag, version, size, saved_at = row
+        try:
+            key = CheckpointKey._from_storage(
+                _decode_text(token, what="pid"), _decode_tag(bytes(tag))
             )
-            for token, tag, version, size, saved_at in rows
-        ]
+        except StorageError as exc:
+            msg = (
+                f"The checkpoint row pid={bytes(token)[:60]!r} tag={bytes(tag)[:60]!r} in "
+                f"{self.url!r} (schema {self.schema!r}) is damaged: {str(exc).rstrip('.')}. "
+                f"Something other than loopaware_persist wrote it; delete that row or restore "
+                f"it from a backup."
+            )
+            raise CorruptStoredRecordError(msg) from None
+        # The column types (bigint, timestamptz) and CHECKs keep the rest valid.
+        return RecordInfo(key=key, version=int(version), size=int(size), saved_at=float(saved_at))
+
+    def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
+        def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
+            with conn.cursor(binary=True) as cursor:
+                if pid is None:
+                    return cursor.execute(self._queries.list_all).fetchall()
+                token = pid_token(pid).encode("utf-8")
+                return cursor.execute(self._queries.list_pid, (token,)).fetchall()
+
+        found = []
+        for row in self._run_read("list the checkpoints", body):
+            try:
+                self._row_info(row)
+            except CorruptStoredRecordError as exc:
+                found.append(exc)
+        return found
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
@@ -901,9 +969,13 @@ class PostgresStorage(Storage):
             ]
         except UnicodeDecodeError:
             # Again, value by value, to raise the error that names the bad one.
-            return [
-                (_decode_text(token, what="pid"), _decode_tag(bytes(tag))) for token, tag in rows
-            ]
+            found: builtins.list[KeyToken] = []
+            for token, tag in rows:
+                try:
+                    found.append((_decode_text(token, what="pid"), _decode_tag(bytes(tag))))
+                except StorageError as exc:
+                    _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+            return found
 
     def _close(self) -> None:
         with self._lock:
@@ -1016,6 +1088,7 @@ def open_storage(
     pool_max_size: int | None = None,
     retries: int | None = None,
     pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    read_only: bool = False,
 ) -> PostgresStorage:
     """Open a PostgreSQL storage, creating its schema and tables if needed.
 
@@ -1025,6 +1098,7 @@ def open_storage(
     :param pool_max_size: most connections held at once
     :param retries: attempts per operation while the server is unreachable
     :param pool_timeout: seconds an operation waits for a free pooled connection
+    :param read_only: create and migrate nothing; the session is read-only on the server
     :raises StorageError: if psycopg is missing (``pip install
         'loopaware-persist[postgres]'``), the URL is invalid, the server refuses
         the credentials, or the schema is newer than this version
@@ -1038,4 +1112,5 @@ def open_storage(
         pool_max_size=pool_max_size,
         retries=retries,
         pool_timeout=pool_timeout,
+        read_only=read_only,
     )

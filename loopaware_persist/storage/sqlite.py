@@ -14,6 +14,17 @@ Schema (version 1, recorded in ``loopaware_schema``)::
 ``pid`` holds :func:`pid_token`; ``tag`` is ``''`` for the untagged checkpoint
 and ``':' + tag`` otherwise, so ``None`` and ``''`` stay apart and sort first.
 
+Opened with ``read_only=True`` (what the CLI's ``ls``, ``show`` and ``verify``
+do), the file is opened with SQLite's ``mode=ro``: nothing is created,
+migrated, switched to WAL or written, and a missing file is an error rather
+than a new database. A database that holds tables but no ``loopaware_schema``
+(another application's file) is refused, unchanged, in either mode.
+
+A row whose columns hold the wrong types (damage from outside: a ``version``
+that is text, ``data`` stored as a number) is skipped by :meth:`list` with a
+warning and reported by :meth:`~SqliteStorage.find_damaged`; reading it raises
+:class:`CorruptStoredRecordError`.
+
 The database runs in WAL mode: readers never block the writer nor each other.
 ``durability="normal"`` uses ``synchronous=NORMAL`` (a committed put survives
 a process crash), ``"full"`` uses ``synchronous=FULL`` (it also survives power
@@ -26,13 +37,15 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
+import math
 import os
 import sqlite3
 import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from loopaware_persist._errors import (
     BackendUnavailableError,
@@ -52,6 +65,8 @@ from loopaware_persist.storage._base import (
 )
 
 __all__ = ("SCHEMA_VERSION", "SqliteStorage", "open_storage", "path_from_url")
+
+_LOG = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 30.0
@@ -125,6 +140,20 @@ def _decode_tag(value: str) -> str | None:
         return value[1:]
     msg = f"Malformed tag column value {value!r}: expected '' or ':<tag>'."
     raise StorageError(msg)
+
+
+class _Unusual(Exception):
+    """A tag column value the fast path of list_key_tokens does not handle."""
+
+
+def _raise() -> KeyToken:
+    raise _Unusual
+
+
+def _check_version(value: object, bad: Callable[[str], CorruptStoredRecordError]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad(f"its version is {value!r}, not a positive integer")
+    return value
 
 
 def path_from_url(url: str) -> str:
@@ -256,8 +285,12 @@ class SqliteStorage(Storage):
     :param durability: ``"normal"`` (``synchronous=NORMAL``) or ``"full"``
     :param busy_timeout: seconds a put waits for other writers before
         :class:`BackendUnavailableError`
+    :param read_only: open with ``mode=ro``: create, migrate and write nothing;
+        every write operation raises :class:`StorageError`
     :raises StorageError: if the URL is invalid, the file is not a SQLite
-        database, or its schema is newer than this version supports
+        database, holds another application's tables, its schema is newer than
+        this version supports, or (``read_only``) it does not exist or holds no
+        checkpoint store
     :raises BackendUnavailableError: if the database cannot be opened or stays
         locked
     """
@@ -268,12 +301,17 @@ class SqliteStorage(Storage):
         *,
         durability: Durability = "normal",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        read_only: bool = False,
     ) -> None:
         super().__init__(url=url, durability=durability)
         self.path = path_from_url(url)
         self.busy_timeout = float(busy_timeout)
+        self.read_only = bool(read_only)
         self._synchronous = "FULL" if self.durability == "full" else "NORMAL"
         self._pool = _Pool()
+        if self.read_only:
+            self._open_read_only()
+            return
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         except OSError as exc:
@@ -290,14 +328,28 @@ class SqliteStorage(Storage):
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the
         # sqlite3 module never opens a transaction behind our back. timeout=
         # is SQLite's busy_timeout: how long a writer waits for another.
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
+        if self.read_only:
+            # mode=ro: SQLite itself refuses every write, creates no file and
+            # never changes the journal mode; query_only covers the rest.
+            conn = sqlite3.connect(
+                f"file:{urllib.parse.quote(self.path)}?mode=ro",
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
         try:
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            if self.read_only:
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         except BaseException:
             conn.close()
             raise
@@ -366,9 +418,86 @@ class SqliteStorage(Storage):
         msg = f"Could not {where}: {type(exc).__name__}: {exc}."
         return StorageError(msg)
 
+    def _foreign(self, what: str) -> StorageError:
+        msg = (
+            f"{self.path!r} ({self.url!r}) is not a loopaware checkpoint store: {what}. "
+            f"It was left unchanged. Point the URL at a checkpoint database, or at a new file "
+            f"to create one."
+        )
+        return StorageError(msg)
+
+    def _check_owner(self, conn: sqlite3.Connection) -> bool:
+        """Refuse another application's database before anything is changed.
+
+        :return: whether the database holds a checkpoint store (``False``: it is empty)
+        :raises StorageError: if it holds tables but no ``loopaware_schema``
+        """
+        names = {
+            str(row[0])
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        names = {name for name in names if not name.startswith("sqlite_")}
+        if "loopaware_schema" in names:
+            # Ours, even if its checkpoints table was dropped: a writable open
+            # recreates it, as it always has.
+            return True
+        if names:
+            shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+            msg = f"it holds other tables ({shown}) and no loopaware_schema table"
+            raise self._foreign(msg)
+        return False
+
+    def _open_read_only(self) -> None:
+        if not os.path.isfile(self.path):
+            what = "does not exist" if not os.path.exists(self.path) else "is not a file"
+            msg = (
+                f"No checkpoint store at {self.url!r}: {self.path} {what}. Reading creates "
+                f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
+            )
+            raise StorageError(msg)
+        try:
+            with self._connection() as conn:
+                if not self._check_owner(conn):
+                    msg = (
+                        f"No checkpoint store at {self.url!r}: {self.path} is an empty "
+                        f"database. Reading creates nothing; check the URL."
+                    )
+                    raise StorageError(msg)
+                found = self._schema_version(conn)
+                if found is None:
+                    msg = (
+                        f"The checkpoint store {self.path!r} ({self.url!r}) has lost its "
+                        f"checkpoints table; a read-only open does not recreate it. Open it "
+                        f"for writing once (e.g. open_persister(url)), or restore a backup."
+                    )
+                    raise StorageError(msg)
+        except sqlite3.Error as exc:
+            self._pool.close()
+            raise self._error(exc, doing="open the database read-only") from exc
+        except BaseException:
+            self._pool.close()
+            raise
+        self._check_schema_version(found)
+
+    def _check_schema_version(self, found: int | None) -> None:
+        if found is None or found < 1:
+            self._pool.close()
+            raise self._foreign(f"its loopaware_schema table holds no valid version ({found!r})")
+        if found > SCHEMA_VERSION:
+            self._pool.close()
+            msg = (
+                f"The database {self.path!r} ({self.url!r}) has checkpoint schema version "
+                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
+                f"Upgrade loopaware_persist to use it."
+            )
+            raise StorageError(msg)
+
     def _initialise(self) -> None:
         try:
             with self._connection() as conn:
+                # Before anything is changed (the journal mode is a property of
+                # the file): another application's database is left as found.
+                self._check_owner(conn)
                 # WAL is a property of the database file, set once; every later
                 # connection (in any process) uses it. A read-only file keeps its
                 # mode and stays readable.
@@ -384,6 +513,7 @@ class SqliteStorage(Storage):
                     # One write transaction, so processes opening a new database
                     # at the same time create the schema exactly once.
                     conn.execute("BEGIN IMMEDIATE")
+                    self._check_owner(conn)
                     for statement in _SCHEMA:
                         conn.execute(statement)
                     found = self._schema_version(conn)
@@ -397,14 +527,7 @@ class SqliteStorage(Storage):
         except BaseException:
             self._pool.close()
             raise
-        if found > SCHEMA_VERSION:
-            self._pool.close()
-            msg = (
-                f"The database {self.path!r} ({self.url!r}) has checkpoint schema version "
-                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
-                f"Upgrade loopaware_persist to use it."
-            )
-            raise StorageError(msg)
+        self._check_schema_version(found)
 
     @staticmethod
     def _schema_version(conn: sqlite3.Connection) -> int | None:
@@ -415,7 +538,42 @@ class SqliteStorage(Storage):
         if tables != 2:
             return None
         found = conn.execute("SELECT max(version) FROM loopaware_schema").fetchone()[0]
-        return None if found is None else int(found)
+        if isinstance(found, bool) or not isinstance(found, int):
+            return None if found is None else -1
+        return found
+
+    # -- damaged rows ------------------------------------------------------------
+
+    def _bad_row(self, token: object, tag: object, reason: str) -> CorruptStoredRecordError:
+        msg = (
+            f"The checkpoint row pid={token!r} tag={tag!r} in {self.url!r} ({self.path}) is "
+            f"damaged: {reason.rstrip('.')}. Something other than loopaware_persist wrote "
+            f"it; delete that row (loopaware-persist rm) or restore the database from a backup."
+        )
+        return CorruptStoredRecordError(msg)
+
+    def _row_info(self, row: tuple[object, ...]) -> RecordInfo:
+        """A listing row as a :class:`RecordInfo`, checking every column's type.
+
+        :raises CorruptStoredRecordError: if a column holds what no put writes
+        """
+        token, tag, version, size, saved_at = row
+        if not isinstance(token, str) or not isinstance(tag, str):
+            raise self._bad_row(token, tag, "its pid or tag is not text")
+        _check_version(version, lambda why: self._bad_row(token, tag, why))
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise self._bad_row(token, tag, f"its size is {size!r}, not a non-negative integer")
+        if (
+            isinstance(saved_at, bool)
+            or not isinstance(saved_at, (int, float))
+            or not math.isfinite(saved_at)
+        ):
+            raise self._bad_row(token, tag, f"its saved_at is {saved_at!r}, not a timestamp")
+        try:
+            key = CheckpointKey._from_storage(token, _decode_tag(tag))
+        except StorageError as exc:
+            raise self._bad_row(token, tag, str(exc)) from None
+        return RecordInfo(key=key, version=version, size=size, saved_at=float(saved_at))  # type: ignore[arg-type]
 
     # -- Storage hooks -----------------------------------------------------------
 
@@ -427,7 +585,9 @@ class SqliteStorage(Storage):
                 row = conn.execute(
                     "SELECT version FROM checkpoints WHERE pid = ? AND tag = ?", (token, tag)
                 ).fetchone()
-                current = 0 if row is None else int(row[0])
+                current = 0
+                if row is not None:
+                    current = _check_version(row[0], lambda why: self._bad_row(token, tag, why))
                 if expected_version is not None and expected_version != current:
                     conn.execute("ROLLBACK")
                     raise self._stale(key, expected=expected_version, actual=current)
@@ -449,21 +609,34 @@ class SqliteStorage(Storage):
             raise self._error(exc, doing="read", key=key) from exc
         if row is None:
             raise self._not_found(key)
-        return StoredRecord(key=key, data=bytes(row[1]), version=int(row[0]))
+        version, data = row
+
+        def bad(why: str) -> CorruptStoredRecordError:
+            return self._bad_row(key.token, _encode_tag(key.tag), why)
+
+        version = _check_version(version, bad)
+        if not isinstance(data, bytes):
+            # TEXT, REAL or INTEGER where a BLOB belongs; bytes(int) would even
+            # allocate that many zero bytes.
+            raise bad(f"its data is {type(data).__name__}, not a BLOB")
+        return StoredRecord(key=key, data=data, version=version)
 
     def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
         try:
             with self._connection() as conn:
                 # substr on a BLOB counts bytes and returns only those.
                 row = conn.execute(
-                    "SELECT substr(data, 1, ?) FROM checkpoints WHERE pid = ? AND tag = ?",
+                    "SELECT substr(data, 1, ?), typeof(data) FROM checkpoints "
+                    "WHERE pid = ? AND tag = ?",
                     (size, key.token, _encode_tag(key.tag)),
                 ).fetchone()
         except sqlite3.Error as exc:
             raise self._error(exc, doing="read", key=key) from exc
         if row is None:
             raise self._not_found(key)
-        value = row[0]
+        value, kind = row
+        if kind != "blob":
+            raise self._bad_row(key.token, _encode_tag(key.tag), f"its data is {kind}, not a BLOB")
         # substr of an empty BLOB is the empty *text* '' in some SQLite versions.
         return bytes(value) if isinstance(value, (bytes, memoryview)) else b""
 
@@ -495,20 +668,37 @@ class SqliteStorage(Storage):
         if pid is not None:
             query += " WHERE pid = ?"
             params = (pid_token(pid),)
+        rows = self._select(query, params)
+        infos = []
+        for row in rows:
+            try:
+                infos.append(self._row_info(row))
+            except CorruptStoredRecordError as exc:
+                # One damaged row must not hide every healthy checkpoint;
+                # find_damaged() reports it, get() raises it.
+                _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+        return infos
+
+    def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
+        query = "SELECT pid, tag, version, size, saved_at FROM checkpoints"
+        params: tuple[str, ...] = ()
+        if pid is not None:
+            query += " WHERE pid = ?"
+            params = (pid_token(pid),)
+        found = []
+        for row in self._select(query, params):
+            try:
+                self._row_info(row)
+            except CorruptStoredRecordError as exc:
+                found.append(exc)
+        return found
+
+    def _select(self, query: str, params: tuple[str, ...]) -> builtins.list[tuple[object, ...]]:
         try:
             with self._connection() as conn:
-                rows = conn.execute(query, params).fetchall()
+                return conn.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc, doing="list the checkpoints") from exc
-        return [
-            RecordInfo(
-                key=CheckpointKey._from_storage(token, _decode_tag(tag)),
-                version=int(version),
-                size=int(size),
-                saved_at=float(saved_at),
-            )
-            for token, tag, version, size, saved_at in rows
-        ]
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         # Only the primary key's columns: SQLite answers from that index alone
@@ -525,30 +715,47 @@ class SqliteStorage(Storage):
                 rows = conn.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc, doing="list the checkpoints") from exc
-        # Inline for the usual column values; _decode_tag raises for any other.
-        return [
-            (token, None)
-            if tag == ""
-            else (token, tag[1:])
-            if tag[:1] == ":"
-            else (token, _decode_tag(tag))
-            for token, tag in rows
-        ]
+        # Inline for the usual column values; any other is checked one by one.
+        try:
+            return [
+                (token, None) if tag == "" else (token, tag[1:]) if tag[:1] == ":" else _raise()
+                for token, tag in rows
+            ]
+        except (_Unusual, TypeError):
+            pass
+        found: builtins.list[KeyToken] = []
+        for token, tag in rows:
+            if isinstance(token, str) and isinstance(tag, str):
+                try:
+                    found.append((token, _decode_tag(tag)))
+                    continue
+                except StorageError:
+                    pass
+            _LOG.warning(
+                "skipping a damaged checkpoint row while listing: %s",
+                self._bad_row(token, tag, "its pid or tag is malformed"),
+            )
+        return found
 
     def _close(self) -> None:
         self._pool.close()
 
 
 def open_storage(
-    url: str, *, durability: Durability = "normal", busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    url: str,
+    *,
+    durability: Durability = "normal",
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    read_only: bool = False,
 ) -> SqliteStorage:
     """Open a SQLite storage, creating the database and its directory if needed.
 
     :param url: ``sqlite:///rel/path.db`` or ``sqlite:////abs/path.db``
     :param durability: ``"normal"`` or ``"full"``
     :param busy_timeout: seconds to wait for other writers
+    :param read_only: open it read-only: create, change and lock nothing
     :raises StorageError: if the URL is invalid or the file is not a usable database
     :raises BackendUnavailableError: if the database cannot be opened or stays locked
     :return: the storage
     """
-    return SqliteStorage(url, durability=durability, busy_timeout=busy_timeout)
+    return SqliteStorage(url, durability=durability, busy_timeout=busy_timeout, read_only=read_only)

@@ -3,11 +3,17 @@
 Each row provokes one failure (missing, corrupt, unsafe, stale, backend down,
 disk full, read-only) and checks the exception is the stable subclass the
 contract names, a ``LoopAwarePersistError`` and so a ``plumpy.PersistenceError``.
-PostgreSQL joins the table once its storage lands (another issue).
+
+A second table covers the damage the second hostile-input campaign found, on
+every storage (PostgreSQL included): foreign files and databases, missing
+stores opened read-only, writes to a read-only store, rows of the wrong types
+or with malformed keys, non-regular files and torn headers. Each must be typed
+*and* must not stop a listing of the healthy records beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import resource
@@ -24,6 +30,7 @@ from loopaware_persist import (
     BackendUnavailableError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    CorruptStoredRecordError,
     DurabilityError,
     LoopAwarePersister,
     LoopAwarePersistError,
@@ -33,11 +40,20 @@ from loopaware_persist import (
     open_persister,
 )
 from loopaware_persist._envelope import encode_envelope
-from loopaware_persist.storage import CheckpointKey
+from loopaware_persist.storage import CheckpointKey, open_storage
 from loopaware_persist.storage.file import FileIO, FileStorage, checkpoint_filename
 from loopaware_persist.storage.sqlite import SqliteStorage
 
-from ._support import ALLOW, figure, make_process, new_loop, run_forked
+from ._support import (
+    ALLOW,
+    figure,
+    make_process,
+    new_loop,
+    postgres_schema,
+    postgres_schema_url,
+    postgres_url,
+    run_forked,
+)
 
 STORAGES = ("memory", "file", "sqlite")
 EXPECTED: dict[str, type[LoopAwarePersistError]] = {
@@ -279,4 +295,170 @@ def test_typed_error_table(tmp_path: Path, storage: str) -> None:
         ok += 1
     applicable = len(SCENARIOS) - sum(1 for s, _ in NOT_APPLICABLE if s == storage)
     line = figure("typed_errors", storage=storage, table=table, typed_pct=100.0 * ok / applicable)
+    assert line["typed_pct"] == 100.0
+
+
+# -- the second campaign's damage, on every storage -----------------------------------------
+
+STORAGES_2 = ("memory", "file", "sqlite", "postgresql")
+
+
+def _sql(url: str, statement: str) -> None:
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            conn.execute(statement)
+            conn.commit()
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    with psycopg.connect(os.environ["LOOPAWARE_TEST_POSTGRES_URL"], autocommit=True) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+
+
+def _listing_goes_on(url: str) -> None:
+    """The healthy checkpoint beside the damage is still listed and loads."""
+    with open_persister(url, allow=[ALLOW]) as per:
+        assert "healthy" in [info.record.key.pid for info in per.list_info()]
+        per.load_checkpoint("healthy")
+
+
+def _store_with_healthy(url: str) -> None:
+    with open_persister(url, allow=[ALLOW]) as per:
+        _saved(per, "healthy")
+        _saved(per, "p")
+
+
+def _foreign_store(storage: str, url: str, schema: str) -> None:
+    if storage == "file":
+        root = Path(url.removeprefix("file://"))
+        root.mkdir()
+        (root / "notes.txt").write_text("mine")
+    elif storage == "sqlite":
+        _sql(url, "CREATE TABLE checkpoints (id INTEGER PRIMARY KEY, taken TEXT)")
+    else:
+        _sql(url, f'CREATE SCHEMA "{schema}"')
+        _sql(url, f'CREATE TABLE "{schema}".checkpoints (id serial PRIMARY KEY)')
+    open_storage(url)
+
+
+def _no_store_read_only(storage: str, url: str, schema: str) -> None:
+    open_storage(url, read_only=True)
+
+
+def _write_read_only(storage: str, url: str, schema: str) -> None:
+    if storage != "memory":
+        _store_with_healthy(url)
+    with open_storage(url, read_only=True) as store:
+        store.put(CheckpointKey("p"), b"data")
+
+
+def _row_wrong_types(storage: str, url: str, schema: str) -> None:
+    _store_with_healthy(url)
+    _sql(url, "UPDATE checkpoints SET data = 9223372036854775807 WHERE pid = 's:p'")
+    _listing_goes_on(url)
+    with open_persister(url, allow=[ALLOW]) as per:
+        per.load_checkpoint("p")
+
+
+def _malformed_key_row(storage: str, url: str, schema: str) -> None:
+    _store_with_healthy(url)
+    if storage == "sqlite":
+        _sql(url, "UPDATE checkpoints SET tag = 'no-colon' WHERE pid = 's:p'")
+    else:
+        _sql(
+            url,
+            f"UPDATE \"{schema}\".checkpoints SET pid = '\\xff'::bytea "
+            "WHERE pid = convert_to('s:p', 'UTF8')",
+        )
+    _listing_goes_on(url)
+    with open_storage(url, read_only=True) as store:
+        (damaged,) = store.find_damaged()
+        raise damaged
+
+
+def _non_regular_record(storage: str, url: str, schema: str) -> None:
+    _store_with_healthy(url)
+    root = Path(url.removeprefix("file://"))
+    path = root / checkpoint_filename(CheckpointKey("p"))
+    path.unlink()
+    os.mkfifo(path)  # opening it for reading would block forever
+    _listing_goes_on(url)
+    with open_persister(url, allow=[ALLOW]) as per:
+        per.load_checkpoint("p")
+
+
+def _torn_header(storage: str, url: str, schema: str) -> None:
+    _store_with_healthy(url)
+    path = Path(url.removeprefix("file://")) / checkpoint_filename(CheckpointKey("p"))
+    path.write_bytes(path.read_bytes()[:20])
+    _listing_goes_on(url)
+    with open_storage(url, read_only=True) as store:
+        assert len(store.find_damaged()) == 1
+    with open_persister(url, allow=[ALLOW]) as per:
+        per.load_checkpoint("p")
+
+
+SCENARIOS_2: dict[str, tuple[Callable[[str, str, str], None], type[LoopAwarePersistError]]] = {
+    "foreign_store": (_foreign_store, StorageError),
+    "no_store_read_only": (_no_store_read_only, StorageError),
+    "write_read_only": (_write_read_only, StorageError),
+    "row_wrong_types": (_row_wrong_types, CorruptStoredRecordError),
+    "malformed_key_row": (_malformed_key_row, CorruptStoredRecordError),
+    "non_regular_record": (_non_regular_record, CorruptStoredRecordError),
+    "torn_header": (_torn_header, CorruptStoredRecordError),
+}
+# Which storage can hold which damage: memory has no files or rows; PostgreSQL's
+# typed columns cannot hold a value of the wrong type; only files have headers
+# and file types of their own.
+APPLICABLE_2 = {
+    "foreign_store": {"file", "sqlite", "postgresql"},
+    "no_store_read_only": {"file", "sqlite", "postgresql"},
+    "write_read_only": set(STORAGES_2),
+    "row_wrong_types": {"sqlite"},
+    "malformed_key_row": {"sqlite", "postgresql"},
+    "non_regular_record": {"file"},
+    "torn_header": {"file"},
+}
+
+
+@pytest.mark.parametrize("storage", STORAGES_2)
+def test_typed_error_table_of_store_damage(tmp_path: Path, storage: str) -> None:
+    base = postgres_url() if storage == "postgresql" else ""
+    table: dict[str, str] = {}
+    ok = applicable = 0
+    for name, (scenario, expected) in SCENARIOS_2.items():
+        if storage not in APPLICABLE_2[name]:
+            table[name] = "n/a"
+            continue
+        applicable += 1
+        work = tmp_path / name
+        work.mkdir()
+        with contextlib.ExitStack() as stack:
+            schema = ""
+            if storage == "postgresql":
+                schema = stack.enter_context(postgres_schema(base, "lap_tbl"))
+                url = postgres_schema_url(base, schema)
+            else:
+                url = {
+                    "memory": "memory://",
+                    "file": (work / "files").as_uri(),
+                    "sqlite": f"sqlite:///{work}/store.db",
+                }[storage]
+            with pytest.raises(LoopAwarePersistError) as info:
+                scenario(storage, url, schema)
+        error = info.value
+        table[name] = type(error).__name__
+        assert isinstance(error, expected), (name, error)
+        assert isinstance(error, plumpy.PersistenceError)
+        assert str(error), "a typed error says what happened"
+        ok += 1
+    line = figure(
+        "typed_errors_store_damage",
+        storage=storage,
+        table=table,
+        typed_pct=100.0 * ok / applicable,
+    )
     assert line["typed_pct"] == 100.0
