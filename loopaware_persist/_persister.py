@@ -21,7 +21,14 @@ from typing import Any, Literal, Self
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
-from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
+from ._envelope import (
+    HEADER_PEEK,
+    MAX_EXPANSION,
+    Header,
+    decode_envelope,
+    encode_envelope,
+    read_header,
+)
 from ._errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
@@ -204,7 +211,8 @@ class LoopAwarePersister(plumpy.Persister):
         :raises DecodeError: (a subclass) for damaged, unknown or unsafe content
         :return: the bundle
         """
-        envelope = decode_envelope(data)
+        # trusted: records this store's own writer made, whatever their expansion.
+        envelope = decode_envelope(data, max_expansion=None if self.trusted else MAX_EXPANSION)
         tree = self._codec_for(envelope.header.codec).decode(envelope.payload)
         if not isinstance(tree, dict):
             msg = (

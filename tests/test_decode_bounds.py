@@ -9,12 +9,34 @@ from __future__ import annotations
 
 import pickle
 import struct
+import warnings
+import zlib
+from pathlib import Path
 
+import msgpack
 import pytest
-from hypothesis import given
+import zstandard
+from hypothesis import given, strategies as st
 
-from loopaware_persist import CorruptCheckpointError, DecodeError, UnsafeCheckpointError, get_codec
+from loopaware_persist import (
+    CorruptCheckpointError,
+    DecodeError,
+    UnsafeCheckpointError,
+    get_codec,
+    open_persister,
+)
+from loopaware_persist._envelope import (
+    _FIXED,
+    EXPANSION_SLACK,
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_EXPANSION,
+    decode_envelope,
+    encode_envelope,
+    read_header,
+)
 from loopaware_persist.codecs._pickle_scan import check_opcodes
+from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 from tests import strategies
 from tests._peak import MIB, run_peak
 
@@ -100,3 +122,98 @@ def test_long_binput_of_a_real_pickle_passes() -> None:
 def test_decode_of_a_non_bytes_payload_is_a_decode_error(name: str, payload: object) -> None:
     with pytest.raises(DecodeError, match="payload must be bytes"):
         get_codec(name).decode(payload)  # type: ignore[arg-type]
+
+
+# region envelope: compressed payloads expand at most MAX_EXPANSION times
+
+
+def _bomb(compression: str, size: int) -> bytes:
+    """A record whose payload truly decompresses to ``size`` zero bytes, CRCs recomputed
+    (as whoever writes the store can), built in chunks so the test itself stays small."""
+    chunk = bytes(1 << 20)
+    if compression == "zlib":
+        deflate = zlib.compressobj(9)
+        stored = b"".join(deflate.compress(chunk) for _ in range(size >> 20)) + deflate.flush()
+    else:
+        writer = zstandard.ZstdCompressor(level=19).compressobj(size=size)
+        stored = b"".join(writer.compress(chunk) for _ in range(size >> 20)) + writer.flush()
+    return craft_record(stored, flags=1 if compression == "zlib" else 2, raw_size=size)
+
+
+def craft_record(stored: bytes, *, flags: int, raw_size: int, codec: bytes = b"msgpack") -> bytes:
+    """A record with valid checksums around the fields given."""
+    head = _FIXED.pack(MAGIC, FORMAT_VERSION, flags, len(codec), 0, len(stored), raw_size)
+    head += codec
+    return head + struct.pack(">II", zlib.crc32(head), zlib.crc32(stored)) + stored
+
+
+@pytest.mark.parametrize(("compression", "size"), [("zlib", 256 << 20), ("zstd", 512 << 20)])
+def test_decompression_bombs_are_refused_in_bounded_memory(
+    tmp_path: Path, compression: str, size: int
+) -> None:
+    record = _bomb(compression, size)
+    assert len(record) < 300 * 1024
+    path = tmp_path / "bomb"
+    path.write_bytes(record)
+    result = run_peak(
+        "decode_envelope(data)",
+        setup=f"""
+        from pathlib import Path
+        from loopaware_persist._envelope import decode_envelope, encode_envelope
+        decode_envelope(encode_envelope(bytes(1000), codec="msgpack", compression={compression!r}))
+        data = Path({str(path)!r}).read_bytes()
+        """,
+    )
+    assert result["outcome"].startswith("loopaware_persist.CorruptCheckpointError:"), result
+    assert "expands to" in result["outcome"]
+    assert result["peak"] < NOISE, f"{compression} added {result['peak'] / MIB:.0f} MiB"
+
+
+def test_a_zstd_frame_must_state_the_headers_size() -> None:
+    # zstandard allocates the frame's stated content size, whatever max_output_size says.
+    writer = zstandard.ZstdCompressor(write_content_size=False)
+    frame = writer.compress(b"0123456789")
+    with pytest.raises(CorruptCheckpointError, match="no content size"):
+        decode_envelope(craft_record(frame, flags=2, raw_size=10))
+    lying = zstandard.ZstdCompressor().compressobj(size=1 << 40).flush()
+    with pytest.raises(CorruptCheckpointError):
+        decode_envelope(craft_record(lying, flags=2, raw_size=10))
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd"])
+def test_repetitive_payloads_are_stored_within_the_bound(compression: str) -> None:
+    payload = bytes(8 << 20)  # compresses over 200 to 1 with either
+    record = encode_envelope(payload, codec="msgpack", compression=compression)
+    header = read_header(record)
+    assert header.raw_size <= MAX_EXPANSION * header.payload_size + EXPANSION_SLACK
+    assert decode_envelope(record).payload == payload
+    small = encode_envelope(bytes(60_000), codec="msgpack", compression=compression)
+    assert read_header(small).compression == compression  # the slack keeps small ones compressed
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd"])
+def test_a_record_beyond_the_bound_reads_when_trusted(compression: str) -> None:
+    # What encode_envelope wrote before the bound: a payload compressed far beyond 64 to 1.
+    payload = msgpack.packb({"zeros": bytes(4 << 20)})
+    stored = (
+        zlib.compress(payload, 1)
+        if compression == "zlib"
+        else zstandard.ZstdCompressor(level=3).compress(payload)
+    )
+    record = craft_record(stored, flags=1 if compression == "zlib" else 2, raw_size=len(payload))
+    with pytest.raises(CorruptCheckpointError, match="trusted=True"):
+        decode_envelope(record)
+    assert decode_envelope(record, max_expansion=None).payload == payload
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnsafeLoadWarning)
+        trusted = open_persister("memory://", trusted=True)
+    plain = open_persister("memory://")
+    with pytest.raises(CorruptCheckpointError, match="trusted=True"):
+        plain.loads(record)
+    assert trusted.loads(record) == {"zeros": bytes(4 << 20)}
+
+
+@given(payload=st.binary(max_size=4096), compression=st.sampled_from(["zlib", "zstd"]))
+def test_every_record_written_decodes_within_the_bound(payload: bytes, compression: str) -> None:
+    record = encode_envelope(payload, codec="msgpack", compression=compression)
+    assert decode_envelope(record).payload == payload
