@@ -253,9 +253,15 @@ def _print_entries(entries: Sequence[Entry], *, err: bool = False) -> None:
             )
 
 
+#: What the commands read: an operator inspects or converts a store whatever safe codec
+#: wrote it (both load through the allow-list; trusted=True is never implied).
+READ_CODECS = ("msgpack", "pickle")
+
+
 def _open(settings: _Settings, *, must_exist: bool = True, **kwargs: Any) -> LoopAwarePersister:
     if must_exist:
         check_store_exists(settings.store)
+    kwargs.setdefault("accept", READ_CODECS)
     return open_persister(settings.store, allow=settings.allow, **kwargs)
 
 
@@ -555,7 +561,7 @@ def _source(
                 msg = f"Source and destination are the same store ({src}); convert into another."
                 raise click.UsageError(msg)
             check_store_exists(src)
-            persister = open_persister(src, allow=allow)
+            persister = open_persister(src, allow=allow, accept=READ_CODECS)
             return StoreSource(persister), dst, persister
     if not trust_pickle:
         msg = (

@@ -443,7 +443,7 @@ def inspect_record(
     found = Inspection(key=key, version=record.version, size=len(record.data))
     try:
         found = attrs.evolve(found, header=read_header(record.data))
-        found = attrs.evolve(found, bundle=persister.loads(record.data))
+        found = attrs.evolve(found, bundle=persister.loads(record.data, key=key))
         audit_bundle(found.bundle, persister.registry)
     except LoopAwarePersistError as error:
         return attrs.evolve(found, problem=_classify(error), reason=_reason(error))
@@ -860,7 +860,7 @@ class StoreSource:
         :return: the key, the bundle and its header meta
         """
         assert item.key is not None
-        bundle = self.persister.loads(data)
+        bundle = self.persister.loads(data, key=item.key)
         meta = dict(read_header(data).meta)
         if "saved_at" not in meta and item.saved_at is not None:
             meta["saved_at"] = item.saved_at
