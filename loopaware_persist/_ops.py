@@ -62,6 +62,7 @@ from ._persister import CheckpointInfo, LoopAwarePersister
 from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot
 from ._unbundle import audit_bundle, unbundle
+from ._yaml_audit import audit_yaml
 from .storage import CheckpointKey, Pid, pid_token
 
 __all__ = (
@@ -485,8 +486,10 @@ def _exception_text(exc: BaseException) -> str:
 def _yaml_exception(text: str) -> str | None:
     """Describe the exception plumpy's ``Excepted`` state stores as YAML, without loading it."""
     try:
+        # The composer recurses once per level: measure the depth first, iteratively.
+        audit_yaml(text, None, "ex_value")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, CorruptCheckpointError):
         return None
     if node is None:
         return None

@@ -210,19 +210,22 @@ class LoopAwarePersister(plumpy.Persister):
     # region encoding
 
     def _codec_for(self, name: str, key: CheckpointKey | None) -> Codec:
-        if name not in self.accept:
+        if name not in self.accept and name in available_codecs():
             where = "This record" if key is None else f"The checkpoint {_label(key)}"
-            accepted = ", ".join(sorted(self.accept))
+            accepted = ", ".join(map(repr, sorted(self.accept)))
+            wanted = ", ".join(map(repr, sorted(self.accept | {name})))
             msg = (
                 f"{where} was written with codec {name!r}; this persister decodes only "
                 f"{accepted}. If the store is meant to hold {name!r} records, open it with "
-                f"open_persister(url, accept=({accepted!r}, {name!r})) (or codec={name!r}); "
-                "otherwise the record was not written by this application."
+                f"open_persister(url, accept=({wanted})) (or codec={name!r}); otherwise "
+                "the record was not written by this application."
             )
             raise UnsafeCheckpointError(msg, name=name)
         codec = self._codecs.get(name)
         if codec is None:
             try:
+                if name not in self.accept:
+                    raise ValueError(name)  # not installed, or it would be refused above
                 codec = get_codec(name, registry=self.registry)
             except ValueError as error:
                 msg = f"Checkpoint was written with codec {name!r}, which is not installed here."
