@@ -118,6 +118,14 @@ def test_long_binput_of_a_real_pickle_passes() -> None:
 
 
 @pytest.mark.parametrize("name", ["msgpack", "pickle"])
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_decode_takes_any_bytes_like_payload(name: str, kind: type) -> None:
+    codec = get_codec(name)
+    value = {"a": [1, "x", (2.0, None)], "b": b"\x00p\n" * 3}
+    assert codec.decode(kind(codec.encode(value))) == value
+
+
+@pytest.mark.parametrize("name", ["msgpack", "pickle"])
 @pytest.mark.parametrize("payload", ["str", None, 3, ["x"]])
 def test_decode_of_a_non_bytes_payload_is_a_decode_error(name: str, payload: object) -> None:
     with pytest.raises(DecodeError, match="payload must be bytes"):

@@ -285,6 +285,8 @@ class PickleCodec:
         would otherwise grow its memo or a bytes object to whatever size the payload names.
         """
         check_payload(data, "pickle")
+        if type(data) is not bytes:
+            data = bytes(data)  # the scan searches it; BytesIO copies it anyway
         stream = io.BytesIO(data)
         with decode_errors("pickle"):
             check_opcodes(data)
