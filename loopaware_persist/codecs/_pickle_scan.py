@@ -69,11 +69,13 @@ def _simple_pattern() -> re.Pattern[bytes]:
     def charset(codes: list[int]) -> bytes:
         return b"[" + b"".join(b"\\x%02x" % code for code in sorted(codes)) + b"]"
 
-    # Most frequent first: an alternation is tried in order. Possessive, so a
-    # mismatch stops the match instead of backtracking through the whole payload.
+    # Runs of argument-less opcodes (MARK, EMPTY_LIST, APPENDS, MEMOIZE...) in one
+    # step, then the rest most frequent first: an alternation is tried in order. All
+    # possessive, so a mismatch stops the match instead of backtracking. (About 30%
+    # faster than one opcode per step on the benchmark's medium WorkChain.)
     branches = [
+        charset(widths[0]) + rb"++",
         charset(widths[8]) + rb".{8}",
-        charset(widths[0]),
         charset(widths[1]) + rb".",
         charset(widths[4]) + rb".{4}",
         charset(widths[2]) + rb".{2}",
