@@ -35,7 +35,7 @@ print(json.dumps({{"peak": _rss() - _before, "outcome": _outcome[:500], **_extra
 """
 
 
-def run_peak(code: str, *, setup: str = "", timeout: float = 120) -> dict[str, Any]:
+def run_peak(code: str, *, setup: str = "", timeout: float = 90) -> dict[str, Any]:
     """Run ``code`` in a child and report its peak-memory increase and how it ended.
 
     :param code: statements; a name ``_extra`` (a dict) set by ``setup`` or ``code``

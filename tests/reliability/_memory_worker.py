@@ -42,7 +42,7 @@ from ._support import ALLOW, CODECS, make_process, new_loop
 
 MIB = 1 << 20
 #: Raw payload of each amplifier: big enough that its cost stands out of the noise.
-AMPLIFIER_BYTES = MIB
+AMPLIFIER_BYTES = MIB // 2
 
 
 def _craft(stored: bytes, *, codec: str, flags: int, raw_size: int) -> bytes:
@@ -69,9 +69,9 @@ def _amplifiers() -> dict[str, tuple[str, bytes]]:
     head = b"\x81\xa1x\xdd" + struct.pack(">I", n)  # {"x": [<n items>]}
     pickled = b"\x80\x05}\x8c\x01x](" + b"\x8f" * n + b"es."  # {"x": [set(), ...]}
     out = {
-        "msgpack [[] x 1Mi]": ("msgpack", encode_envelope(head + b"\x90" * n, codec="msgpack")),
-        "msgpack [{} x 1Mi]": ("msgpack", encode_envelope(head + b"\x80" * n, codec="msgpack")),
-        "pickle [set() x 1Mi]": ("pickle", encode_envelope(pickled, codec="pickle")),
+        "msgpack [[] x 512Ki]": ("msgpack", encode_envelope(head + b"\x90" * n, codec="msgpack")),
+        "msgpack [{} x 512Ki]": ("msgpack", encode_envelope(head + b"\x80" * n, codec="msgpack")),
+        "pickle [set() x 512Ki]": ("pickle", encode_envelope(pickled, codec="pickle")),
     }
     # The same, compressed right up to the envelope's bound (64x): a small record whose
     # payload expands as far as a load accepts. Random padding sets the ratio.
@@ -79,7 +79,7 @@ def _amplifiers() -> dict[str, tuple[str, bytes]]:
     pad = random.Random(7).randbytes(n // 56)
     payload = msgpack.packb({"x": msgpack.unpackb(lists)["x"], "pad": pad})
     stored = zstandard.ZstdCompressor(level=19).compress(payload)
-    out["msgpack [[] x 1Mi], zstd at the bound"] = (
+    out["msgpack [[] x 512Ki], zstd at the bound"] = (
         "msgpack",
         _craft(stored, codec="msgpack", flags=2, raw_size=len(payload)),
     )
