@@ -8,6 +8,7 @@ address-space cap, so an allocation shows as resident memory, not as a
 from __future__ import annotations
 
 import pickle
+import pickletools
 import struct
 import warnings
 import zlib
@@ -225,3 +226,54 @@ def test_a_record_beyond_the_bound_reads_when_trusted(compression: str) -> None:
 def test_every_record_written_decodes_within_the_bound(payload: bytes, compression: str) -> None:
     record = encode_envelope(payload, codec="msgpack", compression=compression)
     assert decode_envelope(record).payload == payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x80\x05\x8c\x03abc]r\x00\x00\x00\x02.",  # after a short string the regex took
+        b"\x80\x05\x8a\x02\x01\x00]r\x00\x00\x00\x02.",  # after a small LONG1
+        b"\x80\x05\x8c\x0aabc",  # a short string running past the end
+        b"\x80\x05\x8c\xffabc",  # one the regex leaves to Python, running past the end
+    ],
+)
+def test_the_scan_stays_in_step_after_short_counted_opcodes(payload: bytes) -> None:
+    with pytest.raises(CorruptCheckpointError, match="Malformed pickle payload"):
+        check_opcodes(payload)
+
+
+@given(
+    value=strategies.values(),
+    protocol=st.integers(0, pickle.HIGHEST_PROTOCOL),
+    at=st.floats(0, 1),
+    patch=st.sampled_from(
+        [b"r\xff\xff\xff\x7f", b"p99999999\n", b"\x8e\xff\xff\xff\xff\x00\x00\x00\x00", b"B\xff"]
+    )
+    | st.binary(min_size=1, max_size=9),
+)
+def test_what_passes_the_scan_is_bounded_by_the_reference_parser(
+    value: object, protocol: int, at: float, patch: bytes
+) -> None:
+    # pickletools.genops, the stdlib's reference walk, must find no memo index and no
+    # count beyond the payload in whatever the fast scan lets through.
+    try:
+        data = bytearray(pickle.dumps(value, protocol))
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError):
+        return
+    where = int(at * (len(data) - 1))
+    data[where : where + len(patch)] = patch
+    try:
+        check_opcodes(bytes(data))
+    except CorruptCheckpointError:
+        return
+    try:
+        for op, arg, _pos in pickletools.genops(bytes(data)):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                assert arg < len(data)
+    except ValueError as error:
+        # The reference parser stops where the unpickler refuses too, but never for a
+        # count the scan should have refused ("expected N bytes ... only M remain").
+        stopped = str(error)
+    else:
+        stopped = ""
+    assert "remain" not in stopped, stopped

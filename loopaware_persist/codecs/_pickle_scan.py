@@ -14,10 +14,11 @@ memo entries from 0, one per opcode at most, so a real index is always smaller)
 and a count that runs past the payload's end. The unpickler then allocates at most
 16 bytes of memo per payload byte, and never a bytes object larger than the payload.
 
-The fixed-width opcodes (most of a payload) are matched by one regular expression,
-at C speed; only the counted ones (strings, bytes, big ints) and the memo writes
-are looked at in Python. At the first opcode the scan does not know, it stops: the
-unpickler, in step with it up to there, refuses the same byte.
+The fixed-width opcodes (most of a payload), short strings and small big ints are
+matched by one regular expression, at C speed; only longer counted ones (strings,
+bytes, big ints) and the memo writes are looked at in Python. At the first opcode
+the scan does not know, it stops: the unpickler, in step with it up to there,
+refuses the same byte.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ _BY_HAND: Final = {*_COUNTED, "PUT", "LONG_BINPUT", "STOP"}
 _TWO_LINES: Final = {"GLOBAL", "INST"}
 
 
+_CODE: Final = {op.name: op.code.encode("latin-1")[0] for op in pickletools.opcodes}
+
+
 def _simple_pattern() -> re.Pattern[bytes]:
     widths: dict[int, list[int]] = {0: [], 1: [], 2: [], 4: [], 8: []}
     lines: list[int] = []
@@ -69,6 +73,13 @@ def _simple_pattern() -> re.Pattern[bytes]:
     def charset(codes: list[int]) -> bytes:
         return b"[" + b"".join(b"\\x%02x" % code for code in sorted(codes)) + b"]"
 
+    def counted(name: str, longest: int) -> bytes:
+        # One branch per length byte (a regex cannot count): the short strings and ints
+        # of a payload stay in the C loop. Longer ones stop the match; Python takes them.
+        code = _CODE[name]
+        lengths = (b"\\x%02x" % n + (b".{%d}" % n if n else b"") for n in range(longest + 1))
+        return b"\\x%02x(?:" % code + b"|".join(lengths) + b")"
+
     # Runs of argument-less opcodes (MARK, EMPTY_LIST, APPENDS, MEMOIZE...) in one
     # step, then the rest most frequent first: an alternation is tried in order. All
     # possessive, so a mismatch stops the match instead of backtracking. (About 30%
@@ -81,12 +92,13 @@ def _simple_pattern() -> re.Pattern[bytes]:
         charset(widths[2]) + rb".{2}",
         charset(lines) + rb"[^\n]*+\n",
         charset(pairs) + rb"[^\n]*+\n[^\n]*+\n",
+        counted("SHORT_BINUNICODE", 48),
+        counted("LONG1", 9),
     ]
     return re.compile(b"(?:" + b"|".join(branches) + b")*+", re.DOTALL)
 
 
 _SIMPLE: Final = _simple_pattern()
-_CODE: Final = {op.name: op.code.encode("latin-1")[0] for op in pickletools.opcodes}
 _COUNTS: Final = {_CODE[name]: spec for name, spec in _COUNTED.items()}
 _PUT: Final = _CODE["PUT"]
 _LONG_BINPUT: Final = _CODE["LONG_BINPUT"]
