@@ -60,6 +60,7 @@ __all__ = (
     "available_compressions",
     "decode_envelope",
     "encode_envelope",
+    "max_raw_size",
     "read_header",
 )
 
