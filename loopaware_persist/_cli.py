@@ -255,16 +255,22 @@ def _print_entries(entries: Sequence[Entry], *, err: bool = False) -> None:
             )
 
 
+#: What the commands read: an operator inspects or converts a store whatever safe codec
+#: wrote it (both load through the allow-list; trusted=True is never implied).
+READ_CODECS = ("msgpack", "pickle")
+
+
 def _open(settings: _Settings, *, must_exist: bool = True, **kwargs: Any) -> LoopAwarePersister:
     if must_exist:
         check_store_exists(settings.store)
+    kwargs.setdefault("accept", READ_CODECS)
     return open_persister(settings.store, allow=settings.allow, **kwargs)
 
 
 def _open_to_read(url: str, allow: tuple[str, ...]) -> LoopAwarePersister:
     """Open a store for a command that only reads: nothing is created, migrated or locked,
     and a missing store or another application's file or directory is refused."""
-    return LoopAwarePersister(open_storage(url, read_only=True), allow=allow)
+    return LoopAwarePersister(open_storage(url, read_only=True), allow=allow, accept=READ_CODECS)
 
 
 def _print_damaged(damaged: Sequence[LoopAwarePersistError]) -> None:

@@ -18,9 +18,22 @@ Layout (integers big-endian)::
 
 Decoding checks, in order: length of the fixed part, magic, version, the header
 CRC, that the record is *exactly* header + P bytes long (so truncations and
-splices fail), the payload CRC, and only then decompresses, with the output
-bounded by R. Every failure is a :class:`CorruptCheckpointError`; nothing is
-allocated beyond the size of the record itself (plus R once it is verified).
+splices fail), the payload CRC, that R is within the expansion bound, and only
+then decompresses, with the output bounded by R. Every failure is a
+:class:`CorruptCheckpointError`.
+
+Memory bound: the CRCs prove nothing against whoever writes the record (they can
+recompute them), so R is not trusted either. A compressed payload may expand to
+at most ``MAX_EXPANSION * P + EXPANSION_SLACK`` bytes (64 times plus 64 KiB);
+a header claiming more is refused before anything is decompressed, a zstd frame
+must state its content size and it must be R, and zlib output stops at R + 1
+bytes. So decoding a record of B bytes allocates at most B (the stored bytes) +
+64 B + 64 KiB (the payload), and a codec then decodes a payload of bounded size.
+:func:`encode_envelope` keeps every record it writes within the bound: a payload
+that compresses better than 64 to 1 is stored uncompressed. Records written
+before the bound that exceed it decode with ``max_expansion=None``, which a
+persister opened with ``trusted=True`` passes.
+
 The meta block lets listings show a record's process class and state without
 touching the payload.
 """
@@ -38,13 +51,16 @@ import msgpack
 from ._errors import CorruptCheckpointError, EncodeError
 
 __all__ = (
+    "EXPANSION_SLACK",
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_EXPANSION",
     "Envelope",
     "Header",
     "available_compressions",
     "decode_envelope",
     "encode_envelope",
+    "max_raw_size",
     "read_header",
 )
 
@@ -57,6 +73,18 @@ HEADER_PEEK: Final = 4096
 _COMPRESSION_CODES: Final = {None: 0, "zlib": 1, "zstd": 2}
 _COMPRESSION_NAMES: Final = {code: name for name, code in _COMPRESSION_CODES.items()}
 _MAX_META: Final = 0xFFFF
+#: How many times its stored size a compressed payload may expand to, on decode...
+MAX_EXPANSION: Final = 64
+#: ...plus this many bytes, so that small records of repetitive data keep compressing.
+EXPANSION_SLACK: Final = 64 * 1024
+
+
+def max_raw_size(payload_size: int, max_expansion: int = MAX_EXPANSION) -> int:
+    """:param payload_size: bytes of a stored, compressed payload
+    :param max_expansion: the expansion factor allowed
+    :return: the most bytes it may decompress to
+    """
+    return max_expansion * payload_size + EXPANSION_SLACK
 
 
 def _zstd() -> Any:
@@ -179,6 +207,10 @@ def encode_envelope(
         stored = _zstd().ZstdCompressor(level=3 if level is None else level).compress(payload)
     else:
         stored = payload
+    if compression is not None and len(payload) > max_raw_size(len(stored)):
+        # Beyond what a load accepts from a record of this size (see the module
+        # docstring): stored as is, so that everything written here reads back.
+        compression, stored = None, payload
     head = (
         _FIXED.pack(
             MAGIC,
@@ -248,8 +280,17 @@ def read_header(data: bytes) -> Header:
     )
 
 
-def _decompress(header: Header, stored: memoryview) -> bytes:
+def _decompress(header: Header, stored: memoryview, max_expansion: int | None) -> bytes:
     limit = header.raw_size
+    if max_expansion is not None and limit > max_raw_size(header.payload_size, max_expansion):
+        msg = (
+            f"Corrupt checkpoint record: its header says the {header.payload_size}-byte "
+            f"{header.compression} payload expands to {limit} bytes, more than the "
+            f"{max_expansion}x + {EXPANSION_SLACK} bytes a load accepts (a decompression "
+            "bomb, or a record of very repetitive data written before that bound). If you "
+            "wrote it yourself, load it with trusted=True; otherwise delete it."
+        )
+        raise CorruptCheckpointError(msg)
     try:
         if header.compression == "zlib":
             inflater = zlib.decompressobj()
@@ -257,11 +298,19 @@ def _decompress(header: Header, stored: memoryview) -> bytes:
             if not inflater.eof or inflater.unused_data:
                 raise _corrupt("zlib stream does not end where the payload does")
         else:
+            zstd = _zstd()
+            data = bytes(stored)
+            # zstandard allocates a frame's stated content size whatever max_output_size
+            # says, so that size must be the header's (every frame written here states it).
+            content = zstd.frame_content_size(data)
+            if content != limit:
+                raise _corrupt(
+                    f"zstd frame states {'no' if content < 0 else content} content size, "
+                    f"the header says {limit}"
+                )
             # Bounded output, and no bytes may follow the frame (zlib checks the same above).
-            raw = (
-                _zstd()
-                .ZstdDecompressor()
-                .decompress(bytes(stored), max_output_size=limit + 1, allow_extra_data=False)
+            raw = zstd.ZstdDecompressor().decompress(
+                data, max_output_size=limit + 1, allow_extra_data=False
             )
     except CorruptCheckpointError:
         raise
@@ -272,11 +321,14 @@ def _decompress(header: Header, stored: memoryview) -> bytes:
     return raw
 
 
-def decode_envelope(data: bytes) -> Envelope:
+def decode_envelope(data: bytes, *, max_expansion: int | None = MAX_EXPANSION) -> Envelope:
     """Verify a whole record and return its header and payload.
 
     :param data: the record bytes
-    :raises CorruptCheckpointError: for any damage, truncation, extension or splice
+    :param max_expansion: how many times its stored size (plus :data:`EXPANSION_SLACK`)
+        a compressed payload may expand to; ``None`` trusts the header's raw size
+    :raises CorruptCheckpointError: for any damage, truncation, extension or splice,
+        and for a payload claiming to expand beyond the bound
     :return: the envelope, payload decompressed
     """
     header = read_header(data)
@@ -292,4 +344,4 @@ def decode_envelope(data: bytes) -> Envelope:
         if header.raw_size != header.payload_size:
             raise _corrupt("uncompressed payload size disagrees with the header")
         return Envelope(header=header, payload=bytes(stored))
-    return Envelope(header=header, payload=_decompress(header, stored))
+    return Envelope(header=header, payload=_decompress(header, stored, max_expansion))

@@ -68,6 +68,7 @@ from ._persister import CheckpointInfo, LoopAwarePersister
 from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot
 from ._unbundle import audit_bundle, unbundle
+from ._yaml_audit import audit_yaml
 from .storage import CheckpointKey, Pid, pid_token
 from .storage._url import redact_url
 
@@ -450,7 +451,7 @@ def inspect_record(
     found = Inspection(key=key, version=record.version, size=len(record.data))
     try:
         found = attrs.evolve(found, header=read_header(record.data))
-        found = attrs.evolve(found, bundle=persister.loads(record.data))
+        found = attrs.evolve(found, bundle=persister.loads(record.data, key=key))
         audit_bundle(found.bundle, persister.registry)
     except LoopAwarePersistError as error:
         return attrs.evolve(found, problem=_classify(error), reason=_reason(error))
@@ -544,10 +545,10 @@ def _exception_text(exc: BaseException) -> str:
 def _yaml_exception(text: str) -> str | None:
     """Describe the exception plumpy's ``Excepted`` state stores as YAML, without loading it."""
     try:
-        # compose builds nodes only: aliases stay shared (no "billion laughs"
-        # expansion); nesting deeper than the stack is a RecursionError.
+        # The composer recurses once per level: measure the depth first, iteratively.
+        audit_yaml(text, None, "ex_value")
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, CorruptCheckpointError):
         return None
     if node is None:
         return None
@@ -1010,7 +1011,7 @@ class StoreSource:
         :return: the key, the bundle and its header meta
         """
         assert item.key is not None
-        bundle = self.persister.loads(data)
+        bundle = self.persister.loads(data, key=item.key)
         meta = dict(read_header(data).meta)
         if "saved_at" not in meta and item.saved_at is not None:
             meta["saved_at"] = item.saved_at

@@ -28,19 +28,27 @@ from ._awaiting import (
     note_process,
     relink_awaited,
 )
-from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
+from ._envelope import (
+    HEADER_PEEK,
+    MAX_EXPANSION,
+    Header,
+    decode_envelope,
+    encode_envelope,
+    read_header,
+)
 from ._errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     DecodeError,
     EncodeError,
     LoopAwarePersistError,
+    UnsafeCheckpointError,
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
 from ._unbundle import LoopAwareBundle, audit_bundle, unbundle
-from .codecs import Codec, get_codec
+from .codecs import Codec, available_codecs, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
     CheckpointKey,
@@ -134,6 +142,27 @@ class CheckpointInfo:
         }
 
 
+def _accepted(accept: str | Iterable[str] | None, codec: str) -> frozenset[str]:
+    if accept is None:
+        return frozenset({codec, "msgpack"})
+    names = frozenset({accept} if isinstance(accept, str) else accept)
+    known = set(available_codecs()) - {"pickle-unrestricted"}
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            # Records name "pickle" whichever way they are loaded: trusted=True lifts the
+            # restriction, not the codec name.
+            msg = (
+                f"accept names {name!r}, which is no codec a record can name here; use "
+                f"codec names from {sorted(known)} (trusted=True loads pickle unrestricted)."
+            )
+            raise ValueError(msg)
+    return names | {codec}
+
+
+def _label(key: CheckpointKey) -> str:
+    return f"{key.pid!r}" if key.tag is None else f"{key.pid!r} (tag {key.tag!r})"
+
+
 class LoopAwarePersister(plumpy.Persister):
     """A plumpy ``Persister`` that stores safe, checksummed records and loads loop-safely.
 
@@ -143,6 +172,10 @@ class LoopAwarePersister(plumpy.Persister):
     :param allow: the user's modules/classes that a load may revive, besides plumpy's
     :param compression: ``None``, ``"zlib"`` or ``"zstd"`` for new records
     :param trusted: skip the allow-list on load (runs what checkpoints name; say so loudly)
+    :param accept: the codec names whose records a load decodes (default: ``codec``'s and
+        ``"msgpack"``); a record naming another is refused before its payload is read, so
+        a store written with msgpack never reaches the unpickler
+    :raises ValueError: if ``accept`` names a codec that is not installed
     """
 
     #: Seconds between reads of the store by a loaded WorkChain that waits (``ToContext``)
@@ -159,6 +192,7 @@ class LoopAwarePersister(plumpy.Persister):
         allow: Iterable[str | type] = (),
         compression: str | None = None,
         trusted: bool = False,
+        accept: str | Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         registry = (registry if registry is not None else default_registry).copy()
@@ -177,6 +211,8 @@ class LoopAwarePersister(plumpy.Persister):
         self.compression = compression
         self.trusted = trusted
         self._codecs: dict[str, Codec] = {self.codec.name: self.codec}
+        #: The codec names whose records this persister decodes.
+        self.accept: frozenset[str] = _accepted(accept, self.codec.name)
         # The pids of the last full listing, so the next one parses only new tokens.
         self._pids = _PidsByToken()
 
@@ -185,10 +221,23 @@ class LoopAwarePersister(plumpy.Persister):
 
     # region encoding
 
-    def _codec_for(self, name: str) -> Codec:
+    def _codec_for(self, name: str, key: CheckpointKey | None) -> Codec:
+        if name not in self.accept and name in available_codecs():
+            where = "This record" if key is None else f"The checkpoint {_label(key)}"
+            accepted = ", ".join(map(repr, sorted(self.accept)))
+            wanted = ", ".join(map(repr, sorted(self.accept | {name})))
+            msg = (
+                f"{where} was written with codec {name!r}; this persister decodes only "
+                f"{accepted}. If the store is meant to hold {name!r} records, open it with "
+                f"open_persister(url, accept=({wanted})) (or codec={name!r}); otherwise "
+                "the record was not written by this application."
+            )
+            raise UnsafeCheckpointError(msg, name=name)
         codec = self._codecs.get(name)
         if codec is None:
             try:
+                if name not in self.accept:
+                    raise ValueError(name)  # not installed, or it would be refused above
                 codec = get_codec(name, registry=self.registry)
             except ValueError as error:
                 msg = f"Checkpoint was written with codec {name!r}, which is not installed here."
@@ -209,15 +258,18 @@ class LoopAwarePersister(plumpy.Persister):
             payload, codec=self.codec.name, compression=self.compression, meta=meta
         )
 
-    def loads(self, data: bytes) -> LoopAwareBundle:
+    def loads(self, data: bytes, *, key: CheckpointKey | None = None) -> LoopAwareBundle:
         """Verify and decode record bytes into a loop-aware bundle.
 
         :param data: a record
-        :raises DecodeError: (a subclass) for damaged, unknown or unsafe content
+        :param key: the checkpoint it was read from, named in errors
+        :raises DecodeError: (a subclass) for damaged, unknown or unsafe content;
+            :class:`UnsafeCheckpointError` for a codec outside :attr:`accept`
         :return: the bundle
         """
-        envelope = decode_envelope(data)
-        tree = self._codec_for(envelope.header.codec).decode(envelope.payload)
+        # trusted: records this store's own writer made, whatever their expansion.
+        envelope = decode_envelope(data, max_expansion=None if self.trusted else MAX_EXPANSION)
+        tree = self._codec_for(envelope.header.codec, key).decode(envelope.payload)
         if not isinstance(tree, dict):
             msg = (
                 f"Checkpoint payload is a {type(tree).__name__}, not a bundle: damaged or crafted."
@@ -316,7 +368,8 @@ class LoopAwarePersister(plumpy.Persister):
         :raises DecodeError: if it is damaged or names code outside the allow-list
         :return: the bundle
         """
-        return self.loads(self.storage.get(self._key(pid, tag)).data)
+        key = self._key(pid, tag)
+        return self.loads(self.storage.get(key).data, key=key)
 
     def load_process(
         self,
@@ -506,6 +559,7 @@ def open_persister(
     durability: Durability = "normal",
     compression: str | None = None,
     trusted: bool = False,
+    accept: str | Iterable[str] | None = None,
 ) -> LoopAwarePersister:
     """Open a persister on the storage at ``url``.
 
@@ -517,6 +571,8 @@ def open_persister(
     :param durability: ``"full"``: a save has reached the disk before it returns
     :param compression: ``None``, ``"zlib"`` or ``"zstd"``
     :param trusted: skip the allow-list on load (only for stores you alone write)
+    :param accept: the codec names whose records a load decodes (default: ``codec`` and
+        ``"msgpack"``): ``accept=("msgpack", "pickle")`` reads a store holding both
     :return: the persister
     """
     if codec == "pickle-unrestricted":
@@ -529,4 +585,5 @@ def open_persister(
         allow=allow,
         compression=compression,
         trusted=trusted,
+        accept=accept,
     )

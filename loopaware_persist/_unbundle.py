@@ -38,7 +38,6 @@ from typing import Any, cast
 
 import kiwipy
 import plumpy
-import yaml
 from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
@@ -54,6 +53,7 @@ from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot, FutureStatus, _materialise
+from ._yaml_audit import audit_yaml as _audit_yaml
 
 __all__ = ("LoopAwareBundle", "SafeObjectLoader", "audit_bundle", "check_loop_bound", "unbundle")
 
@@ -84,59 +84,6 @@ class SafeObjectLoader(loaders.ObjectLoader):
 
 
 # region audit
-
-
-def _yaml_python_name(tag: str) -> str | None:
-    for prefix in ("python/object/apply:", "python/object/new:", "python/object:", "python/name:"):
-        if tag.startswith("tag:yaml.org,2002:" + prefix):
-            return tag[len("tag:yaml.org,2002:" + prefix) :]
-    return None
-
-
-_YAML_PLAIN = {
-    "tag:yaml.org,2002:" + t
-    for t in (
-        "str", "int", "float", "bool", "null", "seq", "map", "binary", "timestamp", "set",
-        "omap", "pairs", "merge", "value", "python/none", "python/bool", "python/str",
-        "python/unicode", "python/bytes", "python/int", "python/long", "python/float",
-        "python/complex", "python/list", "python/tuple", "python/dict",
-    )
-} | {"!uuid", "!plumpy:Bundle"}  # fmt: skip
-
-
-def _audit_yaml(text: Any, registry: HookRegistry, path: str) -> None:
-    """Refuse YAML that would make ``yaml.Loader`` import or call anything not allowed."""
-    if not isinstance(text, str):
-        msg = f"Excepted state at {path} stores {type(text).__name__}, not YAML text."
-        raise CorruptCheckpointError(msg)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as error:
-        msg = f"Excepted state at {path} holds unreadable YAML ({error})."
-        raise CorruptCheckpointError(msg) from error
-    # Aliases make the node graph a DAG (or a cycle, "&a [*a]"): visit each node once,
-    # so neither a self-reference nor "billion laughs" can stall the audit.
-    stack = [root] if root is not None else []
-    visited: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        tag = node.tag
-        if tag not in _YAML_PLAIN:
-            name = _yaml_python_name(tag)
-            if name is None or "." not in name:
-                msg = (
-                    f"Excepted state at {path} holds YAML tag {tag!r}, which plumpy's unsafe "
-                    "YAML loader would act on. Refused; nothing was run."
-                )
-                raise UnsafeCheckpointError(msg, name=tag)
-            module, _, qualname = name.rpartition(".")
-            registry.resolve(f"{module}:{qualname}", "pickle")
-        if isinstance(node.value, list):
-            for item in node.value:
-                stack.extend(item if isinstance(item, tuple) else (item,))
 
 
 def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:

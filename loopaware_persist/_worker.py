@@ -351,9 +351,10 @@ class FencingPersister(LoopAwarePersister):
             or the store went down in between
         :return: the process
         """
-        record = self.storage.get(CheckpointKey(pid=pid, tag=tag))  # type: ignore[arg-type]
+        key = CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
+        record = self.storage.get(key)
         process = unbundle(
-            self.loads(record.data),
+            self.loads(record.data, key=key),
             LoopContext(loop=loop),
             registry=self.registry,
             trusted=self.trusted,

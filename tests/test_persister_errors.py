@@ -140,17 +140,23 @@ def test_list_info_skips_a_checkpoint_deleted_since_the_listing() -> None:
 
 
 def test_switching_codec_keeps_old_checkpoints_readable() -> None:
-    """A store written with pickle and then opened with msgpack (the default) still loads
-    the pickle records: each record names its codec."""
+    """A store written with pickle and then opened with msgpack, accepting pickle, still
+    loads the pickle records: each record names its codec. Without ``accept`` the pickle
+    records are refused (a default store never reaches the unpickler)."""
     name = f"memory://codec-switch-{uuid.uuid4().hex}"
     with (
         new_loop() as a,
         new_loop() as b,
         open_persister(name, codec="pickle", allow=["tests.processes"]) as old,
-        open_persister(name, codec="msgpack", allow=["tests.processes"]) as new,
+        open_persister(
+            name, codec="msgpack", allow=["tests.processes"], accept=("msgpack", "pickle")
+        ) as new,
+        open_persister(name, allow=["tests.processes"]) as default,
     ):
         old.save_checkpoint(drive("waiting", a, pid="old"))
         new.save_checkpoint(drive("waiting", a, pid="new"))
+        with pytest.raises(UnsafeCheckpointError, match="accept="):
+            default.load_process("old", loop=b)
         codecs = {info.pid: info.as_dict()["codec"] for info in new.list_info()}
         assert codecs == {"old": "pickle", "new": "msgpack"}
         for pid in ("old", "new", "old"):  # the second read reuses the codec

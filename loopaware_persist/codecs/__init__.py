@@ -4,6 +4,14 @@ Built in: ``"msgpack"`` (the safe default) and ``"pickle"`` (restricted unpickle
 ``"pickle-unrestricted"`` opts out of the restriction, loudly. Third-party codecs
 register a factory ``make_codec(*, registry)`` in the entry-point group
 ``loopaware_persist.codecs``.
+
+Decoding is bounded for both built-ins: time is linear in the payload, nesting is
+limited (msgpack's ext depth; pickle's unpickler is iterative), and memory is at
+most one Python object per payload byte: about 250 bytes per byte at worst (a
+pickle ``EMPTY_SET`` opcode; about 75 for msgpack's one-byte empty containers;
+``tests/reliability/test_decode_memory.py`` measures it), nothing sized by a number
+the payload states: the pickle codec scans opcodes first (:mod:`._pickle_scan`),
+msgpack caps every length at the payload's size.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import plumpy
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._registry import HookRegistry
 
-__all__ = ("Codec", "decode_errors", "encode_error")
+__all__ = ("Codec", "check_payload", "decode_errors", "encode_error")
 
 # Types every codec writes natively, whatever the registry says.
 _NATIVE = (type(None), bool, int, float, str, bytes)
@@ -89,6 +89,21 @@ def _find(value: Any, registry: HookRegistry, path: str, seen: set[int]) -> Enco
             return found
     seen.discard(id(value))
     return None
+
+
+def check_payload(data: object, payload: str) -> None:
+    """Refuse a payload that is not bytes before a decoder meets it.
+
+    :param data: what ``decode`` was given
+    :param payload: the payload format, for the message
+    :raises DecodeError: if ``data`` is not ``bytes``, ``bytearray`` or ``memoryview``
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        msg = (
+            f"A {payload} payload must be bytes, not {type(data).__name__} "
+            f"({data!r:.60}); pass the record's payload bytes as read from the store."
+        )
+        raise DecodeError(msg)
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ import msgpack
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
-from ._base import decode_errors, encode_error
+from ._base import check_payload, decode_errors, encode_error
 
 __all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")
 
@@ -425,6 +425,7 @@ class MsgpackCodec:
         except Exception as error:
             # Only on failure: decode_errors turns it into the typed error callers expect
             # (a context manager around every decode costs more than a small one's hooks).
+            check_payload(data, "msgpack")
             with decode_errors("msgpack"):
                 raise error
 

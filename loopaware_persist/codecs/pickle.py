@@ -31,11 +31,13 @@ from .._errors import (
     CorruptCheckpointError,
     EncodeError,
     LoopAwarePersistError,
+    UnsafeCheckpointError,
 )
 from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
-from ._base import decode_errors, encode_error
+from ._base import check_payload, decode_errors, encode_error
+from ._pickle_scan import check_opcodes
 
 __all__ = (
     "ClassRef",
@@ -206,6 +208,10 @@ def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any
     return value
 
 
+# Containers protocol 5 builds with opcodes (TUPLE*, EMPTY_SET/ADDITEMS, FROZENSET).
+_OPCODE_CONTAINERS = frozenset({"tuple", "set", "frozenset"})
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that finds only what the registry's allow-list permits.
 
@@ -225,6 +231,14 @@ class RestrictedUnpickler(pickle.Unpickler):
         if module == ClassRef.__module__ and name == ClassRef.__qualname__:
             self.saw_class_refs = True
             return ClassRef
+        if module == "builtins" and name in _OPCODE_CONTAINERS:
+            # Protocol 5 writes these with opcodes of their own; called, they would
+            # iterate whatever they are given: tuple(range(2**26)) is 40 bytes and 2.5 GiB.
+            msg = (
+                f"Refusing to load 'builtins:{name}': pickle writes {name}s with opcodes, so "
+                "a payload that calls the class is crafted. The record is not loaded."
+            )
+            raise UnsafeCheckpointError(msg, name=f"builtins:{name}")
         return self._registry.resolve(f"{module}:{name}", "pickle")
 
 
@@ -271,9 +285,16 @@ class PickleCodec:
         :raises DecodeError: :class:`UnsafeCheckpointError` for anything outside the allow-list,
             :class:`CorruptCheckpointError` for damaged data; never another exception type
         :return: the tree
+
+        Memory stays proportional to ``data`` (see :mod:`._pickle_scan`): the C unpickler
+        would otherwise grow its memo or a bytes object to whatever size the payload names.
         """
+        check_payload(data, "pickle")
+        if type(data) is not bytes:
+            data = bytes(data)  # the scan searches it; BytesIO copies it anyway
         stream = io.BytesIO(data)
         with decode_errors("pickle"):
+            check_opcodes(data)
             if not self.restricted:
                 return _resolve_refs(pickle.Unpickler(stream).load(), None, {})
             unpickler = RestrictedUnpickler(stream, registry=self.registry)

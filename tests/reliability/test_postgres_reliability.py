@@ -202,7 +202,9 @@ def _hostile(tmp: Path, url: str, schema: str) -> dict[str, Any]:
     store = postgres_schema_url(url, schema)
     with (
         new_loop() as b,
-        open_persister(store, allow=[ALLOW]) as per,
+        # Both codecs accepted, so pickle gadgets reach the restricted unpickler; the
+        # worker's persister accepts msgpack only and refuses them by codec.
+        open_persister(store, allow=[ALLOW], accept=CODECS) as per,
         open_fencing_persister(store, allow=[ALLOW]) as fencing,
     ):
         _warm_up(per, b)

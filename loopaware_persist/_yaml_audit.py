@@ -1,0 +1,166 @@
+"""The audit of the YAML inside a bundle, which plumpy reads with the *unsafe* loader.
+
+plumpy's ``Excepted`` state stores its exception as ``yaml.dump(exception)`` and
+reads it back with ``yaml.load(text, Loader=yaml.Loader)`` (plumpy 0.26
+``process_states.Excepted.load_instance_state``): a loader that imports and calls
+whatever a ``!!python/...`` tag names, that recurses once per level of nesting,
+and that follows aliases. So before plumpy sees it, :func:`audit_yaml` walks the
+text's parse events (PyYAML's own pure-Python parser, the one ``yaml.Loader``
+uses, iterative, so any depth is safe to *parse*) and refuses, without building
+anything:
+
+* a tag the unsafe loader would act on, unless the allow-list permits the class
+  it names (an ``UnsafeCheckpointError``);
+* nesting deeper than :data:`MAX_YAML_DEPTH` collections: the loader and
+  ``repr`` recurse per level (a ``CorruptCheckpointError``, never a bare
+  ``RecursionError``);
+* undefined, duplicate and self-referring anchors (the loader refuses them too);
+* aliases (and ``<<`` merges, which copy through them) that expand the document
+  beyond :data:`MAX_YAML_EXPANSION` times its length plus :data:`YAML_SLACK`
+  characters, counting every scalar once per path that reaches it. "Billion
+  laughs" builds a small shared graph, but ``str(process.exception())`` and
+  merges walk it as a tree, in exponential time (a ``CorruptCheckpointError``).
+
+What passes is constructed by plumpy's loader in time and memory linear in the
+text and at bounded depth, and renders (``str``/``repr``) in time linear in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import yaml
+from yaml import events
+
+from ._errors import CorruptCheckpointError, UnsafeCheckpointError
+from ._registry import HookRegistry
+
+__all__ = ("MAX_YAML_DEPTH", "MAX_YAML_EXPANSION", "YAML_SLACK", "audit_yaml")
+
+#: Collections nested inside one another at most (``yaml.dump`` of an exception nests
+#: as deep as its arguments do; plumpy's loader spends several frames on each level).
+MAX_YAML_DEPTH: Final = 64
+#: Characters a document may expand to through aliases, per character of its text...
+MAX_YAML_EXPANSION: Final = 2
+#: ...plus this many, so a short document may still share a value or two.
+YAML_SLACK: Final = 4096
+
+_PREFIX: Final = "tag:yaml.org,2002:"
+
+_YAML_PLAIN: Final = {
+    _PREFIX + t
+    for t in (
+        "str", "int", "float", "bool", "null", "seq", "map", "binary", "timestamp", "set",
+        "omap", "pairs", "merge", "value", "python/none", "python/bool", "python/str",
+        "python/unicode", "python/bytes", "python/int", "python/long", "python/float",
+        "python/complex", "python/list", "python/tuple", "python/dict",
+    )
+} | {"!uuid", "!plumpy:Bundle"}  # fmt: skip
+
+
+def _yaml_python_name(tag: str) -> str | None:
+    for prefix in ("python/object/apply:", "python/object/new:", "python/object:", "python/name:"):
+        if tag.startswith(_PREFIX + prefix):
+            return tag[len(_PREFIX + prefix) :]
+    return None
+
+
+def _check_tag(tag: str | None, registry: HookRegistry | None, path: str) -> None:
+    # The loader resolves an absent or non-specific ("!") tag itself, to a plain type.
+    if registry is None or tag is None or tag == "!" or tag in _YAML_PLAIN:
+        return
+    name = _yaml_python_name(tag)
+    if name is None or "." not in name:
+        msg = (
+            f"Excepted state at {path} holds YAML tag {tag!r}, which plumpy's unsafe "
+            "YAML loader would act on. Refused; nothing was run."
+        )
+        raise UnsafeCheckpointError(msg, name=tag)
+    module, _, qualname = name.rpartition(".")
+    registry.resolve(f"{module}:{qualname}", "pickle")
+
+
+def _refuse(path: str, why: str) -> CorruptCheckpointError:
+    msg = (
+        f"Excepted state at {path} holds YAML that {why}; plumpy's loader (or printing the "
+        "exception) would not finish in bounded time and memory. The record is damaged or "
+        "crafted; nothing was loaded."
+    )
+    return CorruptCheckpointError(msg)
+
+
+def audit_yaml(text: Any, registry: HookRegistry | None, path: str) -> None:
+    """Refuse YAML that would make ``yaml.Loader`` import or call anything not allowed, or
+    that it could not construct (and print) in linear time at bounded depth.
+
+    :param text: the stored YAML
+    :param registry: whose allow-list decides the ``!!python/...`` tags; ``None`` checks
+        only the shape (depth, expansion), for readers that never construct the tags
+    :param path: where it sits in the bundle, for messages
+    :raises UnsafeCheckpointError: for a tag naming what the allow-list refuses
+    :raises CorruptCheckpointError: for text that is not YAML, is more than one
+        document, nests deeper than :data:`MAX_YAML_DEPTH` or expands beyond the bound
+    """
+    if not isinstance(text, str):
+        msg = f"Excepted state at {path} stores {type(text).__name__}, not YAML text."
+        raise CorruptCheckpointError(msg)
+    budget = MAX_YAML_EXPANSION * len(text) + YAML_SLACK
+    # One open collection per level: [anchor, expanded size so far].
+    open_: list[list[Any]] = []
+    sizes: dict[str, int] = {}  # anchor -> expanded size, once its node is complete
+    total = documents = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.Loader):
+            if isinstance(event, events.ScalarEvent | events.AliasEvent):
+                if isinstance(event, events.AliasEvent):
+                    alias = str(event.anchor)
+                    if alias not in sizes:
+                        # Inside its own anchor, a cycle: plumpy's loader cannot build one
+                        # in an exception's arguments ("unconstructable recursive node").
+                        inside = any(o[0] == alias for o in open_)
+                        why = "refers to itself through" if inside else "uses the undefined"
+                        raise _refuse(path, f"{why} alias {alias!r}")
+                    size = sizes[alias]
+                else:
+                    _check_tag(event.tag, registry, path)
+                    size = len(event.value) + 1
+                    if event.anchor is not None:
+                        _anchor(sizes, open_, event.anchor, path)
+                        sizes[event.anchor] = size
+            elif isinstance(event, events.CollectionStartEvent):
+                _check_tag(event.tag, registry, path)
+                if len(open_) >= MAX_YAML_DEPTH:
+                    raise _refuse(path, f"nests collections more than {MAX_YAML_DEPTH} deep")
+                if event.anchor is not None:
+                    _anchor(sizes, open_, event.anchor, path)
+                open_.append([event.anchor, 1])
+                continue
+            elif isinstance(event, events.CollectionEndEvent):
+                anchor, size = open_.pop()
+                if anchor is not None:
+                    sizes[anchor] = size
+            else:
+                if isinstance(event, events.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        raise _refuse(path, "holds more than one document")
+                continue
+            if open_:
+                open_[-1][1] += size
+                grown = open_[-1][1]
+            else:
+                total += size
+                grown = total
+            # Sizes only grow outwards, so checking where they grow bounds the document.
+            if grown > budget:
+                raise _refuse(path, f"expands through aliases beyond {budget} characters")
+    except yaml.YAMLError as error:
+        msg = f"Excepted state at {path} holds unreadable YAML ({error})."
+        raise CorruptCheckpointError(msg) from error
+
+
+def _anchor(sizes: dict[str, int], open_: list[list[Any]], anchor: str, path: str) -> None:
+    # yaml.Loader's composer refuses a second anchor of the same name; so do we, or an
+    # alias would be measured against the wrong node.
+    if anchor in sizes or any(o[0] == anchor for o in open_):
+        raise _refuse(path, f"defines the anchor {anchor!r} twice")
