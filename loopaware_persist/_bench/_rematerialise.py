@@ -9,8 +9,9 @@ loop), against creating and resolving 10,000 futures directly with
 rebind, load where ``L`` is current, loop check) against plumpy's plain
 ``bundle.unbundle(LoadSaveContext(loop=L))``, both called from a coroutine
 running on ``L`` (a launcher's position); plus ``unbundle`` with ``L`` idle,
-which loads on a short-lived binder thread; and ``load_process`` end to end
-(memory store, msgpack) against ``PicklePersister.load_checkpoint(pid).unbundle(...)``.
+which loads on the calling thread with ``L`` installed as its running loop; and
+``load_process`` end to end (memory store, msgpack) against
+``PicklePersister.load_checkpoint(pid).unbundle(...)``.
 
 plumpy's plain unbundle is only timed with ``L`` running: with ``L`` idle it
 creates futures on whatever loop is current (or a new one), bug 1 of the design.
