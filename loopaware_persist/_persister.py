@@ -32,7 +32,7 @@ from ._errors import (
 from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
-from ._unbundle import LoopAwareBundle, audit_bundle, unbundle
+from ._unbundle import LoopAwareBundle, _rebind, unbundle
 from .codecs import Codec, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
@@ -204,6 +204,15 @@ class LoopAwarePersister(plumpy.Persister):
         :raises DecodeError: (a subclass) for damaged, unknown or unsafe content
         :return: the bundle
         """
+        tree = self._decode_tree(data)
+        return LoopAwareBundle.wrap(
+            tree,
+            registry=self.registry,
+            trusted=self.trusted,
+            redecode=lambda: self._decode_tree(data),
+        )
+
+    def _decode_tree(self, data: bytes) -> dict[str, Any]:
         envelope = decode_envelope(data)
         tree = self._codec_for(envelope.header.codec).decode(envelope.payload)
         if not isinstance(tree, dict):
@@ -211,7 +220,7 @@ class LoopAwarePersister(plumpy.Persister):
                 f"Checkpoint payload is a {type(tree).__name__}, not a bundle: damaged or crafted."
             )
             raise CorruptCheckpointError(msg)
-        return LoopAwareBundle.wrap(tree, registry=self.registry, trusted=self.trusted)
+        return tree
 
     def check_save(self, process: plumpy.Process) -> plumpy.Bundle:
         """Bundle, encode and decode ``process`` without storing it: will it reload?
@@ -223,12 +232,18 @@ class LoopAwarePersister(plumpy.Persister):
         return self._verify(process, self.dumps(self._bundle(process)))
 
     def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
-        # Decode *and* audit: a process class outside the allow-list decodes fine and
-        # is only refused by the audit a restart runs, which is what this must predict.
+        # What a load runs before plumpy: decode, then the one walk that audits every
+        # name against the allow-list (a process class outside it decodes fine and is
+        # only refused there) and makes every snapshot a future, at any depth. The
+        # futures go on the process's own loop (we are on its thread) and are dropped.
         try:
             bundle = self.loads(data)
-            if not self.trusted:
-                audit_bundle(bundle, self.registry)
+            _rebind(
+                bundle,
+                process.loop,
+                copy=True,  # the bundle is returned as decoded
+                registry=None if self.trusted else self.registry,
+            )
         except LoopAwarePersistError as error:
             msg = f"The checkpoint of {process.pid} would not reload: {error}"
             raise EncodeError(msg) from error
