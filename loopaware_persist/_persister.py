@@ -437,7 +437,10 @@ class LoopAwarePersister(plumpy.Persister):
     async def aload_process(
         self, pid: Hashable, tag: str | None = None, **extra: Any
     ) -> plumpy.Process:
-        """Load onto the calling loop, reading and decoding in a thread.
+        """Load onto the calling loop, reading the record in a thread.
+
+        The decode (whose hooks may look objects up in a per-thread database session)
+        and the load run on the calling thread, as every load does.
 
         :param pid: the process id
         :param tag: optional checkpoint tag
@@ -445,7 +448,8 @@ class LoopAwarePersister(plumpy.Persister):
         :return: the process, every future on the running loop
         """
         ctx = LoopContext.current()
-        bundle = await asyncio.to_thread(self.load_checkpoint, pid, tag)
+        record = await asyncio.to_thread(self.storage.get, self._key(pid, tag))
+        bundle = self.loads(record.data)
         process = unbundle(
             bundle, ctx, registry=self.registry, trusted=self.trusted, copy=False, **extra
         )

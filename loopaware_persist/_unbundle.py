@@ -905,7 +905,8 @@ class LoopAwareBundle(plumpy.Bundle):
 
     plumpy's ``ProcessLauncher`` and AiiDA call ``bundle.unbundle(load_context)``
     themselves; this routes that call through :func:`unbundle`, taking the target
-    loop from ``load_context.loop`` (or the running loop; never a new one).
+    loop from ``load_context.loop`` (else ``load_context.runner.loop``, else the running
+    loop; never a new one).
 
     It carries the registry it was decoded with (the allow-list and hooks of the
     persister that read it), which :func:`unbundle` uses unless given another, and a
@@ -951,10 +952,11 @@ class LoopAwareBundle(plumpy.Bundle):
         return self._redecode(), False
 
     def unbundle(self, load_context: plumpy.LoadSaveContext | None = None) -> plumpy.Savable:
-        """Load the bundle onto ``load_context.loop`` (or the running loop).
+        """Load the bundle onto ``load_context.loop`` (else ``load_context.runner.loop``,
+        else the running loop).
 
-        :param load_context: plumpy's context; ``loop``, ``communicator``, ``logger`` and
-            ``loader`` entries are honoured
+        :param load_context: plumpy's context; ``loop``, ``runner``, ``communicator``,
+            ``logger`` and ``loader`` entries are honoured
         :raises NoEventLoopError: if the context has no loop and none is running
         :return: the loaded object, every future on the target loop
         """
@@ -963,6 +965,8 @@ class LoopAwareBundle(plumpy.Bundle):
         if load_context is not None:
             extra = dict(cast(Any, load_context)._values)
             loop = extra.pop("loop", None)
+            if loop is None:  # AiiDA's contexts carry a runner, which owns a loop
+                loop = getattr(extra.get("runner"), "loop", None)
             if load_context.loader is not None:
                 extra["loader"] = load_context.loader
         return unbundle(

@@ -22,7 +22,13 @@ from typing import Any
 import plumpy
 import pytest
 
-from loopaware_persist import LoopAwarePersister, LoopContext, check_loop_bound, open_persister
+from loopaware_persist import (
+    LoopAwarePersister,
+    LoopContext,
+    check_loop_bound,
+    default_registry,
+    open_persister,
+)
 from tests.processes import RESUME_VALUE, in_thread, loop_in_thread, new_loop, run_on
 
 #: A per-thread resource, like AiiDA's SQLAlchemy session.
@@ -299,3 +305,58 @@ def test_run_back_onto_a_displaced_loop_does_not_wait_for_itself() -> None:
             return ctx_c.run(lambda: ctx_b.run(asyncio.get_running_loop))
 
         assert b.run_until_complete(asyncio.wait_for(on_b(), 30)) is b
+
+
+class Row:
+    """Stands for an ORM row: its decode hook looks it up in the per-thread session."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def test_aload_process_decodes_on_the_calling_thread() -> None:
+    """Only the storage read goes to a thread: the decode hooks (which may query the
+    caller's per-thread database session) and the load run on the loop's own thread."""
+    decoded_on: list[threading.Thread] = []
+    registry = default_registry.copy()
+
+    def decode(fields: list[Any]) -> Row:
+        decoded_on.append(threading.current_thread())
+        assert getattr(SESSION, "value", None) is not None, "not the caller's session"
+        return Row(fields[0])
+
+    registry.register(Row, tag="tests.row", encode=lambda row: [row.key], decode=decode)
+    with open_persister("memory://", registry=registry, allow=[__name__]) as store:
+        with new_loop() as origin:
+            process = Probe(loop=origin)
+            process.out("row", Row("r1"))
+            store.save_checkpoint(process)
+
+        async def on_b() -> plumpy.Process:
+            SESSION.value = object()
+            try:
+                return await store.aload_process(process.pid)
+            finally:
+                del SESSION.value
+
+        with new_loop() as b:
+            restored = b.run_until_complete(on_b())
+            assert restored.loop is b
+    assert isinstance(restored.outputs["row"], Row)
+    assert decoded_on == [threading.current_thread()]
+
+
+def test_a_runner_in_the_load_context_gives_the_loop(
+    persister: LoopAwarePersister, pid: Any
+) -> None:
+    """AiiDA's load contexts carry ``runner`` (which owns ``loop``) rather than ``loop``."""
+
+    class Runner:
+        def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+            self.loop = loop
+
+    with new_loop() as b:
+        runner = Runner(b)
+        with no_loop_created():
+            process = persister.load_checkpoint(pid).unbundle(plumpy.LoadSaveContext(runner=runner))
+        _check_resumes(process, b)
