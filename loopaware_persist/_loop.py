@@ -213,6 +213,8 @@ class LoopContext:
         (with the target installed as its running loop for the call, then the previous
         one put back). Blocks until done: from a coroutine on another loop it blocks
         that loop for the call; use :meth:`arun` there when the target runs elsewhere.
+        As in any code a coroutine calls, ``fn`` must not start an event loop itself
+        (``asyncio.run``, ``loop.run_until_complete``): a loop is running while it runs.
 
         :param fn: what to call; any loop-less future it creates lands on the target loop
         :param args: positional arguments for ``fn``

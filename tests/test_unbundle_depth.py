@@ -177,3 +177,30 @@ def test_a_snapshot_shared_across_a_deep_tree_stays_one_future(copy: bool) -> No
         assert depth_of(out["deep"]) == (depth, {"again": future})
         assert out["deep"][0] is not tree["deep"][0] or not copy
         assert out["last"][0] is future
+
+
+def test_shared_references_round_trip_through_the_pickle_codec() -> None:
+    """pickle stores ``x = [x, x]`` 40 times as 41 objects; verify, load_process and
+    bundle.unbundle keep it 41 objects (the walk and the check follow each once). The
+    msgpack codec has no references: its encoder's side of this is the codec's."""
+    with open_persister("memory://", codec="pickle", allow=["tests.processes"]) as store:
+        with new_loop() as a:
+            chain = drive("chain", a)
+            assert chain.ctx is not None
+            shared: list[Any] = [b"k" * 1024]
+            for _ in range(40):
+                shared = [shared, shared]
+            chain.ctx.shared = shared
+            store.save_checkpoint(chain, verify=True)
+        with new_loop() as b:
+            for process in (
+                store.load_process(chain.pid, loop=b),
+                store.load_checkpoint(chain.pid).unbundle(plumpy.LoadSaveContext(loop=b)),
+            ):
+                assert process.ctx is not None
+                node = process.ctx.shared
+                for _ in range(40):
+                    assert node[0] is node[1]
+                    node = node[0]
+                assert node == [b"k" * 1024]
+                check_loop_bound(process, b)
