@@ -17,7 +17,7 @@ from tests.strategies import Caller, caller
 CALLERS = pytest.mark.parametrize("kind", list(Caller), ids=lambda c: c.name)
 
 
-def _policy_state() -> asyncio.AbstractEventLoop | None:
+def _current_loop() -> asyncio.AbstractEventLoop | None:
     """The calling thread's current loop, by public API only.
 
     ``asyncio.get_event_loop()`` creates a loop in a main thread where none was ever
@@ -76,7 +76,7 @@ def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def test_no_running_loop_is_no_event_loop_error() -> None:
-    before = _policy_state()
+    before = _current_loop()
     with pytest.raises(NoEventLoopError) as info:
         LoopContext()
     message = str(info.value)
@@ -84,14 +84,14 @@ def test_no_running_loop_is_no_event_loop_error() -> None:
     assert "get_running_loop" in message  # and what it tried
     assert "tried" in message
     assert isinstance(info.value, RuntimeError)
-    assert _policy_state() == before  # no loop was created or set in the main thread
+    assert _current_loop() == before  # no loop was created or set in the main thread
 
 
 def test_current_without_running_loop_is_no_event_loop_error() -> None:
-    before = _policy_state()
+    before = _current_loop()
     with pytest.raises(NoEventLoopError, match="loop="):
         LoopContext.current()
-    assert _policy_state() == before
+    assert _current_loop() == before
 
 
 def test_no_loop_in_worker_thread_creates_none() -> None:
@@ -110,7 +110,7 @@ def test_no_loop_in_worker_thread_creates_none() -> None:
 
 def test_current_loop_is_not_used_only_the_running_one(loop: asyncio.AbstractEventLoop) -> None:
     """A loop that is merely *set* current (plumpy's fallback) is not a running loop."""
-    before = _policy_state()
+    before = _current_loop()
     asyncio.set_event_loop(loop)
     try:
         with pytest.raises(NoEventLoopError):
@@ -323,10 +323,10 @@ def test_run_from_worker_leaves_worker_without_loop(loop: asyncio.AbstractEventL
 
 
 def test_run_from_main_leaves_policy_untouched(loop: asyncio.AbstractEventLoop) -> None:
-    before = _policy_state()
+    before = _current_loop()
     assert LoopContext(loop).run(asyncio.get_event_loop) is loop
     restore_future(FutureSnapshot.pending(), LoopContext(loop))
-    assert _policy_state() == before
+    assert _current_loop() == before
     assert _in_fresh_thread(_thread_has_no_loop)
 
 

@@ -158,7 +158,9 @@ def run_loop(
             memory.save_checkpoint(case.process)
             pickled.save_checkpoint(case.process)
             plain = pickle.loads(pickle.dumps(case.bundle, protocol=5))
-            ours = memory.load_checkpoint(pid)
+            # The tree of a LoopAwareBundle: each call then times what the first load of
+            # a bundle does (walk and copy it); later loads of one bundle decode afresh.
+            ours = dict(memory.load_checkpoint(pid))
 
             def load_plain(plain: Any = plain) -> Any:
                 return plain.unbundle(plumpy.LoadSaveContext(loop=loop))
