@@ -34,7 +34,6 @@ import copy as pycopy
 import datetime as dt
 import decimal
 import inspect
-import itertools
 import logging
 import sys
 import threading
@@ -900,6 +899,9 @@ def verified_on(obj: Any, loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
+_FIRST_LOAD = threading.Lock()
+
+
 class LoopAwareBundle(plumpy.Bundle):
     """A ``plumpy.Bundle`` whose own :meth:`unbundle` is loop-safe and allow-list checked.
 
@@ -918,7 +920,7 @@ class LoopAwareBundle(plumpy.Bundle):
     _registry: HookRegistry = default_registry
     _trusted: bool = False
     _redecode: Callable[[], dict[str, Any]] | None = None
-    _loads: Iterator[int] = iter(())
+    _loaded: bool = False
 
     @classmethod
     def wrap(
@@ -940,14 +942,16 @@ class LoopAwareBundle(plumpy.Bundle):
         bundle._registry = registry
         bundle._trusted = trusted
         bundle._redecode = redecode
-        bundle._loads = itertools.count()
         return bundle
 
     def _tree_for_load(self) -> tuple[Any, bool]:
         """:return: what a load that must leave this bundle reusable walks, and whether
-        it must copy it: this bundle the first time, a fresh decode of its record after
-        (``next`` on a count is atomic, so concurrent loads cannot both be first)"""
-        if self._redecode is None or next(self._loads) == 0:
+        it must copy it: this bundle the first time, a fresh decode of its record after"""
+        if self._redecode is None:
+            return self, True
+        with _FIRST_LOAD:  # concurrent loads of one bundle cannot both be first
+            first, self._loaded = not self._loaded, True
+        if first:
             return self, True
         return self._redecode(), False
 
