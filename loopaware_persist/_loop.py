@@ -19,7 +19,7 @@ target loop is the one asyncio reports:
   and context variables.
 
 It never creates a loop, and never sets one: the event-loop policy's
-"current loop" is not touched at all (see :func:`_as_running` for why).
+"current loop" is not touched at all (the comment on ``_set_running_loop`` says why).
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ def _resolver(registry: HookRegistry, loader: loaders.ObjectLoader | None) -> Re
         own), or ``None`` for ``module:name`` through the registry alone
     :return: a resolver; what ``loader`` returns is still checked against the allow-list
     """
-    if loader is None or isinstance(loader, (SafeObjectLoader, loaders.DefaultObjectLoader)):
+    if isinstance(loader, SafeObjectLoader):
+        loader = loader._loader  # what it wraps, checked against this registry
+    if loader is None or isinstance(loader, loaders.DefaultObjectLoader):
         return registry.resolve
     found: dict[tuple[str, Kind], type] = {}
 

@@ -29,7 +29,7 @@ from loopaware_persist import (
     open_persister,
     unbundle,
 )
-from loopaware_persist._unbundle import _Rebind
+from loopaware_persist._unbundle import SafeObjectLoader, _Rebind
 from tests.processes import (
     EXPECTED_OUTPUTS,
     RESUME_VALUE,
@@ -249,6 +249,9 @@ SHORT_LOADS: dict[str, Callable[[LoopAwarePersister, Any, Any, Any], plumpy.Proc
     ),
     "unbundle": lambda s, pid, b, loader: unbundle(
         s.load_checkpoint(pid), LoopContext(b), loader=loader
+    ),
+    "unbundle, SafeObjectLoader": lambda s, pid, b, loader: unbundle(
+        s.load_checkpoint(pid), LoopContext(b), loader=SafeObjectLoader(s.registry, loader=loader)
     ),
 }
 
