@@ -14,6 +14,7 @@ from typing import Any
 
 import plumpy
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from loopaware_persist import (
     EncodeError,
@@ -27,6 +28,7 @@ from loopaware_persist import (
 )
 from loopaware_persist._unbundle import _Rebind
 from tests.processes import EXPECTED_OUTPUTS, complete, drive, new_loop, run_on
+from tests.strategies import values
 
 CODECS = pytest.mark.parametrize("codec", ["msgpack", "pickle"])
 
@@ -204,3 +206,26 @@ def test_shared_references_round_trip_through_the_pickle_codec() -> None:
                     node = node[0]
                 assert node == [b"k" * 1024]
                 check_loop_bound(process, b)
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=values(), codec=st.sampled_from(["msgpack", "pickle"]))
+def test_property_what_verify_accepts_loads(value: Any, codec: str) -> None:
+    """Any tree of registered types in a WorkChain's context: ``verify=True`` refuses it
+    with an ``EncodeError``, or ``load_process`` and ``bundle.unbundle`` both load it onto
+    the target loop and the WorkChain runs to the end."""
+    with open_persister("memory://", codec=codec, allow=["tests.processes"]) as store:
+        with new_loop() as a:
+            chain = drive("chain", a, listener=False)
+            assert chain.ctx is not None
+            chain.ctx.drawn = value
+            try:
+                store.save_checkpoint(chain, verify=True)
+            except EncodeError:
+                return
+        with new_loop() as b:
+            first = store.load_process(chain.pid, loop=b)
+            second = store.load_checkpoint(chain.pid).unbundle(plumpy.LoadSaveContext(loop=b))
+            for process in (first, second):
+                check_loop_bound(process, b)
+                assert run_on(b, complete(process)) == EXPECTED_OUTPUTS["chain"]
