@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -292,3 +294,26 @@ def test_an_object_loader_that_cannot_resolve_is_a_typed_error(
 
 
 # endregion
+
+
+def test_concurrent_loads_of_one_bundle_share_nothing(
+    node_store: LoopAwarePersister, node_pid: Any
+) -> None:
+    """Only one load can be a bundle's first (the one handed its decoded values); the
+    others, however they interleave, decode afresh."""
+    bundle = node_store.load_checkpoint(node_pid)
+    loops = [asyncio.new_event_loop() for _ in range(4)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(loops)) as pool:
+            processes = list(
+                pool.map(lambda b: bundle.unbundle(plumpy.LoadSaveContext(loop=b)), loops)
+            )
+        contexts = [process.ctx for process in processes]
+        assert len({id(ctx.nested) for ctx in contexts}) == len(loops)
+        assert len({id(ctx.nodes) for ctx in contexts}) == len(loops)
+        assert all(ctx.node is TABLE["n1"] for ctx in contexts)
+        for process, b in zip(processes, loops, strict=True):
+            check_loop_bound(process, b)
+    finally:
+        for b in loops:
+            b.close()
