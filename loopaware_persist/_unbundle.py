@@ -352,8 +352,11 @@ class _Rebind:
     node. A ``dict``/``list`` subclass (a hook's) is walked for snapshots and kept as
     is, unless one of its items must change under ``copy``: then that container is
     copied shallowly, class and attributes included, so the bundle stays reusable.
-    Either way the memo keeps shared references shared (one snapshot stored twice
-    becomes one future) and makes cycles safe.
+    Any other object (one a hook built) is walked into through its instance
+    ``__dict__``, in place and without copying anything inside it: a snapshot it holds
+    becomes a future, the rest stays its own. Either way the memo keeps shared
+    references shared (one snapshot stored twice becomes one future) and makes cycles
+    safe.
 
     The walk recurses, the fast path: a depth counter would cost loads of ordinary
     bundles ~8 %. A bundle deeper than the stack allows raises ``RecursionError``
@@ -422,107 +425,130 @@ class _Rebind:
             verified.add(id(future))
             return future
 
-        def walk(value: Any) -> Any:
-            if isinstance(value, atom_types):
-                return value
-            key = id(value)
-            if key in memo:
-                return memo[key]
-            if isinstance(value, FutureSnapshot):
-                if value.status is finished:  # the common case, inline
-                    future = create()
-                    future.set_result(value.result)
-                else:
-                    future = _materialise(value, loop)
-                memo[key] = future
-                verified.add(id(future))
-                return future
-            plain = True
-            if isinstance(value, dict):
-                if audit is not None and META in value:
-                    audit(value)
-                target = value
-                kept = False  # a hook's dict subclass, kept as is unless an item changes
-                if copy:
-                    cls = value.__class__
-                    if cls is dict:
-                        target = value.copy()
-                    elif cls in plain_dicts:
-                        target = cls.__new__(cls)
-                        dict.update(target, value)
+        def make_walk(copy: bool) -> Callable[[Any], Any]:
+            def walk(value: Any) -> Any:
+                if isinstance(value, atom_types):
+                    return value
+                key = id(value)
+                if key in memo:
+                    return memo[key]
+                if isinstance(value, FutureSnapshot):
+                    if value.status is finished:  # the common case, inline
+                        future = create()
+                        future.set_result(value.result)
                     else:
-                        kept = True
-                memo[key] = target
-                for k, child in value.items():
-                    if type(child) in atoms:
-                        continue
-                    new = walk(child)
-                    if plain and id(new) not in verified:
-                        plain = False
-                    if new is not child:
-                        if kept and target is value:
-                            target = memo[key] = _copy_kept(value)
-                        dict.__setitem__(target, k, new)
-                if plain:
-                    verified.add(id(target))
-                return target
-            if type(value) is list:
-                target_list = value.copy() if copy else value
-                memo[key] = target_list
-                for i, child in enumerate(value):
-                    if type(child) in atoms:
-                        continue
-                    new = target_list[i] = walk(child)
-                    if plain and id(new) not in verified:
-                        plain = False
-                if plain:
-                    verified.add(id(target_list))
-                return target_list
-            if isinstance(value, list):  # a hook's list subclass: kept unless an item changes
-                sub = value
-                memo[key] = sub
-                for i, child in enumerate(value):
-                    if type(child) in atoms:
-                        continue
-                    new = walk(child)
-                    if plain and id(new) not in verified:
-                        plain = False
-                    if new is not child:
-                        if copy and sub is value:
-                            sub = memo[key] = _copy_kept(value)
-                        list.__setitem__(sub, i, new)
-                if plain:
-                    verified.add(id(sub))
-                return sub
-            if type(value) is set:
-                target_set: set[Any] = set() if copy else value
-                memo[key] = target_set
-                items = [walk(child) for child in value]
-                if copy or any(a is not b for a, b in zip(items, value, strict=True)):
-                    target_set.clear()
-                    target_set.update(items)
-                if all(map(ok, items)):
-                    verified.add(id(target_set))
-                return target_set
-            if type(value) in (tuple, frozenset):
-                items = [walk(child) for child in value]
-                rebuilt = value
-                if any(a is not b for a, b in zip(items, value, strict=True)):
-                    rebuilt = type(value)(items)
-                memo[key] = rebuilt
-                if all(map(ok, items)):
-                    verified.add(id(rebuilt))
-                return rebuilt
-            if isinstance(value, Frozendict):
-                # Its items, not a temporary dict, go through the walk: the memo is keyed
-                # by id(), and a temporary freed meanwhile could lend its id to another.
-                walked = {k: walk(child) for k, child in value.items()}
-                memo[key] = frozen = type(value)(walked)
-                if all(map(ok, walked.values())):
-                    verified.add(id(frozen))
-                return frozen
-            # Anything else is a value a hook decoded: handed over as decoded.
+                        future = _materialise(value, loop)
+                    memo[key] = future
+                    verified.add(id(future))
+                    return future
+                plain = True
+                if isinstance(value, dict):
+                    if audit is not None and META in value:
+                        audit(value)
+                    target = value
+                    kept = False  # a hook's dict subclass, kept as is unless an item changes
+                    if copy:
+                        cls = value.__class__
+                        if cls is dict:
+                            target = value.copy()
+                        elif cls in plain_dicts:
+                            target = cls.__new__(cls)
+                            dict.update(target, value)
+                        else:
+                            kept = True
+                    memo[key] = target
+                    for k, child in value.items():
+                        if type(child) in atoms:
+                            continue
+                        new = walk(child)
+                        if plain and id(new) not in verified:
+                            plain = False
+                        if new is not child:
+                            if kept and target is value:
+                                target = memo[key] = _copy_kept(value)
+                            dict.__setitem__(target, k, new)
+                    if plain:
+                        verified.add(id(target))
+                    return target
+                if type(value) is list:
+                    target_list = value.copy() if copy else value
+                    memo[key] = target_list
+                    for i, child in enumerate(value):
+                        if type(child) in atoms:
+                            continue
+                        new = target_list[i] = walk(child)
+                        if plain and id(new) not in verified:
+                            plain = False
+                    if plain:
+                        verified.add(id(target_list))
+                    return target_list
+                if isinstance(value, list):  # a hook's list subclass: kept unless an item changes
+                    sub = value
+                    memo[key] = sub
+                    for i, child in enumerate(value):
+                        if type(child) in atoms:
+                            continue
+                        new = walk(child)
+                        if plain and id(new) not in verified:
+                            plain = False
+                        if new is not child:
+                            if copy and sub is value:
+                                sub = memo[key] = _copy_kept(value)
+                            list.__setitem__(sub, i, new)
+                    if plain:
+                        verified.add(id(sub))
+                    return sub
+                if type(value) is set:
+                    target_set: set[Any] = set() if copy else value
+                    memo[key] = target_set
+                    items = [walk(child) for child in value]
+                    if copy or any(a is not b for a, b in zip(items, value, strict=True)):
+                        target_set.clear()
+                        target_set.update(items)
+                    if all(map(ok, items)):
+                        verified.add(id(target_set))
+                    return target_set
+                if type(value) in (tuple, frozenset):
+                    items = [walk(child) for child in value]
+                    rebuilt = value
+                    if any(a is not b for a, b in zip(items, value, strict=True)):
+                        rebuilt = type(value)(items)
+                    memo[key] = rebuilt
+                    if all(map(ok, items)):
+                        verified.add(id(rebuilt))
+                    return rebuilt
+                if isinstance(value, Frozendict):
+                    # Its items, not a temporary dict, go through the walk: the memo is keyed
+                    # by id(), and a temporary freed meanwhile could lend its id to another.
+                    walked = {k: walk(child) for k, child in value.items()}
+                    memo[key] = frozen = type(value)(walked)
+                    if all(map(ok, walked.values())):
+                        verified.add(id(frozen))
+                    return frozen
+                # Anything else is a value a hook decoded: handed over as decoded.
+                return into(value)
+
+            return walk
+
+        def into(value: Any) -> Any:
+            """Walk the attributes of an object a hook decoded, in place: a snapshot it
+            holds becomes a future, and nothing of it is copied (an ORM node stays that
+            node, and containers inside it stay its own)."""
+            attrs = _attributes_of(value)
+            if attrs is None:
+                return value
+            memo[id(value)] = value
+            for name, child in list(attrs.items()):
+                if type(child) in atoms:
+                    continue
+                new = keep(child)
+                if new is not child:
+                    attrs[name] = new
+            # Never marked verified: slots are not walked, so the loop check still looks.
             return value
+
+        keep = make_walk(False)
+        walk = make_walk(True) if copy else keep
 
         # region the iterative twin, for what lies deeper than `limit`
         #
@@ -549,11 +575,27 @@ class _Rebind:
                 frozenset,
             ):
                 return False, None
+            if _attributes_of(value) is not None:
+                return False, None
             return True, value
 
-        def visit(value: Any) -> Any:  # a generator: yields children, receives their results
-            key = id(value)
+        def visit(value: Any, copy: bool) -> Any:  # a generator: yields (child, copy), is
+            key = id(value)  # sent back what each child became
             plain = True
+            if not (
+                isinstance(value, (dict, list, Frozendict))
+                or type(value) in (set, tuple, frozenset)
+            ):
+                attrs = _attributes_of(value)
+                assert attrs is not None  # leaf() let only such objects in
+                memo[key] = value
+                for name, child in list(attrs.items()):
+                    if type(child) in atoms:
+                        continue
+                    new = yield child, False  # an object's insides are never copied
+                    if new is not child:
+                        attrs[name] = new
+                return value
             if isinstance(value, dict):
                 if audit is not None and META in value:
                     audit(value)
@@ -566,7 +608,7 @@ class _Rebind:
                 for k, child in list(value.items()):
                     if type(child) in atoms:
                         continue
-                    new = yield child
+                    new = yield child, copy
                     if plain and id(new) not in verified:
                         plain = False
                     if new is not child:
@@ -584,7 +626,7 @@ class _Rebind:
                 for i, child in enumerate(list(value)):
                     if type(child) in atoms:
                         continue
-                    new = yield child
+                    new = yield child, copy
                     if plain and id(new) not in verified:
                         plain = False
                     if new is not child:
@@ -599,7 +641,7 @@ class _Rebind:
                 memo[key] = target_set
                 items = []
                 for child in list(value):
-                    items.append((yield child))
+                    items.append((yield child, copy))
                 if copy or any(a is not b for a, b in zip(items, value, strict=True)):
                     target_set.clear()
                     target_set.update(items)
@@ -609,7 +651,7 @@ class _Rebind:
             if type(value) in (tuple, frozenset):
                 items = []
                 for child in value:
-                    items.append((yield child))
+                    items.append((yield child, copy))
                 rebuilt = value
                 if any(a is not b for a, b in zip(items, value, strict=True)):
                     rebuilt = type(value)(items)
@@ -618,8 +660,8 @@ class _Rebind:
                     verified.add(id(rebuilt))
                 return rebuilt
             walked = {}
-            for k, child in value.items():  # a Frozendict
-                walked[k] = yield child
+            for k, child in cast(Frozendict, value).items():
+                walked[k] = yield child, copy
             memo[key] = frozen = type(value)(walked)
             if all(map(ok, walked.values())):
                 verified.add(id(frozen))
@@ -649,11 +691,11 @@ class _Rebind:
 
         def deep(root: Any) -> Any:
             stack: list[Any] = []
-            current = visit(root)
+            current = visit(root, copy)
             sent: Any = None
             while True:
                 try:
-                    child = current.send(sent)
+                    child, copying = current.send(sent)
                 except StopIteration as stop:
                     if not stack:
                         return stop.value
@@ -662,7 +704,7 @@ class _Rebind:
                 done, sent = leaf(child)
                 if not done:
                     stack.append(current)
-                    current = visit(child)
+                    current = visit(child, copying)
 
         # endregion
 
@@ -685,6 +727,15 @@ _SKIP = (
     weakref.WeakValueDictionary,
     asyncio.Handle,
 )
+
+
+def _attributes_of(value: Any) -> dict[str, Any] | None:
+    """:return: the instance ``__dict__`` of an object the load walks into, else ``None``
+    (no ``__dict__``, or one of the types a loader supplies rather than restores)"""
+    if isinstance(value, (*_SKIP, asyncio.Future)):
+        return None
+    attrs = getattr(value, "__dict__", None)
+    return attrs if type(attrs) is dict else None
 
 
 def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,6 +36,7 @@ from loopaware_persist._unbundle import SafeObjectLoader, _Rebind
 from tests.processes import (
     EXPECTED_OUTPUTS,
     RESUME_VALUE,
+    Opaque,
     Waiter,
     complete,
     drive,
@@ -317,3 +319,80 @@ def test_concurrent_loads_of_one_bundle_share_nothing(
     finally:
         for b in loops:
             b.close()
+
+
+# region futures held by objects
+
+
+@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("how", list(LOADS))
+def test_futures_inside_an_object_come_back_as_futures(codec: str, how: str) -> None:
+    """A future held by an allowed object (in an attribute, a list, a dict) was stored as a
+    snapshot and came back as a FutureSnapshot: the walk did not look inside objects."""
+    with open_persister("memory://", codec=codec, allow=["tests.processes"]) as s:
+        with new_loop() as a:
+            chain = drive("chain", a, listener=False)
+            assert chain.ctx is not None
+            done = a.create_future()
+            done.set_result(3)
+            chain.ctx.holder = Opaque([done, {"again": done, "pending": a.create_future()}])
+            s.save_checkpoint(chain, verify=True)
+        with new_loop() as b:
+            process = LOADS[how](s, chain.pid, b)
+            assert process.ctx is not None
+            first, inner = process.ctx.holder.value
+            assert isinstance(first, asyncio.Future)
+            assert first.get_loop() is b
+            assert first.result() == 3
+            assert isinstance(inner["pending"], asyncio.Future)
+            assert not inner["pending"].done()
+            if codec == "pickle":  # pickle keeps the reference shared
+                assert inner["again"] is first
+            check_loop_bound(process, b)
+            assert run_on(b, complete(process)) == EXPECTED_OUTPUTS["chain"]
+
+
+def test_an_objects_insides_are_walked_in_place_never_copied() -> None:
+    """An ORM object's own containers stay its own: only a snapshot is ever replaced."""
+    node = TABLE["n2"]
+    own = {"columns": [1, 2], "nested": {"x": (1, "y")}}
+    node.__dict__["state"] = own
+    holder = Opaque({"snap": FutureSnapshot.finished(1)})
+    tree = {"node": node, "nodes": [node], "holder": holder}
+    try:
+        with new_loop() as b:
+            out = _Rebind(b, copy=True, registry=None).run(tree)
+            assert out["node"] is node
+            assert out["nodes"][0] is node
+            assert node.__dict__["state"] is own
+            assert own["columns"] == [1, 2]
+            assert out["holder"] is holder
+            assert holder.value["snap"].get_loop() is b
+    finally:
+        del node.__dict__["state"]
+
+
+class Link:
+    """One link of a chain of objects, as deep as a test likes."""
+
+    def __init__(self, following: Any) -> None:
+        self.following = following
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_a_deep_chain_of_objects_is_walked_without_recursion(copy: bool) -> None:
+    depth = 5 * sys.getrecursionlimit()
+    chain: Any = [FutureSnapshot.finished("end")]
+    for _ in range(depth):
+        chain = Link({"next": chain})
+    with new_loop() as b:
+        out = _Rebind(b, copy=copy, registry=None).run({"chain": chain})
+        link = out["chain"]
+        assert link is chain  # objects are handed over, never copied
+        for _ in range(depth):
+            link = link.following["next"]
+        assert link[0].get_loop() is b
+        assert link[0].result() == "end"
+
+
+# endregion
