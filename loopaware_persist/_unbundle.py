@@ -734,7 +734,10 @@ def _attributes_of(value: Any) -> dict[str, Any] | None:
     (no ``__dict__``, or one of the types a loader supplies rather than restores)"""
     if isinstance(value, (*_SKIP, asyncio.Future)):
         return None
-    attrs = getattr(value, "__dict__", None)
+    try:
+        attrs = object.__getattribute__(value, "__dict__")  # no __getattr__ of theirs runs
+    except AttributeError:
+        return None
     return attrs if type(attrs) is dict else None
 
 
