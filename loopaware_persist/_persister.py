@@ -241,9 +241,12 @@ class LoopAwarePersister(plumpy.Persister):
             _rebind(
                 bundle,
                 process.loop,
-                copy=True,  # the bundle is returned as decoded
+                copy=True,
                 registry=None if self.trusted else self.registry,
             )
+            # That walk was the bundle's first load (objects it holds were walked in
+            # place): a caller who unbundles it gets a fresh decode.
+            bundle._loaded = True
         except LoopAwarePersistError as error:
             msg = f"The checkpoint of {process.pid} would not reload: {error}"
             raise EncodeError(msg) from error

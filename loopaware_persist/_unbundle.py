@@ -882,7 +882,9 @@ def unbundle(
         bundle names: only for bundles you wrote yourself)
     :param copy: load from a copy, leaving ``bundle`` untouched and reusable (``False``
         only for a bundle nobody else holds, e.g. one just decoded). Values a hook
-        decoded are never copied.
+        decoded are never copied: an object's attributes are walked in place (a
+        snapshot it holds becomes a future), so a plain bundle holding such an object
+        loads once; a :class:`LoopAwareBundle` decodes its record afresh instead.
     :param extra: more entries for plumpy's ``LoadSaveContext`` (``communicator``,
         ``logger``, ``loader``: a plumpy ``ObjectLoader`` that resolves the stored class
         identifiers; what it resolves is still checked against the allow-list)

@@ -396,3 +396,18 @@ def test_a_deep_chain_of_objects_is_walked_without_recursion(copy: bool) -> None
 
 
 # endregion
+
+
+def test_the_bundle_check_save_returns_still_loads_anywhere() -> None:
+    """check_save (verify) runs the load's walk on the bundle it returns; unbundling that
+    bundle afterwards, onto any loop, starts from a fresh decode."""
+    with open_persister("memory://", allow=["tests.processes"]) as s:
+        with new_loop() as a:
+            chain = drive("chain", a, listener=False)
+            assert chain.ctx is not None
+            chain.ctx.holder = Opaque([a.create_future()])
+            bundle = s.check_save(chain)
+        with new_loop() as b:
+            process = bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+            assert process.ctx is not None
+            assert process.ctx.holder.value[0].get_loop() is b
