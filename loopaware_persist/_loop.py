@@ -3,25 +3,32 @@
 :class:`LoopContext` names the target loop once; every future that a load
 creates, ours or plumpy's, must end up on it. plumpy creates some futures
 without a loop (``Process._future`` on load, ``Waiting._waiting_future``,
-``on_paused``), so they take whatever loop is *current* in the thread doing the
-load. Instead of patching plumpy, :meth:`LoopContext.run` runs the load where
-the target loop is current:
+``on_paused``): they take ``asyncio.get_running_loop()``, else the current
+loop, of the thread doing the load (plumpy's ``get_or_create_event_loop``).
+Instead of patching plumpy, :meth:`LoopContext.run` runs the load where the
+target loop is the one asyncio reports:
 
-* on the calling thread, when the target loop is the one running there;
-* on the loop's own thread (``call_soon_threadsafe``), when it runs elsewhere;
-* on a short-lived binder thread whose current loop is set to the target,
-  when the target is not running at all — the caller's thread is never touched.
+* inline, when the target loop is the one running in the calling thread;
+* on the loop's own thread (``call_soon_threadsafe``, in a copy of the
+  caller's context variables), when it runs in another thread;
+* otherwise on the **calling thread**, with the target installed as the
+  thread's running loop for the synchronous stretch of the call (displacing
+  the loop of the coroutine that calls, if any) and the previous one put back
+  afterwards, whatever happens. No helper threads: the load sees the caller's
+  thread-locals, database sessions (AiiDA's SQLAlchemy session is per thread)
+  and context variables.
 
-It never creates or sets a loop in the caller's thread.
+It never creates a loop, and never sets one: the event-loop policy's
+"current loop" is not touched at all (the comment on ``_set_running_loop`` says why).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
+import contextvars
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -33,16 +40,26 @@ __all__ = ("LoopContext",)
 
 R = TypeVar("R")
 
-# Which loop our binder made current in this thread, so that a nested run()
-# inside a binder call runs inline instead of queueing behind itself.
-_bound = threading.local()
+# asyncio's per-thread running-loop slot. These two are exported by asyncio (in
+# asyncio.events.__all__, re-exported as asyncio._get_running_loop/_set_running_loop)
+# for event-loop implementations (uvloop, nest_asyncio use them), have kept their
+# meaning since Python 3.7 and exist on 3.11-3.14. We use them rather than
+# asyncio.set_event_loop(), because setting the *current* loop cannot be undone
+# exactly with public API: on 3.11-3.13 the policy remembers that set_event_loop was
+# called in the main thread (a later asyncio.get_event_loop() there then raises
+# instead of creating a loop), reading the current loop back may create one, and the
+# policy accessors are deprecated in 3.14. Every asyncio and plumpy lookup of "the
+# loop" (get_running_loop, get_event_loop, Future() without a loop, plumpy's
+# get_or_create_event_loop) asks the running-loop slot first, so installing the
+# target there makes it current for exactly the synchronous stretch we need.
+_get_running_loop = asyncio._get_running_loop
+_set_running_loop = asyncio._set_running_loop
 
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
+# The loops this thread displaced with _as_running() and has not put back yet. A
+# loop in it is running on *this* thread, further up the stack, so it cannot be
+# reached with call_soon_threadsafe (we would wait for ourselves): it is installed
+# again instead.
+_displaced = threading.local()
 
 
 def _check_open(loop: asyncio.AbstractEventLoop) -> None:
@@ -54,60 +71,82 @@ def _check_open(loop: asyncio.AbstractEventLoop) -> None:
         raise NoEventLoopError(msg)
 
 
-@contextlib.contextmanager
-def _current(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
-    """Make ``loop`` the current loop of this (binder) thread for the block."""
-    asyncio.set_event_loop(loop)
-    _bound.loop = loop
+def _as_running(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -> R:
+    """Call ``fn(*args)`` on this thread with ``loop`` installed as its running loop.
+
+    What was installed before (a coroutine's loop, or none) is put back exactly,
+    even if ``fn`` raises. ``fn`` is synchronous, so no task of the displaced loop
+    can run meanwhile.
+    """
+    previous = _get_running_loop()
+    stack: list[asyncio.AbstractEventLoop | None] | None = getattr(_displaced, "stack", None)
+    if stack is None:
+        stack = _displaced.stack = []
+    stack.append(previous)
+    _set_running_loop(loop)
     try:
-        yield
+        return fn(*args)
     finally:
-        _bound.loop = None
-        asyncio.set_event_loop(None)
+        _set_running_loop(previous)
+        stack.pop()
 
 
-def _on_binder_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -> R:
-    outcome: list[Any] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            with _current(loop):
-                outcome.append(fn(*args))
-        except BaseException as error:
-            failure.append(error)
-
-    thread = threading.Thread(target=target, name="loopaware-bind", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]  # type: ignore[no-any-return]
+def _runs_here(loop: asyncio.AbstractEventLoop) -> bool:
+    """:return: whether ``loop`` runs on this thread, displaced by :func:`_as_running`"""
+    return loop in getattr(_displaced, "stack", ())
 
 
-def _on_loop_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -> R:
-    result: concurrent.futures.Future[R] = concurrent.futures.Future()
-    claim = threading.Lock()
+class _Hop:
+    """``fn(*args)`` queued on the thread of a loop that runs elsewhere.
 
-    def call() -> None:
-        if not claim.acquire(blocking=False):
-            return  # the caller gave up waiting for the loop and ran it elsewhere
-        if result.set_running_or_notify_cancel():
+    If that loop stops before it gets to the call, the caller takes the work back
+    (once: a lock decides who runs it) and runs it on its own thread.
+    """
+
+    __slots__ = ("args", "claim", "fn", "loop", "result")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: Any) -> None:
+        self.loop, self.fn, self.args = loop, fn, args
+        self.result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.claim = threading.Lock()
+        # The caller's context variables go along (a copy, as asyncio does for callbacks).
+        loop.call_soon_threadsafe(self._call, context=contextvars.copy_context())
+
+    def _call(self) -> None:
+        if not self.claim.acquire(blocking=False):
+            return  # the caller gave up waiting for the loop and ran it itself
+        if self.result.set_running_or_notify_cancel():
             try:
-                result.set_result(fn(*args))
+                self.result.set_result(self.fn(*self.args))
             except BaseException as error:
-                result.set_exception(error)
+                self.result.set_exception(error)
 
-    loop.call_soon_threadsafe(call)
-    while True:
-        try:
-            return result.result(timeout=0.05)
-        except concurrent.futures.TimeoutError:
-            # The loop may have stopped after is_running() said yes; then our
-            # callback waits in its queue forever. Take the work back (once).
-            if not loop.is_running() and claim.acquire(blocking=False):
-                _check_open(loop)
-                return _on_binder_thread(loop, fn, *args)
+    def take_back(self) -> bool:
+        """:return: whether the loop stopped with the call still queued (now ours to run)"""
+        # The loop may have stopped after is_running() said yes; then the call waits
+        # in its queue forever.
+        return not self.loop.is_running() and self.claim.acquire(blocking=False)
+
+    def run_here(self) -> Any:
+        _check_open(self.loop)
+        return _as_running(self.loop, self.fn, *self.args)
+
+    def wait(self) -> Any:
+        while True:
+            try:
+                return self.result.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                if self.take_back():
+                    return self.run_here()
+
+    async def await_(self) -> Any:
+        waiting = asyncio.wrap_future(self.result)
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiting), 0.05)
+            except TimeoutError:
+                if self.take_back():
+                    return self.run_here()
 
 
 @attrs.frozen(init=False)
@@ -129,7 +168,7 @@ class LoopContext:
 
     @staticmethod
     def _running_or_raise() -> asyncio.AbstractEventLoop:
-        running = _running_loop()
+        running = _get_running_loop()
         if running is None:
             thread = threading.current_thread().name
             msg = (
@@ -165,13 +204,17 @@ class LoopContext:
 
     def is_current_thread(self) -> bool:
         """:return: whether the target loop may be touched directly from this thread"""
-        return _running_loop() is self.loop or getattr(_bound, "loop", None) is self.loop
+        return _get_running_loop() is self.loop
 
     def run(self, fn: Callable[..., R], *args: Any) -> R:
-        """Call ``fn(*args)`` where the target loop is the current loop, and return its result.
+        """Call ``fn(*args)`` where the target loop is the running loop, and return its result.
 
-        Blocks until done. From a coroutine on another loop this blocks that loop for
-        the duration of the call; use :meth:`arun` there to keep it responsive.
+        On the loop's own thread if it runs in another one, else on the calling thread
+        (with the target installed as its running loop for the call, then the previous
+        one put back). Blocks until done: from a coroutine on another loop it blocks
+        that loop for the call; use :meth:`arun` there when the target runs elsewhere.
+        As in any code a coroutine calls, ``fn`` must not start an event loop itself
+        (``asyncio.run``, ``loop.run_until_complete``): a loop is running while it runs.
 
         :param fn: what to call; any loop-less future it creates lands on the target loop
         :param args: positional arguments for ``fn``
@@ -180,21 +223,28 @@ class LoopContext:
         """
         loop = self.loop
         _check_open(loop)
-        if self.is_current_thread():
+        if _get_running_loop() is loop:
             return fn(*args)
-        if loop.is_running():
-            return _on_loop_thread(loop, fn, *args)
-        return _on_binder_thread(loop, fn, *args)
+        if loop.is_running() and not _runs_here(loop):
+            return _Hop(loop, fn, args).wait()  # type: ignore[no-any-return]
+        return _as_running(loop, fn, *args)
 
     async def arun(self, fn: Callable[..., R], *args: Any) -> R:
-        """Like :meth:`run`, awaited from a coroutine on any loop without blocking it.
+        """Like :meth:`run`, from a coroutine on any loop.
+
+        When the target loop runs in another thread, the calling loop keeps running
+        while ``fn`` runs there; otherwise ``fn`` runs inline on the calling thread
+        (as :meth:`run` does: no helper thread, so it sees this thread's state).
 
         :param fn: what to call
         :param args: positional arguments for ``fn``
         :raises NoEventLoopError: if the target loop is closed
         :return: what ``fn`` returned
         """
-        if self.is_current_thread():
-            _check_open(self.loop)
+        loop = self.loop
+        _check_open(loop)
+        if _get_running_loop() is loop:
             return fn(*args)
-        return await asyncio.to_thread(self.run, fn, *args)
+        if loop.is_running() and not _runs_here(loop):
+            return await _Hop(loop, fn, args).await_()  # type: ignore[no-any-return]
+        return _as_running(loop, fn, *args)

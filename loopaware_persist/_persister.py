@@ -47,7 +47,7 @@ from ._errors import (
 from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
-from ._unbundle import LoopAwareBundle, audit_bundle, unbundle
+from ._unbundle import LoopAwareBundle, _rebind, unbundle
 from .codecs import Codec, available_codecs, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
@@ -267,6 +267,15 @@ class LoopAwarePersister(plumpy.Persister):
             :class:`UnsafeCheckpointError` for a codec outside :attr:`accept`
         :return: the bundle
         """
+        tree = self._decode_tree(data, key)
+        return LoopAwareBundle.wrap(
+            tree,
+            registry=self.registry,
+            trusted=self.trusted,
+            redecode=lambda: self._decode_tree(data, key),
+        )
+
+    def _decode_tree(self, data: bytes, key: CheckpointKey | None) -> dict[str, Any]:
         # trusted: records this store's own writer made, whatever their expansion.
         envelope = decode_envelope(data, max_expansion=None if self.trusted else MAX_EXPANSION)
         tree = self._codec_for(envelope.header.codec, key).decode(envelope.payload)
@@ -275,7 +284,7 @@ class LoopAwarePersister(plumpy.Persister):
                 f"Checkpoint payload is a {type(tree).__name__}, not a bundle: damaged or crafted."
             )
             raise CorruptCheckpointError(msg)
-        return LoopAwareBundle.wrap(tree, registry=self.registry, trusted=self.trusted)
+        return tree
 
     def check_save(self, process: plumpy.Process) -> plumpy.Bundle:
         """Bundle, encode and decode ``process`` without storing it: will it reload?
@@ -288,12 +297,21 @@ class LoopAwarePersister(plumpy.Persister):
 
     def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
         check_relinkable(process)
-        # Decode *and* audit: a process class outside the allow-list decodes fine and
-        # is only refused by the audit a restart runs, which is what this must predict.
+        # What a load runs before plumpy: decode, then the one walk that audits every
+        # name against the allow-list (a process class outside it decodes fine and is
+        # only refused there) and makes every snapshot a future, at any depth. The
+        # futures go on the process's own loop (we are on its thread) and are dropped.
         try:
             bundle = self.loads(data)
-            if not self.trusted:
-                audit_bundle(bundle, self.registry)
+            _rebind(
+                bundle,
+                process.loop,
+                copy=True,
+                registry=None if self.trusted else self.registry,
+            )
+            # That walk was the bundle's first load (objects it holds were walked in
+            # place): a caller who unbundles it gets a fresh decode.
+            bundle._loaded = True
         except LoopAwarePersistError as error:
             msg = f"The checkpoint of {process.pid} would not reload: {error}"
             raise EncodeError(msg) from error
@@ -518,7 +536,10 @@ class LoopAwarePersister(plumpy.Persister):
         relink: RelinkHook | None = None,
         **extra: Any,
     ) -> plumpy.Process:
-        """Load onto the calling loop, reading and decoding in a thread.
+        """Load onto the calling loop, reading the record in a thread.
+
+        The decode (whose hooks may look objects up in a per-thread database session)
+        and the load run on the calling thread, as every load does.
 
         :param pid: the process id
         :param tag: optional checkpoint tag
@@ -527,7 +548,8 @@ class LoopAwarePersister(plumpy.Persister):
         :return: the process, every future on the running loop
         """
         ctx = LoopContext.current()
-        bundle = await asyncio.to_thread(self.load_checkpoint, pid, tag)
+        record = await asyncio.to_thread(self.storage.get, self._key(pid, tag))
+        bundle = self.loads(record.data)
         process = unbundle(
             bundle, ctx, registry=self.registry, trusted=self.trusted, copy=False, **extra
         )

@@ -5,17 +5,24 @@
 1. **Audit** the bundle as data, before plumpy sees it: every ``!!meta``
    class name, object loader and method name, and the YAML that plumpy's
    ``Excepted`` state reads with the *unsafe* ``yaml.Loader``, must name only
-   what the allow-list permits. Nothing is imported that is not allowed.
-2. **Load** through :meth:`LoopContext.run`, so plumpy's own loop-less futures
-   (``Process._future``, ``Waiting._waiting_future``...) land on the target
-   loop; every :class:`FutureSnapshot` in the tree becomes a future there too.
+   what the allow-list permits. Nothing is imported that is not allowed. The
+   allow-list is the one the bundle was decoded with (a :class:`LoopAwareBundle`
+   carries its persister's registry); class names go through the caller's plumpy
+   ``ObjectLoader`` if the load context has one, and what it returns is checked.
+2. **Load** through :meth:`LoopContext.run`, on the caller's thread, so plumpy's
+   own loop-less futures (``Process._future``, ``Waiting._waiting_future``...)
+   land on the target loop; every :class:`FutureSnapshot` in the tree becomes a
+   future there too. Values a hook decoded are handed to plumpy as decoded.
 3. **Check** the resulting object graph with :func:`check_loop_bound`: a future
    on any other loop is a :class:`LoopBoundaryError`, never a hang later.
 
 The audit, the copy and the snapshots' rebinding are one walk of the bundle
 (:class:`_Rebind`), done where the target loop is current and before plumpy
 loads anything; the check then skips the plain-data containers that walk built
-and found free of futures, and walks everything plumpy made.
+and found free of futures, and walks everything plumpy made. The walk recurses
+for speed and starts over iteratively when a bundle is deeper than the stack, so
+any depth a codec decodes loads; ``save_checkpoint(verify=True)`` runs the same
+walk on the record it stores.
 """
 
 from __future__ import annotations
@@ -51,7 +58,7 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
-from ._registry import HookRegistry
+from ._registry import HookRegistry, Kind
 from ._snapshot import FutureSnapshot, FutureStatus, _materialise
 from ._yaml_audit import audit_yaml as _audit_yaml
 
@@ -65,21 +72,74 @@ _ATOMS = (
 )  # fmt: skip
 
 
+#: ``resolve(name, kind)``: the class a stored name stands for, checked against an allow-list.
+Resolver = Callable[[str, Kind], type]
+
+
+def _resolver(registry: HookRegistry, loader: loaders.ObjectLoader | None) -> Resolver:
+    """How a load turns the names a bundle stores into classes.
+
+    :param registry: whose allow-list decides
+    :param loader: a plumpy ``ObjectLoader`` that knows the identifiers (AiiDA has its
+        own), or ``None`` for ``module:name`` through the registry alone
+    :return: a resolver; what ``loader`` returns is still checked against the allow-list
+    """
+    if isinstance(loader, SafeObjectLoader):
+        loader = loader._loader  # what it wraps, checked against this registry
+    if loader is None or isinstance(loader, loaders.DefaultObjectLoader):
+        return registry.resolve
+    found: dict[tuple[str, Kind], type] = {}
+
+    def resolve(identifier: str, kind: Kind = "class") -> type:
+        cls = found.get((identifier, kind))
+        if cls is not None:
+            return cls
+        try:
+            obj = loader.load_object(identifier)
+        except (LoopAwarePersistError, RecursionError):
+            raise  # a RecursionError: the walk's cue to go iterative, not a refusal
+        except Exception as error:
+            msg = (
+                f"Checkpoint names {identifier!r}, which the object loader {loader!r} cannot "
+                f"load ({type(error).__name__}: {error}). Load with the loader that saved it."
+            )
+            raise UnsafeCheckpointError(msg, name=str(identifier)) from error
+        if not isinstance(obj, type) or not registry.may_revive(obj, kind):
+            what = f"{obj.__module__}:{obj.__qualname__}" if isinstance(obj, type) else repr(obj)
+            msg = (
+                f"Checkpoint names {identifier!r}, which the object loader {loader!r} resolves "
+                f"to {what}: not allowed as {kind!r}. Refused; nothing was run. If it is "
+                f"yours, allow it: open_persister(..., allow=[{what.partition(':')[0]!r}])."
+            )
+            raise UnsafeCheckpointError(msg, name=str(identifier))
+        found[(identifier, kind)] = obj
+        return obj
+
+    return resolve
+
+
 class SafeObjectLoader(loaders.ObjectLoader):
     """A plumpy ``ObjectLoader`` that imports only what the allow-list permits.
 
     :param registry: the registry whose allow-list decides
+    :param loader: another ``ObjectLoader`` that resolves the stored identifiers (AiiDA's,
+        say); what it returns is checked against the allow-list. Default: ``module:Name``
+        names, imported through the registry.
     """
 
-    def __init__(self, registry: HookRegistry) -> None:
+    def __init__(self, registry: HookRegistry, loader: loaders.ObjectLoader | None = None) -> None:
         self._registry = registry
+        self._loader = loader
+        self._resolve = _resolver(registry, loader)
 
     def load_object(self, identifier: str) -> Any:
         """:raises UnsafeCheckpointError: if ``identifier`` is not allowed"""
-        return self._registry.resolve(identifier, "class")
+        return self._resolve(identifier, "class")
 
     def identify_object(self, obj: Any) -> str:
-        """:return: the ``module:Name`` plumpy stores for ``obj``"""
+        """:return: the identifier plumpy stores for ``obj`` (the wrapped loader's, if any)"""
+        if self._loader is not None:
+            return self._loader.identify_object(obj)
         return f"{obj.__module__}:{obj.__name__}"
 
 
@@ -123,17 +183,28 @@ def _method_fields(cls: type) -> list[tuple[str, str]]:
 
 
 def _audit_savable(
-    state: dict[Any, Any], registry: HookRegistry, path: str, root: list[type]
+    state: dict[Any, Any],
+    registry: HookRegistry,
+    path: str,
+    root: list[type],
+    resolve: Resolver | None = None,
 ) -> None:
+    resolve = resolve if resolve is not None else registry.resolve
     meta = state[META]
     if not isinstance(meta, dict):
         msg = f"'!!meta' at {path} is {type(meta).__name__}, not a mapping."
         raise CorruptCheckpointError(msg)
-    if META__OBJECT_LOADER in meta:
-        registry.resolve(str(meta[META__OBJECT_LOADER]), "class")
-    if META__CLASS_NAME not in meta:
-        return
-    cls = registry.resolve(str(meta[META__CLASS_NAME]), "savable")
+    try:
+        if META__OBJECT_LOADER in meta:
+            resolve(str(meta[META__OBJECT_LOADER]), "class")
+        if META__CLASS_NAME not in meta:
+            return
+        cls = resolve(str(meta[META__CLASS_NAME]), "savable")
+    except UnsafeCheckpointError as error:
+        if path == "<bundle>":
+            raise  # the walk's audit: unbundle audits again to name the path
+        msg = f"{error} (at {path})"
+        raise UnsafeCheckpointError(msg, name=error.name) from error
     if not root:
         root.append(cls)  # the first savable met is the process being loaded
     process_cls = root[0]
@@ -148,11 +219,18 @@ def _audit_savable(
         _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
 
 
-def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None:
+def audit_bundle(
+    bundle: Any,
+    registry: HookRegistry = default_registry,
+    *,
+    loader: loaders.ObjectLoader | None = None,
+) -> None:
     """Check, as data, that loading ``bundle`` imports and runs only allowed code.
 
     :param bundle: a decoded bundle
     :param registry: whose allow-list decides
+    :param loader: the plumpy ``ObjectLoader`` the load will resolve class names with
+        (default: ``module:Name`` names); what it resolves is checked all the same
     :raises UnsafeCheckpointError: naming the first class, loader, method or YAML tag refused
     :raises CorruptCheckpointError: if plumpy's metadata is malformed
     """
@@ -162,6 +240,7 @@ def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None
     stack: list[tuple[Any, Any, Any]] = [(bundle, None, None)]
     seen: set[int] = set()  # pickle keeps shared references and cycles
     root: list[type] = []
+    resolve = _resolver(registry, loader)
     while stack:
         entry = stack.pop()
         value = entry[0]
@@ -170,7 +249,7 @@ def audit_bundle(bundle: Any, registry: HookRegistry = default_registry) -> None
         seen.add(id(value))
         if isinstance(value, dict):
             if META in value:
-                _audit_savable(value, registry, _bundle_path(entry) or "<root>", root)
+                _audit_savable(value, registry, _bundle_path(entry) or "<root>", root, resolve)
             children = [
                 (child, entry, key) for key, child in value.items() if type(child) not in atoms
             ]
@@ -198,15 +277,40 @@ def _bundle_path(entry: tuple[Any, Any, Any]) -> str:
 # region rebinding and the graph check
 
 
+def _copy_kept(value: Any) -> Any:
+    """A shallow copy of a container a hook decoded (a ``dict``/``list`` subclass), with
+    its class, items and attributes; ``value`` itself if it cannot be copied."""
+    try:
+        return pycopy.copy(value)
+    except RecursionError:
+        raise  # the walk's cue to go iterative, not a copy failure
+    except Exception:
+        return value
+
+
 class _Rebind:
     """One walk of a bundle: audit it, copy it (or not), and make its snapshots futures.
 
     :attr:`run` returns the tree with every :class:`FutureSnapshot` replaced by a
-    future on ``loop``. With ``copy`` every container is copied, so two loads of one
-    bundle share no mutable state (plumpy assigns loaded values by reference); without
-    it the tree (private and fresh from a decode) is updated in place. Either way the
-    memo keeps shared references shared (one snapshot stored twice becomes one future)
-    and makes cycles safe.
+    future on ``loop``. With ``copy`` every container of plain data (``dict``,
+    ``list``, ``set``, plumpy's bundles and frozendicts) is copied, so two loads of one
+    bundle share no such mutable state (plumpy assigns loaded values by reference);
+    without it the tree (private and fresh from a decode) is updated in place. What a
+    hook decoded is handed over as decoded, never copied: an ORM node stays the stored
+    node. A ``dict``/``list`` subclass (a hook's) is walked for snapshots and kept as
+    is, unless one of its items must change under ``copy``: then that container is
+    copied shallowly, class and attributes included, so the bundle stays reusable.
+    Any other object (one a hook built) is walked into through its instance
+    ``__dict__``, in place and without copying anything inside it: a snapshot it holds
+    becomes a future, the rest stays its own. Either way the memo keeps shared
+    references shared (one snapshot stored twice becomes one future) and makes cycles
+    safe.
+
+    The walk recurses, the fast path: a depth counter would cost loads of ordinary
+    bundles ~8 %. A bundle deeper than the stack allows raises ``RecursionError``
+    somewhere down; the walk then starts over iteratively, from the top of the stack
+    and with the same rules, so any depth a codec decodes loads, never a bare
+    ``RecursionError``.
 
     With a ``registry``, each savable's ``!!meta`` is audited as the walk meets it,
     depth-first in key order as :func:`audit_bundle` does, so the bundle is walked once
@@ -217,82 +321,275 @@ class _Rebind:
     their ids stay theirs while this object lives.
 
     :param loop: the loop futures are created on
-    :param copy: copy every container
+    :param copy: copy every container of plain data
     :param registry: audit against this allow-list (``None``: trusted, no audit)
+    :param resolve: how the audit turns a stored class name into a class (default:
+        ``registry.resolve``; an object loader's, checked against the allow-list)
     """
 
     __slots__ = ("memo", "run", "verified")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, copy: bool, registry: HookRegistry | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        copy: bool,
+        registry: HookRegistry | None,
+        resolve: Callable[[str, Any], type] | None = None,
     ) -> None:
         self.memo: dict[int, Any] = {}
         self.verified: set[int] = set()
+        audit: Callable[[dict[Any, Any]], None] | None = None
+        if registry is not None:
+            root: list[type] = []
+            resolver = resolve if resolve is not None else registry.resolve
+
+            def audit(state: dict[Any, Any]) -> None:
+                _audit_savable(state, registry, "<bundle>", root, resolver)
+
         #: ``run(tree)``: the tree, rebound
-        self.run = self._walker(loop, copy, registry)
+        self.run = self._walker(loop, copy, audit)
 
     def _walker(  # one closure, so the recursion pays no attribute lookups
-        self, loop: asyncio.AbstractEventLoop, copy: bool, registry: HookRegistry | None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        copy: bool,
+        audit: Callable[[dict[Any, Any]], None] | None,
     ) -> Callable[[Any], Any]:
         memo, verified = self.memo, self.verified
         atoms, atom_types = _ATOM_TYPES, _ATOMS
         create, finished = loop.create_future, FutureStatus.FINISHED
-        root: list[type] = []
+        plain_dicts = (dict, plumpy.Bundle, LoopAwareBundle)
 
         def ok(item: Any) -> bool:
             return type(item) in atoms or id(item) in verified
 
-        def walk(value: Any) -> Any:
-            if isinstance(value, atom_types):
+        def future_of(value: FutureSnapshot) -> asyncio.Future[Any]:
+            if value.status is finished:  # the common case, inline
+                future = create()
+                future.set_result(value.result)
+            else:
+                future = _materialise(value, loop)
+            memo[id(value)] = future
+            verified.add(id(future))
+            return future
+
+        def make_walk(copy: bool) -> Callable[[Any], Any]:
+            def walk(value: Any) -> Any:
+                if isinstance(value, atom_types):
+                    return value
+                key = id(value)
+                if key in memo:
+                    return memo[key]
+                if isinstance(value, FutureSnapshot):
+                    if value.status is finished:  # the common case, inline
+                        future = create()
+                        future.set_result(value.result)
+                    else:
+                        future = _materialise(value, loop)
+                    memo[key] = future
+                    verified.add(id(future))
+                    return future
+                plain = True
+                if isinstance(value, dict):
+                    if audit is not None and META in value:
+                        audit(value)
+                    target = value
+                    kept = False  # a hook's dict subclass, kept as is unless an item changes
+                    if copy:
+                        cls = value.__class__
+                        if cls is dict:
+                            target = value.copy()
+                        elif cls in plain_dicts:
+                            target = cls.__new__(cls)
+                            dict.update(target, value)
+                        else:
+                            kept = True
+                    memo[key] = target
+                    for k, child in value.items():
+                        if type(child) in atoms:
+                            continue
+                        new = walk(child)
+                        if plain and id(new) not in verified:
+                            plain = False
+                        if new is not child:
+                            if kept and target is value:
+                                target = memo[key] = _copy_kept(value)
+                            dict.__setitem__(target, k, new)
+                    if plain:
+                        verified.add(id(target))
+                    return target
+                if type(value) is list:
+                    target_list = value.copy() if copy else value
+                    memo[key] = target_list
+                    for i, child in enumerate(value):
+                        if type(child) in atoms:
+                            continue
+                        new = target_list[i] = walk(child)
+                        if plain and id(new) not in verified:
+                            plain = False
+                    if plain:
+                        verified.add(id(target_list))
+                    return target_list
+                if isinstance(value, list):  # a hook's list subclass: kept unless an item changes
+                    sub = value
+                    memo[key] = sub
+                    for i, child in enumerate(value):
+                        if type(child) in atoms:
+                            continue
+                        new = walk(child)
+                        if plain and id(new) not in verified:
+                            plain = False
+                        if new is not child:
+                            if copy and sub is value:
+                                sub = memo[key] = _copy_kept(value)
+                            list.__setitem__(sub, i, new)
+                    if plain:
+                        verified.add(id(sub))
+                    return sub
+                if type(value) is set:
+                    target_set: set[Any] = set() if copy else value
+                    memo[key] = target_set
+                    items = [walk(child) for child in value]
+                    if copy or any(a is not b for a, b in zip(items, value, strict=True)):
+                        target_set.clear()
+                        target_set.update(items)
+                    if all(map(ok, items)):
+                        verified.add(id(target_set))
+                    return target_set
+                if type(value) in (tuple, frozenset):
+                    items = [walk(child) for child in value]
+                    rebuilt = value
+                    if any(a is not b for a, b in zip(items, value, strict=True)):
+                        rebuilt = type(value)(items)
+                    memo[key] = rebuilt
+                    if all(map(ok, items)):
+                        verified.add(id(rebuilt))
+                    return rebuilt
+                if isinstance(value, Frozendict):
+                    # Its items, not a temporary dict, go through the walk: the memo is keyed
+                    # by id(), and a temporary freed meanwhile could lend its id to another.
+                    walked = {k: walk(child) for k, child in value.items()}
+                    memo[key] = frozen = type(value)(walked)
+                    if all(map(ok, walked.values())):
+                        verified.add(id(frozen))
+                    return frozen
+                # Anything else is a value a hook decoded: handed over as decoded.
+                return into(value)
+
+            return walk
+
+        def into(value: Any) -> Any:
+            """Walk the attributes of an object a hook decoded, in place: a snapshot it
+            holds becomes a future, and nothing of it is copied (an ORM node stays that
+            node, and containers inside it stay its own)."""
+            attrs = _attributes_of(value)
+            if attrs is None:
                 return value
+            memo[id(value)] = value
+            for name, child in list(attrs.items()):
+                if type(child) in atoms:
+                    continue
+                new = keep(child)
+                if new is not child:
+                    attrs[name] = new
+            # Never marked verified: slots are not walked, so the loop check still looks.
+            return value
+
+        keep = make_walk(False)
+        walk = make_walk(True) if copy else keep
+
+        # region the iterative twin, for what lies deeper than `limit`
+        #
+        # Each container is a generator that yields its children one by one and is sent
+        # back what each became, so the walk keeps its own stack on the heap. The rules
+        # are walk()'s, line for line; only the recursion is replaced.
+
+        def leaf(value: Any) -> tuple[bool, Any]:
+            """:return: (True, what ``value`` becomes) unless it is a container to enter"""
+            if isinstance(value, atom_types):
+                return True, value
             key = id(value)
             if key in memo:
-                return memo[key]
+                return True, memo[key]
             if isinstance(value, FutureSnapshot):
-                if value.status is finished:  # the common case, inline
-                    future = create()
-                    future.set_result(value.result)
-                else:
-                    future = _materialise(value, loop)
-                memo[key] = future
-                verified.add(id(future))
-                return future
+                future = made.get(key)
+                if future is not None:  # made by the recursive attempt: stays shared
+                    memo[key] = future
+                    return True, future
+                return True, future_of(value)
+            if isinstance(value, (dict, list, Frozendict)) or type(value) in (
+                set,
+                tuple,
+                frozenset,
+            ):
+                return False, None
+            if _attributes_of(value) is not None:
+                return False, None
+            return True, value
+
+        def visit(value: Any, copy: bool) -> Any:  # a generator: yields (child, copy), is
+            key = id(value)  # sent back what each child became
             plain = True
+            if not (
+                isinstance(value, (dict, list, Frozendict))
+                or type(value) in (set, tuple, frozenset)
+            ):
+                attrs = _attributes_of(value)
+                assert attrs is not None  # leaf() let only such objects in
+                memo[key] = value
+                for name, child in list(attrs.items()):
+                    if type(child) in atoms:
+                        continue
+                    new = yield child, False  # an object's insides are never copied
+                    if new is not child:
+                        attrs[name] = new
+                return value
             if isinstance(value, dict):
-                if registry is not None and META in value:
-                    _audit_savable(value, registry, "<bundle>", root)
+                if audit is not None and META in value:
+                    audit(value)
                 target = value
-                if copy:
+                kept = copy and value.__class__ not in plain_dicts
+                if copy and not kept:
                     target = value.__class__.__new__(value.__class__)
                     dict.update(target, value)
                 memo[key] = target
-                for k, child in value.items():
+                for k, child in list(value.items()):
                     if type(child) in atoms:
                         continue
-                    new = walk(child)
+                    new = yield child, copy
                     if plain and id(new) not in verified:
                         plain = False
-                    if new is not child or copy:
+                    if new is not child:
+                        if kept and target is value:
+                            target = memo[key] = _copy_kept(value)
                         dict.__setitem__(target, k, new)
                 if plain:
                     verified.add(id(target))
                 return target
-            if type(value) is list:
-                target_list = list(value) if copy else value
+            if isinstance(value, list):
+                exact = value.__class__ is list
+                target_list = list(value) if copy and exact else value
+                kept = copy and not exact
                 memo[key] = target_list
-                for i, child in enumerate(value):
+                for i, child in enumerate(list(value)):
                     if type(child) in atoms:
                         continue
-                    new = target_list[i] = walk(child)
+                    new = yield child, copy
                     if plain and id(new) not in verified:
                         plain = False
+                    if new is not child:
+                        if kept and target_list is value:
+                            target_list = memo[key] = _copy_kept(value)
+                        list.__setitem__(target_list, i, new)
                 if plain:
                     verified.add(id(target_list))
                 return target_list
             if type(value) is set:
                 target_set: set[Any] = set() if copy else value
                 memo[key] = target_set
-                items = [walk(child) for child in value]
+                items = []
+                for child in list(value):
+                    items.append((yield child, copy))
                 if copy or any(a is not b for a, b in zip(items, value, strict=True)):
                     target_set.clear()
                     target_set.update(items)
@@ -300,7 +597,9 @@ class _Rebind:
                     verified.add(id(target_set))
                 return target_set
             if type(value) in (tuple, frozenset):
-                items = [walk(child) for child in value]
+                items = []
+                for child in value:
+                    items.append((yield child, copy))
                 rebuilt = value
                 if any(a is not b for a, b in zip(items, value, strict=True)):
                     rebuilt = type(value)(items)
@@ -308,24 +607,56 @@ class _Rebind:
                 if all(map(ok, items)):
                     verified.add(id(rebuilt))
                 return rebuilt
-            if isinstance(value, Frozendict):
-                # Its items, not a temporary dict, go through the walk: the memo is keyed
-                # by id(), and a temporary freed meanwhile could lend its id to another.
-                walked = {k: walk(child) for k, child in value.items()}
-                memo[key] = frozen = type(value)(walked)
-                if all(map(ok, walked.values())):
-                    verified.add(id(frozen))
-                return frozen
-            if copy:
-                try:
-                    memo[key] = duplicate = pycopy.deepcopy(value, memo)
-                except Exception:
-                    memo[key] = value
-                    return value
-                return duplicate
-            return value
+            walked = {}
+            for k, child in cast(Frozendict, value).items():
+                walked[k] = yield child, copy
+            memo[key] = frozen = type(value)(walked)
+            if all(map(ok, walked.values())):
+                verified.add(id(frozen))
+            return frozen
 
-        return walk
+        made: dict[int, asyncio.Future[Any]] = {}
+
+        def run(tree: Any) -> Any:
+            try:
+                return walk(tree)
+            except RecursionError:
+                pass  # deeper than this thread's stack: start over, iteratively
+            # What the recursive attempt left is unreliable: containers half done, and
+            # (without copy) objects it replaced in place freed, their ids free for reuse.
+            # Only its futures are kept, by snapshot: a snapshot still in the tree was
+            # alive all along, so its id is its own; the others are never met again.
+            made.update(
+                (key, done)
+                for key, done in memo.items()
+                if isinstance(done, asyncio.Future) and id(done) in verified
+            )
+            memo.clear()
+            verified.clear()
+            if isinstance(tree, (*atom_types, FutureSnapshot)):
+                return walk(tree)
+            return deep(tree)
+
+        def deep(root: Any) -> Any:
+            stack: list[Any] = []
+            current = visit(root, copy)
+            sent: Any = None
+            while True:
+                try:
+                    child, copying = current.send(sent)
+                except StopIteration as stop:
+                    if not stack:
+                        return stop.value
+                    current, sent = stack.pop(), stop.value
+                    continue
+                done, sent = leaf(child)
+                if not done:
+                    stack.append(current)
+                    current = visit(child, copying)
+
+        # endregion
+
+        return run
 
 
 _SKIP = (
@@ -344,6 +675,18 @@ _SKIP = (
     weakref.WeakValueDictionary,
     asyncio.Handle,
 )
+
+
+def _attributes_of(value: Any) -> dict[str, Any] | None:
+    """:return: the instance ``__dict__`` of an object the load walks into, else ``None``
+    (no ``__dict__``, or one of the types a loader supplies rather than restores)"""
+    if isinstance(value, (*_SKIP, asyncio.Future)):
+        return None
+    try:
+        attrs = object.__getattribute__(value, "__dict__")  # no __getattr__ of theirs runs
+    except AttributeError:
+        return None
+    return attrs if type(attrs) is dict else None
 
 
 def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
@@ -438,6 +781,33 @@ def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int])
 # endregion
 
 
+def _rebind(
+    bundle: Any,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    copy: bool,
+    registry: HookRegistry | None,
+    loader: loaders.ObjectLoader | None = None,
+) -> tuple[Any, _Rebind]:
+    """Audit ``bundle`` and make its snapshots futures on ``loop``: the first half of a load.
+
+    :param registry: audit against this allow-list (``None``: trusted, no audit)
+    :param loader: the ``ObjectLoader`` the load resolves class names with
+    :raises UnsafeCheckpointError: naming the path of the first name refused
+    :return: the rebound tree and the walk (whose memo keeps what it verified alive)
+    """
+    resolve = _resolver(registry, loader) if registry is not None else None
+    walk = _Rebind(loop, copy, registry, resolve)
+    try:
+        return walk.run(bundle), walk
+    except LoopAwarePersistError:
+        # Futures made so far are dropped: restored failures count as observed, so
+        # asyncio logs nothing for them.
+        if registry is not None:
+            audit_bundle(bundle, registry, loader=loader)  # the same refusal, naming its path
+        raise
+
+
 def unbundle(
     bundle: Any,
     ctx: LoopContext | None = None,
@@ -454,12 +824,18 @@ def unbundle(
 
     :param bundle: a decoded plumpy bundle (``FutureSnapshot`` values become futures)
     :param ctx: the target loop (default: the loop running in this thread)
-    :param registry: whose allow-list decides what may be revived (default registry)
+    :param registry: whose allow-list decides what may be revived (default: the one a
+        :class:`LoopAwareBundle` was decoded with, else ``default_registry``)
     :param trusted: skip the allow-list audit and use plumpy's own loader (runs what the
         bundle names: only for bundles you wrote yourself)
     :param copy: load from a copy, leaving ``bundle`` untouched and reusable (``False``
-        only for a bundle nobody else holds, e.g. one just decoded)
-    :param extra: more entries for plumpy's ``LoadSaveContext`` (``communicator``, ``logger``)
+        only for a bundle nobody else holds, e.g. one just decoded). Values a hook
+        decoded are never copied: an object's attributes are walked in place (a
+        snapshot it holds becomes a future), so a plain bundle holding such an object
+        loads once; a :class:`LoopAwareBundle` decodes its record afresh instead.
+    :param extra: more entries for plumpy's ``LoadSaveContext`` (``communicator``,
+        ``logger``, ``loader``: a plumpy ``ObjectLoader`` that resolves the stored class
+        identifiers; what it resolves is still checked against the allow-list)
     :raises NoEventLoopError: if there is no target loop or it is closed
     :raises UnsafeCheckpointError: if the bundle names anything outside the allow-list
     :raises LoopBoundaryError: if a future of the result belongs to another loop
@@ -467,23 +843,30 @@ def unbundle(
     :return: the loaded object, usually a ``plumpy.Process``
     """
     ctx = ctx if ctx is not None else LoopContext()
-    registry = registry if registry is not None else default_registry
+    if isinstance(bundle, LoopAwareBundle):
+        if registry is None:
+            registry = bundle._registry
+        if copy:
+            bundle, copy = bundle._tree_for_load()
+    elif registry is None:
+        registry = default_registry
+    loader = extra.get("loader")
     if not trusted:
-        extra.setdefault("loader", SafeObjectLoader(registry))
+        # A loader of the caller's (AiiDA's, say) resolves identifiers; ours checks what
+        # it resolves, in the audit and again when plumpy asks.
+        given = None if isinstance(loader, loaders.DefaultObjectLoader) else loader
+        if not isinstance(given, SafeObjectLoader):
+            extra["loader"] = SafeObjectLoader(registry, loader=given)
     loop = ctx.loop
-    # One walk audits, copies and rebinds; it runs where the loop is current, before
-    # plumpy sees anything, and whatever it refuses fails the load before any import.
-    walk = _Rebind(loop, copy, None if trusted else registry)
+    walks: list[_Rebind] = []
 
     def load() -> plumpy.Savable:
-        try:
-            tree = walk.run(bundle)
-        except LoopAwarePersistError:
-            # Futures made so far are dropped: restored failures count as observed, so
-            # asyncio logs nothing for them.
-            if not trusted:
-                audit_bundle(bundle, registry)  # the same refusal, naming its path
-            raise
+        # One walk audits, copies and rebinds; it runs where the loop is current, before
+        # plumpy sees anything, and whatever it refuses fails the load before any import.
+        tree, walk = _rebind(
+            bundle, loop, copy=copy, registry=None if trusted else registry, loader=loader
+        )
+        walks.append(walk)
         try:
             return plumpy.Savable.load(tree, ctx.load_context(**extra))
         except LoopAwarePersistError:
@@ -500,7 +883,7 @@ def unbundle(
     obj = ctx.run(load)
     # What the walk built and found free of futures is not walked again (its memo keeps
     # those containers, and so their ids, alive until this check is done).
-    _check_loop_bound(obj, loop, set(walk.verified))
+    _check_loop_bound(obj, loop, set(walks[0].verified))
     with contextlib.suppress(TypeError):  # not weak-referenceable or not hashable
         _VERIFIED[obj] = loop
     return obj
@@ -522,37 +905,68 @@ def verified_on(obj: Any, loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
+_FIRST_LOAD = threading.Lock()
+
+
 class LoopAwareBundle(plumpy.Bundle):
     """A ``plumpy.Bundle`` whose own :meth:`unbundle` is loop-safe and allow-list checked.
 
     plumpy's ``ProcessLauncher`` and AiiDA call ``bundle.unbundle(load_context)``
     themselves; this routes that call through :func:`unbundle`, taking the target
-    loop from ``load_context.loop`` (or the running loop; never a new one).
+    loop from ``load_context.loop`` (else ``load_context.runner.loop``, else the running
+    loop; never a new one).
+
+    It carries the registry it was decoded with (the allow-list and hooks of the
+    persister that read it), which :func:`unbundle` uses unless given another, and a
+    way to decode its record again: the first load hands plumpy the values the hooks
+    decoded (an ORM node stays the stored node), and every later load decodes afresh,
+    so two loads never share a mutable value.
     """
 
     _registry: HookRegistry = default_registry
     _trusted: bool = False
+    _redecode: Callable[[], dict[str, Any]] | None = None
+    _loaded: bool = False
 
     @classmethod
     def wrap(
-        cls, tree: dict[str, Any], *, registry: HookRegistry, trusted: bool
+        cls,
+        tree: dict[str, Any],
+        *,
+        registry: HookRegistry,
+        trusted: bool,
+        redecode: Callable[[], dict[str, Any]] | None = None,
     ) -> LoopAwareBundle:
         """:param tree: a decoded bundle
         :param registry: the allow-list to load with
         :param trusted: whether to skip the allow-list audit
+        :param redecode: decodes the same record again, for a second load of this bundle
         :return: the same content as a :class:`LoopAwareBundle`
         """
         bundle = cls.__new__(cls)
         dict.update(bundle, tree)
         bundle._registry = registry
         bundle._trusted = trusted
+        bundle._redecode = redecode
         return bundle
 
-    def unbundle(self, load_context: plumpy.LoadSaveContext | None = None) -> plumpy.Savable:
-        """Load the bundle onto ``load_context.loop`` (or the running loop).
+    def _tree_for_load(self) -> tuple[Any, bool]:
+        """:return: what a load that must leave this bundle reusable walks, and whether
+        it must copy it: this bundle the first time, a fresh decode of its record after"""
+        if self._redecode is None:
+            return self, True
+        with _FIRST_LOAD:  # concurrent loads of one bundle cannot both be first
+            first, self._loaded = not self._loaded, True
+        if first:
+            return self, True
+        return self._redecode(), False
 
-        :param load_context: plumpy's context; ``loop``, ``communicator``, ``logger`` and
-            ``loader`` entries are honoured
+    def unbundle(self, load_context: plumpy.LoadSaveContext | None = None) -> plumpy.Savable:
+        """Load the bundle onto ``load_context.loop`` (else ``load_context.runner.loop``,
+        else the running loop).
+
+        :param load_context: plumpy's context; ``loop``, ``runner``, ``communicator``,
+            ``logger`` and ``loader`` entries are honoured
         :raises NoEventLoopError: if the context has no loop and none is running
         :raises UnlinkedAwaitableError: if a loaded WorkChain awaits a pending future that
             belongs to no process (see :func:`relink_awaited`)
@@ -563,9 +977,9 @@ class LoopAwareBundle(plumpy.Bundle):
         if load_context is not None:
             extra = dict(cast(Any, load_context)._values)
             loop = extra.pop("loop", None)
-            if load_context.loader is not None and not isinstance(
-                load_context.loader, loaders.DefaultObjectLoader
-            ):
+            if loop is None:  # AiiDA's contexts carry a runner, which owns a loop
+                loop = getattr(extra.get("runner"), "loop", None)
+            if load_context.loader is not None:
                 extra["loader"] = load_context.loader
         obj = unbundle(
             self, LoopContext(loop=loop), registry=self._registry, trusted=self._trusted, **extra

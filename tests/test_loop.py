@@ -17,10 +17,24 @@ from tests.strategies import Caller, caller
 CALLERS = pytest.mark.parametrize("kind", list(Caller), ids=lambda c: c.name)
 
 
-def _policy_state() -> tuple[Any, bool]:
-    """The main thread's loop slot, read without asyncio.get_event_loop() (which may create one)."""
-    local = asyncio.get_event_loop_policy()._local
-    return local._loop, local._set_called
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    """The calling thread's current loop, by public API only.
+
+    ``asyncio.get_event_loop()`` creates a loop in a main thread where none was ever
+    set (3.11-3.13), so the autouse fixture below sets ``None`` first: from then on it
+    raises instead, on every Python.
+    """
+    try:
+        return asyncio.get_event_loop()
+    except RuntimeError:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _no_current_loop() -> Iterator[None]:
+    asyncio.set_event_loop(None)
+    yield
+    asyncio.set_event_loop(None)
 
 
 def _in_fresh_thread(fn: Callable[[], Any]) -> Any:
@@ -62,7 +76,7 @@ def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 def test_no_running_loop_is_no_event_loop_error() -> None:
-    before = _policy_state()
+    before = _current_loop()
     with pytest.raises(NoEventLoopError) as info:
         LoopContext()
     message = str(info.value)
@@ -70,14 +84,14 @@ def test_no_running_loop_is_no_event_loop_error() -> None:
     assert "get_running_loop" in message  # and what it tried
     assert "tried" in message
     assert isinstance(info.value, RuntimeError)
-    assert _policy_state() == before  # no loop was created or set in the main thread
+    assert _current_loop() == before  # no loop was created or set in the main thread
 
 
 def test_current_without_running_loop_is_no_event_loop_error() -> None:
-    before = _policy_state()
+    before = _current_loop()
     with pytest.raises(NoEventLoopError, match="loop="):
         LoopContext.current()
-    assert _policy_state() == before
+    assert _current_loop() == before
 
 
 def test_no_loop_in_worker_thread_creates_none() -> None:
@@ -96,13 +110,13 @@ def test_no_loop_in_worker_thread_creates_none() -> None:
 
 def test_current_loop_is_not_used_only_the_running_one(loop: asyncio.AbstractEventLoop) -> None:
     """A loop that is merely *set* current (plumpy's fallback) is not a running loop."""
-    before = _policy_state()
+    before = _current_loop()
     asyncio.set_event_loop(loop)
     try:
         with pytest.raises(NoEventLoopError):
             LoopContext()
     finally:
-        asyncio.set_event_loop(before[0])
+        asyncio.set_event_loop(before)
 
 
 def test_closed_loop_is_no_event_loop_error() -> None:
@@ -231,6 +245,10 @@ def test_run_executes_where_target_is_current(kind: Caller) -> None:
         if kind is Caller.MAIN_OTHER_CURRENT:
             # the caller's thread was not touched: A is still its current loop
             assert setup.seen_current == [setup.other]
+        if kind is Caller.WORKER_NO_LOOP:
+            assert where["thread"] == "caller-worker"  # no helper thread
+        elif kind is not Caller.TARGET_RUNS_ELSEWHERE:
+            assert where["thread"] == threading.current_thread().name
 
 
 @CALLERS
@@ -305,10 +323,10 @@ def test_run_from_worker_leaves_worker_without_loop(loop: asyncio.AbstractEventL
 
 
 def test_run_from_main_leaves_policy_untouched(loop: asyncio.AbstractEventLoop) -> None:
-    before = _policy_state()
+    before = _current_loop()
     assert LoopContext(loop).run(asyncio.get_event_loop) is loop
     restore_future(FutureSnapshot.pending(), LoopContext(loop))
-    assert _policy_state() == before
+    assert _current_loop() == before
     assert _in_fresh_thread(_thread_has_no_loop)
 
 
@@ -352,6 +370,7 @@ def test_arun_from_another_loop(
     where = other_loop.run_until_complete(main())
     assert where["event_loop"] is loop
     assert where["loopless_future"].get_loop() is loop
+    assert where["thread"] == threading.current_thread().name
 
 
 def test_arun_onto_loop_running_elsewhere(
@@ -378,20 +397,37 @@ def test_arun_on_target_itself_is_inline(loop: asyncio.AbstractEventLoop) -> Non
 
 
 def test_arun_keeps_calling_loop_responsive(
-    loop: asyncio.AbstractEventLoop, other_loop: asyncio.AbstractEventLoop
+    running_loop: asyncio.AbstractEventLoop, other_loop: asyncio.AbstractEventLoop
 ) -> None:
-    """fn waits for a task on the *calling* loop A; if arun blocked A this could never finish."""
+    """B runs elsewhere; fn waits there for a callback of the *calling* loop A: if arun
+    blocked A while B works, this could never finish."""
     released = threading.Event()
 
     def fn() -> Any:
         assert released.wait(timeout=30), "the calling loop was blocked by arun"
-        return asyncio.get_event_loop()
+        return asyncio.get_running_loop()
 
     async def main() -> Any:
         asyncio.get_running_loop().call_soon(released.set)
-        return await LoopContext(loop).arun(fn)
+        return await LoopContext(running_loop).arun(fn)
 
-    assert other_loop.run_until_complete(main()) is loop
+    assert other_loop.run_until_complete(main()) is running_loop
+
+
+def test_arun_onto_an_idle_loop_runs_on_the_calling_thread(
+    loop: asyncio.AbstractEventLoop, other_loop: asyncio.AbstractEventLoop
+) -> None:
+    """No helper thread: the caller's thread-locals are what fn sees."""
+    local = threading.local()
+    local.value = "caller's"
+
+    async def main() -> tuple[Any, Any, Any]:
+        seen = await LoopContext(loop).arun(
+            lambda: (getattr(local, "value", None), asyncio.get_running_loop())
+        )
+        return (*seen, asyncio.get_running_loop())
+
+    assert other_loop.run_until_complete(main()) == ("caller's", loop, other_loop)
 
 
 def test_arun_propagates_exceptions(

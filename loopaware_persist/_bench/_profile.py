@@ -71,7 +71,7 @@ def _jobs(
     elif kind == "unbundle" and rest in cases:
         memory = stack.enter_context(open_persister("memory://"))
         memory.save_checkpoint(cases[rest].process)
-        bundle = memory.load_checkpoint(cases[rest].process.pid)
+        bundle = dict(memory.load_checkpoint(cases[rest].process.pid))  # see _rematerialise
         yield "unbundle", lambda: unbundle(bundle, LoopContext(loop=loop))
     elif kind == "restore":
         snapshots = make_snapshots(10_000)
