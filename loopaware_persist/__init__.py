@@ -1,8 +1,10 @@
 """loopaware_persist: loop-aware, safe, crash-consistent checkpoints for plumpy."""
 
 from ._errors import (
+    ArgumentTypeError as ArgumentTypeError,
     BackendUnavailableError as BackendUnavailableError,
     CheckpointNotFoundError as CheckpointNotFoundError,
+    ConfigurationError as ConfigurationError,
     CorruptCheckpointError as CorruptCheckpointError,
     CorruptStoredRecordError as CorruptStoredRecordError,
     DecodeError as DecodeError,
@@ -56,7 +58,11 @@ from ._unbundle import (
 )
 from ._worker import (
     FencedError as FencedError,
+    FenceReason as FenceReason,
     FencingPersister as FencingPersister,
+    ShutdownFencedError as ShutdownFencedError,
+    StaleFencedError as StaleFencedError,
+    UnavailableFencedError as UnavailableFencedError,
     Worker as Worker,
     WorkerClient as WorkerClient,
     run_worker as run_worker,
@@ -69,15 +75,18 @@ from .codecs import (
 __version__ = "0.1.0.dev0"
 
 __all__ = (
+    "ArgumentTypeError",
     "BackendUnavailableError",
     "CheckpointInfo",
     "CheckpointNotFoundError",
     "Codec",
+    "ConfigurationError",
     "CorruptCheckpointError",
     "CorruptStoredRecordError",
     "DecodeError",
     "DurabilityError",
     "EncodeError",
+    "FenceReason",
     "FencedError",
     "FencingPersister",
     "ForeignException",
@@ -95,8 +104,11 @@ __all__ = (
     "MessageCodec",
     "NoEventLoopError",
     "RefusedMessage",
+    "ShutdownFencedError",
     "StaleCheckpointError",
+    "StaleFencedError",
     "StorageError",
+    "UnavailableFencedError",
     "UnknownTagError",
     "UnsafeCheckpointError",
     "Worker",

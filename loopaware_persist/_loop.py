@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import attrs
 import plumpy
 
+from ._arguments import check_optional_loop
 from ._errors import NoEventLoopError
 
 __all__ = ("LoopContext",)
@@ -118,11 +119,13 @@ class LoopContext:
         thread (and no running loop is a :class:`NoEventLoopError`). A loop is
         never created or set silently.
     :raises NoEventLoopError: if no loop is given and none is running, or the loop is closed
+    :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
     """
 
     loop: asyncio.AbstractEventLoop
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        check_optional_loop(loop, call="LoopContext()")
         target = loop if loop is not None else self._running_or_raise()
         _check_open(target)
         self.__attrs_init__(target)

@@ -21,9 +21,24 @@ from typing import Any, Literal, Self
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
-from ._envelope import HEADER_PEEK, Header, decode_envelope, encode_envelope, read_header
+from ._arguments import (
+    check_allow,
+    check_instance,
+    check_optional_loop,
+    check_pid,
+    check_process,
+)
+from ._envelope import (
+    HEADER_PEEK,
+    Header,
+    available_compressions,
+    decode_envelope,
+    encode_envelope,
+    read_header,
+)
 from ._errors import (
     CheckpointNotFoundError,
+    ConfigurationError,
     CorruptCheckpointError,
     DecodeError,
     EncodeError,
@@ -33,7 +48,7 @@ from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
 from ._unbundle import LoopAwareBundle, audit_bundle, unbundle
-from .codecs import Codec, get_codec
+from .codecs import Codec, check_codec_name, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
     CheckpointKey,
@@ -83,6 +98,39 @@ class _PidsByToken(dict[str, Pid]):
 def _checkpoints(keys: list[KeyToken], pids: _PidsByToken) -> list[PersistedCheckpoint]:
     make = PersistedCheckpoint._make  # the namedtuple's own constructor, minus a call
     return [make((pids[token], tag)) for token, tag in keys]
+
+
+def _check_compression(compression: object) -> None:
+    """Refuse, when opening, a compression that the first save would fail on.
+
+    :raises ArgumentTypeError: if ``compression`` is not a str or ``None``
+    :raises ConfigurationError: if it is unknown, or its package is not installed
+    """
+    if compression is None:
+        return
+    check_instance(
+        compression,
+        str,
+        call="open_persister()",
+        argument="compression",
+        wanted="None, 'zlib' or 'zstd'",
+        hint="Pass compression=None to store records uncompressed.",
+    )
+    available = available_compressions()
+    if compression in available:
+        return
+    if compression == "zstd":
+        msg = (
+            "compression='zstd' needs the zstandard package, which is not installed here. "
+            "Install it with: pip install 'loopaware-persist[zstd]', or use 'zlib'."
+        )
+    else:
+        names = ", ".join(repr(name) for name in available)
+        msg = (
+            f"Unknown compression {compression!r}. Available here: {names}; 'zstd' needs "
+            "pip install 'loopaware-persist[zstd]'."
+        )
+    raise ConfigurationError(msg, option="compression", value=compression)
 
 
 class CheckpointInfo:
@@ -136,6 +184,8 @@ class LoopAwarePersister(plumpy.Persister):
     :param allow: the user's modules/classes that a load may revive, besides plumpy's
     :param compression: ``None``, ``"zlib"`` or ``"zstd"`` for new records
     :param trusted: skip the allow-list on load (runs what checkpoints name; say so loudly)
+    :raises ArgumentTypeError: if an argument has the wrong type
+    :raises ConfigurationError: if the codec or compression is not available here
     """
 
     def __init__(
@@ -148,9 +198,32 @@ class LoopAwarePersister(plumpy.Persister):
         compression: str | None = None,
         trusted: bool = False,
     ) -> None:
+        call = "LoopAwarePersister()"
+        check_instance(
+            storage,
+            Storage,
+            call=call,
+            argument="storage",
+            wanted="a Storage",
+            hint="Open one with loopaware_persist.storage.open_storage(url), or use "
+            "open_persister(url).",
+        )
+        if not isinstance(codec, Codec):
+            check_codec_name(codec)
+        if registry is not None:
+            check_instance(
+                registry,
+                HookRegistry,
+                call=call,
+                argument="registry",
+                wanted="a HookRegistry or None",
+                hint="Pass default_registry.copy() with your hooks, or None.",
+            )
+        entries = check_allow(allow, call=call)
+        _check_compression(compression)
         super().__init__()
         registry = (registry if registry is not None else default_registry).copy()
-        registry.allow(*allow)
+        registry.allow(*entries)
         if trusted:
             warnings.warn(
                 "trusted=True: loads skip the allow-list and revive whatever the checkpoints "
@@ -218,8 +291,10 @@ class LoopAwarePersister(plumpy.Persister):
 
         :param process: the process
         :raises EncodeError: naming the path of a value that will not reload
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         :return: the decoded bundle, as a load would see it
         """
+        check_process(process, call="check_save()")
         return self._verify(process, self.dumps(self._bundle(process)))
 
     def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
@@ -277,8 +352,10 @@ class LoopAwarePersister(plumpy.Persister):
             reload fails now, naming the path, instead of at restart
         :raises EncodeError: if the process cannot be encoded
         :raises StorageError: if the store fails (the previous checkpoint is untouched)
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         :return: the stored version
         """
+        check_process(process, call="save_checkpoint()")
         data = self._encode_process(process)
         if verify:
             self._verify(process, data)
@@ -315,8 +392,10 @@ class LoopAwarePersister(plumpy.Persister):
         :param loop: the target loop (default: the running loop; never a new one)
         :param extra: more ``LoadSaveContext`` entries (``communicator``, ``logger``)
         :raises NoEventLoopError: if there is no target loop
+        :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
         :return: the process
         """
+        check_optional_loop(loop, call="load_process()")
         bundle = self.load_checkpoint(pid, tag)
         process = unbundle(
             bundle,
@@ -350,9 +429,11 @@ class LoopAwarePersister(plumpy.Persister):
         :param pid: the process id
         :return: ``(pid, tag)`` per checkpoint of that process, untagged first,
             then by tag
+        :raises ArgumentTypeError: if ``pid`` is ``None`` (which is not "every process")
         :raises EncodeError: if ``pid`` has an unsupported type
         :raises StorageError: if the storage fails or holds a malformed key
         """
+        check_pid(pid, call="get_process_checkpoints()")
         keys = self.storage.list_key_tokens(pid)  # type: ignore[arg-type] # plumpy: Hashable
         # A fresh memo: one pid's listing must not grow the one kept for all.
         return _checkpoints(keys, _PidsByToken())
@@ -369,7 +450,9 @@ class LoopAwarePersister(plumpy.Persister):
         """Delete every checkpoint of a process.
 
         :param pid: the process id
+        :raises ArgumentTypeError: if ``pid`` is ``None`` (which is not "every process")
         """
+        check_pid(pid, call="delete_process_checkpoints()")
         self.storage.delete_pid(pid)  # type: ignore[arg-type]
 
     # endregion
@@ -406,8 +489,10 @@ class LoopAwarePersister(plumpy.Persister):
         :param process: the process (call from its loop)
         :param tag: optional checkpoint tag
         :param expected_version: see :meth:`save_checkpoint`
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         :return: the stored version
         """
+        check_process(process, call="asave_checkpoint()")
         meta = _listing_meta(process)
         bundle = self._bundle(process)
         key = self._key(process.pid, tag)
@@ -473,16 +558,33 @@ def open_persister(
     :param durability: ``"full"``: a save has reached the disk before it returns
     :param compression: ``None``, ``"zlib"`` or ``"zstd"``
     :param trusted: skip the allow-list on load (only for stores you alone write)
+    :raises ArgumentTypeError: if an argument has the wrong type
+    :raises ConfigurationError: if the codec, compression or URL scheme is not available
+        here (checked before the store is opened, so nothing is created)
     :return: the persister
     """
+    check_instance(
+        url,
+        str,
+        call="open_persister()",
+        argument="url",
+        wanted="a storage URL (str)",
+        hint="Pass e.g. 'sqlite:///checkpoints.db' or Path(...).as_uri() for a directory.",
+    )
+    check_codec_name(codec)
+    _check_compression(compression)
     if codec == "pickle-unrestricted":
         codec, trusted = "pickle", True
     storage = open_storage(url, durability=durability)
-    return LoopAwarePersister(
-        storage,
-        codec=codec,
-        registry=registry,
-        allow=allow,
-        compression=compression,
-        trusted=trusted,
-    )
+    try:
+        return LoopAwarePersister(
+            storage,
+            codec=codec,
+            registry=registry,
+            allow=allow,
+            compression=compression,
+            trusted=trusted,
+        )
+    except BaseException:
+        storage.close()  # a refused argument must not leave a connection or lock open
+        raise

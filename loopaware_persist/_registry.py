@@ -25,7 +25,8 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from ._errors import EncodeError, UnknownTagError, UnsafeCheckpointError
+from ._arguments import check_allow, check_instance, describe
+from ._errors import ArgumentTypeError, EncodeError, UnknownTagError, UnsafeCheckpointError
 
 __all__ = ("Hook", "HookRegistry", "class_name")
 
@@ -128,7 +129,7 @@ class HookRegistry:
         self._approved: dict[tuple[str, str], type] = {}
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._trust_all = False
-        self.allow(*allow)
+        self.allow(*check_allow(allow, call="HookRegistry()"))
 
     # region registration
 
@@ -147,7 +148,17 @@ class HookRegistry:
         :param encode: value -> list of fields, each itself encodable
         :param decode: list of decoded fields -> value
         :raises ValueError: if ``tag`` is already registered
+        :raises ArgumentTypeError: if ``cls`` is not a class, ``tag`` not a str, or a hook
+            not callable
         """
+        check_instance(
+            cls,
+            type,
+            call="HookRegistry.register()",
+            argument="cls",
+            wanted="a class",
+            hint="Pass the class whose instances the hook stores, e.g. register(Point, ...).",
+        )
         self._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls))
 
     def register_predicate(
@@ -167,7 +178,10 @@ class HookRegistry:
         :param encode: value -> list of fields
         :param decode: list of decoded fields -> value
         :raises ValueError: if ``tag`` is already registered
+        :raises ArgumentTypeError: if ``predicate`` or a hook is not callable, or ``tag``
+            not a str
         """
+        self._check_callable(predicate, "register_predicate", "predicate")
         self._add(Hook(tag=tag, encode=encode, decode=decode, predicate=predicate))
 
     def hook(self, cls: type, *, tag: str) -> Callable[[type[T]], type[T]]:
@@ -196,7 +210,27 @@ class HookRegistry:
 
         return decorate
 
+    @staticmethod
+    def _check_callable(value: object, method: str, argument: str) -> None:
+        if not callable(value):
+            msg = (
+                f"HookRegistry.{method}() takes a callable as {argument}, got {describe(value)}. "
+                "Pass a function: encode maps a value to a list of fields, decode maps them back."
+            )
+            raise ArgumentTypeError(msg, argument=argument)
+
     def _add(self, hook: Hook) -> None:
+        method = "register" if hook.cls is not None else "register_predicate"
+        check_instance(
+            hook.tag,
+            str,
+            call=f"HookRegistry.{method}()",
+            argument="tag",
+            wanted="a str",
+            hint="Choose a stable string such as 'myapp.point'.",
+        )
+        self._check_callable(hook.encode, method, "encode")
+        self._check_callable(hook.decode, method, "decode")
         if hook.tag in self._by_tag:
             msg = (
                 f"Tag {hook.tag!r} is already registered (for {self._by_tag[hook.tag].cls!r}). "
@@ -351,8 +385,9 @@ class HookRegistry:
 
         :param entries: module names (``"myapp"``, covering submodules), exact
             ``"module:QualName"`` names, or classes
+        :raises ArgumentTypeError: if an entry is not a str or a class
         """
-        for entry in entries:
+        for entry in check_allow(entries, call="HookRegistry.allow()"):
             if isinstance(entry, type):
                 self._allowed_names.add(class_name(entry))
             elif ":" in entry:

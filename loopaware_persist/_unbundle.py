@@ -43,6 +43,7 @@ from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
 
+from ._arguments import check_instance, check_loop
 from ._errors import (
     CorruptCheckpointError,
     LoopAwarePersistError,
@@ -435,7 +436,9 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     :param obj: the root of the graph (a process, usually)
     :param loop: the loop every future must belong to
     :raises LoopBoundaryError: naming the path of each foreign future
+    :raises ArgumentTypeError: if ``loop`` is not an event loop
     """
+    check_loop(loop, call="check_loop_bound()")
     _check_loop_bound(obj, loop, set())
 
 
@@ -490,6 +493,36 @@ def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int])
 # endregion
 
 
+def _check_unbundle_arguments(bundle: Any, ctx: Any, registry: Any) -> None:
+    call = "unbundle()"
+    check_instance(
+        bundle,
+        dict,
+        call=call,
+        argument="bundle",
+        wanted="a plumpy Bundle (a dict)",
+        hint="Pass what load_checkpoint() or plumpy.Bundle(process) returned.",
+    )
+    if ctx is not None:
+        check_instance(
+            ctx,
+            LoopContext,
+            call=call,
+            argument="ctx",
+            wanted="a LoopContext or None",
+            hint="Wrap the target loop: LoopContext(loop=my_loop).",
+        )
+    if registry is not None:
+        check_instance(
+            registry,
+            HookRegistry,
+            call=call,
+            argument="registry",
+            wanted="a HookRegistry or None",
+            hint="Pass default_registry.copy() with your hooks, or None.",
+        )
+
+
 def unbundle(
     bundle: Any,
     ctx: LoopContext | None = None,
@@ -516,8 +549,11 @@ def unbundle(
     :raises UnsafeCheckpointError: if the bundle names anything outside the allow-list
     :raises LoopBoundaryError: if a future of the result belongs to another loop
     :raises DecodeError: if plumpy cannot load the bundle
+    :raises ArgumentTypeError: if ``bundle`` is not a dict, ``ctx`` not a LoopContext or
+        ``registry`` not a HookRegistry
     :return: the loaded object, usually a ``plumpy.Process``
     """
+    _check_unbundle_arguments(bundle, ctx, registry)
     ctx = ctx if ctx is not None else LoopContext()
     registry = registry if registry is not None else default_registry
     if not trusted:

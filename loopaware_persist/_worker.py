@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import itertools
 import logging
 import os
@@ -57,7 +58,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import kiwipy
 import plumpy
@@ -77,9 +78,11 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
+from ._arguments import check_allow, check_instance
 from ._errors import (
     BackendUnavailableError,
     StaleCheckpointError,
+    StorageError,
     UnsafeCheckpointError,
 )
 from ._launcher import LoopAwareLauncher, LoopBridge
@@ -95,8 +98,12 @@ if TYPE_CHECKING:
 
 __all__ = (
     "DEFAULT_TASK_QUEUE",
+    "FenceReason",
     "FencedError",
     "FencingPersister",
+    "ShutdownFencedError",
+    "StaleFencedError",
+    "UnavailableFencedError",
     "Worker",
     "WorkerClient",
     "run_worker",
@@ -115,22 +122,65 @@ DEFAULT_MESSAGE_EXCHANGE = "loopaware.messages"
 _UNAVAILABLE_BACKOFF = 1.0
 
 
-FenceReason = Literal["stale", "unavailable", "shutdown"]
+class FenceReason(str, enum.Enum):
+    """Why a :class:`FencedError` stopped a process."""
+
+    #: another worker saved the process's checkpoint after this one loaded it
+    STALE = "stale"
+    #: the store could not be reached, so the process could not checkpoint
+    UNAVAILABLE = "unavailable"
+    #: the worker is shutting down
+    SHUTDOWN = "shutdown"
 
 
-class FencedError(StaleCheckpointError):
+def _check_broker_url(url: object, call: str) -> None:
+    check_instance(
+        url,
+        str,
+        call=call,
+        argument="broker_url",
+        wanted="an AMQP URL (str)",
+        hint="Pass e.g. 'amqp://guest:guest@127.0.0.1:5672/'.",
+    )
+
+
+class FencedError(StorageError):
     """A process stopped without saving: another worker owns its checkpoint, the store
     was down, or the worker is shutting down. Its task goes back to the queue.
 
+    Each reason is its own subclass, so that a caller catching
+    :class:`StaleCheckpointError` gets only :class:`StaleFencedError`, one catching
+    :class:`BackendUnavailableError` only :class:`UnavailableFencedError`, and a
+    shutdown (:class:`ShutdownFencedError`) is neither. ``reason`` says the same.
+
     :param msg: the message
     :param pid: the process
-    :param reason: ``"stale"``, ``"unavailable"`` or ``"shutdown"``
+    :ivar reason: a :class:`FenceReason`
     """
 
-    def __init__(self, msg: str, *, pid: Hashable = None, reason: FenceReason = "stale") -> None:
+    reason: FenceReason
+
+    def __init__(self, msg: str, *, pid: Hashable = None) -> None:
         super().__init__(msg)
         self.pid = pid
-        self.reason: FenceReason = reason
+
+
+class StaleFencedError(FencedError, StaleCheckpointError):
+    """Fenced because another worker saved the process's checkpoint first."""
+
+    reason = FenceReason.STALE
+
+
+class UnavailableFencedError(FencedError, BackendUnavailableError):
+    """Fenced because the store was unavailable when the process had to checkpoint."""
+
+    reason = FenceReason.UNAVAILABLE
+
+
+class ShutdownFencedError(FencedError):
+    """Fenced because the worker is shutting down; the process is not stale."""
+
+    reason = FenceReason.SHUTDOWN
 
 
 _TERMINAL_STATES = frozenset({"finished", "excepted", "killed"})
@@ -260,9 +310,9 @@ class FencingPersister(LoopAwarePersister):
         fence = self._fences.get(process) or self._watch(process, -1)
         if fence.fenced is not None:
             return fence.fenced
-        reason: FenceReason
+        kind: type[FencedError]
         if isinstance(cause, StaleCheckpointError):
-            reason = "stale"
+            kind = StaleFencedError
             if len(self._stale) >= _STALE_MARKS_KEPT:
                 self._stale.clear()
             self._stale[process.pid] = next(self._stale_serial)
@@ -273,17 +323,17 @@ class FencingPersister(LoopAwarePersister):
             )
             _LOGGER.warning("fenced %s: stale checkpoint version %s", process.pid, fence.version)
         elif isinstance(cause, BackendUnavailableError):
-            reason = "unavailable"
+            kind = UnavailableFencedError
             msg = (
                 f"Process {process.pid} stopped: the store is unavailable ({cause}). Its last "
                 "acknowledged checkpoint stays; the task goes back to the queue."
             )
             _LOGGER.warning("fenced %s: store unavailable", process.pid)
         else:
-            reason = "shutdown"
+            kind = ShutdownFencedError
             msg = f"Process {process.pid} stopped by the worker's shutdown; the task is requeued."
             _LOGGER.info("fenced %s: shutdown", process.pid)
-        fence.fenced = FencedError(msg, pid=process.pid, reason=reason)
+        fence.fenced = kind(msg, pid=process.pid)
         return fence.fenced
 
     # Same override as LoopAwarePersister's (extra keywords, returns the version).
@@ -476,7 +526,7 @@ class _Subscriber:
         if error is None:
             outcome.set_result(done.result())
             return
-        if isinstance(error, FencedError) and error.reason == "stale":
+        if isinstance(error, StaleFencedError):
             # Another copy owns the process now. Requeueing would let a redelivery claim
             # it back mid-step, and two copies could fence each other forever; this
             # task instead follows the owner and replies with the final outcome.
@@ -545,10 +595,11 @@ class Worker:
         process_rpc: bool = True,
         follow_timeout: float = 24 * 3600.0,
     ) -> None:
+        _check_broker_url(broker_url, "Worker()")
         if prefetch < 0:
             msg = f"prefetch must be 0 (unlimited) or more, got {prefetch}."
             raise ValueError(msg)
-        allow = tuple(allow)
+        allow = check_allow(allow, call="Worker()")
         self.broker_url = broker_url
         self.store_url = store_url
         self.prefetch = prefetch
@@ -851,7 +902,8 @@ class WorkerClient:
     ) -> None:
         from kiwipy.rmq import RmqThreadCommunicator  # aio-pika: imported only when used
 
-        self.messages = MessageCodec(allow=allow)
+        _check_broker_url(broker_url, "WorkerClient()")
+        self.messages = MessageCodec(allow=check_allow(allow, call="WorkerClient()"))
         self._communicator = RmqThreadCommunicator.connect(
             connection_params=broker_url,
             message_exchange=DEFAULT_MESSAGE_EXCHANGE,

@@ -15,7 +15,7 @@ import importlib.metadata
 import re
 import urllib.parse
 
-from loopaware_persist._errors import StorageError
+from loopaware_persist._errors import ConfigurationError, StorageError
 from loopaware_persist.storage._base import (
     CheckpointKey as CheckpointKey,
     Durability as Durability,
@@ -103,7 +103,7 @@ def _factory(scheme: str, url: str) -> StorageFactory:
             f"Install the package providing it (it registers an entry point in "
             f"{ENTRY_POINT_GROUP!r})."
         )
-        raise StorageError(msg)
+        raise ConfigurationError(msg, option="url", value=scheme)
     if len(candidates) > 1:
         msg = (
             f"Several installed packages provide the storage scheme {scheme!r}: "
@@ -129,8 +129,8 @@ def open_storage(url: str, *, durability: Durability = "normal") -> Storage:
         ``sqlite:///checkpoints.db``, or a scheme a plugin registers
     :param durability: ``"normal"`` (survives a process crash) or ``"full"``
         (fsync before a put returns; survives power loss)
-    :raises StorageError: if the scheme is unknown, the URL is invalid, or the
-        backend cannot open the storage
+    :raises ConfigurationError: if no installed storage serves the URL's scheme
+    :raises StorageError: if the URL is invalid, or the backend cannot open the storage
     :return: the open storage; close it (or use it as a context manager)
     """
     if not isinstance(url, str):

@@ -625,6 +625,8 @@ def test_fencing_persister_edges(sqlite_store: str) -> None:
             # The first process object: fenced by hand, it never saves again.
             stopped = a.fence(process, BackendUnavailableError("down"))
             assert (stopped.reason, a.fence(process)) == ("unavailable", stopped)  # idempotent
+            assert isinstance(stopped, BackendUnavailableError)
+            assert not isinstance(stopped, StaleCheckpointError)  # nobody else saved it
             assert a.fenced(process) is stopped
             with pytest.raises(FencedError) as again:
                 a.save_checkpoint(process)
@@ -634,6 +636,7 @@ def test_fencing_persister_edges(sqlite_store: str) -> None:
             shutdown = a.fence(Steps(inputs={"n": 2}, pid=f"{pid}-other", loop=loop_a))
             assert shutdown.reason == "shutdown"
             assert "shutdown" in str(shutdown)
+            assert not isinstance(shutdown, (StaleCheckpointError, BackendUnavailableError))
     finally:
         loop_a.close()
         loop_b.close()
