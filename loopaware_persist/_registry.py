@@ -33,8 +33,15 @@ __all__ = ("Hook", "HookRegistry", "class_name")
 T = TypeVar("T")
 Kind = Literal["class", "exception", "enum", "savable", "object", "pickle"]
 
-#: Modules whose classes of the kinds in ``_LIBRARY_KINDS`` a load may revive by default.
-DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy", "loopaware_persist")
+#: Packages (with their submodules) whose classes of the kinds in ``_LIBRARY_KINDS`` a
+#: load may revive by default.
+DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy")
+#: This package's own modules a load may import by default, exactly (not their
+#: submodules). Checkpoints and messages name this package's classes by the public
+#: module (``loopaware_persist:FutureSnapshot``, the errors); the demo's and benchmark's
+#: process classes in ``loopaware_persist._demo``/``._bench`` must not be launchable by a
+#: task message to any worker, so those are allowed only by the commands that run them.
+OWN_MODULES: frozenset[str] = frozenset({"loopaware_persist"})
 # For the library modules above, reviving is limited to inert kinds: a class
 # reference, an exception, an enum member, a Savable (which plumpy rebuilds
 # through recreate_from) or a type with a hook. Arbitrary plumpy objects such as
@@ -439,6 +446,7 @@ class HookRegistry:
         return (
             self._user_allows(module, qualname)
             or self._in(module, DEFAULT_MODULES)
+            or module in OWN_MODULES
             or module in _STDLIB_MODULES
             or (module, qualname) in self._hooked
         )
