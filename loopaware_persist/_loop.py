@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 import attrs
 import plumpy
 
-from ._arguments import check_optional_loop
-from ._errors import NoEventLoopError
+from ._arguments import check_optional_loop, describe
+from ._errors import ArgumentTypeError, NoEventLoopError
 
 __all__ = ("LoopContext",)
 
@@ -111,6 +111,12 @@ def _on_loop_thread(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args
                 return _on_binder_thread(loop, fn, *args)
 
 
+def _check_callable(fn: object, call: str) -> None:
+    if not callable(fn):
+        msg = f"{call} takes a callable as fn, got {describe(fn)}. Pass the function to run."
+        raise ArgumentTypeError(msg, argument="fn")
+
+
 @attrs.frozen(init=False)
 class LoopContext:
     """The event loop that a restore binds every future to.
@@ -179,8 +185,10 @@ class LoopContext:
         :param fn: what to call; any loop-less future it creates lands on the target loop
         :param args: positional arguments for ``fn``
         :raises NoEventLoopError: if the target loop is closed
+        :raises ArgumentTypeError: if ``fn`` is not callable
         :return: what ``fn`` returned
         """
+        _check_callable(fn, "LoopContext.run()")
         loop = self.loop
         _check_open(loop)
         if self.is_current_thread():
@@ -195,8 +203,10 @@ class LoopContext:
         :param fn: what to call
         :param args: positional arguments for ``fn``
         :raises NoEventLoopError: if the target loop is closed
+        :raises ArgumentTypeError: if ``fn`` is not callable
         :return: what ``fn`` returned
         """
+        _check_callable(fn, "LoopContext.arun()")
         if self.is_current_thread():
             _check_open(self.loop)
             return fn(*args)

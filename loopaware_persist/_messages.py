@@ -46,8 +46,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._arguments import check_allow, check_instance
-from ._errors import CorruptCheckpointError, DecodeError, EncodeError
+from ._arguments import check_allow, check_instance, describe
+from ._errors import ArgumentTypeError, CorruptCheckpointError, DecodeError, EncodeError
 from ._hooks import default_registry
 from ._registry import HookRegistry
 from .codecs.msgpack import MsgpackCodec
@@ -250,6 +250,9 @@ def decode_message(
     :raises ArgumentTypeError: if ``codec`` is not a MessageCodec or ``allow`` not modules
     :return: the message
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        msg = f"decode_message() takes the message body as bytes, got {describe(data)}."
+        raise ArgumentTypeError(msg, argument="data")
     if codec is not None:
         _check_codec(codec, "decode_message()")
     else:

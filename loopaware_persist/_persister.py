@@ -263,8 +263,17 @@ class LoopAwarePersister(plumpy.Persister):
         :param bundle: the bundle
         :param meta: listing data stored in the header
         :raises EncodeError: naming the path of a value that cannot be stored
+        :raises ArgumentTypeError: if ``bundle`` is not a dict
         :return: the record
         """
+        check_instance(
+            bundle,
+            dict,
+            call="dumps()",
+            argument="bundle",
+            wanted="a plumpy Bundle (a dict)",
+            hint="Pass plumpy.Bundle(process), or use save_checkpoint(process).",
+        )
         payload = self.codec.encode(bundle)
         return encode_envelope(
             payload, codec=self.codec.name, compression=self.compression, meta=meta
@@ -275,8 +284,17 @@ class LoopAwarePersister(plumpy.Persister):
 
         :param data: a record
         :raises DecodeError: (a subclass) for damaged, unknown or unsafe content
+        :raises ArgumentTypeError: if ``data`` is not bytes
         :return: the bundle
         """
+        check_instance(
+            data,
+            (bytes, bytearray, memoryview),
+            call="loads()",
+            argument="data",
+            wanted="a record (bytes)",
+            hint="Pass what dumps() or storage.get(key).data returned.",
+        )
         envelope = decode_envelope(data)
         tree = self._codec_for(envelope.header.codec).decode(envelope.payload)
         if not isinstance(tree, dict):

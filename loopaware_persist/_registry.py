@@ -76,6 +76,13 @@ def class_name(cls: type) -> str:
 
 
 def _split(name: str) -> tuple[str, str]:
+    if not isinstance(name, str):
+        # A class name comes from stored or received data: a wrong type is damage.
+        msg = (
+            f"Malformed class reference {name!r} in checkpoint: expected a 'module:QualName' "
+            "string. The checkpoint is damaged or was crafted."
+        )
+        raise UnsafeCheckpointError(msg, name=repr(name))
     module, sep, qualname = name.partition(":")
     parts = qualname.split(".")
     if (
@@ -504,6 +511,8 @@ class HookRegistry:
             of the right kind; nothing outside the allow-list is imported
         :return: the class
         """
+        if not isinstance(name, str):
+            _split(name)  # refuses it as a malformed reference (unhashable ones too)
         approved = self._approved.get((name, kind))
         if approved is not None:  # the hot path of every load: one dict lookup
             return approved

@@ -78,8 +78,9 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
-from ._arguments import check_allow, check_instance
+from ._arguments import check_allow, check_instance, describe
 from ._errors import (
+    ArgumentTypeError,
     BackendUnavailableError,
     StaleCheckpointError,
     StorageError,
@@ -91,6 +92,7 @@ from ._messages import MessageCodec, RefusedMessage
 from ._persister import LoopAwarePersister
 from ._registry import class_name
 from ._unbundle import unbundle
+from .codecs import check_codec_name
 from .storage import CheckpointKey, open_storage
 
 if TYPE_CHECKING:
@@ -436,9 +438,26 @@ def open_fencing_persister(
     :param url: a storage URL (``postgresql://...`` for several machines)
     :param codec: ``"msgpack"`` or ``"pickle"``
     :param allow: modules/classes a load may revive, besides plumpy's
+    :raises ArgumentTypeError: if an argument has the wrong type
+    :raises ConfigurationError: if the codec or URL scheme is not available here
     :return: the persister
     """
-    return FencingPersister(open_storage(url), codec=codec, allow=allow)
+    check_instance(
+        url,
+        str,
+        call="open_fencing_persister()",
+        argument="url",
+        wanted="a storage URL (str)",
+        hint="Pass e.g. 'postgresql://user@host/db'.",
+    )
+    check_codec_name(codec)
+    entries = check_allow(allow, call="open_fencing_persister()")
+    storage = open_storage(url)
+    try:
+        return FencingPersister(storage, codec=codec, allow=entries)
+    except BaseException:
+        storage.close()  # a refused argument must not leave a connection open
+        raise
 
 
 # endregion
@@ -596,6 +615,9 @@ class Worker:
         follow_timeout: float = 24 * 3600.0,
     ) -> None:
         _check_broker_url(broker_url, "Worker()")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool):
+            msg = f"Worker() takes an int as prefetch, got {describe(prefetch)}. Pass e.g. 8."
+            raise ArgumentTypeError(msg, argument="prefetch")
         if prefetch < 0:
             msg = f"prefetch must be 0 (unlimited) or more, got {prefetch}."
             raise ValueError(msg)

@@ -32,6 +32,7 @@ from loopaware_persist import (
     MessageCodec,
     StorageError,
     UnsafeCheckpointError,
+    Worker,
     check_loop_bound,
     decode_message,
     default_registry,
@@ -210,6 +211,21 @@ WRONG_TYPES: list[tuple[str, Callable[[Env], Any]]] = [
     ("encode_message(m, codec='x')", lambda e: encode_message({}, codec="x")),  # type: ignore[arg-type]
     ("decode_message(b'', codec='x')", lambda e: decode_message(b"", codec="x")),  # type: ignore[arg-type]
     ("decode_message(b'', allow=3)", lambda e: decode_message(b"", allow=3)),  # type: ignore[arg-type]
+    ("decode_message(3)", lambda e: decode_message(3)),  # type: ignore[arg-type]
+    ("LoopContext.run(None)", lambda e: LoopContext(loop=e.loop).run(None)),  # type: ignore[arg-type]
+    (
+        "LoopContext.arun(None)",
+        lambda e: e.loop.run_until_complete(LoopContext(loop=e.loop).arun(None)),
+    ),  # type: ignore[arg-type]
+    ("loads(3)", lambda e: e.persister.loads(3)),  # type: ignore[arg-type]
+    ("dumps(3)", lambda e: e.persister.dumps(3)),  # type: ignore[arg-type]
+    ("open_fencing_persister(3)", lambda e: open_fencing_persister(3)),  # type: ignore[arg-type]
+    ("Worker(broker_url=3)", lambda e: Worker(broker_url=3, store_url="memory://")),  # type: ignore[arg-type]
+    ("Worker(store_url=3)", lambda e: Worker(broker_url="amqp://x", store_url=3)),  # type: ignore[arg-type]
+    (
+        "Worker(prefetch='8')",
+        lambda e: Worker(broker_url="amqp://x", store_url="memory://", prefetch="8"),
+    ),  # type: ignore[arg-type]
 ]
 
 
@@ -335,3 +351,11 @@ def test_a_refused_argument_leaves_no_store_open(tmp_path: Path) -> None:
 
 
 # endregion
+
+
+@pytest.mark.parametrize("name", [3, None, ["a:b"], b"os:system"])
+def test_a_class_name_of_another_type_is_a_malformed_reference(name: Any) -> None:
+    """resolve() sees names from stored data: a wrong type there is damage, refused like
+    any malformed name, never an AttributeError or 'unhashable type'."""
+    with pytest.raises(UnsafeCheckpointError, match="Malformed class reference"):
+        default_registry.resolve(name, "class")
