@@ -251,7 +251,7 @@ def decode_message(
     :return: the message
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        msg = f"decode_message() takes the message body as bytes, got {describe(data)}."
+        msg = f"decode_message() takes bytes as data, got {describe(data)}. Pass the body received."
         raise ArgumentTypeError(msg, argument="data")
     if codec is not None:
         _check_codec(codec, "decode_message()")

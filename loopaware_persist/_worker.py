@@ -78,10 +78,11 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
-from ._arguments import check_allow, check_instance, describe
+from ._arguments import check_allow, check_instance, check_optional_loop, check_pid, describe
 from ._errors import (
     ArgumentTypeError,
     BackendUnavailableError,
+    CorruptCheckpointError,
     StaleCheckpointError,
     StorageError,
     UnsafeCheckpointError,
@@ -398,8 +399,11 @@ class FencingPersister(LoopAwarePersister):
         :param extra: more ``LoadSaveContext`` entries
         :raises FencedError: if another worker saved it between our read and our claim,
             or the store went down in between
+        :raises CorruptCheckpointError: if the checkpoint holds something other than a process
+        :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
         :return: the process
         """
+        check_optional_loop(loop, call="load_process()")
         record = self.storage.get(CheckpointKey(pid=pid, tag=tag))  # type: ignore[arg-type]
         process = unbundle(
             self.loads(record.data),
@@ -410,8 +414,12 @@ class FencingPersister(LoopAwarePersister):
             **extra,
         )
         if not isinstance(process, plumpy.Process):
-            msg = f"The checkpoint of {pid!r} holds a {type(process).__name__}, not a process."
-            raise TypeError(msg)
+            msg = (
+                f"The checkpoint of {pid!r} holds a {type(process).__name__}, not a process: "
+                "it was not written by save_checkpoint(). Delete it or load it with "
+                "load_checkpoint()."
+            )
+            raise CorruptCheckpointError(msg)
         if tag is None:
             self._watch(process, record.version)
             # Claim it: a process loaded in some state runs that state's step without
@@ -956,8 +964,40 @@ class WorkerClient:
         return future
 
     @staticmethod
-    def _class_name(process_class: type[plumpy.Process] | str) -> str:
-        return process_class if isinstance(process_class, str) else class_name(process_class)
+    def _task_args(
+        call: str,
+        process_class: type[plumpy.Process] | str,
+        inputs: Mapping[str, Any] | None,
+        pid: Hashable,
+    ) -> tuple[str, dict[str, Any], Hashable]:
+        """Check a launch's or create's arguments before anything is sent.
+
+        :return: the class name, the inputs and the pid (a new UUID string if ``None``)
+        :raises ArgumentTypeError: for a wrong type
+        :raises EncodeError: for a pid of a type no store can hold
+        """
+        if isinstance(process_class, str):
+            name = process_class
+        elif isinstance(process_class, type) and issubclass(process_class, plumpy.Process):
+            name = class_name(process_class)
+        else:
+            msg = (
+                f"{call} takes a plumpy.Process subclass or its 'module:QualName' as "
+                f"process_class, got {describe(process_class)}. Pass the class itself."
+            )
+            raise ArgumentTypeError(msg, argument="process_class")
+        if inputs is not None:
+            check_instance(
+                inputs,
+                Mapping,
+                call=call,
+                argument="inputs",
+                wanted="a mapping or None",
+                hint="Pass the process's inputs as a dict, e.g. {'x': 1}.",
+            )
+        pid = str(uuid.uuid4()) if pid is None else pid
+        CheckpointKey(pid).token  # type: ignore[arg-type]  # noqa: B018 - refuses a bad pid now
+        return name, dict(inputs or {}), pid
 
     def launch(
         self,
@@ -977,15 +1017,15 @@ class WorkerClient:
         :return: a future of its outputs; a failed process's error arrives as a
             ``kiwipy.RemoteException``. Its ``.pid`` attribute names the process.
         """
-        pid = str(uuid.uuid4()) if pid is None else pid
+        name, inputs, pid = self._task_args("launch()", process_class, inputs, pid)
         body = {
             TASK_KEY: LAUNCH_TASK,
             TASK_ARGS: {
-                PROCESS_CLASS_KEY: self._class_name(process_class),
+                PROCESS_CLASS_KEY: name,
                 PERSIST_KEY: True,
                 NOWAIT_KEY: False,
                 ARGS_KEY: (),
-                KWARGS_KEY: {"inputs": dict(inputs or {}), "pid": pid},
+                KWARGS_KEY: {"inputs": inputs, "pid": pid},
             },
         }
         future = self._send(body, pid)
@@ -1006,14 +1046,14 @@ class WorkerClient:
         :param pid: its pid (default: a UUID string)
         :return: a future of its pid, once its checkpoint is stored
         """
-        pid = str(uuid.uuid4()) if pid is None else pid
+        name, inputs, pid = self._task_args("create()", process_class, inputs, pid)
         body = {
             TASK_KEY: CREATE_TASK,
             TASK_ARGS: {
-                PROCESS_CLASS_KEY: self._class_name(process_class),
+                PROCESS_CLASS_KEY: name,
                 PERSIST_KEY: True,
                 ARGS_KEY: (),
-                KWARGS_KEY: {"inputs": dict(inputs or {}), "pid": pid},
+                KWARGS_KEY: {"inputs": inputs, "pid": pid},
             },
         }
         return self._send(body, ("create", pid))
@@ -1023,8 +1063,12 @@ class WorkerClient:
 
         :param pid: the process id
         :param tag: a checkpoint tag
+        :raises ArgumentTypeError: if ``pid`` is ``None``
+        :raises EncodeError: for a pid or tag of a type no store can hold
         :return: a future of its outputs
         """
+        check_pid(pid, call="continue_()")
+        CheckpointKey(pid, tag).token  # type: ignore[arg-type]  # noqa: B018 - refuses it now
         body = {TASK_KEY: CONTINUE_TASK, TASK_ARGS: {PID_KEY: pid, NOWAIT_KEY: False, TAG_KEY: tag}}
         return self._send(body, pid)
 

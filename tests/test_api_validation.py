@@ -244,6 +244,11 @@ def test_a_wrong_type_argument_is_a_typed_type_error(env: Env, call: Callable[[E
     assert isinstance(info.value, LoopAwarePersistError), repr(info.value)
     message = str(info.value)
     assert len(message) > 40, message  # what, where and what to do, not a bare repr
+    if isinstance(info.value, ArgumentTypeError):
+        assert info.value.argument, message
+        assert info.value.argument in message  # where: the parameter
+        assert "()" in message  # where: the call
+        assert "got " in message  # what it was given
     assert env.persister.get_checkpoints() == []
 
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from loopaware_persist import (
+    ArgumentTypeError,
     BackendUnavailableError,
     FencedError,
     FenceReason,
@@ -17,6 +18,7 @@ from loopaware_persist import (
     _worker as worker_module,
 )
 from loopaware_persist._worker import open_fencing_persister
+from loopaware_persist.storage import CheckpointKey
 from tests.processes import drive
 
 
@@ -86,3 +88,12 @@ def test_only_a_stale_fence_is_a_stale_checkpoint_error(
         assert isinstance(fenced, BackendUnavailableError) is (reason is FenceReason.UNAVAILABLE)
         with pytest.raises(kind):
             persister.save_checkpoint(process)
+
+
+def test_a_fencing_load_checks_its_loop_before_reading(loop: asyncio.AbstractEventLoop) -> None:
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        process = drive("chain", loop)
+        persister.save_checkpoint(process)
+        with pytest.raises(ArgumentTypeError, match=r"load_process\(\) takes an asyncio"):
+            persister.load_process(process.pid, loop="x")  # type: ignore[arg-type]
+        assert persister.storage.get(CheckpointKey(process.pid)).version == 1  # not claimed
