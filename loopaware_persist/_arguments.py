@@ -19,6 +19,7 @@ from ._errors import ArgumentTypeError
 
 __all__ = (
     "check_allow",
+    "check_flag",
     "check_instance",
     "check_loop",
     "check_optional_loop",
@@ -124,6 +125,17 @@ def check_pid(pid: object, *, call: str) -> None:
             "To act on every process, call get_checkpoints() and go through its pids."
         )
         raise ArgumentTypeError(msg, argument="pid")
+
+
+def check_flag(value: object, *, call: str, argument: str) -> None:
+    """Refuse anything but a bool where truthiness would be a hazard: ``trusted="no"``
+    must not switch the allow-list off.
+
+    :raises ArgumentTypeError: if ``value`` is not a bool
+    """
+    if not isinstance(value, bool):
+        msg = f"{call} takes True or False as {argument}, got {describe(value)}."
+        raise ArgumentTypeError(msg, argument=argument)
 
 
 def check_allow(allow: Any, *, call: str) -> tuple[str | type, ...]:

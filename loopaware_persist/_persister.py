@@ -23,6 +23,7 @@ from plumpy.persistence import PersistedCheckpoint
 
 from ._arguments import (
     check_allow,
+    check_flag,
     check_instance,
     check_optional_loop,
     check_pid,
@@ -221,6 +222,7 @@ class LoopAwarePersister(plumpy.Persister):
             )
         entries = check_allow(allow, call=call)
         _check_compression(compression)
+        check_flag(trusted, call=call, argument="trusted")
         super().__init__()
         registry = (registry if registry is not None else default_registry).copy()
         registry.allow(*entries)
@@ -591,6 +593,7 @@ def open_persister(
     )
     check_codec_name(codec)
     _check_compression(compression)
+    check_flag(trusted, call="open_persister()", argument="trusted")
     if codec == "pickle-unrestricted":
         codec, trusted = "pickle", True
     storage = open_storage(url, durability=durability)

@@ -43,7 +43,7 @@ from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
 
-from ._arguments import check_instance, check_loop
+from ._arguments import check_flag, check_instance, check_loop
 from ._errors import (
     CorruptCheckpointError,
     LoopAwarePersistError,
@@ -493,8 +493,9 @@ def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int])
 # endregion
 
 
-def _check_unbundle_arguments(bundle: Any, ctx: Any, registry: Any) -> None:
+def _check_unbundle_arguments(bundle: Any, ctx: Any, registry: Any, trusted: Any) -> None:
     call = "unbundle()"
+    check_flag(trusted, call=call, argument="trusted")
     check_instance(
         bundle,
         dict,
@@ -549,11 +550,11 @@ def unbundle(
     :raises UnsafeCheckpointError: if the bundle names anything outside the allow-list
     :raises LoopBoundaryError: if a future of the result belongs to another loop
     :raises DecodeError: if plumpy cannot load the bundle
-    :raises ArgumentTypeError: if ``bundle`` is not a dict, ``ctx`` not a LoopContext or
-        ``registry`` not a HookRegistry
+    :raises ArgumentTypeError: if ``bundle`` is not a dict, ``ctx`` not a LoopContext,
+        ``registry`` not a HookRegistry or ``trusted`` not a bool
     :return: the loaded object, usually a ``plumpy.Process``
     """
-    _check_unbundle_arguments(bundle, ctx, registry)
+    _check_unbundle_arguments(bundle, ctx, registry, trusted)
     ctx = ctx if ctx is not None else LoopContext()
     registry = registry if registry is not None else default_registry
     if not trusted:

@@ -212,6 +212,10 @@ WRONG_TYPES: list[tuple[str, Callable[[Env], Any]]] = [
     ("decode_message(b'', codec='x')", lambda e: decode_message(b"", codec="x")),  # type: ignore[arg-type]
     ("decode_message(b'', allow=3)", lambda e: decode_message(b"", allow=3)),  # type: ignore[arg-type]
     ("decode_message(3)", lambda e: decode_message(3)),  # type: ignore[arg-type]
+    ("get_codec(registry=3)", lambda e: get_codec("msgpack", registry=3)),  # type: ignore[arg-type]
+    # A truthy string must not switch the allow-list off.
+    ("open_persister(trusted='no')", lambda e: open_persister("memory://", trusted="no")),  # type: ignore[arg-type]
+    ("unbundle(trusted='no')", lambda e: unbundle({}, LoopContext(loop=e.loop), trusted="no")),  # type: ignore[arg-type]
     ("LoopContext.run(None)", lambda e: LoopContext(loop=e.loop).run(None)),  # type: ignore[arg-type]
     (
         "LoopContext.arun(None)",

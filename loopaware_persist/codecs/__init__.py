@@ -88,6 +88,15 @@ def get_codec(
     :return: the codec
     """
     check_codec_name(name)
+    if registry is not None:
+        check_instance(
+            registry,
+            HookRegistry,
+            call="get_codec()",
+            argument="registry",
+            wanted="a HookRegistry or None",
+            hint="Pass default_registry.copy() with your hooks, or None.",
+        )
     allow = check_allow(allow, call="get_codec()")
     if allow:
         registry = (registry if registry is not None else default_registry).copy()
