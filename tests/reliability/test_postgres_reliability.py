@@ -174,6 +174,7 @@ def test_malformed_input_on_postgresql(codec: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     r["interpreter_errors_on_stderr"] = proc.stderr.count("SystemError")
+    r["campaign"]["minimum"] = MIN_MALFORMED  # the subprocess runs; this test judges
     figure("malformed_input", address_space_limit="1GiB", seed=SEED, **r)
     total = r["mutations"]
     assert total == r["campaign"]["ran"]
