@@ -5,8 +5,10 @@ from ._awaiting import (
     relink_awaited as relink_awaited,
 )
 from ._errors import (
+    ArgumentTypeError as ArgumentTypeError,
     BackendUnavailableError as BackendUnavailableError,
     CheckpointNotFoundError as CheckpointNotFoundError,
+    ConfigurationError as ConfigurationError,
     CorruptCheckpointError as CorruptCheckpointError,
     CorruptStoredRecordError as CorruptStoredRecordError,
     DecodeError as DecodeError,
@@ -61,7 +63,11 @@ from ._unbundle import (
 )
 from ._worker import (
     FencedError as FencedError,
+    FenceReason as FenceReason,
     FencingPersister as FencingPersister,
+    ShutdownFencedError as ShutdownFencedError,
+    StaleFencedError as StaleFencedError,
+    UnavailableFencedError as UnavailableFencedError,
     Worker as Worker,
     WorkerClient as WorkerClient,
     run_worker as run_worker,
@@ -74,16 +80,19 @@ from .codecs import (
 __version__ = "0.1.0.dev0"
 
 __all__ = (
+    "ArgumentTypeError",
     "AwaitedFutures",
     "BackendUnavailableError",
     "CheckpointInfo",
     "CheckpointNotFoundError",
     "Codec",
+    "ConfigurationError",
     "CorruptCheckpointError",
     "CorruptStoredRecordError",
     "DecodeError",
     "DurabilityError",
     "EncodeError",
+    "FenceReason",
     "FencedError",
     "FencingPersister",
     "ForeignException",
@@ -101,8 +110,11 @@ __all__ = (
     "MessageCodec",
     "NoEventLoopError",
     "RefusedMessage",
+    "ShutdownFencedError",
     "StaleCheckpointError",
+    "StaleFencedError",
     "StorageError",
+    "UnavailableFencedError",
     "UnknownTagError",
     "UnlinkedAwaitableError",
     "UnsafeCheckpointError",

@@ -7,6 +7,8 @@ callers of the operation would naturally catch::
 
     plumpy.PersistenceError
     └── LoopAwarePersistError
+        ├── ArgumentTypeError (TypeError)      a public call got an argument of the wrong type
+        ├── ConfigurationError (ValueError)    an unknown codec, compression or storage scheme
         ├── EncodeError (TypeError)            a value cannot be stored
         ├── DecodeError (ValueError)           stored bytes cannot be turned back
         │   ├── CorruptCheckpointError         damaged, truncated or foreign bytes
@@ -21,7 +23,11 @@ callers of the operation would naturally catch::
             ├── CheckpointNotFoundError (LookupError)
             ├── StaleCheckpointError           another writer saved first
             ├── DurabilityError (OSError)      a write/fsync/replace failed
-            └── BackendUnavailableError (ConnectionError)
+            ├── BackendUnavailableError (ConnectionError)
+            └── FencedError                    a worker stopped a process (``_worker.py``)
+                ├── StaleFencedError           (also a StaleCheckpointError)
+                ├── UnavailableFencedError     (also a BackendUnavailableError)
+                └── ShutdownFencedError        the worker is stopping
 
 Context rides on attributes (``path``, ``tag``, ``pid``...) as well as in the
 message, which always says what went wrong, where, and what to do about it.
@@ -35,8 +41,10 @@ from typing import Any
 from plumpy import PersistenceError
 
 __all__ = (
+    "ArgumentTypeError",
     "BackendUnavailableError",
     "CheckpointNotFoundError",
+    "ConfigurationError",
     "CorruptCheckpointError",
     "CorruptStoredRecordError",
     "DecodeError",
@@ -55,6 +63,34 @@ __all__ = (
 
 class LoopAwarePersistError(PersistenceError):
     """Base of every error raised by loopaware_persist."""
+
+
+class ArgumentTypeError(LoopAwarePersistError, TypeError):
+    """A public function or method was called with an argument of the wrong type.
+
+    Raised before anything is read, written or scheduled, so nothing changed.
+
+    :ivar argument: the parameter's name, e.g. ``loop``
+    """
+
+    def __init__(self, msg: str, *, argument: str = "") -> None:
+        super().__init__(msg)
+        self.argument = argument
+
+
+class ConfigurationError(LoopAwarePersistError, ValueError):
+    """An option names something not available here: a codec, a compression or a storage
+    URL scheme. Raised when the persister, codec or storage is opened, never at the first
+    save.
+
+    :ivar option: which option, e.g. ``compression``
+    :ivar value: what it was set to
+    """
+
+    def __init__(self, msg: str, *, option: str = "", value: object = None) -> None:
+        super().__init__(msg)
+        self.option = option
+        self.value = value
 
 
 class EncodeError(LoopAwarePersistError, TypeError):

@@ -72,7 +72,13 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
-from ._errors import LoopBoundaryError, NoEventLoopError, UnsafeCheckpointError
+from ._arguments import check_instance, check_loop
+from ._errors import (
+    ArgumentTypeError,
+    LoopBoundaryError,
+    NoEventLoopError,
+    UnsafeCheckpointError,
+)
 from ._persister import LoopAwarePersister
 from ._unbundle import check_loop_bound, verified_on
 
@@ -357,7 +363,8 @@ class LoopBridge(kiwipy.Communicator):  # type: ignore[misc]  # kiwipy ships no 
                 "still go through plumpy's convert_to_comm, which loses replies across "
                 "threads. Wrap the kiwipy communicator that you passed to wrap_communicator."
             )
-            raise TypeError(msg)
+            raise ArgumentTypeError(msg, argument="communicator")
+        check_loop(loop, call="LoopBridge()")
         if loop.is_closed():
             msg = f"LoopBridge needs an open event loop; {loop!r} is closed."
             raise NoEventLoopError(msg)
@@ -536,6 +543,28 @@ def _flag(args: Mapping[str, Any], key: str, kind: str) -> bool:
     return value
 
 
+def _check_launcher_arguments(persister: object, loop: object, extra: object) -> None:
+    call = "LoopAwareLauncher()"
+    check_instance(
+        persister,
+        LoopAwarePersister,
+        call=call,
+        argument="persister",
+        wanted="a LoopAwarePersister",
+        hint="Open one with open_persister(url, allow=[...]).",
+    )
+    check_loop(loop, call=call)
+    if extra is not None:
+        check_instance(
+            extra,
+            Mapping,
+            call=call,
+            argument="load_context_extra",
+            wanted="a mapping or None",
+            hint="Pass e.g. {'communicator': communicator}.",
+        )
+
+
 class LoopAwareLauncher:
     """A kiwipy task subscriber that launches, continues and creates plumpy processes.
 
@@ -574,6 +603,8 @@ class LoopAwareLauncher:
         processes (``communicator``, ``logger``...); never ``loop``
     :raises ValueError: if ``load_context_extra`` names a loop
     :raises NoEventLoopError: if ``loop`` is closed
+    :raises ArgumentTypeError: if ``persister`` is not a LoopAwarePersister, ``loop`` not
+        an event loop or ``load_context_extra`` not a mapping
     """
 
     def __init__(
@@ -583,6 +614,7 @@ class LoopAwareLauncher:
         loop: asyncio.AbstractEventLoop,
         load_context_extra: Mapping[str, Any] | None = None,
     ) -> None:
+        _check_launcher_arguments(persister, loop, load_context_extra)
         extra = dict(load_context_extra or {})
         if "loop" in extra:
             msg = (

@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 import attrs
 import plumpy
 
-from ._errors import NoEventLoopError
+from ._arguments import check_optional_loop, describe
+from ._errors import ArgumentTypeError, NoEventLoopError
 
 __all__ = ("LoopContext",)
 
@@ -149,6 +150,12 @@ class _Hop:
                     return self.run_here()
 
 
+def _check_callable(fn: object, call: str) -> None:
+    if not callable(fn):
+        msg = f"{call} takes a callable as fn, got {describe(fn)}. Pass the function to run."
+        raise ArgumentTypeError(msg, argument="fn")
+
+
 @attrs.frozen(init=False)
 class LoopContext:
     """The event loop that a restore binds every future to.
@@ -157,11 +164,13 @@ class LoopContext:
         thread (and no running loop is a :class:`NoEventLoopError`). A loop is
         never created or set silently.
     :raises NoEventLoopError: if no loop is given and none is running, or the loop is closed
+    :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
     """
 
     loop: asyncio.AbstractEventLoop
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        check_optional_loop(loop, call="LoopContext()")
         target = loop if loop is not None else self._running_or_raise()
         _check_open(target)
         self.__attrs_init__(target)
@@ -219,8 +228,10 @@ class LoopContext:
         :param fn: what to call; any loop-less future it creates lands on the target loop
         :param args: positional arguments for ``fn``
         :raises NoEventLoopError: if the target loop is closed
+        :raises ArgumentTypeError: if ``fn`` is not callable
         :return: what ``fn`` returned
         """
+        _check_callable(fn, "LoopContext.run()")
         loop = self.loop
         _check_open(loop)
         if _get_running_loop() is loop:
@@ -239,8 +250,10 @@ class LoopContext:
         :param fn: what to call
         :param args: positional arguments for ``fn``
         :raises NoEventLoopError: if the target loop is closed
+        :raises ArgumentTypeError: if ``fn`` is not callable
         :return: what ``fn`` returned
         """
+        _check_callable(fn, "LoopContext.arun()")
         loop = self.loop
         _check_open(loop)
         if _get_running_loop() is loop:

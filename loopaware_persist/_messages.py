@@ -46,7 +46,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import CorruptCheckpointError, DecodeError, EncodeError
+from ._arguments import check_allow, check_instance, describe
+from ._errors import ArgumentTypeError, CorruptCheckpointError, DecodeError, EncodeError
 from ._hooks import default_registry
 from ._registry import HookRegistry
 from .codecs.msgpack import MsgpackCodec
@@ -103,8 +104,11 @@ class MessageCodec:
     def __init__(
         self, *, allow: Iterable[str | type] = (), registry: HookRegistry | None = None
     ) -> None:
+        entries = check_allow(allow, call="MessageCodec()")
+        if registry is not None:
+            _check_registry(registry, "MessageCodec()")
         registry = (registry if registry is not None else default_registry).copy()
-        registry.allow(*allow)
+        registry.allow(*entries)
         self.registry = registry
         self._codec = MsgpackCodec(registry=registry)
 
@@ -196,14 +200,39 @@ class MessageCodec:
 _DEFAULT = MessageCodec()
 
 
+def _check_codec(codec: object, call: str) -> None:
+    check_instance(
+        codec,
+        MessageCodec,
+        call=call,
+        argument="codec",
+        wanted="a MessageCodec or None",
+        hint="Build one with MessageCodec(allow=[...]).",
+    )
+
+
+def _check_registry(registry: object, call: str) -> None:
+    check_instance(
+        registry,
+        HookRegistry,
+        call=call,
+        argument="registry",
+        wanted="a HookRegistry or None",
+        hint="Pass default_registry.copy() with your hooks, or None.",
+    )
+
+
 def encode_message(message: Any, *, codec: MessageCodec | None = None) -> bytes:
     """Encode a kiwipy message safely.
 
     :param message: the message
     :param codec: the codec to use (default: one with plumpy's allow-list only)
     :raises EncodeError: if a value cannot be encoded
+    :raises ArgumentTypeError: if ``codec`` is not a MessageCodec
     :return: the bytes
     """
+    if codec is not None:
+        _check_codec(codec, "encode_message()")
     return (codec or _DEFAULT).encode(message)
 
 
@@ -218,9 +247,15 @@ def decode_message(
     :param codec: the codec to use
     :raises UnsafeCheckpointError: if it names a class outside the allow-list
     :raises DecodeError: if it is not a loopaware message or is damaged
+    :raises ArgumentTypeError: if ``codec`` is not a MessageCodec or ``allow`` not modules
     :return: the message
     """
-    if codec is None:
-        allow = tuple(allow)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        msg = f"decode_message() takes bytes as data, got {describe(data)}. Pass the body received."
+        raise ArgumentTypeError(msg, argument="data")
+    if codec is not None:
+        _check_codec(codec, "decode_message()")
+    else:
+        allow = check_allow(allow, call="decode_message()")
         codec = MessageCodec(allow=allow) if allow else _DEFAULT
     return codec.decode(data)

@@ -21,6 +21,14 @@ from typing import Any, Literal, Self
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
+from ._arguments import (
+    check_allow,
+    check_flag,
+    check_instance,
+    check_optional_loop,
+    check_pid,
+    check_process,
+)
 from ._awaiting import (
     RelinkHook,
     awaiting_snapshots,
@@ -32,12 +40,15 @@ from ._envelope import (
     HEADER_PEEK,
     MAX_EXPANSION,
     Header,
+    available_compressions,
     decode_envelope,
     encode_envelope,
     read_header,
 )
 from ._errors import (
+    ArgumentTypeError,
     CheckpointNotFoundError,
+    ConfigurationError,
     CorruptCheckpointError,
     DecodeError,
     EncodeError,
@@ -48,7 +59,7 @@ from ._hooks import default_registry
 from ._loop import LoopContext
 from ._registry import HookRegistry, class_name
 from ._unbundle import LoopAwareBundle, _rebind, unbundle
-from .codecs import Codec, available_codecs, get_codec
+from .codecs import Codec, available_codecs, check_codec_name, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
     CheckpointKey,
@@ -100,6 +111,39 @@ def _checkpoints(keys: list[KeyToken], pids: _PidsByToken) -> list[PersistedChec
     return [make((pids[token], tag)) for token, tag in keys]
 
 
+def _check_compression(compression: object) -> None:
+    """Refuse, when opening, a compression that the first save would fail on.
+
+    :raises ArgumentTypeError: if ``compression`` is not a str or ``None``
+    :raises ConfigurationError: if it is unknown, or its package is not installed
+    """
+    if compression is None:
+        return
+    check_instance(
+        compression,
+        str,
+        call="open_persister()",
+        argument="compression",
+        wanted="None, 'zlib' or 'zstd'",
+        hint="Pass compression=None to store records uncompressed.",
+    )
+    available = available_compressions()
+    if compression in available:
+        return
+    if compression == "zstd":
+        msg = (
+            "compression='zstd' needs the zstandard package, which is not installed here. "
+            "Install it with: pip install 'loopaware-persist[zstd]', or use 'zlib'."
+        )
+    else:
+        names = ", ".join(repr(name) for name in available)
+        msg = (
+            f"Unknown compression {compression!r}. Available here: {names}; 'zstd' needs "
+            "pip install 'loopaware-persist[zstd]'."
+        )
+    raise ConfigurationError(msg, option="compression", value=compression)
+
+
 class CheckpointInfo:
     """What a listing shows of one checkpoint, read from its header only.
 
@@ -148,14 +192,17 @@ def _accepted(accept: str | Iterable[str] | None, codec: str) -> frozenset[str]:
     names = frozenset({accept} if isinstance(accept, str) else accept)
     known = set(available_codecs()) - {"pickle-unrestricted"}
     for name in names:
-        if not isinstance(name, str) or name not in known:
+        if not isinstance(name, str):
+            msg = f"accept names {name!r}, not a codec name; use names from {sorted(known)}."
+            raise ArgumentTypeError(msg)
+        if name not in known:
             # Records name "pickle" whichever way they are loaded: trusted=True lifts the
             # restriction, not the codec name.
             msg = (
                 f"accept names {name!r}, which is no codec a record can name here; use "
                 f"codec names from {sorted(known)} (trusted=True loads pickle unrestricted)."
             )
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
     return names | {codec}
 
 
@@ -175,7 +222,9 @@ class LoopAwarePersister(plumpy.Persister):
     :param accept: the codec names whose records a load decodes (default: ``codec``'s and
         ``"msgpack"``); a record naming another is refused before its payload is read, so
         a store written with msgpack never reaches the unpickler
-    :raises ValueError: if ``accept`` names a codec that is not installed
+    :raises ArgumentTypeError: if an argument has the wrong type
+    :raises ConfigurationError: if the codec, compression or an ``accept`` name is not
+        available here
     """
 
     #: Seconds between reads of the store by a loaded WorkChain that waits (``ToContext``)
@@ -194,9 +243,33 @@ class LoopAwarePersister(plumpy.Persister):
         trusted: bool = False,
         accept: str | Iterable[str] | None = None,
     ) -> None:
+        call = "LoopAwarePersister()"
+        check_instance(
+            storage,
+            Storage,
+            call=call,
+            argument="storage",
+            wanted="a Storage",
+            hint="Open one with loopaware_persist.storage.open_storage(url), or use "
+            "open_persister(url).",
+        )
+        if not isinstance(codec, Codec):
+            check_codec_name(codec)
+        if registry is not None:
+            check_instance(
+                registry,
+                HookRegistry,
+                call=call,
+                argument="registry",
+                wanted="a HookRegistry or None",
+                hint="Pass default_registry.copy() with your hooks, or None.",
+            )
+        entries = check_allow(allow, call=call)
+        _check_compression(compression)
+        check_flag(trusted, call=call, argument="trusted")
         super().__init__()
         registry = (registry if registry is not None else default_registry).copy()
-        registry.allow(*allow)
+        registry.allow(*entries)
         if trusted:
             warnings.warn(
                 "trusted=True: loads skip the allow-list and revive whatever the checkpoints "
@@ -251,8 +324,17 @@ class LoopAwarePersister(plumpy.Persister):
         :param bundle: the bundle
         :param meta: listing data stored in the header
         :raises EncodeError: naming the path of a value that cannot be stored
+        :raises ArgumentTypeError: if ``bundle`` is not a dict
         :return: the record
         """
+        check_instance(
+            bundle,
+            dict,
+            call="dumps()",
+            argument="bundle",
+            wanted="a plumpy Bundle (a dict)",
+            hint="Pass plumpy.Bundle(process), or use save_checkpoint(process).",
+        )
         payload = self.codec.encode(bundle)
         return encode_envelope(
             payload, codec=self.codec.name, compression=self.compression, meta=meta
@@ -265,8 +347,17 @@ class LoopAwarePersister(plumpy.Persister):
         :param key: the checkpoint it was read from, named in errors
         :raises DecodeError: (a subclass) for damaged, unknown or unsafe content;
             :class:`UnsafeCheckpointError` for a codec outside :attr:`accept`
+        :raises ArgumentTypeError: if ``data`` is not bytes
         :return: the bundle
         """
+        check_instance(
+            data,
+            (bytes, bytearray, memoryview),
+            call="loads()",
+            argument="data",
+            wanted="a record (bytes)",
+            hint="Pass what dumps() or storage.get(key).data returned.",
+        )
         tree = self._decode_tree(data, key)
         return LoopAwareBundle.wrap(
             tree,
@@ -291,8 +382,10 @@ class LoopAwarePersister(plumpy.Persister):
 
         :param process: the process
         :raises EncodeError: naming the path of a value that will not reload
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         :return: the decoded bundle, as a load would see it
         """
+        check_process(process, call="check_save()")
         return self._verify(process, self.dumps(self._bundle(process)))
 
     def _verify(self, process: plumpy.Process, data: bytes) -> LoopAwareBundle:
@@ -365,8 +458,10 @@ class LoopAwarePersister(plumpy.Persister):
             on a pending future no known process owns included)
         :raises EncodeError: if the process cannot be encoded
         :raises StorageError: if the store fails (the previous checkpoint is untouched)
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         :return: the stored version
         """
+        check_process(process, call="save_checkpoint()")
         data = self._encode_process(process)
         if verify:
             self._verify(process, data)
@@ -412,8 +507,10 @@ class LoopAwarePersister(plumpy.Persister):
         :raises NoEventLoopError: if there is no target loop
         :raises UnlinkedAwaitableError: if the process awaits a pending future that
             nothing can complete (a plain future, a child whose checkpoint is missing)
+        :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
         :return: the process
         """
+        check_optional_loop(loop, call="load_process()")
         bundle = self.load_checkpoint(pid, tag)
         process = unbundle(
             bundle,
@@ -459,9 +556,11 @@ class LoopAwarePersister(plumpy.Persister):
         :param pid: the process id
         :return: ``(pid, tag)`` per checkpoint of that process, untagged first,
             then by tag
+        :raises ArgumentTypeError: if ``pid`` is ``None`` (which is not "every process")
         :raises EncodeError: if ``pid`` has an unsupported type
         :raises StorageError: if the storage fails or holds a malformed key
         """
+        check_pid(pid, call="get_process_checkpoints()")
         keys = self.storage.list_key_tokens(pid)  # type: ignore[arg-type] # plumpy: Hashable
         # A fresh memo: one pid's listing must not grow the one kept for all.
         return _checkpoints(keys, _PidsByToken())
@@ -478,7 +577,9 @@ class LoopAwarePersister(plumpy.Persister):
         """Delete every checkpoint of a process.
 
         :param pid: the process id
+        :raises ArgumentTypeError: if ``pid`` is ``None`` (which is not "every process")
         """
+        check_pid(pid, call="delete_process_checkpoints()")
         self.storage.delete_pid(pid)  # type: ignore[arg-type]
 
     # endregion
@@ -515,8 +616,10 @@ class LoopAwarePersister(plumpy.Persister):
         :param process: the process (call from its loop)
         :param tag: optional checkpoint tag
         :param expected_version: see :meth:`save_checkpoint`
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         :return: the stored version
         """
+        check_process(process, call="asave_checkpoint()")
         meta = _listing_meta(process)
         bundle = self._bundle(process)
         key = self._key(process.pid, tag)
@@ -595,17 +698,35 @@ def open_persister(
     :param trusted: skip the allow-list on load (only for stores you alone write)
     :param accept: the codec names whose records a load decodes (default: ``codec`` and
         ``"msgpack"``): ``accept=("msgpack", "pickle")`` reads a store holding both
+    :raises ArgumentTypeError: if an argument has the wrong type
+    :raises ConfigurationError: if the codec, compression or URL scheme is not available
+        here (checked before the store is opened, so nothing is created)
     :return: the persister
     """
+    check_instance(
+        url,
+        str,
+        call="open_persister()",
+        argument="url",
+        wanted="a storage URL (str)",
+        hint="Pass e.g. 'sqlite:///checkpoints.db' or Path(...).as_uri() for a directory.",
+    )
+    check_codec_name(codec)
+    _check_compression(compression)
+    check_flag(trusted, call="open_persister()", argument="trusted")
     if codec == "pickle-unrestricted":
         codec, trusted = "pickle", True
     storage = open_storage(url, durability=durability)
-    return LoopAwarePersister(
-        storage,
-        codec=codec,
-        registry=registry,
-        allow=allow,
-        compression=compression,
-        trusted=trusted,
-        accept=accept,
-    )
+    try:
+        return LoopAwarePersister(
+            storage,
+            codec=codec,
+            registry=registry,
+            allow=allow,
+            compression=compression,
+            trusted=trusted,
+            accept=accept,
+        )
+    except BaseException:
+        storage.close()  # a refused argument must not leave a connection or lock open
+        raise

@@ -25,15 +25,23 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 
-from ._errors import EncodeError, UnknownTagError, UnsafeCheckpointError
+from ._arguments import check_allow, check_instance, describe
+from ._errors import ArgumentTypeError, EncodeError, UnknownTagError, UnsafeCheckpointError
 
 __all__ = ("Hook", "HookRegistry", "class_name")
 
 T = TypeVar("T")
 Kind = Literal["class", "exception", "enum", "savable", "object", "pickle"]
 
-#: Modules whose classes of the kinds in ``_LIBRARY_KINDS`` a load may revive by default.
-DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy", "loopaware_persist")
+#: Packages (with their submodules) whose classes of the kinds in ``_LIBRARY_KINDS`` a
+#: load may revive by default.
+DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy")
+#: This package's own modules a load may import by default, exactly (not their
+#: submodules). Checkpoints and messages name this package's classes by the public
+#: module (``loopaware_persist:FutureSnapshot``, the errors); the demo's and benchmark's
+#: process classes in ``loopaware_persist._demo``/``._bench`` must not be launchable by a
+#: task message to any worker, so those are allowed only by the commands that run them.
+OWN_MODULES: frozenset[str] = frozenset({"loopaware_persist"})
 # For the library modules above, reviving is limited to inert kinds: a class
 # reference, an exception, an enum member, a Savable (which plumpy rebuilds
 # through recreate_from) or a type with a hook. Arbitrary plumpy objects such as
@@ -68,6 +76,13 @@ def class_name(cls: type) -> str:
 
 
 def _split(name: str) -> tuple[str, str]:
+    if not isinstance(name, str):
+        # A class name comes from stored or received data: a wrong type is damage.
+        msg = (
+            f"Malformed class reference {name!r} in checkpoint: expected a 'module:QualName' "
+            "string. The checkpoint is damaged or was crafted."
+        )
+        raise UnsafeCheckpointError(msg, name=repr(name))
     module, sep, qualname = name.partition(":")
     parts = qualname.split(".")
     if (
@@ -128,7 +143,7 @@ class HookRegistry:
         self._approved: dict[tuple[str, str], type] = {}
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._trust_all = False
-        self.allow(*allow)
+        self.allow(*check_allow(allow, call="HookRegistry()"))
 
     # region registration
 
@@ -147,7 +162,17 @@ class HookRegistry:
         :param encode: value -> list of fields, each itself encodable
         :param decode: list of decoded fields -> value
         :raises ValueError: if ``tag`` is already registered
+        :raises ArgumentTypeError: if ``cls`` is not a class, ``tag`` not a str, or a hook
+            not callable
         """
+        check_instance(
+            cls,
+            type,
+            call="HookRegistry.register()",
+            argument="cls",
+            wanted="a class",
+            hint="Pass the class whose instances the hook stores, e.g. register(Point, ...).",
+        )
         self._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls))
 
     def register_predicate(
@@ -167,7 +192,10 @@ class HookRegistry:
         :param encode: value -> list of fields
         :param decode: list of decoded fields -> value
         :raises ValueError: if ``tag`` is already registered
+        :raises ArgumentTypeError: if ``predicate`` or a hook is not callable, or ``tag``
+            not a str
         """
+        self._check_callable(predicate, "register_predicate", "predicate")
         self._add(Hook(tag=tag, encode=encode, decode=decode, predicate=predicate))
 
     def hook(self, cls: type, *, tag: str) -> Callable[[type[T]], type[T]]:
@@ -196,7 +224,27 @@ class HookRegistry:
 
         return decorate
 
+    @staticmethod
+    def _check_callable(value: object, method: str, argument: str) -> None:
+        if not callable(value):
+            msg = (
+                f"HookRegistry.{method}() takes a callable as {argument}, got {describe(value)}. "
+                "Pass a function: encode maps a value to a list of fields, decode maps them back."
+            )
+            raise ArgumentTypeError(msg, argument=argument)
+
     def _add(self, hook: Hook) -> None:
+        method = "register" if hook.cls is not None else "register_predicate"
+        check_instance(
+            hook.tag,
+            str,
+            call=f"HookRegistry.{method}()",
+            argument="tag",
+            wanted="a str",
+            hint="Choose a stable string such as 'myapp.point'.",
+        )
+        self._check_callable(hook.encode, method, "encode")
+        self._check_callable(hook.decode, method, "decode")
         if hook.tag in self._by_tag:
             msg = (
                 f"Tag {hook.tag!r} is already registered (for {self._by_tag[hook.tag].cls!r}). "
@@ -351,8 +399,9 @@ class HookRegistry:
 
         :param entries: module names (``"myapp"``, covering submodules), exact
             ``"module:QualName"`` names, or classes
+        :raises ArgumentTypeError: if an entry is not a str or a class
         """
-        for entry in entries:
+        for entry in check_allow(entries, call="HookRegistry.allow()"):
             if isinstance(entry, type):
                 self._allowed_names.add(class_name(entry))
             elif ":" in entry:
@@ -404,6 +453,7 @@ class HookRegistry:
         return (
             self._user_allows(module, qualname)
             or self._in(module, DEFAULT_MODULES)
+            or module in OWN_MODULES
             or module in _STDLIB_MODULES
             or (module, qualname) in self._hooked
         )
@@ -461,6 +511,8 @@ class HookRegistry:
             of the right kind; nothing outside the allow-list is imported
         :return: the class
         """
+        if not isinstance(name, str):
+            _split(name)  # refuses it as a malformed reference (unhashable ones too)
         approved = self._approved.get((name, kind))
         if approved is not None:  # the hot path of every load: one dict lookup
             return approved

@@ -49,6 +49,7 @@ from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
 
+from ._arguments import check_flag, check_instance, check_loop
 from ._awaiting import note_process, relink_awaited
 from ._errors import (
     CorruptCheckpointError,
@@ -726,7 +727,9 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     :param obj: the root of the graph (a process, usually)
     :param loop: the loop every future must belong to
     :raises LoopBoundaryError: naming the path of each foreign future
+    :raises ArgumentTypeError: if ``loop`` is not an event loop
     """
+    check_loop(loop, call="check_loop_bound()")
     _check_loop_bound(obj, loop, set())
 
 
@@ -808,6 +811,37 @@ def _rebind(
         raise
 
 
+def _check_unbundle_arguments(bundle: Any, ctx: Any, registry: Any, trusted: Any) -> None:
+    call = "unbundle()"
+    check_flag(trusted, call=call, argument="trusted")
+    check_instance(
+        bundle,
+        dict,
+        call=call,
+        argument="bundle",
+        wanted="a plumpy Bundle (a dict)",
+        hint="Pass what load_checkpoint() or plumpy.Bundle(process) returned.",
+    )
+    if ctx is not None:
+        check_instance(
+            ctx,
+            LoopContext,
+            call=call,
+            argument="ctx",
+            wanted="a LoopContext or None",
+            hint="Wrap the target loop: LoopContext(loop=my_loop).",
+        )
+    if registry is not None:
+        check_instance(
+            registry,
+            HookRegistry,
+            call=call,
+            argument="registry",
+            wanted="a HookRegistry or None",
+            hint="Pass default_registry.copy() with your hooks, or None.",
+        )
+
+
 def unbundle(
     bundle: Any,
     ctx: LoopContext | None = None,
@@ -840,8 +874,11 @@ def unbundle(
     :raises UnsafeCheckpointError: if the bundle names anything outside the allow-list
     :raises LoopBoundaryError: if a future of the result belongs to another loop
     :raises DecodeError: if plumpy cannot load the bundle
+    :raises ArgumentTypeError: if ``bundle`` is not a dict, ``ctx`` not a LoopContext,
+        ``registry`` not a HookRegistry or ``trusted`` not a bool
     :return: the loaded object, usually a ``plumpy.Process``
     """
+    _check_unbundle_arguments(bundle, ctx, registry, trusted)
     ctx = ctx if ctx is not None else LoopContext()
     if isinstance(bundle, LoopAwareBundle):
         if registry is None:

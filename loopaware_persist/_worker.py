@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import itertools
 import logging
 import os
@@ -57,7 +58,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import kiwipy
 import plumpy
@@ -77,10 +78,14 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
+from ._arguments import check_allow, check_instance, check_optional_loop, check_pid, describe
 from ._awaiting import RelinkHook
 from ._errors import (
+    ArgumentTypeError,
     BackendUnavailableError,
+    CorruptCheckpointError,
     StaleCheckpointError,
+    StorageError,
     UnsafeCheckpointError,
 )
 from ._launcher import LoopAwareLauncher, LoopBridge
@@ -89,6 +94,7 @@ from ._messages import MessageCodec, RefusedMessage
 from ._persister import LoopAwarePersister
 from ._registry import class_name
 from ._unbundle import unbundle
+from .codecs import check_codec_name
 from .storage import CheckpointKey, open_storage
 
 if TYPE_CHECKING:
@@ -96,8 +102,12 @@ if TYPE_CHECKING:
 
 __all__ = (
     "DEFAULT_TASK_QUEUE",
+    "FenceReason",
     "FencedError",
     "FencingPersister",
+    "ShutdownFencedError",
+    "StaleFencedError",
+    "UnavailableFencedError",
     "Worker",
     "WorkerClient",
     "run_worker",
@@ -116,22 +126,65 @@ DEFAULT_MESSAGE_EXCHANGE = "loopaware.messages"
 _UNAVAILABLE_BACKOFF = 1.0
 
 
-FenceReason = Literal["stale", "unavailable", "shutdown"]
+class FenceReason(str, enum.Enum):
+    """Why a :class:`FencedError` stopped a process."""
+
+    #: another worker saved the process's checkpoint after this one loaded it
+    STALE = "stale"
+    #: the store could not be reached, so the process could not checkpoint
+    UNAVAILABLE = "unavailable"
+    #: the worker is shutting down
+    SHUTDOWN = "shutdown"
 
 
-class FencedError(StaleCheckpointError):
+def _check_broker_url(url: object, call: str) -> None:
+    check_instance(
+        url,
+        str,
+        call=call,
+        argument="broker_url",
+        wanted="an AMQP URL (str)",
+        hint="Pass e.g. 'amqp://guest:guest@127.0.0.1:5672/'.",
+    )
+
+
+class FencedError(StorageError):
     """A process stopped without saving: another worker owns its checkpoint, the store
     was down, or the worker is shutting down. Its task goes back to the queue.
 
+    Each reason is its own subclass, so that a caller catching
+    :class:`StaleCheckpointError` gets only :class:`StaleFencedError`, one catching
+    :class:`BackendUnavailableError` only :class:`UnavailableFencedError`, and a
+    shutdown (:class:`ShutdownFencedError`) is neither. ``reason`` says the same.
+
     :param msg: the message
     :param pid: the process
-    :param reason: ``"stale"``, ``"unavailable"`` or ``"shutdown"``
+    :ivar reason: a :class:`FenceReason`
     """
 
-    def __init__(self, msg: str, *, pid: Hashable = None, reason: FenceReason = "stale") -> None:
+    reason: FenceReason
+
+    def __init__(self, msg: str, *, pid: Hashable = None) -> None:
         super().__init__(msg)
         self.pid = pid
-        self.reason: FenceReason = reason
+
+
+class StaleFencedError(FencedError, StaleCheckpointError):
+    """Fenced because another worker saved the process's checkpoint first."""
+
+    reason = FenceReason.STALE
+
+
+class UnavailableFencedError(FencedError, BackendUnavailableError):
+    """Fenced because the store was unavailable when the process had to checkpoint."""
+
+    reason = FenceReason.UNAVAILABLE
+
+
+class ShutdownFencedError(FencedError):
+    """Fenced because the worker is shutting down; the process is not stale."""
+
+    reason = FenceReason.SHUTDOWN
 
 
 _TERMINAL_STATES = frozenset({"finished", "excepted", "killed"})
@@ -261,9 +314,9 @@ class FencingPersister(LoopAwarePersister):
         fence = self._fences.get(process) or self._watch(process, -1)
         if fence.fenced is not None:
             return fence.fenced
-        reason: FenceReason
+        kind: type[FencedError]
         if isinstance(cause, StaleCheckpointError):
-            reason = "stale"
+            kind = StaleFencedError
             if len(self._stale) >= _STALE_MARKS_KEPT:
                 self._stale.clear()
             self._stale[process.pid] = next(self._stale_serial)
@@ -274,17 +327,17 @@ class FencingPersister(LoopAwarePersister):
             )
             _LOGGER.warning("fenced %s: stale checkpoint version %s", process.pid, fence.version)
         elif isinstance(cause, BackendUnavailableError):
-            reason = "unavailable"
+            kind = UnavailableFencedError
             msg = (
                 f"Process {process.pid} stopped: the store is unavailable ({cause}). Its last "
                 "acknowledged checkpoint stays; the task goes back to the queue."
             )
             _LOGGER.warning("fenced %s: store unavailable", process.pid)
         else:
-            reason = "shutdown"
+            kind = ShutdownFencedError
             msg = f"Process {process.pid} stopped by the worker's shutdown; the task is requeued."
             _LOGGER.info("fenced %s: shutdown", process.pid)
-        fence.fenced = FencedError(msg, pid=process.pid, reason=reason)
+        fence.fenced = kind(msg, pid=process.pid)
         return fence.fenced
 
     # Same override as LoopAwarePersister's (extra keywords, returns the version).
@@ -349,8 +402,11 @@ class FencingPersister(LoopAwarePersister):
         :param extra: more ``LoadSaveContext`` entries
         :raises FencedError: if another worker saved it between our read and our claim,
             or the store went down in between
+        :raises CorruptCheckpointError: if the checkpoint holds something other than a process
+        :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
         :return: the process
         """
+        check_optional_loop(loop, call="load_process()")
         key = CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
         record = self.storage.get(key)
         process = unbundle(
@@ -362,8 +418,12 @@ class FencingPersister(LoopAwarePersister):
             **extra,
         )
         if not isinstance(process, plumpy.Process):
-            msg = f"The checkpoint of {pid!r} holds a {type(process).__name__}, not a process."
-            raise TypeError(msg)
+            msg = (
+                f"The checkpoint of {pid!r} holds a {type(process).__name__}, not a process: "
+                "it was not written by save_checkpoint(). Delete it or load it with "
+                "load_checkpoint()."
+            )
+            raise CorruptCheckpointError(msg)
         self._relinked(process, relink)  # ToContext futures, before the claim saves it
         if tag is None:
             self._watch(process, record.version)
@@ -391,9 +451,26 @@ def open_fencing_persister(
     :param url: a storage URL (``postgresql://...`` for several machines)
     :param codec: ``"msgpack"`` or ``"pickle"``
     :param allow: modules/classes a load may revive, besides plumpy's
+    :raises ArgumentTypeError: if an argument has the wrong type
+    :raises ConfigurationError: if the codec or URL scheme is not available here
     :return: the persister
     """
-    return FencingPersister(open_storage(url), codec=codec, allow=allow)
+    check_instance(
+        url,
+        str,
+        call="open_fencing_persister()",
+        argument="url",
+        wanted="a storage URL (str)",
+        hint="Pass e.g. 'postgresql://user@host/db'.",
+    )
+    check_codec_name(codec)
+    entries = check_allow(allow, call="open_fencing_persister()")
+    storage = open_storage(url)
+    try:
+        return FencingPersister(storage, codec=codec, allow=entries)
+    except BaseException:
+        storage.close()  # a refused argument must not leave a connection open
+        raise
 
 
 # endregion
@@ -481,7 +558,7 @@ class _Subscriber:
         if error is None:
             outcome.set_result(done.result())
             return
-        if isinstance(error, FencedError) and error.reason == "stale":
+        if isinstance(error, StaleFencedError):
             # Another copy owns the process now. Requeueing would let a redelivery claim
             # it back mid-step, and two copies could fence each other forever; this
             # task instead follows the owner and replies with the final outcome.
@@ -550,10 +627,14 @@ class Worker:
         process_rpc: bool = True,
         follow_timeout: float = 24 * 3600.0,
     ) -> None:
+        _check_broker_url(broker_url, "Worker()")
+        if not isinstance(prefetch, int) or isinstance(prefetch, bool):
+            msg = f"Worker() takes an int as prefetch, got {describe(prefetch)}. Pass e.g. 8."
+            raise ArgumentTypeError(msg, argument="prefetch")
         if prefetch < 0:
             msg = f"prefetch must be 0 (unlimited) or more, got {prefetch}."
             raise ValueError(msg)
-        allow = tuple(allow)
+        allow = check_allow(allow, call="Worker()")
         self.broker_url = broker_url
         self.store_url = store_url
         self.prefetch = prefetch
@@ -887,7 +968,8 @@ class WorkerClient:
     ) -> None:
         from kiwipy.rmq import RmqThreadCommunicator  # aio-pika: imported only when used
 
-        self.messages = MessageCodec(allow=allow)
+        _check_broker_url(broker_url, "WorkerClient()")
+        self.messages = MessageCodec(allow=check_allow(allow, call="WorkerClient()"))
         self._communicator = RmqThreadCommunicator.connect(
             connection_params=broker_url,
             message_exchange=DEFAULT_MESSAGE_EXCHANGE,
@@ -918,8 +1000,40 @@ class WorkerClient:
         return future
 
     @staticmethod
-    def _class_name(process_class: type[plumpy.Process] | str) -> str:
-        return process_class if isinstance(process_class, str) else class_name(process_class)
+    def _task_args(
+        call: str,
+        process_class: type[plumpy.Process] | str,
+        inputs: Mapping[str, Any] | None,
+        pid: Hashable,
+    ) -> tuple[str, dict[str, Any], Hashable]:
+        """Check a launch's or create's arguments before anything is sent.
+
+        :return: the class name, the inputs and the pid (a new UUID string if ``None``)
+        :raises ArgumentTypeError: for a wrong type
+        :raises EncodeError: for a pid of a type no store can hold
+        """
+        if isinstance(process_class, str):
+            name = process_class
+        elif isinstance(process_class, type) and issubclass(process_class, plumpy.Process):
+            name = class_name(process_class)
+        else:
+            msg = (
+                f"{call} takes a plumpy.Process subclass or its 'module:QualName' as "
+                f"process_class, got {describe(process_class)}. Pass the class itself."
+            )
+            raise ArgumentTypeError(msg, argument="process_class")
+        if inputs is not None:
+            check_instance(
+                inputs,
+                Mapping,
+                call=call,
+                argument="inputs",
+                wanted="a mapping or None",
+                hint="Pass the process's inputs as a dict, e.g. {'x': 1}.",
+            )
+        pid = str(uuid.uuid4()) if pid is None else pid
+        CheckpointKey(pid).token  # type: ignore[arg-type]  # noqa: B018 - refuses a bad pid now
+        return name, dict(inputs or {}), pid
 
     def launch(
         self,
@@ -939,15 +1053,15 @@ class WorkerClient:
         :return: a future of its outputs; a failed process's error arrives as a
             ``kiwipy.RemoteException``. Its ``.pid`` attribute names the process.
         """
-        pid = str(uuid.uuid4()) if pid is None else pid
+        name, inputs, pid = self._task_args("launch()", process_class, inputs, pid)
         body = {
             TASK_KEY: LAUNCH_TASK,
             TASK_ARGS: {
-                PROCESS_CLASS_KEY: self._class_name(process_class),
+                PROCESS_CLASS_KEY: name,
                 PERSIST_KEY: True,
                 NOWAIT_KEY: False,
                 ARGS_KEY: (),
-                KWARGS_KEY: {"inputs": dict(inputs or {}), "pid": pid},
+                KWARGS_KEY: {"inputs": inputs, "pid": pid},
             },
         }
         future = self._send(body, pid)
@@ -968,14 +1082,14 @@ class WorkerClient:
         :param pid: its pid (default: a UUID string)
         :return: a future of its pid, once its checkpoint is stored
         """
-        pid = str(uuid.uuid4()) if pid is None else pid
+        name, inputs, pid = self._task_args("create()", process_class, inputs, pid)
         body = {
             TASK_KEY: CREATE_TASK,
             TASK_ARGS: {
-                PROCESS_CLASS_KEY: self._class_name(process_class),
+                PROCESS_CLASS_KEY: name,
                 PERSIST_KEY: True,
                 ARGS_KEY: (),
-                KWARGS_KEY: {"inputs": dict(inputs or {}), "pid": pid},
+                KWARGS_KEY: {"inputs": inputs, "pid": pid},
             },
         }
         return self._send(body, ("create", pid))
@@ -985,8 +1099,12 @@ class WorkerClient:
 
         :param pid: the process id
         :param tag: a checkpoint tag
+        :raises ArgumentTypeError: if ``pid`` is ``None``
+        :raises EncodeError: for a pid or tag of a type no store can hold
         :return: a future of its outputs
         """
+        check_pid(pid, call="continue_()")
+        CheckpointKey(pid, tag).token  # type: ignore[arg-type]  # noqa: B018 - refuses it now
         body = {TASK_KEY: CONTINUE_TASK, TASK_ARGS: {PID_KEY: pid, NOWAIT_KEY: False, TAG_KEY: tag}}
         return self._send(body, pid)
 

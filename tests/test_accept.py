@@ -15,7 +15,12 @@ import plumpy
 import pytest
 from click.testing import CliRunner
 
-from loopaware_persist import UnsafeCheckpointError, open_persister
+from loopaware_persist import (
+    ArgumentTypeError,
+    ConfigurationError,
+    UnsafeCheckpointError,
+    open_persister,
+)
 from loopaware_persist._cli import cli
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
@@ -82,10 +87,15 @@ def test_what_a_persister_accepts(options: dict[str, object], accepted: set[str]
             per.loads(record)
 
 
-@pytest.mark.parametrize("accept", [("yaml",), ("pickle-unrestricted",), "nope", (3,)])
+@pytest.mark.parametrize("accept", [("yaml",), ("pickle-unrestricted",), "nope"])
 def test_accept_names_only_installed_codecs(accept: object) -> None:
-    with pytest.raises(ValueError, match="accept names"):
+    with pytest.raises(ConfigurationError, match="accept names"):
         open_persister("memory://", accept=accept)  # type: ignore[arg-type]
+
+
+def test_accept_names_must_be_strings() -> None:
+    with pytest.raises(ArgumentTypeError, match="accept names 3"):
+        open_persister("memory://", accept=(3,))  # type: ignore[arg-type]
 
 
 def test_the_cli_reads_and_converts_a_pickle_store(tmp_path: Path) -> None:

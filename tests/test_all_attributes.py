@@ -10,17 +10,23 @@ import pytest
 
 import loopaware_persist
 from loopaware_persist import (
+    ArgumentTypeError,
     BackendUnavailableError,
     CheckpointNotFoundError,
+    ConfigurationError,
     CorruptCheckpointError,
     DecodeError,
     DurabilityError,
     EncodeError,
+    FencedError,
     LoopAwarePersistError,
     LoopBoundaryError,
     NoEventLoopError,
+    ShutdownFencedError,
     StaleCheckpointError,
+    StaleFencedError,
     StorageError,
+    UnavailableFencedError,
     UnknownTagError,
     UnsafeCheckpointError,
     default_registry,
@@ -99,6 +105,8 @@ def test_reexported_function_is_documented(name: str) -> None:
 # region error tree
 
 ERRORS = [
+    ArgumentTypeError,
+    ConfigurationError,
     EncodeError,
     DecodeError,
     CorruptCheckpointError,
@@ -111,6 +119,10 @@ ERRORS = [
     StaleCheckpointError,
     DurabilityError,
     BackendUnavailableError,
+    FencedError,
+    StaleFencedError,
+    UnavailableFencedError,
+    ShutdownFencedError,
 ]
 
 
@@ -124,6 +136,8 @@ def test_every_error_is_ours_and_plumpys(error: type[BaseException]) -> None:
 @pytest.mark.parametrize(
     ("error", "bases"),
     [
+        (ArgumentTypeError, (TypeError,)),
+        (ConfigurationError, (ValueError,)),
         (EncodeError, (TypeError,)),
         (DecodeError, (ValueError,)),
         (CorruptCheckpointError, (DecodeError, ValueError)),
@@ -135,6 +149,9 @@ def test_every_error_is_ours_and_plumpys(error: type[BaseException]) -> None:
         (StaleCheckpointError, (StorageError,)),
         (DurabilityError, (StorageError, OSError)),
         (BackendUnavailableError, (StorageError, ConnectionError)),
+        (StaleFencedError, (FencedError, StaleCheckpointError)),
+        (UnavailableFencedError, (FencedError, BackendUnavailableError, ConnectionError)),
+        (ShutdownFencedError, (FencedError, StorageError)),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else "",
 )
@@ -151,6 +168,15 @@ def test_builtin_bases(error: type[BaseException], bases: tuple[type, ...]) -> N
         (StorageError, RuntimeError),
         (NoEventLoopError, ValueError),
         (CorruptCheckpointError, TypeError),
+        (ArgumentTypeError, ValueError),
+        (ConfigurationError, TypeError),
+        # Only a stale fence is stale: callers catching StaleCheckpointError must not
+        # mistake a down store or a shutdown for another writer's save.
+        (FencedError, StaleCheckpointError),
+        (UnavailableFencedError, StaleCheckpointError),
+        (ShutdownFencedError, StaleCheckpointError),
+        (ShutdownFencedError, BackendUnavailableError),
+        (StaleFencedError, BackendUnavailableError),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else "",
 )

@@ -6,8 +6,19 @@ import asyncio
 
 import pytest
 
-from loopaware_persist import StaleCheckpointError, _worker as worker_module
-from loopaware_persist._worker import FencedError, open_fencing_persister
+from loopaware_persist import (
+    ArgumentTypeError,
+    BackendUnavailableError,
+    FencedError,
+    FenceReason,
+    ShutdownFencedError,
+    StaleCheckpointError,
+    StaleFencedError,
+    UnavailableFencedError,
+    _worker as worker_module,
+)
+from loopaware_persist._worker import open_fencing_persister
+from loopaware_persist.storage import CheckpointKey
 from tests.processes import drive
 
 
@@ -24,7 +35,8 @@ def test_a_stale_copy_is_refused_and_once_fenced_never_saves(
             persister.save_checkpoint(first)
         before = persister.stale_mark(process.pid)
         fenced = persister.fence(first, refused.value)
-        assert fenced.reason == "stale"
+        assert fenced.reason is FenceReason.STALE
+        assert isinstance(fenced, StaleFencedError)
         assert persister.fenced(first) is fenced
         assert persister.stale_mark(process.pid) != before
         with pytest.raises(FencedError):
@@ -46,3 +58,42 @@ def test_stale_marks_are_bounded_and_never_repeat(
         assert len(persister._stale) <= 8
         assert len(set(seen)) == len(seen)  # a mark once handed out never comes back
         assert all(mark > 0 for mark in seen)
+
+
+@pytest.mark.parametrize(
+    ("cause", "kind", "reason"),
+    [
+        (StaleCheckpointError("another worker saved it"), StaleFencedError, FenceReason.STALE),
+        (BackendUnavailableError("down"), UnavailableFencedError, FenceReason.UNAVAILABLE),
+        (None, ShutdownFencedError, FenceReason.SHUTDOWN),
+    ],
+    ids=["stale", "unavailable", "shutdown"],
+)
+def test_only_a_stale_fence_is_a_stale_checkpoint_error(
+    loop: asyncio.AbstractEventLoop,
+    cause: BaseException | None,
+    kind: type[FencedError],
+    reason: FenceReason,
+) -> None:
+    """A caller catching StaleCheckpointError (another writer won) must not also catch
+    a fence for a down store or a shutdown, after which the process is still its own."""
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        process = drive("chain", loop)
+        fenced = persister.fence(process, cause)
+        assert type(fenced) is kind
+        assert fenced.reason is reason
+        assert fenced.reason == reason.value  # a str enum: compares with the plain string
+        assert fenced.pid == process.pid
+        assert isinstance(fenced, StaleCheckpointError) is (reason is FenceReason.STALE)
+        assert isinstance(fenced, BackendUnavailableError) is (reason is FenceReason.UNAVAILABLE)
+        with pytest.raises(kind):
+            persister.save_checkpoint(process)
+
+
+def test_a_fencing_load_checks_its_loop_before_reading(loop: asyncio.AbstractEventLoop) -> None:
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        process = drive("chain", loop)
+        persister.save_checkpoint(process)
+        with pytest.raises(ArgumentTypeError, match=r"load_process\(\) takes an asyncio"):
+            persister.load_process(process.pid, loop="x")  # type: ignore[arg-type]
+        assert persister.storage.get(CheckpointKey(process.pid)).version == 1  # not claimed

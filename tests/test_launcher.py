@@ -34,6 +34,7 @@ from loopaware_persist import (
     UnsafeCheckpointError,
     _launcher as launcher_module,
     check_loop_bound,
+    default_registry,
     open_persister,
 )
 from loopaware_persist._launcher import LoopAwareLauncher, LoopBridge
@@ -870,3 +871,32 @@ def test_the_launcher_walks_what_its_persister_class_may_have_touched(
 
 
 # endregion
+
+
+@pytest.mark.parametrize(
+    "process_class",
+    [
+        "loopaware_persist._bench._workers:BenchSteps",
+        "loopaware_persist._bench._cases:BenchChain",
+        "loopaware_persist._demo:DemoWorkChain",
+        "loopaware_persist._demo:WaitingDemo",
+    ],
+)
+def test_a_default_launcher_refuses_the_demo_and_benchmark_processes(
+    process_class: str, worker_loop: asyncio.AbstractEventLoop
+) -> None:
+    """The default allow-list names this package's public module only: a task message must
+    not make any worker run the demo's or the benchmark's processes, which only the demo
+    command and the benchmark runner allow (for themselves)."""
+    with open_persister("memory://") as persister:
+        launcher = LoopAwareLauncher(persister, loop=worker_loop)
+        body = _launch_body(plumpy.Process)
+        body[process_comms.TASK_ARGS]["process_class"] = process_class
+        with pytest.raises(UnsafeCheckpointError, match="nothing was run") as refused:
+            launcher(None, body)
+        assert refused.value.name == process_class
+        module = process_class.partition(":")[0]
+        assert not default_registry.may_import(module, process_class.partition(":")[2])
+    # Where they run, the runner allows them itself.
+    with open_persister("memory://", allow=[module]) as allowed:
+        assert allowed.registry.may_import(module, process_class.partition(":")[2])

@@ -107,9 +107,14 @@ def test_builtin_tag_cannot_be_taken() -> None:
         registry.register(Point, tag="uuid", **_hook("x"))
 
 
-@pytest.mark.parametrize("tag", ["", None, 3])
-def test_bad_tag_is_value_error(registry: HookRegistry, tag: Any) -> None:
+def test_an_empty_tag_is_value_error(registry: HookRegistry) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the contract is the builtin type
+        registry.register(Point, tag="", **_hook("x"))
+
+
+@pytest.mark.parametrize("tag", [None, 3])
+def test_a_tag_of_another_type_is_type_error(registry: HookRegistry, tag: Any) -> None:
+    with pytest.raises(TypeError, match="as tag"):
         registry.register(Point, tag=tag, **_hook("x"))
 
 

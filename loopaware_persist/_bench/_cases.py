@@ -17,8 +17,7 @@
 
 Every context is generated from a fixed seed, so runs compare like with like.
 Classes are named ``loopaware_persist._bench._cases:...`` in checkpoints, which
-the default allow-list already permits (plumpy ``Savable`` subclasses of this
-package).
+the default allow-list refuses: every load here passes ``allow=_config.ALLOW``.
 """
 
 from __future__ import annotations

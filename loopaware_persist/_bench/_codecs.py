@@ -27,7 +27,7 @@ from .._envelope import decode_envelope, encode_envelope
 from .._errors import LoopAwarePersistError
 from ..codecs import get_codec
 from ._cases import Case, state_label
-from ._config import Config
+from ._config import ALLOW, Config
 from ._timing import Progress, calibrate, summarise, time_batch
 
 __all__ = ("BASELINE", "VARIANTS", "run_codecs")
@@ -61,7 +61,7 @@ def _variant(name: str, case: Case) -> _Variant:
             record_size=len(payload),
         )
     codec_name, _, compression = name.partition("+")
-    codec = get_codec(codec_name)
+    codec = get_codec(codec_name, allow=ALLOW)
     meta = {
         "process_class": f"{type(case.process).__module__}:{type(case.process).__qualname__}",
         "state": state_label(case.process),

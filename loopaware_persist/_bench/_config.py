@@ -6,7 +6,12 @@ from typing import Any
 
 import attrs
 
-__all__ = ("Config",)
+__all__ = ("ALLOW", "Config")
+
+#: What the benchmark's loads and workers allow: its own process classes. The default
+#: allow-list leaves them out, so that no task message can launch them on a worker
+#: that was not started by the benchmark.
+ALLOW: tuple[str, ...] = ("loopaware_persist._bench",)
 
 KB = 1_000
 MB = 1_000_000

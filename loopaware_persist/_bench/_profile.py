@@ -18,6 +18,7 @@ from .._snapshot import restore_future
 from .._unbundle import unbundle
 from ..codecs import get_codec
 from ._cases import Case, make_snapshots
+from ._config import ALLOW
 from ._report import write_text
 
 __all__ = ("profile_missed",)
@@ -33,7 +34,7 @@ def _repeat(fn: Callable[[], Any], seconds: float) -> Callable[[], None]:
 
 
 def _codec_jobs(case: Case, compression: str | None) -> Iterator[tuple[str, Callable[[], Any]]]:
-    codec = get_codec("msgpack")
+    codec = get_codec("msgpack", allow=ALLOW)
     payload = codec.encode(case.bundle)
     record = encode_envelope(payload, codec="msgpack", compression=compression)
     if compression is None:
@@ -69,10 +70,10 @@ def _jobs(
         if case_name in cases and what in ("time", "zstd.time"):
             yield from _codec_jobs(cases[case_name], "zstd" if what == "zstd.time" else None)
     elif kind == "unbundle" and rest in cases:
-        memory = stack.enter_context(open_persister("memory://"))
+        memory = stack.enter_context(open_persister("memory://", allow=ALLOW))
         memory.save_checkpoint(cases[rest].process)
         bundle = dict(memory.load_checkpoint(cases[rest].process.pid))  # see _rematerialise
-        yield "unbundle", lambda: unbundle(bundle, LoopContext(loop=loop))
+        yield "unbundle", lambda: unbundle(bundle, LoopContext(loop=loop), registry=memory.registry)
     elif kind == "restore":
         snapshots = make_snapshots(10_000)
         ctx = LoopContext(loop=loop)
@@ -83,7 +84,7 @@ def _jobs(
         if found is None:
             return
         url, durability = found
-        persister = stack.enter_context(open_persister(url, durability=durability))  # type: ignore[arg-type]
+        persister = stack.enter_context(open_persister(url, durability=durability, allow=ALLOW))  # type: ignore[arg-type]
         process = cases["small"].process
         persister.save_checkpoint(process)
         if kind == "save":

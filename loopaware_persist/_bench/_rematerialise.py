@@ -35,7 +35,7 @@ from .._persister import open_persister
 from .._snapshot import _materialise, restore_future, restore_futures
 from .._unbundle import unbundle
 from ._cases import Case, make_snapshots
-from ._config import Config
+from ._config import ALLOW, Config
 from ._timing import Progress, calibrate, summarise, time_batch
 
 __all__ = ("UNBUNDLE_CASES", "run_loop", "steps")
@@ -148,7 +148,7 @@ def run_loop(
     }
 
     with tempfile.TemporaryDirectory(prefix="loopaware-bench-") as tmp:
-        memory = open_persister("memory://", codec="msgpack")
+        memory = open_persister("memory://", codec="msgpack", allow=ALLOW)
         pickled = plumpy.PicklePersister(tmp)
         for name in UNBUNDLE_CASES:
             if name not in cases:
@@ -166,7 +166,7 @@ def run_loop(
                 return plain.unbundle(plumpy.LoadSaveContext(loop=loop))
 
             def load_ours(ours: Any = ours) -> Any:
-                return unbundle(ours, LoopContext(loop=loop))
+                return unbundle(ours, LoopContext(loop=loop), registry=memory.registry)
 
             def load_process(pid: Any = pid) -> Any:
                 return memory.load_process(pid, loop=loop)

@@ -34,7 +34,7 @@ from .._persister import LoopAwarePersister, open_persister
 from .._registry import class_name
 from ..storage import CheckpointKey
 from ._cases import Case, state_label
-from ._config import Config
+from ._config import ALLOW, Config
 from ._timing import Progress, summarise, time_each
 
 __all__ = ("PLUMPY", "POSTGRES_ENV", "run_storage")
@@ -103,14 +103,19 @@ def _open_stores(
         skipped["postgresql"] = f"{POSTGRES_ENV} is not set"
     opened = []
     for store in stores:
-        store.persister = open_persister(store.url, codec=_CODEC, durability=store.durability)  # type: ignore[arg-type]
+        store.persister = open_persister(
+            store.url,
+            codec=_CODEC,
+            durability=store.durability,  # type: ignore[arg-type]
+            allow=ALLOW,
+        )
         opened.append(store)
     if pg_url is not None:
         for durability in durabilities:
             suffix = "" if durability == "normal" else f" ({durability})"
             name = "postgresql" + suffix
             try:
-                persister = open_persister(pg_url, codec=_CODEC, durability=durability)  # type: ignore[arg-type]
+                persister = open_persister(pg_url, codec=_CODEC, durability=durability, allow=ALLOW)  # type: ignore[arg-type]
             except Exception as error:
                 skipped[name] = f"{type(error).__name__}: {error}"
                 continue

@@ -36,7 +36,7 @@ from typing import Any
 import plumpy
 
 from .._persister import open_persister
-from ._config import Config
+from ._config import ALLOW, Config
 from ._storage import POSTGRES_ENV
 from ._timing import Progress, summarise
 
@@ -137,6 +137,7 @@ class _Pool:
                         str(PREFETCH),
                         "--grace",
                         "5",
+                        *(arg for module in ALLOW for arg in ("--allow", module)),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -227,7 +228,7 @@ def _one_run(broker: str, store: str, workers: int, config: Config, logs: Path) 
     try:
         with (
             _pool(broker, store, workers, logs) as pool,
-            WorkerClient(broker_url=broker, task_queue=pool.queue) as client,
+            WorkerClient(broker_url=broker, task_queue=pool.queue, allow=ALLOW) as client,
         ):
             _e, _l, warm = _batch(client, 2 * workers * PREFETCH)
             pids += warm

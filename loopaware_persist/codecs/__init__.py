@@ -19,13 +19,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, NoReturn
 
+from .._arguments import check_allow, check_instance
+from .._errors import ConfigurationError
 from .._hooks import default_registry
 from .._registry import HookRegistry
 from ._base import Codec
 
-__all__ = ("Codec", "available_codecs", "get_codec")
+__all__ = ("Codec", "available_codecs", "check_codec_name", "get_codec")
 
 _BUILTIN: dict[str, tuple[str, str]] = {
     "msgpack": ("loopaware_persist.codecs.msgpack", "make_codec"),
@@ -40,6 +42,34 @@ def available_codecs() -> tuple[str, ...]:
     return tuple(sorted(set(_BUILTIN) | {ep.name for ep in entry_points(group=_GROUP)}))
 
 
+def check_codec_name(name: object) -> None:
+    """Refuse, before anything is opened, a codec name that :func:`get_codec` would refuse.
+
+    :param name: the codec name
+    :raises ArgumentTypeError: if ``name`` is not a str
+    :raises ConfigurationError: if no codec of that name is installed
+    """
+    check_instance(
+        name,
+        str,
+        call="get_codec()",
+        argument="name",
+        wanted="a codec name (str)",
+        hint="Use 'msgpack' (the default) or 'pickle'.",
+    )
+    if name not in available_codecs():
+        _unknown(str(name))
+
+
+def _unknown(name: str) -> NoReturn:
+    known = ", ".join(available_codecs())
+    msg = (
+        f"Unknown codec {name!r}. Available here: {known}. A third-party codec must be "
+        f"installed (pip install the package that registers it in {_GROUP!r})."
+    )
+    raise ConfigurationError(msg, option="codec", value=name)
+
+
 def _factory(name: str) -> Callable[..., Any]:
     if name in _BUILTIN:
         module, attr = _BUILTIN[name]
@@ -47,9 +77,7 @@ def _factory(name: str) -> Callable[..., Any]:
     for ep in entry_points(group=_GROUP):
         if ep.name == name:
             return ep.load()  # type: ignore[no-any-return]
-    known = ", ".join(available_codecs())
-    msg = f"Unknown codec {name!r}. Known codecs: {known}; others register in {_GROUP!r}."
-    raise ValueError(msg)
+    _unknown(name)
 
 
 def get_codec(
@@ -63,10 +91,21 @@ def get_codec(
     :param name: ``"msgpack"``, ``"pickle"``, ``"pickle-unrestricted"`` or an entry-point name
     :param registry: hooks and allow-list (default: a copy of ``default_registry``)
     :param allow: more modules/classes a load may revive, added to a copy of the registry
-    :raises ValueError: if no codec has that name
+    :raises ConfigurationError: (a ``ValueError``) if no codec has that name
+    :raises ArgumentTypeError: if ``name`` is not a str or ``allow`` not modules/classes
     :return: the codec
     """
-    allow = tuple(allow)
+    check_codec_name(name)
+    if registry is not None:
+        check_instance(
+            registry,
+            HookRegistry,
+            call="get_codec()",
+            argument="registry",
+            wanted="a HookRegistry or None",
+            hint="Pass default_registry.copy() with your hooks, or None.",
+        )
+    allow = check_allow(allow, call="get_codec()")
     if allow:
         registry = (registry if registry is not None else default_registry).copy()
         registry.allow(*allow)

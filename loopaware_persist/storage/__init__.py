@@ -15,7 +15,7 @@ import importlib.metadata
 import inspect
 import re
 
-from loopaware_persist._errors import StorageError
+from loopaware_persist._errors import ConfigurationError, StorageError
 from loopaware_persist.storage._base import (
     CheckpointKey as CheckpointKey,
     Durability as Durability,
@@ -92,7 +92,7 @@ def _factory(scheme: str, url: str) -> StorageFactory:
             f"Install the package providing it (it registers an entry point in "
             f"{ENTRY_POINT_GROUP!r})."
         )
-        raise StorageError(msg)
+        raise ConfigurationError(msg, option="url", value=scheme)
     if len(candidates) > 1:
         msg = (
             f"Several installed packages provide the storage scheme {scheme!r}: "
@@ -139,8 +139,9 @@ def open_storage(
     :param read_only: create, migrate, lock and write nothing (what inspecting
         commands use): a missing store, or a file or directory that is not a
         checkpoint store, is refused rather than created or changed
-    :raises StorageError: if the scheme is unknown, the URL is invalid, the
-        backend cannot open the storage, or it cannot open it read-only
+    :raises ConfigurationError: if no installed storage serves the URL's scheme
+    :raises StorageError: if the URL is invalid, the backend cannot open the storage,
+        or it cannot open it read-only
     :return: the open storage; close it (or use it as a context manager)
     """
     if not isinstance(url, str):

@@ -25,6 +25,7 @@ import kiwipy
 import pytest
 
 from loopaware_persist import (
+    ArgumentTypeError,
     BackendUnavailableError,
     EncodeError,
     StaleCheckpointError,
@@ -625,6 +626,8 @@ def test_fencing_persister_edges(sqlite_store: str) -> None:
             # The first process object: fenced by hand, it never saves again.
             stopped = a.fence(process, BackendUnavailableError("down"))
             assert (stopped.reason, a.fence(process)) == ("unavailable", stopped)  # idempotent
+            assert isinstance(stopped, BackendUnavailableError)
+            assert not isinstance(stopped, StaleCheckpointError)  # nobody else saved it
             assert a.fenced(process) is stopped
             with pytest.raises(FencedError) as again:
                 a.save_checkpoint(process)
@@ -634,6 +637,7 @@ def test_fencing_persister_edges(sqlite_store: str) -> None:
             shutdown = a.fence(Steps(inputs={"n": 2}, pid=f"{pid}-other", loop=loop_a))
             assert shutdown.reason == "shutdown"
             assert "shutdown" in str(shutdown)
+            assert not isinstance(shutdown, (StaleCheckpointError, BackendUnavailableError))
     finally:
         loop_a.close()
         loop_b.close()
@@ -769,3 +773,27 @@ def test_a_follower_still_waiting_at_shutdown_hands_its_task_back(
 def test_postgres_schema_url_keeps_the_query() -> None:
     url = postgres_schema_url("postgresql://u@h:1/db?sslmode=disable", "s1")
     assert url == "postgresql://u@h:1/db?sslmode=disable&schema=s1"
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda c: c.launch(3), ArgumentTypeError),
+        (lambda c: c.launch(int), ArgumentTypeError),  # a class, but not a process
+        (lambda c: c.launch(Double, [("x", 1)]), ArgumentTypeError),
+        (lambda c: c.create(Double, "x"), ArgumentTypeError),
+        (lambda c: c.launch(Double, {"x": 1}, pid=3.5), EncodeError),
+        (lambda c: c.continue_(None), ArgumentTypeError),
+        (lambda c: c.continue_("p", tag=3), EncodeError),
+    ],
+    ids=["class-int", "class-not-process", "inputs", "create-inputs", "pid", "none", "tag"],
+)
+def test_a_client_refuses_wrong_arguments_before_sending(
+    client: WorkerClient, call: Callable[[WorkerClient], Any], error: type[Exception]
+) -> None:
+    """Refused here, typed and a TypeError, instead of a task that fails on some worker
+    (continue_(None) would ask a worker to continue the process 'None')."""
+    with pytest.raises(error) as info:
+        call(client)
+    assert isinstance(info.value, TypeError)
+    assert client._futures == {}  # nothing was sent

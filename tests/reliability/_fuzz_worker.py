@@ -13,6 +13,7 @@ import random
 import resource
 import struct
 import sys
+import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -29,12 +30,14 @@ from loopaware_persist import (
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
 
-from ._support import ALLOW, canonical, real_records
+from ._support import ALLOW, Budget, canonical, real_records
 
 ADDRESS_SPACE = 1 << 30
 PID = "fuzzed"
 KEY = CheckpointKey(PID)
 _ENV_FIXED = struct.Struct(">4sBBBHQQ")
+#: The kinds of damage :func:`mutations` makes, in the order it cycles through them.
+DAMAGE_KINDS = ("bitflip", "overwrite", "extend", "splice", "huge-length", "garbage", "truncate")
 
 
 def mutations(
@@ -51,7 +54,7 @@ def mutations(
     for cut in range(len(first)):
         yield "truncate", 0, first[:cut]
         made += 1
-    kinds = ("bitflip", "overwrite", "extend", "splice", "huge-length", "garbage", "truncate")
+    kinds = DAMAGE_KINDS
     while made < count:
         kind = kinds[made % len(kinds)]
         index = rng.randrange(len(records))
@@ -120,8 +123,12 @@ def classify(error: BaseException) -> str:
     return f"untyped: {type(error).__name__}: {error}"[:200]
 
 
-def run(codec: str, storage: str, count: int, seed: int, tmp: Path) -> dict[str, object]:
+def run(
+    codec: str, storage: str, count: int, seed: int, tmp: Path, seconds: float
+) -> dict[str, object]:
     rng = random.Random(f"{seed}-{codec}-{storage}")
+    # Most of the time budget for the stored mutations, the rest for the codec fuzz.
+    budget = Budget(count, 0, seconds=0.85 * seconds)
     compressions = (None, "zlib", "zstd")
     records = [data for _, data in real_records(codec, compressions, pid=PID)]
     url = {
@@ -148,7 +155,7 @@ def run(codec: str, storage: str, count: int, seed: int, tmp: Path) -> dict[str,
             sources = file_records
         else:
             sources = records
-        for kind, _index, data in mutations(sources, count, rng):
+        for _, (kind, _index, data) in zip(budget, mutations(sources, count, rng), strict=False):
             by_kind[kind] += 1
             if file_path is not None:
                 file_path.write_bytes(data)
@@ -179,7 +186,9 @@ def run(codec: str, storage: str, count: int, seed: int, tmp: Path) -> dict[str,
         # Below the checksums: the codec must refuse with a DecodeError subclass too.
         sealed: Counter[str] = Counter()
         if storage == "memory":
-            for data in resealed(records, count // 5, rng):
+            remaining = budget.started + seconds - time.monotonic()
+            sealed_budget = Budget(count // 5, 0, seconds=max(remaining, 1.0))
+            for _, data in zip(sealed_budget, resealed(records, count // 5, rng), strict=False):
                 try:
                     per.loads(data)
                 except DecodeError as error:
@@ -194,6 +203,7 @@ def run(codec: str, storage: str, count: int, seed: int, tmp: Path) -> dict[str,
         "codec": codec,
         "storage": storage,
         "mutations": total,
+        "campaign": budget.report(),
         "by_kind": dict(by_kind),
         "corrupt_error": refused,
         "named_valid_record": outcomes["UnsafeCheckpointError"] + outcomes["UnknownTagError"],
@@ -219,9 +229,9 @@ def run(codec: str, storage: str, count: int, seed: int, tmp: Path) -> dict[str,
 
 
 def main() -> None:
-    codec, storage, count, seed, tmp = sys.argv[1:6]
+    codec, storage, count, seed, tmp, seconds = sys.argv[1:7]
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    print(json.dumps(run(codec, storage, int(count), int(seed), Path(tmp))))
+    print(json.dumps(run(codec, storage, int(count), int(seed), Path(tmp), float(seconds))))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ import asyncio
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import plumpy
 
 from loopaware_persist import LoopAwarePersister, open_persister
@@ -27,6 +29,61 @@ HEAVY = os.environ.get("LOOPAWARE_HEAVY", "") not in ("", "0")
 #: Per-test timeout for the modules with heavy variants (pyproject's 120 s is per test).
 HEAVY_TIMEOUT = 1200 if HEAVY else 120
 CODECS = ("msgpack", "pickle")
+#: Seconds a campaign may run before it stops early: it stops after its count *or* this,
+#: whichever comes first, so that no test needs pytest-timeout's 120 s to pass on a
+#: loaded 2-core machine. A test running several campaigns divides it among them.
+#: ``LOOPAWARE_BUDGET_S`` overrides it (e.g. to see every campaign stop on time).
+BUDGET_S = float(os.environ.get("LOOPAWARE_BUDGET_S") or (600.0 if HEAVY else 45.0))
+
+
+@attrs.define
+class Budget:
+    """A campaign's size: ``count`` iterations or ``seconds``, whichever comes first.
+
+    Iterate over it to run the campaign; then :meth:`report` says how many ran and what
+    stopped it (for the ``FIGURE`` line), and :meth:`check` asserts that at least
+    ``minimum`` ran, a number a slow, busy machine still reaches in the budget.
+
+    :param count: how many iterations a quiet machine runs
+    :param minimum: how many must have run for the figure to mean anything
+    :param seconds: the time budget, counted from construction
+    """
+
+    count: int
+    minimum: int
+    seconds: float = BUDGET_S
+    ran: int = 0
+    started: float = attrs.field(factory=time.monotonic)
+
+    def __iter__(self) -> Iterator[int]:
+        deadline = self.started + self.seconds
+        while self.ran < self.count and time.monotonic() < deadline:
+            yield self.ran
+            self.ran += 1
+
+    @property
+    def stopped_by(self) -> str:
+        """:return: ``"count"`` if every planned iteration ran, else ``"time"``"""
+        return "count" if self.ran >= self.count else "time"
+
+    def report(self) -> dict[str, Any]:
+        """:return: the campaign's size, for the ``FIGURE`` line"""
+        return {
+            "ran": self.ran,
+            "planned": self.count,
+            "minimum": self.minimum,
+            "budget_s": self.seconds,
+            "stopped_by": self.stopped_by,
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+        }
+
+    def check(self) -> None:
+        """Fail unless at least ``minimum`` iterations ran."""
+        assert self.ran >= self.minimum, (
+            f"only {self.ran} of {self.count} iterations ran in the {self.seconds} s budget "
+            f"(at least {self.minimum} needed): the machine is far slower than a loaded "
+            "2-core one, or the campaign got slower"
+        )
 
 
 def figure(name: str, **data: Any) -> dict[str, Any]:

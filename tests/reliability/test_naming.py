@@ -6,6 +6,7 @@ resolves outside the storage root.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 from loopaware_persist.storage import CheckpointKey, open_storage
 from loopaware_persist.storage.file import checkpoint_filename
 
-from ._support import HEAVY, figure
+from ._support import BUDGET_S, HEAVY, Budget, figure
 
 _TRICKY = st.sampled_from(
     [
@@ -53,6 +54,22 @@ PIDS = st.one_of(st.integers(), st.uuids(), TEXT, st.integers(-10, 10).map(str))
 TAGS = st.one_of(st.none(), TEXT)
 KEYS = st.builds(CheckpointKey, PIDS, TAGS)
 EXAMPLES = 2000 if HEAVY else 300
+#: Examples a loaded machine still checks in the time budget.
+MIN_EXAMPLES = 30
+
+
+def _budgeted(examples: int, seconds: float) -> Budget:
+    """A budget for a hypothesis test: hypothesis cannot stop on time, so examples drawn
+    after the deadline return at once, unchecked, and only the checked ones count."""
+    return Budget(examples, MIN_EXAMPLES, seconds=seconds)
+
+
+def _spend(budget: Budget) -> bool:
+    """:return: whether the next example may run (counting it), or the budget is spent"""
+    if budget.ran >= budget.count or time.monotonic() > budget.started + budget.seconds:
+        return False
+    budget.ran += 1
+    return True
 
 
 def _inside(root: Path, name: str) -> bool:
@@ -63,10 +80,13 @@ def _inside(root: Path, name: str) -> bool:
 def test_names_are_injective_and_confined(tmp_path: Path) -> None:
     seen: dict[str, CheckpointKey] = {}
     stats = {"keys": 0, "collisions": 0, "outside_root": 0, "bad_name": 0}
+    budget = _budgeted(EXAMPLES, BUDGET_S / 2)
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None)
     @given(st.lists(KEYS, min_size=1, max_size=8))
     def check(keys: list[CheckpointKey]) -> None:
+        if not _spend(budget):
+            return
         for key in keys:
             stats["keys"] += 1
             name = checkpoint_filename(key)
@@ -81,7 +101,8 @@ def test_names_are_injective_and_confined(tmp_path: Path) -> None:
 
     check()
     assert stats["collisions"] == stats["outside_root"] == stats["bad_name"] == 0, stats
-    figure("naming_filenames", distinct_names=len(seen), **stats)
+    figure("naming_filenames", distinct_names=len(seen), campaign=budget.report(), **stats)
+    budget.check()
 
 
 def test_round_trip_through_storages(tmp_path: Path) -> None:
@@ -89,11 +110,14 @@ def test_round_trip_through_storages(tmp_path: Path) -> None:
     root = tmp_path / "files"
     urls = {"file": root.as_uri(), "sqlite": f"sqlite:///{tmp_path}/n.db", "memory": "memory://"}
     stores = {name: open_storage(url) for name, url in urls.items()}
+    budget = _budgeted(EXAMPLES // 3, BUDGET_S / 2)
     try:
 
         @settings(max_examples=EXAMPLES // 3, deadline=None, database=None)
         @given(st.lists(KEYS, min_size=1, max_size=6, unique=True))
         def check(keys: list[CheckpointKey]) -> None:
+            if not _spend(budget):
+                return
             for store in stores.values():
                 for i, key in enumerate(keys):
                     store.put(key, str(i).encode())
@@ -117,7 +141,8 @@ def test_round_trip_through_storages(tmp_path: Path) -> None:
         for store in stores.values():
             store.close()
     assert stats["collisions"] == stats["outside_root"] == 0, stats
-    figure("naming_storages", storages=sorted(urls), **stats)
+    figure("naming_storages", storages=sorted(urls), campaign=budget.report(), **stats)
+    budget.check()
 
 
 def test_uuid_and_int_pids_stay_apart() -> None:

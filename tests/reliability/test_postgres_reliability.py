@@ -43,11 +43,14 @@ from loopaware_persist import (
 )
 from loopaware_persist.storage import CheckpointKey
 
+from ._fuzz_worker import DAMAGE_KINDS
 from ._support import (
     ALLOW,
+    BUDGET_S,
     CODECS,
     HEAVY,
     HEAVY_TIMEOUT,
+    Budget,
     canonical,
     figure,
     new_loop,
@@ -62,6 +65,8 @@ pytestmark = [pytest.mark.timeout(HEAVY_TIMEOUT), pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 MALFORMED_COUNT = 50_000 if HEAVY else 5_000
+#: What a loaded machine still reaches in the budget (each load is a server round trip).
+MIN_MALFORMED = 20_000 if HEAVY else 1_500
 SEED = 20261125
 ADDRESS_SPACE = 1 << 30
 
@@ -69,7 +74,9 @@ ADDRESS_SPACE = 1 << 30
 # region malformed input
 
 
-def _malformed(codec: str, url: str, schema: str, count: int, seed: int) -> dict[str, Any]:
+def _malformed(
+    codec: str, url: str, schema: str, count: int, seed: int, seconds: float
+) -> dict[str, Any]:
     """The campaign itself (in the capped subprocess): one JSON-able dict of counts."""
     import psycopg
 
@@ -89,7 +96,8 @@ def _malformed(codec: str, url: str, schema: str, count: int, seed: int) -> dict
     ):
         originals = [canonical(per, data) for data in records]
         per.storage.put(KEY, records[0])  # the row the SQL writes damage
-        for i, (kind, _index, data) in enumerate(mutations(records, count, rng)):
+        budget = Budget(count, 0, seconds=seconds)
+        for i, (kind, _index, data) in zip(budget, mutations(records, count, rng), strict=False):
             by_kind[kind] += 1
             if i % 2:
                 per.storage.put(KEY, data)
@@ -124,6 +132,7 @@ def _malformed(codec: str, url: str, schema: str, count: int, seed: int) -> dict
         "codec": codec,
         "storage": "postgresql",
         "mutations": total,
+        "campaign": budget.report(),
         "written_via": dict(written),
         "by_kind": dict(by_kind),
         "corrupt_error": outcomes["CorruptCheckpointError"],
@@ -154,6 +163,7 @@ def test_malformed_input_on_postgresql(codec: str) -> None:
                 schema,
                 str(MALFORMED_COUNT),
                 str(SEED),
+                str(BUDGET_S),
             ],
             cwd=ROOT,
             capture_output=True,
@@ -164,9 +174,12 @@ def test_malformed_input_on_postgresql(codec: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     r["interpreter_errors_on_stderr"] = proc.stderr.count("SystemError")
+    r["campaign"]["minimum"] = MIN_MALFORMED  # the subprocess runs; this test judges
     figure("malformed_input", address_space_limit="1GiB", seed=SEED, **r)
     total = r["mutations"]
-    assert total >= MALFORMED_COUNT
+    assert total == r["campaign"]["ran"]
+    assert total >= MIN_MALFORMED, r["campaign"]
+    assert set(r["by_kind"]) == set(DAMAGE_KINDS), r["by_kind"]
     assert r["written_via"]["storage.put"] > 0
     assert r["written_via"]["sql update"] > 0
     assert r["memory_errors"] == 0, r
@@ -305,7 +318,7 @@ def test_hostile_corpus_from_postgresql(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("durability", ["normal", "full"])
 def test_sigkill_writer_on_postgresql(durability: str) -> None:
-    from .test_kills import KEY, KILLS, kill_campaign
+    from .test_kills import KEY, KILLS, MIN_KILLS, kill_campaign
 
     url = postgres_url()
     rng = random.Random(f"kills-postgresql-{durability}")
@@ -316,34 +329,40 @@ def test_sigkill_writer_on_postgresql(durability: str) -> None:
         with open_persister(store, allow=[ALLOW]):
             pass  # creates the schema once, before the writers race to
         # PostgreSQL takes longer to connect: wait for an acknowledgement more often.
-        tally = kill_campaign(store, records, durability, rng, first_acks=(0, 1, 1, 2, 5))
+        budget = Budget(KILLS, MIN_KILLS)
+        tally = kill_campaign(
+            store, records, durability, rng, budget=budget, first_acks=(0, 1, 1, 2, 5)
+        )
     last_ack = tally.last_ack
     line = figure(
         "real_kills",
         storage="postgresql",
         durability=durability,
-        sigkills=KILLS,
+        sigkills=budget.ran,
+        campaign=budget.report(),
         acknowledged_saves=tally.acked,
         final_version=last_ack,
         corrupt=tally.corrupt,
         acknowledged_saves_lost=tally.lost,
         unacknowledged_in_flight_save_landed=tally.in_flight_landed,
+        writers_killed_while_stalled=tally.stalled,
     )
     assert line["corrupt"] == line["acknowledged_saves_lost"] == 0
     assert last_ack > 0
+    budget.check()
 
 
 # endregion
 
 
 def main(argv: list[str]) -> None:
-    """The subprocess halves: ``malformed CODEC URL SCHEMA COUNT SEED`` (under a 1 GiB
+    """The subprocess halves: ``malformed CODEC URL SCHEMA COUNT SEED SECONDS`` (under a 1 GiB
     address-space cap) or ``hostile TMP URL SCHEMA``; each prints one JSON line."""
     command, *args = argv
     if command == "malformed":
-        codec, url, schema, count, seed = args
+        codec, url, schema, count, seed, seconds = args
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-        result = _malformed(codec, url, schema, int(count), int(seed))
+        result = _malformed(codec, url, schema, int(count), int(seed), float(seconds))
     elif command == "hostile":
         tmp, url, schema = args
         result = _hostile(Path(tmp), url, schema)
