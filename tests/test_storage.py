@@ -25,6 +25,7 @@ import loopaware_persist
 from loopaware_persist._errors import (
     BackendUnavailableError,
     CheckpointNotFoundError,
+    ConfigurationError,
     DurabilityError,
     EncodeError,
     StaleCheckpointError,
@@ -756,7 +757,7 @@ def test_bad_sqlite_urls(url: str, complaint: str) -> None:
 
 
 def test_unknown_scheme_lists_known_ones() -> None:
-    with pytest.raises(StorageError) as info:
+    with pytest.raises(ConfigurationError) as info:
         open_storage("nosuch://x")
     for scheme in ("memory://", "file://", "sqlite://"):
         assert scheme in str(info.value)
