@@ -63,7 +63,7 @@ _offsets = st.timedeltas(
     min_value=dt.timedelta(hours=-23, minutes=-59), max_value=dt.timedelta(hours=23, minutes=59)
 )
 timezones = st.one_of(
-    st.just(dt.timezone.utc),
+    st.just(dt.UTC),
     _offsets.map(dt.timezone),
     st.builds(
         dt.timezone, _offsets, st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ+-0123", min_size=1)
@@ -74,7 +74,7 @@ timezones = st.one_of(
 )
 datetimes = st.datetimes(timezones=st.none() | timezones, allow_imaginary=True)
 # ZoneInfo has no utcoffset without a date; fixed offsets only for times.
-times = st.times(timezones=st.none() | st.just(dt.timezone.utc) | _offsets.map(dt.timezone))
+times = st.times(timezones=st.none() | st.just(dt.UTC) | _offsets.map(dt.timezone))
 
 _segment = st.text(alphabet="abcXYZ019_-.", min_size=1, max_size=6).filter(
     lambda s: s not in {".", ".."}
