@@ -12,15 +12,14 @@ import pytest
 from plumpy.persistence import SavableFuture
 
 from loopaware_persist import FutureSnapshot, LoopContext, NoEventLoopError, restore_future
-from tests.strategies import Caller, caller
+from tests.strategies import Caller, caller, current_event_loop
 
 CALLERS = pytest.mark.parametrize("kind", list(Caller), ids=lambda c: c.name)
 
 
-def _policy_state() -> tuple[Any, bool]:
-    """The main thread's loop slot, read without asyncio.get_event_loop() (which may create one)."""
-    local = asyncio.get_event_loop_policy()._local
-    return local._loop, local._set_called
+def _policy_state() -> asyncio.AbstractEventLoop | None:
+    """The loop current in this thread (public API; never creates one, see conftest.py)."""
+    return current_event_loop()
 
 
 def _in_fresh_thread(fn: Callable[[], Any]) -> Any:
@@ -102,7 +101,7 @@ def test_current_loop_is_not_used_only_the_running_one(loop: asyncio.AbstractEve
         with pytest.raises(NoEventLoopError):
             LoopContext()
     finally:
-        asyncio.set_event_loop(before[0])
+        asyncio.set_event_loop(before)
 
 
 def test_closed_loop_is_no_event_loop_error() -> None:
