@@ -91,7 +91,7 @@ def test_stdlib_classes_round_trip_on_this_python(codec_name: str) -> None:
 
 def test_recorded_checkpoints_cover_every_tested_python() -> None:
     names = {path.name for path in _recorded()}
-    for version in ("cp311", "cp313"):
+    for version in ("cp311", "cp313", "cp314"):
         assert {f"{version}.{codec}" for codec in CODECS} <= names
 
 
