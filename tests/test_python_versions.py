@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from loopaware_persist import UnsafeCheckpointError, default_registry, get_codec
+from loopaware_persist import FutureStatus, UnsafeCheckpointError, default_registry, get_codec
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 
 DATA = Path(__file__).parent / "data" / "stdlib_names"
@@ -173,6 +173,13 @@ def test_stdlib_lookup_imports_nothing() -> None:
     name = "pathlib._made_up_by_a_checkpoint"
     assert default_registry.resolve(f"{name}:PurePosixPath", "pickle") is pathlib.PurePosixPath
     assert name not in sys.modules
+
+
+@pytest.mark.parametrize("status", list(FutureStatus))
+def test_future_status_reads_the_same_on_every_python(status: FutureStatus) -> None:
+    """A ``(str, Enum)`` mixin formats as its value on 3.11 and as ``FutureStatus.X`` on
+    3.12+; a ``StrEnum`` is its value everywhere (messages and the CLI show it)."""
+    assert str(status) == f"{status}" == format(status) == status.value
 
 
 def write(directory: Path) -> None:
