@@ -7,8 +7,8 @@
 # The chroot is built with debootstrap from the mirror the host's apt uses, in a temp
 # dir that is removed on every exit. Nothing outside it is mounted into it: the repo's
 # files, resolv.conf, the CA bundle and the host's pip index settings are copied in;
-# /proc and /dev/shm are mounted inside it (and unmounted on exit) for subprocesses and
-# multiprocessing. The server-backed tests (tests/integration, the PostgreSQL storage
+# /proc, /dev/shm and a private /dev/pts are mounted inside it (and unmounted on exit)
+# for subprocesses, multiprocessing and the pseudo-terminal tests. The server-backed tests (tests/integration, the PostgreSQL storage
 # tests) run on the host leg only; see deselect below.
 #
 # Exit status: 0 passed, 1 failed, 3 skipped because the chroot could not be built
@@ -35,10 +35,12 @@ loud() {
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/loopaware-py$version.XXXXXX")
 root=$work/root
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
-    for mounted in "$root/dev/pts" "$root/dev/shm" "$root/proc"; do
-        if mountpoint -q "$mounted" 2>/dev/null; then umount "$mounted" || umount -l "$mounted"; fi
-    done
+    # Whatever is mounted under the chroot, deepest first: ours, or debootstrap's own
+    # /proc and /sys if it failed half-way.
+    awk -v root="$root/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r mounted; do umount "$mounted" || umount -l "$mounted"; done
     # --one-file-system: should an unmount have failed, never delete through it.
     rm -rf --one-file-system "$work"
 }
@@ -78,6 +80,7 @@ cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/loopaware-ca.crt"
 host_pip() { python3 -m pip config get "global.$1" 2>/dev/null | tr ' ' '\n' | grep -E '^https?://' || true; }
 index_url=${PIP_INDEX_URL:-$(host_pip index-url | head -n 1)}
+# shellcheck disable=SC2086  # PIP_EXTRA_INDEX_URL is a space-separated list: split it
 extra_urls=$( (printf '%s\n' ${PIP_EXTRA_INDEX_URL:-}; host_pip extra-index-url) |
     { grep -E '^https?://' || true; } | sort -u | tr '\n' ' ')
 {
