@@ -125,6 +125,6 @@ echo "== Python $version: installed in $((SECONDS - phase)) s"
 
 phase=$SECONDS
 status=0
-run_inside "python -VV && python -m pytest -p no:cacheprovider ${deselect[*]@Q}" || status=$?
+run_inside "python -VV && python -m pytest -p no:cacheprovider --durations=15 ${deselect[*]@Q}" || status=$?
 echo "== Python $version: pytest exit $status in $((SECONDS - phase)) s (leg $((SECONDS - started)) s)"
 exit "$status"
