@@ -188,7 +188,7 @@ def _progress(items: Sequence[T], label: str) -> Iterator[Iterable[T]]:
 
 
 def _when(timestamp: float) -> str:
-    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -16,14 +16,22 @@ through :meth:`HookRegistry.resolve`, which refuses anything not allowed with an
 from __future__ import annotations
 
 import builtins
+import collections
+import datetime
+import decimal
 import enum
 import functools
 import importlib
+import pathlib
 import sys
+import uuid
+import zoneinfo
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 import attrs
+from plumpy.process_listener import ProcessListener
 
 from ._arguments import check_allow, check_instance, describe
 from ._errors import ArgumentTypeError, EncodeError, UnknownTagError, UnsafeCheckpointError
@@ -47,8 +55,13 @@ OWN_MODULES: frozenset[str] = frozenset({"loopaware_persist"})
 # through recreate_from) or a type with a hook. Arbitrary plumpy objects such as
 # PicklePersister have side effects when constructed, so they need an explicit allow.
 _LIBRARY_KINDS = frozenset({"class", "exception", "enum", "savable"})
-# Standard-library modules whose value types have hooks; importing them is inert.
-_STDLIB_MODULES = ("collections", "datetime", "decimal", "pathlib", "uuid", "zoneinfo")
+# Standard-library modules whose value types have hooks; importing them is inert. Named
+# by the module objects, and their classes looked up through them (_stdlib_class): the
+# submodule that defines a class is an implementation detail that moves between Python
+# versions (pathlib.PurePosixPath is pathlib._local.PurePosixPath on 3.13).
+_STDLIB_HOMES: dict[str, ModuleType] = {
+    module.__name__: module for module in (collections, datetime, decimal, pathlib, uuid, zoneinfo)
+}
 
 # Builtins a checkpoint may name: value types and exceptions, never callables
 # such as eval, exec, getattr or __import__.
@@ -67,12 +80,39 @@ _PICKLE_BUILTINS = frozenset({"complex", "range", "slice"})
 # Library classes that are inert to construct and appear in every process bundle
 # (EventHelper stores its listener type): naming them directly spares the pickle
 # codec a ClassRef and the walk that resolves it after loading.
-_PICKLE_LIBRARY = frozenset({("plumpy.process_listener", "ProcessListener")})
+_PICKLE_LIBRARY: frozenset[type] = frozenset({ProcessListener})
 
 
 def class_name(cls: type) -> str:
     """:return: the ``module:qualname`` under which ``cls`` is stored"""
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _stdlib_class(module: str, qualname: str) -> type | None:
+    """The standard-library value class stored as ``module:qualname``, on any Python version.
+
+    A class counts if one of the modules in ``_STDLIB_HOMES`` exports it under
+    ``qualname`` and defines it (itself or in a submodule). ``module`` may be the public
+    module or a private submodule of it (a name such as ``pathlib._local`` that only some
+    versions have): the class is looked up in the public module, so a checkpoint written
+    on 3.13 (``pathlib._local:PurePosixPath``) loads on 3.11 and one written on 3.11
+    (``pathlib:PurePosixPath``) loads on 3.13. Nothing is imported.
+
+    :return: the class, or ``None`` if the name is not one of these
+    """
+    package, _, rest = module.partition(".")
+    home = _STDLIB_HOMES.get(package)
+    if home is None or qualname.startswith("_") or "." in qualname:
+        return None
+    if rest and not all(part.startswith("_") for part in rest.split(".")):
+        return None  # a public submodule (collections.abc) is a module of its own
+    cls = vars(home).get(qualname)
+    if not isinstance(cls, type):
+        return None
+    defined_in = cls.__module__
+    if defined_in != package and not defined_in.startswith(package + "."):
+        return None  # re-exported from elsewhere (pathlib imports Sequence)
+    return cls
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -454,7 +494,7 @@ class HookRegistry:
             self._user_allows(module, qualname)
             or self._in(module, DEFAULT_MODULES)
             or module in OWN_MODULES
-            or module in _STDLIB_MODULES
+            or _stdlib_class(module, qualname) is not None
             or (module, qualname) in self._hooked
         )
 
@@ -488,13 +528,13 @@ class HookRegistry:
             # and enums qualify unless the user allowed more.
             if module == "builtins":
                 return qualname in _PICKLE_BUILTINS or issubclass(cls, BaseException)
-            if issubclass(cls, (BaseException, enum.Enum)) or (module, qualname) in _PICKLE_LIBRARY:
+            if issubclass(cls, (BaseException, enum.Enum)) or cls in _PICKLE_LIBRARY:
                 return True
             hook = self.hook_for(cls)
             return hook is not None and hook.cls is not None
         if module == "builtins":
             return kind in {"class", "exception"}
-        if module in _STDLIB_MODULES:
+        if _stdlib_class(module, qualname) is cls:
             return kind == "class"
         return kind in _LIBRARY_KINDS
 
@@ -522,10 +562,12 @@ class HookRegistry:
         if cls is None:
             if not self.may_import(module, qualname):
                 raise _refuse(name, "its module is not on the allow-list")
+            obj: Any = _stdlib_class(module, qualname)
             try:
-                obj: Any = importlib.import_module(module)
-                for part in qualname.split("."):
-                    obj = getattr(obj, part)
+                if obj is None:
+                    obj = importlib.import_module(module)
+                    for part in qualname.split("."):
+                        obj = getattr(obj, part)
             except (ImportError, AttributeError) as error:
                 msg = (
                     f"Checkpoint names {name!r}, which cannot be imported here ({error}). "

@@ -26,11 +26,13 @@ from ._loop import LoopContext
 __all__ = ("FutureSnapshot", "FutureStatus", "restore_future", "restore_futures", "snapshot_future")
 
 
-class FutureStatus(str, enum.Enum):
+class FutureStatus(enum.StrEnum):
     """The state a future was in when it was snapshotted.
 
     String-valued so that stored checkpoints do not depend on asyncio's
     private ``_PENDING``/``_FINISHED`` constants (which plumpy compares against).
+    A ``StrEnum``: ``str()`` and ``format()`` give the value on every supported
+    Python (a ``(str, Enum)`` mixin formats differently on 3.11 and 3.12+).
     """
 
     PENDING = "pending"

@@ -126,7 +126,7 @@ DEFAULT_MESSAGE_EXCHANGE = "loopaware.messages"
 _UNAVAILABLE_BACKOFF = 1.0
 
 
-class FenceReason(str, enum.Enum):
+class FenceReason(enum.StrEnum):
     """Why a :class:`FencedError` stopped a process."""
 
     #: another worker saved the process's checkpoint after this one loaded it

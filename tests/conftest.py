@@ -19,6 +19,20 @@ settings.load_profile(
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Make the main thread start with "no current loop", said explicitly.
+
+    Tests ask which loop is current with the public ``asyncio.get_event_loop()``
+    (:func:`tests.strategies.current_event_loop`). On 3.11-3.13 that *creates* a loop
+    in the main thread until ``set_event_loop`` has been called there once; 3.14 never
+    creates one. After this call every version behaves as 3.14 does, so asking never
+    changes the answer, and code that relies on a loop being created for it fails here
+    on 3.11 as it would on 3.14.
+    """
+    del config
+    asyncio.set_event_loop(None)
+
+
 @pytest.fixture
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh, not running, not current event loop, closed afterwards."""

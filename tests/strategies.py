@@ -37,6 +37,7 @@ __all__ = (
     "assert_same",
     "bundles",
     "caller",
+    "current_event_loop",
     "exceptions",
     "hashables",
     "loop_kinds",
@@ -63,7 +64,7 @@ _offsets = st.timedeltas(
     min_value=dt.timedelta(hours=-23, minutes=-59), max_value=dt.timedelta(hours=23, minutes=59)
 )
 timezones = st.one_of(
-    st.just(dt.timezone.utc),
+    st.just(dt.UTC),
     _offsets.map(dt.timezone),
     st.builds(
         dt.timezone, _offsets, st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ+-0123", min_size=1)
@@ -74,7 +75,7 @@ timezones = st.one_of(
 )
 datetimes = st.datetimes(timezones=st.none() | timezones, allow_imaginary=True)
 # ZoneInfo has no utcoffset without a date; fixed offsets only for times.
-times = st.times(timezones=st.none() | st.just(dt.timezone.utc) | _offsets.map(dt.timezone))
+times = st.times(timezones=st.none() | st.just(dt.UTC) | _offsets.map(dt.timezone))
 
 _segment = st.text(alphabet="abcXYZ019_-.", min_size=1, max_size=6).filter(
     lambda s: s not in {".", ".."}
@@ -334,9 +335,15 @@ def loop_kinds() -> st.SearchStrategy[Caller]:
     return st.sampled_from(list(Caller))
 
 
-def _policy_loop() -> asyncio.AbstractEventLoop | None:
-    # The policy's own slot: asyncio.get_event_loop() would create a loop in the main thread.
-    return asyncio.get_event_loop_policy()._local._loop  # type: ignore[attr-defined]
+def current_event_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop ``asyncio.get_event_loop()`` gives in this thread, or ``None`` if none is
+    current. Public API only (asyncio's policy is deprecated in 3.14); it never creates a
+    loop because ``tests/conftest.py`` declared the main thread loopless up front.
+    """
+    try:
+        return asyncio.get_event_loop()
+    except RuntimeError:
+        return None
 
 
 @attrs.define
@@ -357,12 +364,12 @@ class CallerSetup:
         kind = self.kind
         if kind is Caller.MAIN_OTHER_CURRENT:
             assert self.other is not None
-            previous = _policy_loop()
+            previous = current_event_loop()
             asyncio.set_event_loop(self.other)
             try:
                 return fn(*args)
             finally:
-                self.seen_current.append(_policy_loop())
+                self.seen_current.append(current_event_loop())
                 asyncio.set_event_loop(previous)
         if kind is Caller.WORKER_NO_LOOP:
             return _in_thread(fn, *args)

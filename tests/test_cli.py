@@ -18,6 +18,7 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import sysconfig
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -36,8 +37,10 @@ from loopaware_persist.storage import CheckpointKey
 
 ALLOW = __name__  # "tests.test_cli": the classes below are stored under this module
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = str(REPO / ".venv" / "bin" / "python")
-SCRIPT = REPO / ".venv" / "bin" / "loopaware-persist"
+# The interpreter running the tests and the console script installed beside it: no path
+# into a particular venv (the chroot legs of .ci/run install elsewhere).
+PYTHON = sys.executable
+SCRIPT = Path(sysconfig.get_path("scripts")) / "loopaware-persist"
 DAY = 86400.0
 
 SLEEPER = uuid.UUID("5eeb5eeb-0000-4000-8000-000000000001")

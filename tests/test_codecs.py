@@ -581,7 +581,7 @@ def test_restricted_codecs_do_not_warn() -> None:
         ({frozenset({1}), 2}, {frozenset({1}), 3}),
         (dt.datetime(2020, 1, 1, fold=0), dt.datetime(2020, 1, 1, fold=1)),
         (
-            dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+            dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
             dt.datetime(2020, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1))),
         ),
     ],

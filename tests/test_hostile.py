@@ -31,6 +31,7 @@ from loopaware_persist import (
 )
 from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import ClassRef, UnsafeLoadWarning
+from tests.strategies import current_event_loop
 
 REFUSALS = (UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError)
 
@@ -185,8 +186,7 @@ def test_pickle_does_not_construct_plumpy_process() -> None:
             outcome = "refused"
         else:
             outcome = f"constructed {type(result).__name__}"
-        local = asyncio.get_event_loop_policy()._local
-        leaked = local._loop
+        leaked = current_event_loop()
         if leaked is not None:  # keep the leak from failing some later test
             leaked.close()
             asyncio.set_event_loop(None)

@@ -12,22 +12,14 @@ import pytest
 from plumpy.persistence import SavableFuture
 
 from loopaware_persist import FutureSnapshot, LoopContext, NoEventLoopError, restore_future
-from tests.strategies import Caller, caller
+from tests.strategies import Caller, caller, current_event_loop
 
 CALLERS = pytest.mark.parametrize("kind", list(Caller), ids=lambda c: c.name)
 
 
 def _current_loop() -> asyncio.AbstractEventLoop | None:
-    """The calling thread's current loop, by public API only.
-
-    ``asyncio.get_event_loop()`` creates a loop in a main thread where none was ever
-    set (3.11-3.13), so the autouse fixture below sets ``None`` first: from then on it
-    raises instead, on every Python.
-    """
-    try:
-        return asyncio.get_event_loop()
-    except RuntimeError:
-        return None
+    """The calling thread's current loop, by public API only (see ``current_event_loop``)."""
+    return current_event_loop()
 
 
 @pytest.fixture(autouse=True)

@@ -168,7 +168,7 @@ _ONE_OF_EACH = {
     "date": dt.date(2026, 1, 2),
     "time": dt.time(1, 2, 3, tzinfo=dt.timezone(dt.timedelta(hours=2), "X")),
     "timedelta": dt.timedelta(days=1, microseconds=3),
-    "timezone": dt.timezone.utc,
+    "timezone": dt.UTC,
     "zoneinfo": zoneinfo.ZoneInfo("UTC"),
     "decimal": decimal.Decimal("1.10"),
     "path": pathlib.PurePosixPath("/a/b"),

@@ -34,7 +34,7 @@ from .._errors import (
     UnsafeCheckpointError,
 )
 from .._hooks import ForeignException, _message, default_registry
-from .._registry import HookRegistry
+from .._registry import HookRegistry, _stdlib_class
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors, encode_error
 from ._pickle_scan import check_opcodes
@@ -242,6 +242,24 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._registry.resolve(f"{module}:{name}", "pickle")
 
 
+class _TrustingUnpickler(pickle.Unpickler):
+    """The plain unpickler (it imports whatever a payload names), reading standard-library
+    classes under the name another Python version gave them, as the restricted one does.
+
+    pickle names a class by its ``__module__``, which moves between versions
+    (``pathlib._local`` on 3.13 only).
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError):
+            cls = _stdlib_class(module, name)
+            if cls is None:
+                raise
+            return cls
+
+
 class PickleCodec:
     """The pickle codec.
 
@@ -296,7 +314,7 @@ class PickleCodec:
         with decode_errors("pickle"):
             check_opcodes(data)
             if not self.restricted:
-                return _resolve_refs(pickle.Unpickler(stream).load(), None, {})
+                return _resolve_refs(_TrustingUnpickler(stream).load(), None, {})
             unpickler = RestrictedUnpickler(stream, registry=self.registry)
             value = unpickler.load()
             if unpickler.saw_class_refs:
