@@ -53,7 +53,18 @@ def _children(value: Any, registry: HookRegistry) -> Iterator[tuple[Any, Any, bo
         yield from ((i, child, False) for i, child in enumerate(value))
     else:
         _tag, fields = registry.encode_value(value)
-        if isinstance(value, (tuple, list, set, frozenset)):
+        if _tag in {"object", "subclass"}:
+            # [name, state] or [name, base, base value, state]: the items, then attributes.
+            *_, state = fields
+            if _tag == "subclass" and type(fields[2]) in {dict, list}:
+                yield from _children(fields[2], registry)
+            if isinstance(state, tuple) and len(state) == 2:
+                state = {**(state[0] or {}), **(state[1] or {})}
+            if isinstance(state, dict):
+                yield from ((key, child, True) for key, child in state.items())
+            elif state is not None:
+                yield "<state>", state, False
+        elif isinstance(value, (tuple, list, set, frozenset)):
             yield from ((i, child, False) for i, child in enumerate(fields))
         elif len(fields) == 1 and isinstance(fields[0], dict):
             yield from _children(fields[0], registry)

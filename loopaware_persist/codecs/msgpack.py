@@ -9,7 +9,7 @@ whose data is the registry hook's fields packed by the same rules::
     UUID(...)      ->  Ext(22, <the 16 bytes>)                  uuid: the bytes themselves
     Point(1, 2)    ->  Ext(2, packb(["myapp.point", 1, 2]))     any other tag, spelled out
 
-Ext codes: ``2`` is a tagged value (``[tag, *fields]``); ``16``-``39`` are the built-in
+Ext codes: ``2`` is a tagged value (``[tag, *fields]``); ``16``-``40`` are the built-in
 tags of :data:`WELL_KNOWN_CODES`, whose data is the field list (the one bytes field
 itself for ``uuid``, or code ``2`` if a hook gives anything else). Every other code is
 refused, ``0`` included, and ``1``, the marker of a list-headed layout
@@ -74,6 +74,7 @@ WELL_KNOWN_CODES: Final[Mapping[str, int]] = MappingProxyType(
         "zoneinfo": 37,
         "decimal": 38,
         "path": 39,
+        "subclass": 40,
     }
 )
 _TAG_OF: Final[dict[int, str]] = {code: tag for tag, code in WELL_KNOWN_CODES.items()}
