@@ -326,3 +326,133 @@ def test_classes_of_a_script_are_refused_at_save(codec_name: str, value: str) ->
 
 
 # endregion
+
+# region shared references and nesting depth: both sides agree, or the save refuses
+
+
+def _doubling(depth: int, make: Any) -> Any:
+    value: Any = [1.5, "data"]
+    for _ in range(depth):
+        value = make(value)
+    return value
+
+
+# How to double, and how many times: 40 levels of plain containers, fewer of ext values
+# (msgpack nests at most 32 of those), each still far beyond what could be written.
+EXPLODING = {
+    "lists": (lambda x: [x, x], 40),
+    "dicts": (lambda x: {"a": x, "b": x}, 40),
+    "tuples": (lambda x: (x, x), 30),
+    "inside a dict subclass": (lambda x: ut.Structure(a=[x, x]), 30),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("make", "depth"), EXPLODING.values(), ids=EXPLODING.keys())
+def test_exploding_shared_references_are_refused_at_save(
+    tmp_path: pathlib.Path,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    make: Any,
+    depth: int,
+) -> None:
+    # ~40 distinct containers, 2**40 of them written as a tree: msgpack used to hang.
+    with open_persister(f"sqlite:///{tmp_path}/s.db", allow=[USER_TYPES]) as persister:
+        with pytest.raises(EncodeError, match=r"Shared references|from many places") as info:
+            reload_context(persister, loops, {"x": _doubling(depth, make)})
+        assert info.value.path.startswith("_context['value']['x']")
+        assert "codec='pickle'" in str(info.value)
+        assert persister.get_checkpoints() == []
+
+
+@pytest.mark.timeout(60)
+def test_exploding_shared_objects_are_refused_at_save(
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    # Objects msgpack writes as ext values: each written once, its copies counted.
+    value = _doubling(25, lambda x: ut.Record(a=x, b=x))
+    with open_persister("memory://", allow=[USER_TYPES]) as persister:
+        with pytest.raises(EncodeError, match="referenced from many places") as info:
+            reload_context(persister, loops, value)
+        assert info.value.path.startswith("_context['value'].a.a")
+
+
+@pytest.mark.parametrize(("make", "depth"), EXPLODING.values(), ids=EXPLODING.keys())
+def test_pickle_keeps_exploding_shared_references(
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop], make: Any, depth: int
+) -> None:
+    with open_persister("memory://", codec="pickle", allow=[USER_TYPES]) as persister:
+        value = _doubling(depth, make)
+        loaded = reload_context(persister, loops, value)
+        for _ in range(depth):  # sharing kept: one path down is the whole check
+            assert type(loaded) is type(value)
+            assert _second(loaded) is _first(loaded)
+            value, loaded = _first(value), _first(loaded)
+        assert_same(value, loaded)
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, ut.Structure):
+        value = value["a"]
+    return value["a"] if isinstance(value, dict) else value[0]
+
+
+def _second(value: Any) -> Any:
+    if isinstance(value, ut.Structure):
+        value = value["a"]
+    return value["b"] if isinstance(value, dict) else value[1]
+
+
+def test_moderate_sharing_is_stored_as_copies(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    shared = {"cell": [[1.0, 0.0], [0.0, 1.0]], "kpoints": (4, 4, 4)}
+    value = {"runs": [{"i": i, "params": shared} for i in range(200)], "again": (shared,)}
+    assert_same(value, reload_context(persister, loops, value))
+
+
+def test_cycle_is_refused_at_save_by_msgpack() -> None:
+    cycle: list[Any] = [1]
+    cycle.append({"again": (cycle,)})
+    with pytest.raises(EncodeError, match="cycle") as info:
+        get_codec("msgpack").encode({"root": cycle})
+    assert info.value.path.startswith("['root']")
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda v: {"x": v}, lambda v: (v,), lambda v: ut.Structure(x=v)],
+    ids=["dict", "tuple", "dict subclass"],
+)
+def test_msgpack_decodes_every_depth_it_encodes(wrap: Any) -> None:
+    codec = get_codec("msgpack", allow=[USER_TYPES])
+    depth = 1000
+    while True:  # up to the deepest value the encoder accepts: it must decode
+        try:
+            data = codec.encode(wrap(_nested(depth + 1)))
+        except EncodeError:
+            break
+        depth += 1
+        assert depth < 1100
+    decoded = codec.decode(codec.encode(wrap(_nested(depth))))
+    assert type(decoded) is type(wrap([]))
+    inner = decoded["x"] if isinstance(decoded, dict) else decoded[0]
+    for _ in range(depth - 1):
+        assert type(inner) is list
+        assert len(inner) == 1
+        (inner,) = inner
+    assert inner == []
+    with pytest.raises(EncodeError, match="nest more than") as info:
+        codec.encode(wrap(_nested(depth + 1)))
+    assert info.value.path.endswith("[0]")
+    del data
+
+
+# endregion
