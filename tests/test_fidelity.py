@@ -456,3 +456,9 @@ def test_msgpack_decodes_every_depth_it_encodes(wrap: Any) -> None:
 
 
 # endregion
+
+
+def test_pickle_refuses_deep_nesting_naming_where() -> None:
+    with pytest.raises(EncodeError, match="recursion limit") as info:
+        get_codec("pickle").encode({"x": _nested(5000)})
+    assert info.value.path.startswith("['x'][0][0]")

@@ -38,6 +38,7 @@ from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import decode_errors, encode_error
+from ._sharing import path_deeper_than
 
 __all__ = (
     "ClassRef",
@@ -285,6 +286,8 @@ class PickleCodec:
             RecursionError,
             LoopAwarePersistError,
         ) as error:
+            if isinstance(error, RecursionError):
+                raise _too_deep(value) from error
             raise encode_error(value, self.registry, error) from error
         return buffer.getvalue()
 
@@ -306,6 +309,17 @@ class PickleCodec:
             msg = f"Pickle payload has {len(data) - stream.tell()} bytes after its end (spliced?)."
             raise CorruptCheckpointError(msg)
         return value
+
+
+def _too_deep(value: Any) -> EncodeError:
+    # pickle recurses in C once per level, counted against Python's recursion limit.
+    path = path_deeper_than([value], sys.getrecursionlimit() // 2)
+    msg = (
+        f"Values nest too deep for pickle (Python's recursion limit, "
+        f"{sys.getrecursionlimit()}) at {path or '<root>'}. Flatten the value, e.g. into "
+        "rows; msgpack takes up to 1,000 levels of lists and dicts."
+    )
+    return EncodeError(msg, path=path)
 
 
 def configure_registry(registry: HookRegistry) -> None:
