@@ -462,3 +462,15 @@ def test_pickle_refuses_deep_nesting_naming_where() -> None:
     with pytest.raises(EncodeError, match="recursion limit") as info:
         get_codec("pickle").encode({"x": _nested(5000)})
     assert info.value.path.startswith("['x'][0][0]")
+
+
+def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
+    # What an ext value may hold depends on its depth: a copy made for one depth is
+    # never reused at another, where the decoder would refuse it.
+    codec = get_codec("msgpack", allow=[USER_TYPES])
+    small = ut.Record(x=[1, [2]])
+    value = {"a": small, "b": (((small,),),)}
+    assert_same(value, codec.decode(codec.encode(value)))
+    deep = ut.Record(x=_nested(40))
+    with pytest.raises(EncodeError, match="nested more than 32 deep"):
+        codec.encode({"a": deep, "b": (((deep,),),)})

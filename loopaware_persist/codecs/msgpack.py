@@ -147,26 +147,31 @@ class _Encoder:
         self.registry = registry
         self._generation = registry.generation
         self._hooks: dict[type, _Entry] = {}
-        self._packer = self._level(0)
         self.big = False
         self.guard = SharingGuard()
-        # id -> (value, its ext): objects the guard does not walk into are encoded once.
-        self.memo: dict[int, tuple[Any, msgpack.ExtType]] = {}
+        # Per ext depth, id -> (value, its ext): objects the guard does not walk into are
+        # encoded once per depth (what a value may hold depends on how deep it sits).
+        self.memo: list[dict[int, tuple[Any, msgpack.ExtType]]] = [
+            {} for _ in range(MAX_EXT_DEPTH + 1)
+        ]
         self.duplicated = 0
+        self._packer = self._level(0)
 
     def encode(self, value: Any) -> bytes:
         if self._generation != self.registry.generation:
             self._hooks.clear()
             self._generation = self.registry.generation
         self.guard = SharingGuard()
-        self.memo = {}
+        for memo in self.memo:
+            memo.clear()
         self.duplicated = 0
         self.guard.check([value])
         # Packed one level down, then the wrapper's 1-byte header dropped: msgpack's packer
         # accepts one more level of lists and maps than its unpacker, and what an encode
         # accepts a decode must accept.
         data: bytes = self._packer.pack([value])[1:]
-        self.memo = {}
+        for memo in self.memo:
+            memo.clear()
         # Every nested packer wrote a part of ``data``: none grew its buffer past this.
         self.big = len(data) > _POOLED_BYTES
         return data
@@ -195,7 +200,7 @@ class _Encoder:
 
             return too_deep
 
-        hooks, learn = self._hooks, self._learn
+        hooks, learn, memo = self._hooks, self._learn, self.memo[depth]
         packer: msgpack.Packer | None = None
 
         def default(value: Any) -> msgpack.ExtType:
@@ -205,7 +210,7 @@ class _Encoder:
             except KeyError:
                 code, tag, encode, raw, walk = learn(type(value))
             if walk:
-                known = self.memo.get(id(value))
+                known = memo.get(id(value))
                 if known is not None and known[0] is value:
                     return self._again(value, known[1])
             fields = encode(value)
@@ -229,7 +234,7 @@ class _Encoder:
             data = packer.pack(fields) if deep else packer.pack([fields])[1:]
             ext = _new_ext(_ExtType, (code, data))
             if walk:
-                self.memo[id(value)] = (value, ext)
+                memo[id(value)] = (value, ext)
             return ext
 
         deep = depth > _FREE_LEVELS
