@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import itertools
 import operator
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
@@ -38,6 +39,7 @@ TRAVERSED: Final = frozenset(
 )  # fmt: skip
 _traversed = TRAVERSED.__contains__
 _get_referents, _is_tracked, _compress = gc.get_referents, gc.is_tracked, itertools.compress
+_getrefcount = sys.getrefcount
 
 
 def expansion_budget(distinct: int) -> int:
@@ -46,6 +48,15 @@ def expansion_budget(distinct: int) -> int:
         16 times the real data (or a million containers, whichever is more)
     """
     return 16 * distinct + (1 << 20)
+
+
+def _single_parent() -> int:
+    """:return: what :func:`sys.getrefcount` says, in :meth:`SharingGuard.check`, of a
+    container that one other container alone refers to (measured, not assumed: it
+    depends on how the interpreter counts a call's own arguments)"""
+    parent: list[list[Any]] = [[]]
+    found = _children([parent])
+    return max(map(_getrefcount, found))
 
 
 def _children(objects: Iterable[Any]) -> list[Any]:
@@ -58,16 +69,26 @@ def _children(objects: Iterable[Any]) -> list[Any]:
     return list(_compress(inner, map(_traversed, map(type, inner))))
 
 
+_SINGLE: Final = _single_parent()
+
+
 class SharingGuard:
     """One encode's walk of its containers: each distinct one is visited once.
 
-    :ivar seen: the ids of the containers visited (the encoder keeps the value alive)
+    A container with a single parent in the whole process is referenced by that parent
+    and by the walk's own list only: it cannot be reached twice, and needs no entry in
+    any set. Only the others (a reference count above :data:`_SINGLE`: shared, or also
+    held outside the value) are remembered by id, so the walk costs little more than
+    :func:`gc.get_referents` of each container.
+
+    :ivar distinct: how many distinct containers were visited
     """
 
-    __slots__ = ("_alive", "_shared", "seen")
+    __slots__ = ("_alive", "_seen", "_shared", "distinct")
 
     def __init__(self) -> None:
-        self.seen: set[int] = set()
+        self.distinct = 0
+        self._seen: dict[int, Any] = {}  # id -> container held from more than one place
         self._shared: list[Any] = []
         # Hooks' fields are often fresh lists and dicts: kept alive for the encode, so
         # that no later one can take over the id of one walked already.
@@ -80,41 +101,44 @@ class SharingGuard:
         :raises EncodeError: if shared containers would make the tree too big to write
         """
         self._alive.append(roots)
-        seen = self.seen
-        shared = self._shared
+        seen, shared = self._seen, self._shared
         del shared[:]
         frontier: list[Any] = []
         for root in roots:
             if _traversed(type(root)):
-                (shared if id(root) in seen else frontier).append(root)
-                seen.add(id(root))
+                if id(root) in seen:
+                    shared.append(root)
+                else:
+                    seen[id(root)] = root
+                    frontier.append(root)
         while frontier:
+            self.distinct += len(frontier)
             found = _children(frontier)
-            ids = set(map(id, found))
-            if len(ids) == len(found) and seen.isdisjoint(ids):
-                seen |= ids
-                frontier = found
-                continue
-            # Some container is reached twice (a constant tuple, a list stored twice):
-            # set aside the shared ones, still at C speed but for them.
-            unique = dict(zip(map(id, found), found, strict=True))
-            again = unique.keys() & seen
-            if len(unique) != len(found):
-                order = sorted(map(id, found))
-                again.update(_compress(order[1:], map(operator.eq, order[1:], order)))
-            shared.extend(map(unique.__getitem__, again))
-            for key in again & seen:
-                del unique[key]
-            seen.update(unique)
-            frontier = list(unique.values())
+            if found and max(map(_getrefcount, found)) > _SINGLE:
+                found = self._sift(found)
+            frontier = found
         if any(_children([item]) for item in shared):
             self._count_paths(roots)
+
+    def _sift(self, found: list[Any]) -> list[Any]:
+        """``found`` without the containers seen before, which are noted as shared."""
+        suspect = list(map(_SINGLE.__lt__, map(_getrefcount, found)))
+        kept = list(_compress(found, map(operator.not_, suspect)))
+        seen, shared = self._seen, self._shared
+        for item in _compress(found, suspect):  # a Python loop, over these only
+            key = id(item)
+            if key in seen:
+                shared.append(item)
+            else:
+                seen[key] = item
+                kept.append(item)
+        return kept
 
     def _count_paths(self, roots: list[Any]) -> None:
         """Count the containers a packer would write: the paths to each, added up in
         topological order (each container once); refuse a cycle, or a count past the budget.
         """
-        budget = expansion_budget(len(self.seen))
+        budget = expansion_budget(self.distinct)
         state: dict[int, bool] = {}  # id -> finished (False: still on the DFS stack)
         order: list[Any] = []  # post-order
         tops = [root for root in roots if _traversed(type(root))]
@@ -145,7 +169,7 @@ class SharingGuard:
             count = paths.get(id(node), 0)
             total += count
             if total > budget:
-                raise _exploding(roots, total, len(self.seen))
+                raise _exploding(roots, total, self.distinct)
             for child in _children([node]):
                 paths[id(child)] = paths.get(id(child), 0) + count
 

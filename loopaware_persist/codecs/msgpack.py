@@ -133,6 +133,7 @@ class _Encoder:
     """
 
     __slots__ = (
+        "_dirty",
         "_generation",
         "_hooks",
         "_packer",
@@ -154,6 +155,7 @@ class _Encoder:
         self.memo: list[dict[int, tuple[Any, msgpack.ExtType]]] = [
             {} for _ in range(MAX_EXT_DEPTH + 1)
         ]
+        self._dirty: list[dict[int, tuple[Any, msgpack.ExtType]]] = []  # memos in use
         self.duplicated = 0
         self._packer = self._level(0)
 
@@ -161,17 +163,17 @@ class _Encoder:
         if self._generation != self.registry.generation:
             self._hooks.clear()
             self._generation = self.registry.generation
+        # (A failed encode drops its encoder, so the memos are empty here.)
         self.guard = SharingGuard()
-        for memo in self.memo:
-            memo.clear()
         self.duplicated = 0
         self.guard.check([value])
         # Packed one level down, then the wrapper's 1-byte header dropped: msgpack's packer
         # accepts one more level of lists and maps than its unpacker, and what an encode
         # accepts a decode must accept.
         data: bytes = self._packer.pack([value])[1:]
-        for memo in self.memo:
+        for memo in self._dirty:
             memo.clear()
+        del self._dirty[:]
         # Every nested packer wrote a part of ``data``: none grew its buffer past this.
         self.big = len(data) > _POOLED_BYTES
         return data
@@ -200,7 +202,7 @@ class _Encoder:
 
             return too_deep
 
-        hooks, learn, memo = self._hooks, self._learn, self.memo[depth]
+        hooks, learn, memo, dirty = self._hooks, self._learn, self.memo[depth], self._dirty
         packer: msgpack.Packer | None = None
 
         def default(value: Any) -> msgpack.ExtType:
@@ -234,6 +236,8 @@ class _Encoder:
             data = packer.pack(fields) if deep else packer.pack([fields])[1:]
             ext = _new_ext(_ExtType, (code, data))
             if walk:
+                if not memo:
+                    dirty.append(memo)
                 memo[id(value)] = (value, ext)
             return ext
 
