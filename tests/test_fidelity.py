@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 
 from loopaware_persist import (
     EncodeError,
+    FutureSnapshot,
     LoopAwarePersister,
     get_codec,
     open_persister,
@@ -344,6 +345,7 @@ EXPLODING = {
     "dicts": (lambda x: {"a": x, "b": x}, 40),
     "tuples": (lambda x: (x, x), 30),
     "inside a dict subclass": (lambda x: ut.Structure(a=[x, x]), 30),
+    "in future snapshots": (lambda x: FutureSnapshot.finished([x, x]), 30),
 }
 
 
@@ -376,7 +378,11 @@ def test_exploding_shared_objects_are_refused_at_save(
         assert info.value.path.startswith("_context['value'].a.a")
 
 
-@pytest.mark.parametrize(("make", "depth"), EXPLODING.values(), ids=EXPLODING.keys())
+# Containers only: a snapshot's result is the result of a future once loaded.
+CONTAINERS = {key: EXPLODING[key] for key in ("lists", "dicts", "tuples", "inside a dict subclass")}
+
+
+@pytest.mark.parametrize(("make", "depth"), CONTAINERS.values(), ids=CONTAINERS.keys())
 def test_pickle_keeps_exploding_shared_references(
     loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop], make: Any, depth: int
 ) -> None:

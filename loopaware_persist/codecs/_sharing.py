@@ -26,20 +26,25 @@ from plumpy.utils import AttributesFrozendict, Frozendict
 from .._errors import EncodeError
 from .._snapshot import FutureSnapshot
 
-__all__ = ("TRAVERSED", "SharingGuard", "expansion_budget", "path_deeper_than")
+__all__ = ("DEEP", "TRAVERSED", "SharingGuard", "expansion_budget", "path_deeper_than")
 
 #: The containers the guard walks into: those a packer writes item by item, natively or
 #: through a built-in hook whose fields are the items. Other values (a user's object,
-#: an exception) have their hook's fields walked when the encoder meets them.
+#: an exception, a future snapshot whose result is a container) have their hook's fields
+#: walked when the encoder meets them.
 TRAVERSED: Final = frozenset(
     {
-        list, dict, tuple, set, frozenset,
-        plumpy.Bundle, Frozendict, AttributesFrozendict, FutureSnapshot,
+        list, dict, tuple, set, frozenset, plumpy.Bundle, Frozendict, AttributesFrozendict,
     }
 )  # fmt: skip
 _traversed = TRAVERSED.__contains__
 _get_referents, _is_tracked, _compress = gc.get_referents, gc.is_tracked, itertools.compress
 _getrefcount = sys.getrefcount
+
+
+#: Levels of containers from which :attr:`SharingGuard.deep` is set: near the nesting
+#: a codec must check precisely (msgpack's 1,024), whatever the levels between them.
+DEEP: Final = 900
 
 
 def expansion_budget(distinct: int) -> int:
@@ -82,12 +87,15 @@ class SharingGuard:
     :func:`gc.get_referents` of each container.
 
     :ivar distinct: how many distinct containers were visited
+    :ivar deep: whether containers may nest :data:`DEEP` levels or more (the walk met that
+        many levels, or shared containers whose depth it does not measure)
     """
 
-    __slots__ = ("_alive", "_seen", "_shared", "distinct")
+    __slots__ = ("_alive", "_seen", "_shared", "deep", "distinct")
 
     def __init__(self) -> None:
         self.distinct = 0
+        self.deep = False
         self._seen: dict[int, Any] = {}  # id -> container held from more than one place
         self._shared: list[Any] = []
         # Hooks' fields are often fresh lists and dicts: kept alive for the encode, so
@@ -111,13 +119,18 @@ class SharingGuard:
                 else:
                     seen[id(root)] = root
                     frontier.append(root)
+        levels = 0
         while frontier:
+            levels += 1
             self.distinct += len(frontier)
             found = _children(frontier)
             if found and max(map(_getrefcount, found)) > _SINGLE:
                 found = self._sift(found)
             frontier = found
+        if levels >= DEEP:
+            self.deep = True
         if any(_children([item]) for item in shared):
+            self.deep = True  # reached first by a short path, maybe again by a longer one
             self._count_paths(roots)
 
     def _sift(self, found: list[Any]) -> list[Any]:

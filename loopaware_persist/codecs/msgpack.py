@@ -111,9 +111,12 @@ _new_ext = cast(Callable[[type, tuple[int, bytes]], msgpack.ExtType], tuple.__ne
 
 
 # type -> (ext code, tag, encode hook, whether the code's data is one raw bytes field,
-# whether the fields may hold containers the sharing guard has not walked)
-_Entry = tuple[int, str, Callable[[Any], list[Any]], bool, bool]
+# when the fields may hold containers the sharing guard has not walked)
+_Entry = tuple[int, str, Callable[[Any], list[Any]], bool, int]
 
+# When the encoder walks a value's fields for shared containers (and encodes it once per
+# depth): never, always, or for a future snapshot, when its result is a container.
+_NEVER, _ALWAYS, _RESULT = 0, 1, 2
 # Tags whose fields are scalars: nothing in them can be shared.
 _SCALAR_TAGS: Final = frozenset(
     {"bigint", "class", "complex", "date", "datetime", "decimal", "enum", "path", "time",
@@ -167,16 +170,21 @@ class _Encoder:
         self.guard = SharingGuard()
         self.duplicated = 0
         self.guard.check([value])
-        # Packed one level down, then the wrapper's 1-byte header dropped: msgpack's packer
-        # accepts one more level of lists and maps than its unpacker, and what an encode
-        # accepts a decode must accept.
-        data: bytes = self._packer.pack([value])[1:]
+        data: bytes = self._pack(self._packer, value)
         for memo in self._dirty:
             memo.clear()
         del self._dirty[:]
         # Every nested packer wrote a part of ``data``: none grew its buffer past this.
         self.big = len(data) > _POOLED_BYTES
         return data
+
+    def _pack(self, packer: msgpack.Packer, value: Any) -> bytes:
+        if not self.guard.deep:  # nothing nests near the limit: the common case
+            return packer.pack(value)  # type: ignore[no-any-return]
+        # Packed one level down, then the wrapper's 1-byte header dropped: msgpack's packer
+        # accepts one more level of lists and maps than its unpacker, and what an encode
+        # accepts a decode must accept.
+        return packer.pack([value])[1:]  # type: ignore[no-any-return]
 
     def _level(self, depth: int) -> msgpack.Packer:
         return msgpack.Packer(
@@ -190,7 +198,11 @@ class _Encoder:
     def _learn(self, cls: type) -> _Entry:
         tag, encode = self.registry.encoder(cls)
         code = WELL_KNOWN_CODES.get(tag, _TAGGED)
-        walk = tag not in _SCALAR_TAGS and cls not in TRAVERSED
+        walk = _NEVER
+        if tag in {"future", "future-live"}:
+            walk = _RESULT
+        elif tag not in _SCALAR_TAGS and cls not in TRAVERSED:
+            walk = _ALWAYS
         entry = self._hooks[cls] = (code, tag, encode, code in _RAW_CODES, walk)
         return entry
 
@@ -211,11 +223,20 @@ class _Encoder:
                 code, tag, encode, raw, walk = hooks[type(value)]
             except KeyError:
                 code, tag, encode, raw, walk = learn(type(value))
-            if walk:
+            if walk is _ALWAYS:
                 known = memo.get(id(value))
                 if known is not None and known[0] is value:
                     return self._again(value, known[1])
             fields = encode(value)
+            if walk is _RESULT:
+                # A snapshot is a leaf unless its result is a container (its exception
+                # and a result of any other kind are ext values of their own).
+                if type(fields[1]) not in TRAVERSED:
+                    walk = _NEVER
+                else:
+                    known = memo.get(id(value))
+                    if known is not None and known[0] is value:
+                        return self._again(value, known[1])
             if walk:
                 self.guard.check(fields)
             if raw:
@@ -232,8 +253,8 @@ class _Encoder:
             # decoder accepts (the decoder skips the walk for data too short to nest).
             if deep and _nests_deeper(fields, _DEEP_NESTING):
                 raise _too_nested(value)
-            # One level down, as in encode(), where lists may nest that deep at all.
-            data = packer.pack(fields) if deep else packer.pack([fields])[1:]
+            # Below the free levels, _nests_deeper bounds the nesting far lower.
+            data = packer.pack(fields) if deep else self._pack(packer, fields)
             ext = _new_ext(_ExtType, (code, data))
             if walk:
                 if not memo:
