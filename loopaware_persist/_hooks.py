@@ -18,6 +18,7 @@ import pathlib
 import traceback
 import uuid
 import zoneinfo
+from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
@@ -25,7 +26,7 @@ import plumpy
 from plumpy.utils import AttributesFrozendict, Frozendict
 
 from ._errors import CorruptCheckpointError, EncodeError
-from ._registry import HookRegistry, class_name
+from ._registry import Hook, HookRegistry, class_name, solid_base
 from ._snapshot import FutureSnapshot, FutureStatus, _check_consistent, snapshot_future
 from ._uuid import uuid_from_int
 
@@ -129,6 +130,22 @@ _PATHS: dict[str, type[pathlib.PurePath]] = {
         pathlib.WindowsPath,
     )
 }
+
+
+def _enc_path(value: pathlib.PurePath) -> list[Any]:
+    name = type(value).__name__
+    if _PATHS.get(name) is not type(value):
+        raise _no_subclass(type(value), "a pathlib path or str(path)")
+    return [name, str(value)]
+
+
+def _no_subclass(cls: type, instead: str) -> EncodeError:
+    msg = (
+        f"Cannot store an instance of {class_name(cls)!r}: only the classes themselves, not "
+        f"subclasses, are stored by the built-in hook. Store {instead} instead, or register "
+        "a hook for the subclass with registry.register(...)."
+    )
+    return EncodeError(msg)
 
 
 def _dec_path(fields: list[Any]) -> pathlib.PurePath:
@@ -261,7 +278,8 @@ def _dec_snapshot(fields: list[Any]) -> FutureSnapshot:
 # region classes, enums, exceptions, objects (these consult the allow-list)
 
 
-def _enc_class(value: type, _registry: HookRegistry) -> list[Any]:
+def _enc_class(value: type, registry: HookRegistry) -> list[Any]:
+    registry.check_importable(value, "the class")
     return [class_name(value)]
 
 
@@ -270,7 +288,8 @@ def _dec_class(fields: list[Any], registry: HookRegistry) -> type:
     return registry.resolve(name, "class")
 
 
-def _enc_enum(value: enum.Enum, _registry: HookRegistry) -> list[Any]:
+def _enc_enum(value: enum.Enum, registry: HookRegistry) -> list[Any]:
+    registry.check_importable(type(value), "a member of")
     return [class_name(type(value)), value.value]
 
 
@@ -353,9 +372,10 @@ def _dec_exception(fields: list[Any], registry: HookRegistry) -> BaseException:
     return exc
 
 
-def _enc_object(value: Any, _registry: HookRegistry) -> list[Any]:
-    state = value.__getstate__()
-    return [class_name(type(value)), state]
+def _enc_object(value: Any, registry: HookRegistry) -> list[Any]:
+    cls = type(value)
+    registry.check_importable(cls, "an instance of")
+    return [class_name(cls), value.__getstate__()]
 
 
 def _dec_object(fields: list[Any], registry: HookRegistry) -> Any:
@@ -364,10 +384,17 @@ def _dec_object(fields: list[Any], registry: HookRegistry) -> Any:
     # As pickle's default reduce does: no __init__, state put back as saved.
     new: Any = cls.__new__
     obj = object.__new__(cls) if new is object.__new__ else new(cls)
+    _set_state(obj, state, name, fields)
+    return obj
+
+
+def _set_state(obj: Any, state: Any, name: str, fields: list[Any]) -> None:
+    """Put back what ``__getstate__`` gave, as pickle does: ``__setstate__`` if the class
+    has one, else the instance dict and slots."""
     setstate = getattr(obj, "__setstate__", None)
     if setstate is not None:
         setstate(state)
-        return obj
+        return
     slots: Any = None
     if isinstance(state, tuple) and len(state) == 2:
         state, slots = state
@@ -380,7 +407,167 @@ def _dec_object(fields: list[Any], registry: HookRegistry) -> Any:
             raise _corrupt(f"slots of {name}", fields)
         for key, val in slots.items():
             object.__setattr__(obj, key, val)
+
+
+# region subclasses of built-in types
+#
+# An allowed class built on a C type other than object (``class Structure(dict)``, a
+# namedtuple, ``class Label(str)``, a datetime subclass) is stored as
+# ``[class name, base, value, state]``: the class through the allow-list like any other,
+# the base's own value read through the base's C methods (never the subclass's
+# overrides), and what ``__getstate__`` gives. Loading builds the instance through the
+# base's ``__new__`` and C methods, so no code of the subclass runs before its
+# ``__setstate__`` (if it has one), as with pickle.
+
+
+def _read(base: type, names: tuple[str, ...], value: Any) -> list[Any]:
+    # The base's own descriptors: a subclass may override the attributes.
+    return [getattr(base, name).__get__(value) for name in names]
+
+
+def _kind(expected: type) -> Callable[[Any], bool]:
+    return lambda payload: type(payload) is expected
+
+
+_DT_NAMES = ("year", "month", "day", "hour", "minute", "second", "microsecond", "tzinfo")
+_TIME_NAMES = ("hour", "minute", "second", "microsecond", "tzinfo")
+
+
+def _new_mutable(base: Any, fill: Callable[[Any, Any], Any]) -> Callable[[type, Any], Any]:
+    def build(cls: type, payload: Any) -> Any:
+        obj = base.__new__(cls)
+        fill(obj, payload)
+        return obj
+
+    return build
+
+
+def _fill_odict(obj: Any, payload: dict[Any, Any]) -> None:
+    for key, val in payload.items():
+        collections.OrderedDict.__setitem__(obj, key, val)
+
+
+@attrs.frozen
+class _Base:
+    """How the value of one C base type is stored: ``dump`` reads it from an instance of
+    a subclass, ``check`` tells a well-formed stored value, ``build`` makes the instance."""
+
+    key: str
+    dump: Callable[[Any], Any]
+    check: Callable[[Any], bool]
+    build: Callable[[type, Any], Any]
+
+
+def _is_list(payload: Any) -> bool:
+    return type(payload) is list
+
+
+def _is_real_pair(payload: Any) -> bool:
+    return type(payload) is list and len(payload) == 2 and all(type(x) is float for x in payload)
+
+
+_BASES: dict[type, _Base] = {
+    dict: _Base(
+        "dict", lambda v: dict(dict.items(v)), _kind(dict), _new_mutable(dict, dict.update)
+    ),
+    collections.OrderedDict: _Base(
+        "odict",
+        lambda v: dict(collections.OrderedDict.items(v)),
+        _kind(dict),
+        _new_mutable(collections.OrderedDict, _fill_odict),
+    ),
+    list: _Base("list", list.copy, _is_list, _new_mutable(list, list.extend)),
+    set: _Base("set", lambda v: list(set.__iter__(v)), _is_list, _new_mutable(set, set.update)),
+    frozenset: _Base(
+        "frozenset",
+        lambda v: list(frozenset.__iter__(v)),
+        _is_list,
+        lambda cls, p: frozenset.__new__(cls, p),
+    ),
+    tuple: _Base(
+        "tuple", lambda v: list(tuple.__iter__(v)), _is_list, lambda cls, p: tuple.__new__(cls, p)
+    ),
+    str: _Base("str", str.__str__, _kind(str), lambda cls, p: str.__new__(cls, p)),
+    bytes: _Base("bytes", bytes.__bytes__, _kind(bytes), lambda cls, p: bytes.__new__(cls, p)),
+    bytearray: _Base(
+        "bytearray",
+        lambda v: bytes(memoryview(v)),
+        _kind(bytes),
+        _new_mutable(bytearray, bytearray.extend),
+    ),
+    int: _Base("int", int.__index__, _kind(int), lambda cls, p: int.__new__(cls, p)),
+    float: _Base("float", float.__float__, _kind(float), lambda cls, p: float.__new__(cls, p)),
+    complex: _Base(
+        "complex",
+        lambda v: [complex.__complex__(v).real, complex.__complex__(v).imag],
+        _is_real_pair,
+        lambda cls, p: complex.__new__(cls, *p),
+    ),
+    dt.datetime: _Base(
+        "datetime",
+        lambda v: [*_read(dt.datetime, _DT_NAMES, v), dt.datetime.fold.__get__(v)],
+        _is_list,
+        lambda cls, p: dt.datetime.__new__(cls, *p[:8], fold=p[8]),
+    ),
+    dt.date: _Base(
+        "date",
+        lambda v: _read(dt.date, ("year", "month", "day"), v),
+        _is_list,
+        lambda cls, p: dt.date.__new__(cls, *p),
+    ),
+    dt.time: _Base(
+        "time",
+        lambda v: [*_read(dt.time, _TIME_NAMES, v), dt.time.fold.__get__(v)],
+        _is_list,
+        lambda cls, p: dt.time.__new__(cls, *p[:5], fold=p[5]),
+    ),
+    dt.timedelta: _Base(
+        "timedelta",
+        lambda v: _read(dt.timedelta, ("days", "seconds", "microseconds"), v),
+        _is_list,
+        lambda cls, p: dt.timedelta.__new__(cls, *p),
+    ),
+    decimal.Decimal: _Base(
+        "decimal",
+        decimal.Decimal.__str__,
+        _kind(str),
+        lambda cls, p: decimal.Decimal.__new__(cls, p),
+    ),
+}
+_BY_KEY: dict[str, tuple[type, _Base]] = {base.key: (cls, base) for cls, base in _BASES.items()}
+
+
+def _enc_subclass(value: Any, registry: HookRegistry) -> list[Any]:
+    cls = type(value)
+    solid = solid_base(cls)
+    base = _BASES.get(solid)
+    if base is None:
+        msg = (
+            f"Cannot store an instance of {class_name(cls)!r}: it is built on "
+            f"{class_name(solid)!r}, whose value lives outside the instance's __dict__ and "
+            "slots, so only the attributes would come back. Register a hook for the class "
+            "with registry.register(...)."
+        )
+        raise EncodeError(msg)
+    registry.check_importable(cls, "an instance of")
+    return [class_name(cls), base.key, base.dump(value), value.__getstate__()]
+
+
+def _dec_subclass(fields: list[Any], registry: HookRegistry) -> Any:
+    name, key, payload, state = fields
+    found = _BY_KEY.get(key) if isinstance(key, str) else None
+    if found is None:
+        raise _corrupt("subclass value", fields)
+    solid, base = found
+    cls = registry.resolve(name, "object")
+    if solid_base(cls) is not solid or not base.check(payload):
+        raise _corrupt(f"{key} value of {name}", fields)
+    obj = base.build(cls, payload)
+    _set_state(obj, state, name, fields)
     return obj
+
+
+# endregion
 
 
 # endregion
@@ -391,7 +578,12 @@ def configure_defaults(registry: HookRegistry) -> None:
 
     :param registry: a registry that has none of the built-in tags yet
     """
-    reg = registry.register
+
+    def reg(cls: type, *, tag: str, encode: Any, decode: Any, subclasses: bool = False) -> None:
+        # Value types only: a subclass goes to the allow-list ('subclass' below), so it
+        # keeps its class and attributes or is refused, never narrowed to the base.
+        registry._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls, subclasses=subclasses))
+
     reg(tuple, tag="tuple", encode=list, decode=tuple)
     reg(set, tag="set", encode=list, decode=set)
     reg(frozenset, tag="frozenset", encode=list, decode=frozenset)
@@ -427,8 +619,16 @@ def configure_defaults(registry: HookRegistry) -> None:
         encode=lambda v: [str(v)],
         decode=lambda f: decimal.Decimal(f[0]),
     )
-    reg(pathlib.PurePath, tag="path", encode=lambda v: [type(v).__name__, str(v)], decode=_dec_path)
-    reg(plumpy.Bundle, tag="bundle", encode=lambda v: [dict(v)], decode=_dec_bundle)
+    # The path hook serves the four concrete classes (subclasses of PurePath) and refuses
+    # any other subclass itself; a LoopAwareBundle is saved as the plumpy Bundle it wraps.
+    reg(pathlib.PurePath, tag="path", encode=_enc_path, decode=_dec_path, subclasses=True)
+    reg(
+        plumpy.Bundle,
+        tag="bundle",
+        encode=lambda v: [dict(v)],
+        decode=_dec_bundle,
+        subclasses=True,
+    )
     reg(
         AttributesFrozendict,
         tag="attrdict",
@@ -436,14 +636,12 @@ def configure_defaults(registry: HookRegistry) -> None:
         decode=_dec_frozendict(AttributesFrozendict),
     )
     reg(Frozendict, tag="frozendict", encode=_enc_frozendict, decode=_dec_frozendict(Frozendict))
-    reg(FutureSnapshot, tag="future", encode=_enc_snapshot, decode=_dec_snapshot)
+    reg(FutureSnapshot, tag="future", encode=_enc_snapshot, decode=_dec_snapshot, subclasses=True)
     # Futures of every kind are stored as the snapshot they would give.
     registry.register_predicate(
         _is_future, tag="future-live", encode=_enc_snapshot, decode=_dec_snapshot
     )
     contextual = registry._add
-    from ._registry import Hook
-
     contextual(
         Hook(tag="class", encode=_enc_class, decode=_dec_class, contextual=True,
              predicate=lambda cls: issubclass(cls, type))
@@ -460,6 +658,11 @@ def configure_defaults(registry: HookRegistry) -> None:
     # predicate, only chosen by HookRegistry.hook_for after the allow-list says yes.
     contextual(
         Hook(tag="object", encode=_enc_object, decode=_dec_object, contextual=True,
+             predicate=lambda cls: False)
+    )  # fmt: skip
+    # Likewise for allowed classes built on a C type (dict, str, tuple, datetime...).
+    contextual(
+        Hook(tag="subclass", encode=_enc_subclass, decode=_dec_subclass, contextual=True,
              predicate=lambda cls: False)
     )  # fmt: skip
 

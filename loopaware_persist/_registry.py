@@ -36,7 +36,7 @@ from plumpy.process_listener import ProcessListener
 from ._arguments import check_allow, check_instance, describe
 from ._errors import ArgumentTypeError, EncodeError, UnknownTagError, UnsafeCheckpointError
 
-__all__ = ("Hook", "HookRegistry", "class_name")
+__all__ = ("Hook", "HookRegistry", "class_name", "solid_base")
 
 T = TypeVar("T")
 Kind = Literal["class", "exception", "enum", "savable", "object", "pickle"]
@@ -115,6 +115,20 @@ def _stdlib_class(module: str, qualname: str) -> type | None:
     return cls
 
 
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: the class was made by a class statement
+
+
+def solid_base(cls: type) -> type:
+    """:return: the first class in ``cls.__mro__`` implemented in C (``object``, ``dict``,
+    ``datetime.datetime``, ``collections.deque``...): the one whose instance layout holds
+    whatever state an instance keeps outside its ``__dict__`` and slots
+    """
+    for klass in cls.__mro__:
+        if not klass.__flags__ & _HEAPTYPE:
+            return klass
+    return object  # pragma: no cover - every MRO ends in object
+
+
 def _split(name: str) -> tuple[str, str]:
     if not isinstance(name, str):
         # A class name comes from stored or received data: a wrong type is damage.
@@ -149,6 +163,9 @@ class Hook:
     :param cls: the class the hook is registered for, or ``None`` for a predicate hook
     :param predicate: for predicate hooks, which classes the hook handles
     :param contextual: internal: hooks that need the registry get it as a second argument
+    :param subclasses: whether a class hook also stores instances of subclasses of ``cls``;
+        the built-in hooks of value types (``tuple``, ``datetime``...) do not, so that a
+        subclass is stored with its own class name, or refused, never narrowed to its base
     """
 
     tag: str
@@ -157,6 +174,7 @@ class Hook:
     cls: type | None = None
     predicate: Callable[[type], bool] | None = None
     contextual: bool = False
+    subclasses: bool = True
 
 
 def _no_hook(_obj: object) -> Hook | None:
@@ -182,6 +200,7 @@ class HookRegistry:
         self._resolved: dict[tuple[str, str], type] = {}
         self._approved: dict[tuple[str, str], type] = {}
         self._hooked_cache: dict[tuple[str, str], type] | None = None
+        self._unimportable: dict[type, str | None] = {}
         self._trust_all = False
         self.allow(*check_allow(allow, call="HookRegistry()"))
 
@@ -333,6 +352,8 @@ class HookRegistry:
         except KeyError:
             pass
         found: Hook | None = self._dispatch.dispatch(cls)(None)
+        if found is not None and not found.subclasses and found.cls is not cls:
+            found = None  # a subclass of a value type: stored with its own name below
         if found is None:
             for hook in self._predicates:
                 assert hook.predicate is not None
@@ -340,9 +361,42 @@ class HookRegistry:
                     found = hook
                     break
         if found is None and self.may_revive(cls, "object"):
-            found = self._by_tag.get("object")
+            # Instances of allowed classes: those built on a C type other than object
+            # (a dict, str, namedtuple, datetime subclass) keep that type's value too.
+            found = self._by_tag.get("object" if solid_base(cls) is object else "subclass")
         self._cache[cls] = found
         return found
+
+    def unimportable(self, cls: type) -> str | None:
+        """Why a load could not import ``cls`` by the name a checkpoint stores, if it could not.
+
+        :param cls: a class whose name a checkpoint would store
+        :return: the reason (a class defined in a function or in ``__main__``, or not found
+            under its own name), or ``None`` if ``module:qualname`` imports to ``cls`` itself
+        """
+        try:
+            return self._unimportable[cls]
+        except KeyError:
+            pass
+        reason = _unimportable(cls)
+        self._unimportable[cls] = reason
+        return reason
+
+    def check_importable(self, cls: type, what: str) -> None:
+        """Refuse, at save time, to store the name of a class a load could not import.
+
+        :param cls: the class
+        :param what: what is being stored, for the message (``"an instance of"``...)
+        :raises EncodeError: saying why and what to do
+        """
+        reason = self.unimportable(cls)
+        if reason is not None:
+            msg = (
+                f"Cannot store {what} {class_name(cls)!r}: {reason}. Define the class at "
+                "module level in an importable module and add that module to allow=[...] "
+                "(or register a hook for it)."
+            )
+            raise EncodeError(msg)
 
     @property
     def generation(self) -> int:
@@ -587,6 +641,28 @@ class HookRegistry:
         return cls
 
     # endregion
+
+
+def _unimportable(cls: type) -> str | None:
+    module, qualname = cls.__module__, cls.__qualname__
+    if module == "builtins":
+        return None
+    if "<locals>" in qualname.split("."):
+        return (
+            "it is defined inside a function ('<locals>' in its qualified name), so a load "
+            "cannot import it by name"
+        )
+    if module in {"__main__", "__mp_main__"}:
+        return (
+            "it is defined in __main__ (the script or notebook being run), which a load in "
+            "another process does not import"
+        )
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if found is not cls:
+        return f"{module}:{qualname} does not name it (it was created dynamically or replaced)"
+    return None
 
 
 def _with_registry(hook: Callable[..., Any], registry: HookRegistry, arg: Any) -> Any:

@@ -1,6 +1,9 @@
 """Hypothesis strategies every property test draws from, and the exact comparison they use.
 
 * :func:`values` — nested trees of every type the default registry knows;
+* :func:`user_values` — the same with a user's own classes (:mod:`tests.user_types`):
+  subclasses of every built-in container and scalar, with instance attributes,
+  namedtuples, enums, datetime subclasses, a plain class and a nested ``Savable``;
 * :func:`exceptions`, :func:`snapshots`, :func:`bundles` — the pieces of a checkpoint;
 * :func:`loop_kinds` / :func:`caller` — the five positions a restore can be called from;
 * :func:`assert_same` — equality that also checks types, key order and exception chains.
@@ -29,6 +32,7 @@ from hypothesis import strategies as st
 from plumpy.utils import AttributesFrozendict, Frozendict
 
 from loopaware_persist import FutureSnapshot, FutureStatus
+from tests import user_types as ut
 
 __all__ = (
     "EXCEPTION_TYPES",
@@ -44,6 +48,7 @@ __all__ = (
     "scalars",
     "snapshots",
     "texts",
+    "user_values",
     "values",
 )
 
@@ -317,6 +322,115 @@ def bundles() -> st.SearchStrategy[plumpy.Bundle]:
 
 # endregion
 
+# region a user's own classes
+
+#: What a persister must allow for :func:`user_values` to load.
+USER_TYPES = ut.__name__
+
+_ATTRIBUTE_NAMES = st.sampled_from(["note", "origin", "step", "meta"])
+
+
+def _with_attributes(obj: Any, attributes: dict[str, Any]) -> Any:
+    obj.__dict__.update(attributes)
+    return obj
+
+
+def _attributed(
+    make: st.SearchStrategy[Any], attributes: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
+    """``make``'s values, with a few instance attributes drawn from ``attributes``."""
+    return st.builds(
+        _with_attributes, make, st.dictionaries(_ATTRIBUTE_NAMES, attributes, max_size=2)
+    )
+
+
+def _stamp(value: dt.datetime) -> ut.Stamp:
+    return ut.Stamp(
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond, value.tzinfo, fold=value.fold,
+    )  # fmt: skip
+
+
+def _clock(value: dt.time) -> ut.Clock:
+    return ut.Clock(
+        value.hour, value.minute, value.second, value.microsecond, value.tzinfo, fold=value.fold
+    )
+
+
+def _day(value: dt.date) -> ut.Day:
+    return ut.Day(value.year, value.month, value.day)
+
+
+def _span(value: dt.timedelta) -> ut.Span:
+    return ut.Span(value.days, value.seconds, value.microseconds)
+
+
+#: Hashable user scalars (usable in sets and as keys), without attributes.
+_user_hashables = st.one_of(
+    texts.map(ut.Label),
+    ints.map(ut.Count),
+    floats.map(ut.Ratio),
+    st.complex_numbers(allow_nan=False).map(ut.Impedance),
+    st.binary(max_size=8).map(ut.Blob),
+    datetimes.map(_stamp),
+    st.dates().map(_day),
+    times.map(_clock),
+    st.timedeltas().map(_span),
+    st.decimals(allow_nan=False, allow_infinity=False).map(ut.Amount),
+    st.sampled_from([*ut.Phase, *ut.Level, ut.Flags.READ, ut.Flags.READ | ut.Flags.WRITE]),
+)
+
+
+def _user_leaves(attributes: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        _user_hashables,
+        _attributed(
+            st.one_of(
+                texts.map(ut.Label),
+                ints.map(ut.Count),
+                floats.map(ut.Ratio),
+                st.binary(max_size=8).map(ut.Blob),
+                st.binary(max_size=8).map(ut.Buffer),
+                datetimes.map(_stamp),
+                st.timedeltas().map(_span),
+                st.decimals(allow_nan=False, allow_infinity=False).map(ut.Amount),
+            ),
+            attributes,
+        ),
+    )
+
+
+def _user_sets(items: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.sets(items, max_size=3).map(ut.Tags), st.frozensets(items, max_size=3).map(ut.FrozenTags)
+    )
+
+
+def _user_containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    keys = st.one_of(texts, _user_hashables)
+    return st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(texts, children, max_size=3),
+        st.lists(children, max_size=3).map(tuple),
+        _attributed(st.dictionaries(keys, children, max_size=3).map(ut.Structure), children),
+        _attributed(st.dictionaries(texts, children, max_size=3).map(ut.Ordered), children),
+        _attributed(st.lists(children, max_size=3).map(ut.Steps), children),
+        _attributed(st.lists(children, max_size=3).map(ut.Pair), children),
+        _attributed(_user_sets(st.one_of(hashables(), _user_hashables)), children),
+        st.builds(ut.Point, children, children),
+        st.builds(ut.Cell, children, children),
+        st.builds(ut.Record, a=children, b=children),
+        st.builds(ut.Note, a=children),
+    )
+
+
+def user_values() -> st.SearchStrategy[Any]:
+    """:return: trees of a user's own classes (:mod:`tests.user_types`) mixed with
+    built-in values; no snapshots, so a process context can hold any of them"""
+    leaves = st.one_of(scalars, _user_leaves(scalars))
+    return st.recursive(leaves, _user_containers, max_leaves=10)
+
+
 # region caller positions
 
 
@@ -549,8 +663,38 @@ def assert_same(a: Any, b: Any, path: str = "", *, depth: int = 0) -> None:
     elif isinstance(a, (str, bytes, bytearray, int, uuid.UUID, dt.date, dt.timedelta)):
         if a != b:
             _fail(path, f"{a!r:.200} != {b!r:.200}")
+    elif _by_attributes(a):
+        pass  # a plain object: compared by its attributes below
     elif a != b:
         _fail(path, f"{a!r:.200} != {b!r:.200}")
+    if _by_attributes(a) or _subclass_with_attributes(a):
+        assert_same(vars(a), vars(b), f"{path}.__dict__", depth=depth + 1)
+
+
+_VALUE_TYPES = (
+    dict, list, tuple, set, frozenset, str, bytes, bytearray, int, float, complex,
+    dt.date, dt.time, dt.timedelta, decimal.Decimal,
+)  # fmt: skip
+
+
+def _by_attributes(a: Any) -> bool:
+    """Whether ``a`` is an instance of a plain class, with no ``__eq__`` of its own."""
+    return (
+        hasattr(a, "__dict__")
+        and type(a).__eq__ is object.__eq__
+        and not isinstance(a, (BaseException, enum.Enum, type))
+    )
+
+
+def _subclass_with_attributes(a: Any) -> bool:
+    """Whether ``a`` is an instance of a subclass of a built-in value type with a ``__dict__``
+    (a plumpy ``Bundle`` is compared by its items only)."""
+    return (
+        isinstance(a, _VALUE_TYPES)
+        and type(a) not in _VALUE_TYPES
+        and hasattr(a, "__dict__")
+        and not isinstance(a, (enum.Enum, plumpy.Bundle))
+    )
 
 
 # endregion

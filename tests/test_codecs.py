@@ -622,3 +622,21 @@ def test_pickle_resolves_class_references_inside_snapshot_and_chained_exceptions
         "snapshot-chained": FutureSnapshot.failed(chained),
     }
     assert_same(codec.decode(codec.encode(value)), value)
+
+
+@CODECS
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda cls: OSError(2, cls, "name"),
+        lambda cls: StopIteration(cls),
+        lambda cls: ImportError("no", name=cls),
+    ],
+    ids=["OSError", "StopIteration", "ImportError"],
+)
+def test_exception_fields_held_in_c_slots_keep_their_class(codec_name: str, make: Any) -> None:
+    # OSError.strerror and friends live in C slots filled from args at creation; under
+    # pickle a class there came back as an unresolved reference (found by hypothesis in
+    # test_awaiting's property: a failed snapshot's PermissionError(None, Process)).
+    snapshot = FutureSnapshot.failed(make(plumpy.Process))
+    assert_same(snapshot, _roundtrip(get_codec(codec_name), snapshot))

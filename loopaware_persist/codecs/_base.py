@@ -11,7 +11,7 @@ import plumpy
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._registry import HookRegistry
 
-__all__ = ("Codec", "check_payload", "decode_errors", "encode_error")
+__all__ = ("Codec", "SharedValueError", "check_payload", "decode_errors", "encode_error")
 
 # Types every codec writes natively, whatever the registry says.
 _NATIVE = (type(None), bool, int, float, str, bytes)
@@ -53,7 +53,18 @@ def _children(value: Any, registry: HookRegistry) -> Iterator[tuple[Any, Any, bo
         yield from ((i, child, False) for i, child in enumerate(value))
     else:
         _tag, fields = registry.encode_value(value)
-        if isinstance(value, (tuple, list, set, frozenset)):
+        if _tag in {"object", "subclass"}:
+            # [name, state] or [name, base, base value, state]: the items, then attributes.
+            *_, state = fields
+            if _tag == "subclass" and type(fields[2]) in {dict, list}:
+                yield from _children(fields[2], registry)
+            if isinstance(state, tuple) and len(state) == 2:
+                state = {**(state[0] or {}), **(state[1] or {})}
+            if isinstance(state, dict):
+                yield from ((key, child, True) for key, child in state.items())
+            elif state is not None:
+                yield "<state>", state, False
+        elif isinstance(value, (tuple, list, set, frozenset)):
             yield from ((i, child, False) for i, child in enumerate(fields))
         elif len(fields) == 1 and isinstance(fields[0], dict):
             yield from _children(fields[0], registry)
@@ -61,7 +72,7 @@ def _children(value: Any, registry: HookRegistry) -> Iterator[tuple[Any, Any, bo
             yield from ((f"<{_tag}>", child, False) for child in fields)
 
 
-def _find(value: Any, registry: HookRegistry, path: str, seen: set[int]) -> EncodeError | None:
+def _find(value: Any, registry: HookRegistry, path: str, walk: _Walk) -> EncodeError | None:
     if isinstance(value, _NATIVE):
         if isinstance(value, str):
             try:
@@ -70,24 +81,29 @@ def _find(value: Any, registry: HookRegistry, path: str, seen: set[int]) -> Enco
                 msg = f"Unencodable string {value[:40]!r} (lone surrogates) at {path or '<root>'}."
                 return EncodeError(msg, path=path)
         return None
-    if id(value) in seen:
+    key = id(value)
+    if key in walk.done:  # shared, and found fine: a DAG is walked in linear time
+        return None
+    if key in walk.stack:
         msg = (
             f"Reference cycle at {path or '<root>'}: {type(value).__name__} contains itself. "
             "msgpack stores trees; break the cycle or use codec='pickle'."
         )
         return EncodeError(msg, path=path)
-    seen.add(id(value))
+    walk.stack.add(key)
     try:
         children = list(_children(value, registry))
     except LoopAwarePersistError as error:
         where = path or "<root>"
         msg = f"{error} (at {where})"
         return EncodeError(msg, path=where)
-    for key, child, attribute_style in children:
-        found = _find(child, registry, _render(path, key, attribute_style), seen)
+    walk.alive.append(children)  # hooks' fields may be fresh: their ids stay theirs
+    for child_key, child, attribute_style in children:
+        found = _find(child, registry, _render(path, child_key, attribute_style), walk)
         if found is not None:
             return found
-    seen.discard(id(value))
+    walk.stack.discard(key)
+    walk.done.add(key)
     return None
 
 
@@ -104,6 +120,55 @@ def check_payload(data: object, payload: str) -> None:
             f"({data!r:.60}); pass the record's payload bytes as read from the store."
         )
         raise DecodeError(msg)
+
+
+class SharedValueError(EncodeError):
+    """Internal: a codec met ``value`` too many times; :func:`encode_error` finds where.
+
+    :ivar value: the value referenced from many places
+    """
+
+    def __init__(self, msg: str, *, value: Any) -> None:
+        super().__init__(msg)
+        self.value = value
+
+
+def _second_path(
+    value: Any, registry: HookRegistry, target: Any, path: str, walk: _Walk
+) -> str | None:
+    """The path at which ``target`` is met a second time, depth first (``None``: never)."""
+    if value is target:
+        if walk.met:
+            return path
+        walk.met = True
+        return None
+    if isinstance(value, _NATIVE) or id(value) in walk.done:
+        return None
+    try:
+        children = list(_children(value, registry))
+    except LoopAwarePersistError:
+        return None
+    walk.alive.append(children)
+    met_before = walk.met
+    for key, child, attribute_style in children:
+        found = _second_path(child, registry, target, _render(path, key, attribute_style), walk)
+        if found is not None:
+            return found
+    if walk.met == met_before:  # target not inside: meeting this again finds nothing new
+        walk.done.add(id(value))
+    return None
+
+
+class _Walk:
+    """The state of one :func:`_find`: the ids on the current path, and those done."""
+
+    __slots__ = ("alive", "done", "met", "stack")
+
+    def __init__(self) -> None:
+        self.stack: set[int] = set()
+        self.done: set[int] = set()
+        self.alive: list[Any] = []
+        self.met = False
 
 
 @contextlib.contextmanager
@@ -135,8 +200,14 @@ def encode_error(value: Any, registry: HookRegistry, cause: BaseException) -> En
     :param cause: what the encoder raised
     :return: an :class:`EncodeError` whose ``path`` names the offending value
     """
+    if isinstance(cause, EncodeError) and cause.path:
+        return cause  # it knows where already
+    if isinstance(cause, SharedValueError):
+        path = _second_path(value, registry, cause.value, "", _Walk())
+        if path is not None:
+            return EncodeError(f"{cause} (at {path or '<root>'})", path=path)
     try:
-        found = _find(value, registry, "", set())
+        found = _find(value, registry, "", _Walk())
     except RecursionError:
         found = None
     if found is not None:

@@ -9,7 +9,7 @@ whose data is the registry hook's fields packed by the same rules::
     UUID(...)      ->  Ext(22, <the 16 bytes>)                  uuid: the bytes themselves
     Point(1, 2)    ->  Ext(2, packb(["myapp.point", 1, 2]))     any other tag, spelled out
 
-Ext codes: ``2`` is a tagged value (``[tag, *fields]``); ``16``-``39`` are the built-in
+Ext codes: ``2`` is a tagged value (``[tag, *fields]``); ``16``-``40`` are the built-in
 tags of :data:`WELL_KNOWN_CODES`, whose data is the field list (the one bytes field
 itself for ``uuid``, or code ``2`` if a hook gives anything else). Every other code is
 refused, ``0`` included, and ``1``, the marker of a list-headed layout
@@ -41,7 +41,8 @@ import msgpack
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
-from ._base import check_payload, decode_errors, encode_error
+from ._base import SharedValueError, check_payload, decode_errors, encode_error
+from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
 
 __all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")
 
@@ -74,6 +75,7 @@ WELL_KNOWN_CODES: Final[Mapping[str, int]] = MappingProxyType(
         "zoneinfo": 37,
         "decimal": 38,
         "path": 39,
+        "subclass": 40,
     }
 )
 _TAG_OF: Final[dict[int, str]] = {code: tag for tag, code in WELL_KNOWN_CODES.items()}
@@ -91,6 +93,9 @@ MAX_EXT_DEPTH: Final = 32
 # checked before packing and after unpacking, it bounds any value either side accepts
 # to ~4,000 levels (~2 MB of C stack to pack; 1024 levels, ~0.5 MB, before this layout).
 _FREE_LEVELS: Final = 2
+# Lists and maps a value may nest at the top levels: msgpack's unpacker takes 1,024,
+# one of which is the field list of the ext value that holds them.
+_MAX_NESTING: Final = 1000
 _DEEP_NESTING: Final = 32
 
 # Pooled encoders and decoders serve payloads up to this size, so the buffers a pool
@@ -105,7 +110,21 @@ _ExtType = msgpack.ExtType
 _new_ext = cast(Callable[[type, tuple[int, bytes]], msgpack.ExtType], tuple.__new__)
 
 
-_Entry = tuple[int, str, Callable[[Any], list[Any]], bool]
+# type -> (ext code, tag, encode hook, whether the code's data is one raw bytes field,
+# when the fields may hold containers the sharing guard has not walked)
+_Entry = tuple[int, str, Callable[[Any], list[Any]], bool, int]
+
+# When the encoder walks a value's fields for shared containers (and encodes it once per
+# depth): never, always, or for a future snapshot, when its result is a container.
+_NEVER, _ALWAYS, _RESULT = 0, 1, 2
+# Tags whose fields are scalars: nothing in them can be shared.
+_SCALAR_TAGS: Final = frozenset(
+    {"bigint", "class", "complex", "date", "datetime", "decimal", "enum", "path", "time",
+     "timedelta", "timezone", "uuid", "zoneinfo"}
+)  # fmt: skip
+#: How many bytes an encode may write again for objects (not lists, dicts, tuples...)
+#: that are referenced more than once, before it refuses them as exploding.
+MAX_DUPLICATED_BYTES: Final = 64 * 1024 * 1024
 
 
 class _Encoder:
@@ -116,24 +135,56 @@ class _Encoder:
     no counter; past :data:`MAX_EXT_DEPTH` the ``default`` only refuses.
     """
 
-    __slots__ = ("_generation", "_hooks", "_packer", "big", "registry")
+    __slots__ = (
+        "_dirty",
+        "_generation",
+        "_hooks",
+        "_packer",
+        "big",
+        "duplicated",
+        "guard",
+        "memo",
+        "registry",
+    )
 
     def __init__(self, registry: HookRegistry) -> None:
         self.registry = registry
         self._generation = registry.generation
-        # type -> (ext code, tag, encode hook, whether the code's data is one raw bytes field)
         self._hooks: dict[type, _Entry] = {}
-        self._packer = self._level(0)
         self.big = False
+        self.guard = SharingGuard()
+        # Per ext depth, id -> (value, its ext): objects the guard does not walk into are
+        # encoded once per depth (what a value may hold depends on how deep it sits).
+        self.memo: list[dict[int, tuple[Any, msgpack.ExtType]]] = [
+            {} for _ in range(MAX_EXT_DEPTH + 1)
+        ]
+        self._dirty: list[dict[int, tuple[Any, msgpack.ExtType]]] = []  # memos in use
+        self.duplicated = 0
+        self._packer = self._level(0)
 
     def encode(self, value: Any) -> bytes:
         if self._generation != self.registry.generation:
             self._hooks.clear()
             self._generation = self.registry.generation
-        data: bytes = self._packer.pack(value)
+        # (A failed encode drops its encoder, so the memos are empty here.)
+        self.guard = SharingGuard()
+        self.duplicated = 0
+        self.guard.check([value])
+        data: bytes = self._pack(self._packer, value)
+        for memo in self._dirty:
+            memo.clear()
+        del self._dirty[:]
         # Every nested packer wrote a part of ``data``: none grew its buffer past this.
         self.big = len(data) > _POOLED_BYTES
         return data
+
+    def _pack(self, packer: msgpack.Packer, value: Any) -> bytes:
+        if not self.guard.deep:  # nothing nests near the limit: the common case
+            return packer.pack(value)  # type: ignore[no-any-return]
+        # Packed one level down, then the wrapper's 1-byte header dropped: msgpack's packer
+        # accepts one more level of lists and maps than its unpacker, and what an encode
+        # accepts a decode must accept.
+        return packer.pack([value])[1:]  # type: ignore[no-any-return]
 
     def _level(self, depth: int) -> msgpack.Packer:
         return msgpack.Packer(
@@ -147,7 +198,12 @@ class _Encoder:
     def _learn(self, cls: type) -> _Entry:
         tag, encode = self.registry.encoder(cls)
         code = WELL_KNOWN_CODES.get(tag, _TAGGED)
-        entry = self._hooks[cls] = (code, tag, encode, code in _RAW_CODES)
+        walk = _NEVER
+        if tag in {"future", "future-live"}:
+            walk = _RESULT
+        elif tag not in _SCALAR_TAGS and cls not in TRAVERSED:
+            walk = _ALWAYS
+        entry = self._hooks[cls] = (code, tag, encode, code in _RAW_CODES, walk)
         return entry
 
     def _default_at(self, depth: int) -> Callable[[Any], msgpack.ExtType]:
@@ -158,16 +214,31 @@ class _Encoder:
 
             return too_deep
 
-        hooks, learn = self._hooks, self._learn
+        hooks, learn, memo, dirty = self._hooks, self._learn, self.memo[depth], self._dirty
         packer: msgpack.Packer | None = None
 
         def default(value: Any) -> msgpack.ExtType:
             nonlocal packer
             try:
-                code, tag, encode, raw = hooks[type(value)]
+                code, tag, encode, raw, walk = hooks[type(value)]
             except KeyError:
-                code, tag, encode, raw = learn(type(value))
+                code, tag, encode, raw, walk = learn(type(value))
+            if walk is _ALWAYS:
+                known = memo.get(id(value))
+                if known is not None and known[0] is value:
+                    return self._again(value, known[1])
             fields = encode(value)
+            if walk is _RESULT:
+                # A snapshot is a leaf unless its result is a container (its exception
+                # and a result of any other kind are ext values of their own).
+                if type(fields[1]) not in TRAVERSED:
+                    walk = _NEVER
+                else:
+                    known = memo.get(id(value))
+                    if known is not None and known[0] is value:
+                        return self._again(value, known[1])
+            if walk:
+                self.guard.check(fields)
             if raw:
                 if len(fields) == 1 and type(fields[0]) is bytes:
                     return _new_ext(_ExtType, (code, fields[0]))
@@ -182,10 +253,29 @@ class _Encoder:
             # decoder accepts (the decoder skips the walk for data too short to nest).
             if deep and _nests_deeper(fields, _DEEP_NESTING):
                 raise _too_nested(value)
-            return _new_ext(_ExtType, (code, packer.pack(fields)))
+            # Below the free levels, _nests_deeper bounds the nesting far lower.
+            data = packer.pack(fields) if deep else self._pack(packer, fields)
+            ext = _new_ext(_ExtType, (code, data))
+            if walk:
+                if not memo:
+                    dirty.append(memo)
+                memo[id(value)] = (value, ext)
+            return ext
 
         deep = depth > _FREE_LEVELS
         return default
+
+    def _again(self, value: Any, ext: msgpack.ExtType) -> msgpack.ExtType:
+        self.duplicated += len(ext.data)
+        if self.duplicated > MAX_DUPLICATED_BYTES:
+            msg = (
+                f"A {type(value).__name__} referenced from many places would be written "
+                f"again and again (more than {MAX_DUPLICATED_BYTES:,} bytes of copies): "
+                "msgpack stores trees. Store it once, or use codec='pickle', which keeps "
+                "shared references."
+            )
+            raise SharedValueError(msg, value=value)
+        return ext
 
 
 def _too_deep(value: Any) -> EncodeError:
@@ -204,6 +294,16 @@ def _too_nested(value: Any) -> EncodeError:
         "much nesting there. Flatten the value or use codec='pickle'."
     )
     return EncodeError(msg)
+
+
+def _too_deeply_nested(value: Any) -> EncodeError:
+    path = path_deeper_than([value], _MAX_NESTING)
+    msg = (
+        f"Lists and dicts nest more than {_MAX_NESTING:,} deep at {path or '<root>'}: "
+        "msgpack checkpoints refuse that (msgpack's decoder stops at 1,024 levels, and "
+        "pickle at Python's recursion limit). Flatten the value, e.g. into rows."
+    )
+    return EncodeError(msg, path=path)
 
 
 def _nests_deeper(container: list[Any] | dict[Any, Any], limit: int) -> bool:
@@ -405,6 +505,8 @@ class MsgpackCodec:
             LoopAwarePersistError,
         ) as error:
             # The encoder is dropped rather than pooled: its packers stopped mid-way.
+            if isinstance(error, ValueError) and str(error).startswith("recursion limit exceeded"):
+                raise _too_deeply_nested(value) from error
             raise encode_error(value, self.registry, error) from error
         if not encoder.big and len(self._encoders) < _POOL_SIZE:
             self._encoders.append(encoder)

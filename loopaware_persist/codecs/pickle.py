@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as dt
+import decimal
 import io
 import pickle
 import sys
@@ -38,6 +40,7 @@ from .._registry import HookRegistry, _stdlib_class
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors, encode_error
 from ._pickle_scan import check_opcodes
+from ._sharing import path_deeper_than
 
 __all__ = (
     "ClassRef",
@@ -50,6 +53,10 @@ __all__ = (
 )
 
 PROTOCOL = 5
+# What _resolve_refs never enters (by exact type: a subclass may carry attributes).
+_ATOMS = frozenset({str, bytes, int, float, bool, complex, type(None)})
+# Value types whose own __reduce__ leaves out the instance dict of a subclass.
+_DROPS_STATE = (decimal.Decimal, dt.date, dt.time, dt.timedelta)
 
 
 class UnsafeLoadWarning(UserWarning):
@@ -93,6 +100,9 @@ class _Pickler(pickle.Pickler):
     # Called only for objects pickle has no fast path for, so plain data costs nothing.
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, type):
+            # Every class pickle names passes here, the class of each instance included:
+            # one a load could not import by that name is refused now, not at the restart.
+            self._registry.check_importable(obj, "the class")
             if obj is ClassRef or self._callable_on_load(obj):
                 return NotImplemented
             return ClassRef, (f"{obj.__module__}:{obj.__qualname__}",)
@@ -100,7 +110,7 @@ class _Pickler(pickle.Pickler):
             snap = snapshot_future(obj)
             return FutureSnapshot, (snap.status, snap.result, snap.exception, snap.cancel_message)
         if isinstance(obj, BaseException):
-            if not self._callable_on_load(type(obj)):
+            if not self._callable_on_load(type(obj)) or self._registry.unimportable(type(obj)):
                 # As msgpack does on load: a class a safe load may not import comes back
                 # as the documented stand-in, never by importing it.
                 stand_in = ForeignException(
@@ -123,8 +133,11 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, zoneinfo.ZoneInfo):
             # ZoneInfo pickles through getattr(ZoneInfo, "_unpickle"), which a
             # restricted unpickler must refuse; the key alone restores it.
-            if obj.key is None:
-                msg = f"Cannot store {obj!r}: a ZoneInfo read from a file has no key."
+            if obj.key is None or type(obj) is not zoneinfo.ZoneInfo:
+                msg = (
+                    f"Cannot store {obj!r}: only a ZoneInfo (not a subclass) with a key "
+                    "(not read from a file) can be restored. Store its key instead."
+                )
                 raise EncodeError(msg)
             return zoneinfo.ZoneInfo, (obj.key,)
         if not self._callable_on_load(type(obj)):
@@ -137,6 +150,13 @@ class _Pickler(pickle.Pickler):
                 "and use codec='msgpack'."
             )
             raise EncodeError(msg)
+        if type(obj) not in _DROPS_STATE and isinstance(obj, _DROPS_STATE):
+            # These types reduce to (cls, args) without the instance dict, so pickle on
+            # its own would drop a subclass's attributes; BUILD puts them back.
+            reduced = obj.__reduce_ex__(PROTOCOL)
+            attributes = obj.__getstate__()
+            if attributes and isinstance(reduced, tuple) and len(reduced) == 2:
+                return (*reduced, attributes)
         return NotImplemented
 
     def _callable_on_load(self, cls: type) -> bool:
@@ -148,6 +168,23 @@ class _Pickler(pickle.Pickler):
                 known = False
             self._callable[cls] = known
         return known
+
+
+# Builtin exceptions whose fields live in C slots that their constructor fills from args.
+_EXCEPTION_SLOTS: tuple[tuple[type[BaseException], tuple[str, ...]], ...] = (
+    (OSError, ("errno", "strerror", "filename", "filename2")),
+    (StopIteration, ("value",)),
+    (StopAsyncIteration, ("value",)),
+    (SystemExit, ("code",)),
+    (ImportError, ("msg", "name", "path")),
+)
+
+
+def _exception_slots(exc: BaseException) -> tuple[str, ...]:
+    for base, names in _EXCEPTION_SLOTS:
+        if isinstance(exc, base):
+            return names
+    return ()
 
 
 def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any]) -> Any:
@@ -162,30 +199,38 @@ def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any
         if registry is None:
             return loaders.DefaultObjectLoader().load_object(value.name)
         return registry.resolve(value.name, "class")
-    if isinstance(value, (str, bytes, int, float, type(None), type)):
+    if type(value) in _ATOMS or isinstance(value, type):
         return value
     key = id(value)
     if key in seen:
         return seen[key]
     seen[key] = value
     if isinstance(value, dict):
-        for k, v in value.items():
-            new = _resolve_refs(v, registry, seen)
-            if new is not v:
-                value[k] = new
+        pairs = [
+            (_resolve_refs(k, registry, seen), _resolve_refs(v, registry, seen))
+            for k, v in dict.items(value)
+        ]
+        if any(a is not b for a, b in zip(pairs, dict.items(value), strict=True)):
+            # dict's own methods: a subclass's overrides are not ours to call.
+            dict.clear(value)
+            dict.update(value, pairs)
     elif isinstance(value, list):
-        for i, v in enumerate(value):
-            value[i] = _resolve_refs(v, registry, seen)
+        for i, v in enumerate(list.copy(value)):
+            list.__setitem__(value, i, _resolve_refs(v, registry, seen))
     elif isinstance(value, (tuple, set, frozenset)):
         items = [_resolve_refs(v, registry, seen) for v in value]
         if any(a is not b for a, b in zip(items, value, strict=True)):
             if isinstance(value, set):
-                value.clear()
-                value.update(items)
+                set.clear(value)
+                set.update(value, items)
             else:
-                rebuilt = type(value)(items)
-                seen[key] = rebuilt
-                return rebuilt
+                # The base's __new__, as the 'subclass' layout does: a namedtuple's own
+                # __new__ takes its fields one by one.
+                base: Any = tuple if isinstance(value, tuple) else frozenset
+                rebuilt = base.__new__(type(value), items)
+                if getattr(value, "__dict__", None):
+                    rebuilt.__dict__.update(value.__dict__)
+                seen[key] = value = rebuilt
     elif isinstance(value, FutureSnapshot):
         result = _resolve_refs(value.result, registry, seen)
         # The exception is resolved in place (below); only the result may be rebuilt.
@@ -196,15 +241,22 @@ def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any
             )
             seen[key] = rebuilt_snap
             return rebuilt_snap
-    else:
-        if isinstance(value, BaseException):
-            value.args = _resolve_refs(value.args, registry, seen)
-            # Chained exceptions are pickled with the one that holds them.
-            for chained in (value.__cause__, value.__context__):
-                _resolve_refs(chained, registry, seen)
-        attributes = getattr(value, "__dict__", None)
-        if isinstance(attributes, dict):
-            _resolve_refs(attributes, registry, seen)
+    elif isinstance(value, BaseException):
+        value.args = _resolve_refs(value.args, registry, seen)
+        # Chained exceptions are pickled with the one that holds them.
+        for chained in (value.__cause__, value.__context__):
+            _resolve_refs(chained, registry, seen)
+        # Fields some builtin exceptions keep in C slots, filled from args when created
+        # (OSError.strerror...), not in __dict__: resolved where they are.
+        for name in _exception_slots(value):
+            slot = getattr(value, name, None)
+            resolved = _resolve_refs(slot, registry, seen)
+            if resolved is not slot:
+                setattr(value, name, resolved)
+    # Instances of subclasses (of dict, str, tuple...) and plain objects: their attributes.
+    attributes = getattr(value, "__dict__", None)
+    if type(attributes) is dict and attributes:
+        _resolve_refs(attributes, registry, seen)
     return value
 
 
@@ -295,6 +347,8 @@ class PickleCodec:
             RecursionError,
             LoopAwarePersistError,
         ) as error:
+            if isinstance(error, RecursionError):
+                raise _too_deep(value) from error
             raise encode_error(value, self.registry, error) from error
         return buffer.getvalue()
 
@@ -323,6 +377,17 @@ class PickleCodec:
             msg = f"Pickle payload has {len(data) - stream.tell()} bytes after its end (spliced?)."
             raise CorruptCheckpointError(msg)
         return value
+
+
+def _too_deep(value: Any) -> EncodeError:
+    # pickle recurses in C once per level, counted against Python's recursion limit.
+    path = path_deeper_than([value], sys.getrecursionlimit() // 2)
+    msg = (
+        f"Values nest too deep for pickle (Python's recursion limit, "
+        f"{sys.getrecursionlimit()}) at {path or '<root>'}. Flatten the value, e.g. into "
+        "rows; msgpack takes up to 1,000 levels of lists and dicts."
+    )
+    return EncodeError(msg, path=path)
 
 
 def configure_registry(registry: HookRegistry) -> None:

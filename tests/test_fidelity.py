@@ -1,0 +1,482 @@
+"""A checkpoint is a promise: what a save accepts comes back with the same type, value and
+attributes, through every codec and every storage, or the save refuses it naming the path.
+
+The values are a user's own classes (:mod:`tests.user_types`, allowed by module), held in
+the context of a real plumpy WorkChain that is saved, stored and loaded onto another loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import plumpy
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from loopaware_persist import (
+    EncodeError,
+    FutureSnapshot,
+    LoopAwarePersister,
+    get_codec,
+    open_persister,
+)
+from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
+from tests import user_types as ut
+from tests.strategies import USER_TYPES, assert_same, user_values
+
+CODECS = ("msgpack", "pickle")
+PG_URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+STORAGES = (
+    "memory",
+    "file",
+    "sqlite",
+    pytest.param(
+        "postgresql",
+        marks=pytest.mark.skipif(not PG_URL, reason="LOOPAWARE_TEST_POSTGRES_URL is not set"),
+    ),
+)
+
+
+# region fixtures: the codec and storage axes
+
+
+@pytest.fixture(params=CODECS)
+def codec_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="module", params=STORAGES)
+def store_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A fresh store of each kind, for the whole module (hypothesis reuses it per example)."""
+    kind: str = request.param
+    if kind == "memory":
+        yield f"memory://fidelity-{uuid.uuid4().hex}"
+    elif kind == "file":
+        yield (tmp_path_factory.mktemp("files") / "store").as_uri()
+    elif kind == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/store.db"
+    else:
+        pytest.importorskip("psycopg")
+        import psycopg
+
+        assert PG_URL is not None
+        schema = f"lap_fid_{uuid.uuid4().hex[:12]}"
+        parts = urllib.parse.urlsplit(PG_URL)
+        query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+        yield urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="module", params=CODECS)
+def persister(request: pytest.FixtureRequest, store_url: str) -> Iterator[LoopAwarePersister]:
+    """A persister per storage and codec, allowing the user's module."""
+    with open_persister(store_url, codec=request.param, allow=[USER_TYPES]) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="module")
+def loops() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]]:
+    """Loop A, where processes are made, and loop B, where they are loaded."""
+    a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    yield a, b
+    a.close()
+    b.close()
+    asyncio.set_event_loop(None)
+
+
+def reload_context(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    value: Any,
+) -> Any:
+    """Save a :class:`~tests.user_types.Keeper` whose context holds ``value`` (verified),
+    load it onto loop B, and return what its context holds then."""
+    a, b = loops
+    process = ut.Keeper(loop=a)
+    assert process.ctx is not None
+    process.ctx.value = value
+    persister.save_checkpoint(process, verify=True)
+    loaded = persister.load_process(process.pid, loop=b)
+    assert isinstance(loaded, ut.Keeper)
+    assert loaded.ctx is not None
+    return loaded.ctx.value
+
+
+# endregion
+
+# region exact round trips
+
+
+@settings(
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(value=user_values())
+def test_user_values_round_trip_through_each_codec(codec_name: str, value: Any) -> None:
+    codec = get_codec(codec_name, allow=[USER_TYPES])
+    assert_same(value, codec.decode(codec.encode({"value": value}))["value"])
+
+
+@settings(report_multiple_bugs=False, suppress_health_check=[HealthCheck.too_slow])
+@given(value=user_values())
+def test_user_values_round_trip_through_every_storage(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    value: Any,
+) -> None:
+    assert_same(value, reload_context(persister, loops, value))
+
+
+def _structure() -> ut.Structure:
+    structure = ut.Structure(cell=[[1.0, 0.0], [0.0, 1.0]], kind="fcc")
+    structure.pbc = (True, True, False)
+    return structure
+
+
+def _label() -> ut.Label:
+    label = ut.Label("relax-step-3")
+    label.origin = "restart"
+    return label
+
+
+# What the issue reported: each came back as an empty or zero value of its class, or
+# as the plain base type.
+REPORTED = {
+    "dict subclass": _structure,
+    "str subclass": _label,
+    "int subclass": lambda: ut.Count(42),
+    "list subclass": lambda: ut.Steps([1, "two"]),
+    "float subclass": lambda: ut.Ratio(0.25),
+    "bytes subclass": lambda: ut.Blob(b"\x00\x01"),
+    "namedtuple": lambda: ut.Point(1, [2]),
+    "typing.NamedTuple": lambda: ut.Cell("a", ut.Count(1)),
+    "set subclass": lambda: ut.Tags({1, "x"}),
+    "frozenset subclass": lambda: ut.FrozenTags({ut.Label("y")}),
+    "tuple subclass": lambda: ut.Pair((1, 2)),
+    "OrderedDict subclass": lambda: ut.Ordered([("b", 1), ("a", 2)]),
+    "datetime subclass": lambda: ut.Stamp(2026, 12, 6, 8, 30, tzinfo=dt.UTC),
+    "date subclass": lambda: ut.Day(2026, 12, 6),
+    "time subclass": lambda: ut.Clock(8, 30, fold=1),
+    "timedelta subclass": lambda: ut.Span(days=1, seconds=2),
+    "Decimal subclass": lambda: ut.Amount("1.50"),
+    "complex subclass": lambda: ut.Impedance(1, -2),
+    "bytearray subclass": lambda: ut.Buffer(b"ab"),
+    "enum": lambda: [ut.Phase.SCF, ut.Level.HIGH, ut.Flags.READ | ut.Flags.WRITE],
+    "nested": lambda: ut.Structure(inner=ut.Steps([ut.Point(ut.Label("p"), ut.Count(3))])),
+    "nested Savable": lambda: ut.Note(text="checkpointed", parts=ut.Steps([1])),
+}
+
+
+@pytest.mark.parametrize("make", REPORTED.values(), ids=REPORTED.keys())
+def test_reported_values_reload_exactly(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    make: Any,
+) -> None:
+    value = make()
+    assert_same(value, reload_context(persister, loops, value))
+
+
+def test_subclass_is_stored_under_its_own_tag() -> None:
+    data = get_codec("msgpack", allow=[USER_TYPES]).encode(ut.Label("x"))
+    ext = msgpack.unpackb(data)
+    assert ext.code == WELL_KNOWN_CODES["subclass"]
+    assert msgpack.unpackb(ext.data) == ["tests.user_types:Label", "str", "x", None]
+
+
+def test_records_of_the_object_layout_still_load() -> None:
+    # Before the 'subclass' layout, an allowed dict subclass was written as an 'object'
+    # with its instance dict only; such records must keep loading as they did.
+    state = msgpack.packb(["tests.user_types:Structure", {"note": "old"}])
+    data = msgpack.packb(msgpack.ExtType(WELL_KNOWN_CODES["object"], state))
+    decoded = get_codec("msgpack", allow=[USER_TYPES]).decode(data)
+    assert type(decoded) is ut.Structure
+    assert vars(decoded) == {"note": "old"}
+
+
+# endregion
+
+# region refusals at save time, naming the path
+
+
+@pytest.mark.parametrize(
+    ("value", "inner", "match"),
+    [
+        ([0, collections.namedtuple("Local", "a")(1)], "[1]", "Local"),
+        ({"k": collections.deque([1])}, "['k']", "deque"),
+    ],
+    ids=["namedtuple not allowed", "deque not allowed"],
+)
+def test_values_not_allowed_are_refused_at_save(
+    codec_name: str,
+    tmp_path: pathlib.Path,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    value: Any,
+    inner: str,
+    match: str,
+) -> None:
+    with open_persister(f"sqlite:///{tmp_path}/s.db", codec=codec_name) as persister:
+        with pytest.raises(EncodeError, match=match) as info:
+            reload_context(persister, loops, value)
+        assert info.value.path == f"_context['value']{inner}"
+        assert "allow" in str(info.value)
+        assert persister.get_checkpoints() == []
+
+
+class Queue(collections.deque):  # type: ignore[type-arg]
+    """Built on a C type whose items live outside ``__dict__``: only a hook can store it."""
+
+
+class Home(pathlib.PurePosixPath):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [(Queue([1, 2]), "collections:deque"), (Home("/home"), "subclass")],
+    ids=["deque subclass", "path subclass"],
+)
+def test_msgpack_refuses_what_it_cannot_store_exactly(value: Any, match: str) -> None:
+    codec = get_codec("msgpack", allow=[__name__])
+    with pytest.raises(EncodeError, match=match) as info:
+        codec.encode({"x": [value]})
+    assert info.value.path == "['x'][0]"
+    assert "register" in str(info.value)
+
+
+class RecordingListener(plumpy.ProcessListener):
+    pass
+
+
+def test_listener_defined_in_a_function_is_refused_at_save(
+    codec_name: str,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    # plumpy's own test_listener_persistence defines its listener inside the test.
+    class LocalListener(plumpy.ProcessListener):
+        pass
+
+    with open_persister("memory://", codec=codec_name, allow=[USER_TYPES, __name__]) as p:
+        process = ut.Keeper(loop=loops[0])
+        process.add_process_listener(LocalListener())
+        with pytest.raises(EncodeError, match="inside a function") as info:
+            p.save_checkpoint(process)
+        assert info.value.path.startswith("_event_helper")
+        assert "module level" in str(info.value)
+        assert p.get_checkpoints() == []
+        # The same listener at module level saves and comes back.
+        process = ut.Keeper(loop=loops[0])
+        process.add_process_listener(RecordingListener())
+        p.save_checkpoint(process, verify=True)
+        loaded = p.load_process(process.pid, loop=loops[1])
+        assert [type(x) for x in loaded._event_helper.listeners] == [RecordingListener]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Local()", "[Local]", "Kind.A"],
+    ids=["instance", "class", "enum member"],
+)
+def test_classes_of_a_script_are_refused_at_save(codec_name: str, value: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        import enum
+        from loopaware_persist import EncodeError, get_codec
+
+        class Local:
+            pass
+
+        class Kind(enum.Enum):
+            A = 1
+
+        try:
+            get_codec({codec_name!r}, allow=["__main__"]).encode({{"x": [{value}]}})
+        except EncodeError as error:
+            print(error.path)
+            print(error)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    path, message = done.stdout.split("\n", 1)
+    assert path.startswith("['x']")
+    assert "__main__" in message
+    assert "importable module" in message
+
+
+# endregion
+
+# region shared references and nesting depth: both sides agree, or the save refuses
+
+
+def _doubling(depth: int, make: Any) -> Any:
+    value: Any = [1.5, "data"]
+    for _ in range(depth):
+        value = make(value)
+    return value
+
+
+# How to double, and how many times: 40 levels of plain containers, fewer of ext values
+# (msgpack nests at most 32 of those), each still far beyond what could be written.
+EXPLODING = {
+    "lists": (lambda x: [x, x], 40),
+    "dicts": (lambda x: {"a": x, "b": x}, 40),
+    "tuples": (lambda x: (x, x), 30),
+    "inside a dict subclass": (lambda x: ut.Structure(a=[x, x]), 30),
+    "in future snapshots": (lambda x: FutureSnapshot.finished([x, x]), 30),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("make", "depth"), EXPLODING.values(), ids=EXPLODING.keys())
+def test_exploding_shared_references_are_refused_at_save(
+    tmp_path: pathlib.Path,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    make: Any,
+    depth: int,
+) -> None:
+    # ~40 distinct containers, 2**40 of them written as a tree: msgpack used to hang.
+    with open_persister(f"sqlite:///{tmp_path}/s.db", allow=[USER_TYPES]) as persister:
+        with pytest.raises(EncodeError, match=r"Shared references|from many places") as info:
+            reload_context(persister, loops, {"x": _doubling(depth, make)})
+        assert info.value.path.startswith("_context['value']['x']")
+        assert "codec='pickle'" in str(info.value)
+        assert persister.get_checkpoints() == []
+
+
+@pytest.mark.timeout(60)
+def test_exploding_shared_objects_are_refused_at_save(
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    # Objects msgpack writes as ext values: each written once, its copies counted.
+    value = _doubling(25, lambda x: ut.Record(a=x, b=x))
+    with open_persister("memory://", allow=[USER_TYPES]) as persister:
+        with pytest.raises(EncodeError, match="referenced from many places") as info:
+            reload_context(persister, loops, value)
+        assert info.value.path.startswith("_context['value'].a.a")
+
+
+# Containers only: a snapshot's result is the result of a future once loaded.
+CONTAINERS = {key: EXPLODING[key] for key in ("lists", "dicts", "tuples", "inside a dict subclass")}
+
+
+@pytest.mark.parametrize(("make", "depth"), CONTAINERS.values(), ids=CONTAINERS.keys())
+def test_pickle_keeps_exploding_shared_references(
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop], make: Any, depth: int
+) -> None:
+    with open_persister("memory://", codec="pickle", allow=[USER_TYPES]) as persister:
+        value = _doubling(depth, make)
+        loaded = reload_context(persister, loops, value)
+        for _ in range(depth):  # sharing kept: one path down is the whole check
+            assert type(loaded) is type(value)
+            assert _second(loaded) is _first(loaded)
+            value, loaded = _first(value), _first(loaded)
+        assert_same(value, loaded)
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, ut.Structure):
+        value = value["a"]
+    return value["a"] if isinstance(value, dict) else value[0]
+
+
+def _second(value: Any) -> Any:
+    if isinstance(value, ut.Structure):
+        value = value["a"]
+    return value["b"] if isinstance(value, dict) else value[1]
+
+
+def test_moderate_sharing_is_stored_as_copies(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    shared = {"cell": [[1.0, 0.0], [0.0, 1.0]], "kpoints": (4, 4, 4)}
+    value = {"runs": [{"i": i, "params": shared} for i in range(200)], "again": (shared,)}
+    assert_same(value, reload_context(persister, loops, value))
+
+
+def test_cycle_is_refused_at_save_by_msgpack() -> None:
+    cycle: list[Any] = [1]
+    cycle.append({"again": (cycle,)})
+    with pytest.raises(EncodeError, match="cycle") as info:
+        get_codec("msgpack").encode({"root": cycle})
+    assert info.value.path.startswith("['root']")
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda v: {"x": v}, lambda v: (v,), lambda v: ut.Structure(x=v)],
+    ids=["dict", "tuple", "dict subclass"],
+)
+def test_msgpack_decodes_every_depth_it_encodes(wrap: Any) -> None:
+    codec = get_codec("msgpack", allow=[USER_TYPES])
+    depth = 1000
+    while True:  # up to the deepest value the encoder accepts: it must decode
+        try:
+            data = codec.encode(wrap(_nested(depth + 1)))
+        except EncodeError:
+            break
+        depth += 1
+        assert depth < 1100
+    decoded = codec.decode(codec.encode(wrap(_nested(depth))))
+    assert type(decoded) is type(wrap([]))
+    inner = decoded["x"] if isinstance(decoded, dict) else decoded[0]
+    for _ in range(depth - 1):
+        assert type(inner) is list
+        assert len(inner) == 1
+        (inner,) = inner
+    assert inner == []
+    with pytest.raises(EncodeError, match="nest more than") as info:
+        codec.encode(wrap(_nested(depth + 1)))
+    assert info.value.path.endswith("[0]")
+    del data
+
+
+# endregion
+
+
+def test_pickle_refuses_deep_nesting_naming_where() -> None:
+    with pytest.raises(EncodeError, match="recursion limit") as info:
+        get_codec("pickle").encode({"x": _nested(5000)})
+    assert info.value.path.startswith("['x'][0][0]")
+
+
+def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
+    # What an ext value may hold depends on its depth: a copy made for one depth is
+    # never reused at another, where the decoder would refuse it.
+    codec = get_codec("msgpack", allow=[USER_TYPES])
+    small = ut.Record(x=[1, [2]])
+    value = {"a": small, "b": (((small,),),)}
+    assert_same(value, codec.decode(codec.encode(value)))
+    deep = ut.Record(x=_nested(40))
+    with pytest.raises(EncodeError, match="nested more than 32 deep"):
+        codec.encode({"a": deep, "b": (((deep,),),)})

@@ -1,0 +1,164 @@
+"""A user's own classes, at module level so a load can import them (``allow=[__name__]``).
+
+One subclass of every built-in container and scalar a checkpoint may hold, namedtuples
+of both kinds, enums, datetime subclasses, a plain class, a nested plumpy ``Savable``
+and a WorkChain (:class:`Keeper`) whose context holds whatever a test puts there.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import decimal
+import enum
+import typing
+from typing import Any
+
+import plumpy
+from plumpy.workchains import WorkChainSpec
+
+__all__ = (
+    "Amount",
+    "Blob",
+    "Buffer",
+    "Cell",
+    "Clock",
+    "Count",
+    "Day",
+    "Flags",
+    "FrozenTags",
+    "Impedance",
+    "Keeper",
+    "Label",
+    "Level",
+    "Note",
+    "Ordered",
+    "Pair",
+    "Phase",
+    "Point",
+    "Ratio",
+    "Record",
+    "Span",
+    "Stamp",
+    "Steps",
+    "Structure",
+    "Tags",
+)
+
+
+class Structure(dict):  # type: ignore[type-arg]
+    """A dict with attributes, as AiiDA's ``AttributeDict`` and many user classes are."""
+
+
+class Steps(list):  # type: ignore[type-arg]
+    pass
+
+
+class Label(str):
+    pass
+
+
+class Count(int):
+    pass
+
+
+class Ratio(float):
+    pass
+
+
+class Impedance(complex):
+    pass
+
+
+class Blob(bytes):
+    pass
+
+
+class Buffer(bytearray):
+    pass
+
+
+class Pair(tuple):  # type: ignore[type-arg]
+    pass
+
+
+class Tags(set):  # type: ignore[type-arg]
+    pass
+
+
+class FrozenTags(frozenset):  # type: ignore[type-arg]
+    pass
+
+
+class Ordered(collections.OrderedDict):  # type: ignore[type-arg]
+    pass
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Cell(typing.NamedTuple):
+    a: Any
+    b: Any = None
+
+
+class Stamp(dt.datetime):
+    pass
+
+
+class Day(dt.date):
+    pass
+
+
+class Clock(dt.time):
+    pass
+
+
+class Span(dt.timedelta):
+    pass
+
+
+class Amount(decimal.Decimal):
+    pass
+
+
+class Phase(enum.Enum):
+    RELAX = "relax"
+    SCF = "scf"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Flags(enum.Flag):
+    READ = 1
+    WRITE = 2
+
+
+class Record:
+    """A plain class: its ``__dict__`` is its state."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+class Note(plumpy.persistence.Savable):
+    """A plumpy ``Savable`` held as a value inside a context (not a member plumpy bundles)."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.__dict__.update(fields)
+
+
+class Keeper(plumpy.WorkChain):
+    """A WorkChain of one step: tests put a value in its context and checkpoint it."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        assert isinstance(spec, WorkChainSpec)
+        spec.outline(cls.done)
+
+    def done(self) -> None:
+        """Nothing to do: the context is what the tests look at."""
