@@ -1078,7 +1078,7 @@ def continue_command(
 
 
 def main() -> None:
-    """Console-script entry point (also ``python -m loopaware_persist._cli``)."""
+    """Console-script entry point (also ``python -m loopaware_persist``)."""
     cli(prog_name="loopaware-persist")
 
 

@@ -325,7 +325,7 @@ def run_process(
     *args: str, env: dict[str, str] | None = None, script: bool = False, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a real subprocess (the module, or the console script)."""
-    command = [str(SCRIPT)] if script else [PYTHON, "-m", "loopaware_persist._cli"]
+    command = [str(SCRIPT)] if script else [PYTHON, "-m", "loopaware_persist"]
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     full_env.pop("LOOPAWARE_PERSIST_STORE", None)
     return subprocess.run(
@@ -1022,7 +1022,7 @@ def _run_on_terminal(args: Sequence[str], *, no_color: bool = False) -> tuple[in
     if no_color:
         env["NO_COLOR"] = "1"
     process = subprocess.Popen(
-        [PYTHON, "-m", "loopaware_persist._cli", *args],
+        [PYTHON, "-m", "loopaware_persist", *args],
         stdin=subprocess.DEVNULL,
         stdout=slave,
         stderr=slave,

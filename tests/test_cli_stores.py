@@ -34,7 +34,7 @@ def run_process(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("LOOPAWARE_PERSIST_STORE", None)
     return subprocess.run(
-        [sys.executable, "-m", "loopaware_persist._cli", *args],
+        [sys.executable, "-m", "loopaware_persist", *args],
         capture_output=True,
         text=True,
         env=env,
