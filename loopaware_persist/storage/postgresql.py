@@ -897,7 +897,9 @@ class PostgresStorage(Storage):
 
         return self._run_write(f"delete the checkpoints of pid {pid!r}", body)
 
-    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+    def _rows(self, pid: Pid | None) -> builtins.list[tuple[Any, ...]]:
+        """:return: the (pid, tag, version, size, saved_at) rows of ``pid``, or of all"""
+
         def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
             with conn.cursor(binary=True) as cursor:
                 if pid is None:
@@ -905,8 +907,11 @@ class PostgresStorage(Storage):
                 token = pid_token(pid).encode("utf-8")
                 return cursor.execute(self._queries.list_pid, (token,)).fetchall()
 
+        return self._run_read("list the checkpoints", body)
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         infos = []
-        for row in self._run_read("list the checkpoints", body):
+        for row in self._rows(pid):
             try:
                 infos.append(self._row_info(row))
             except CorruptStoredRecordError as exc:
@@ -933,15 +938,8 @@ class PostgresStorage(Storage):
         return RecordInfo(key=key, version=int(version), size=int(size), saved_at=float(saved_at))
 
     def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
-        def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
-            with conn.cursor(binary=True) as cursor:
-                if pid is None:
-                    return cursor.execute(self._queries.list_all).fetchall()
-                token = pid_token(pid).encode("utf-8")
-                return cursor.execute(self._queries.list_pid, (token,)).fetchall()
-
         found = []
-        for row in self._run_read("list the checkpoints", body):
+        for row in self._rows(pid):
             try:
                 self._row_info(row)
             except CorruptStoredRecordError as exc:
