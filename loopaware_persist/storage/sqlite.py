@@ -61,6 +61,7 @@ from loopaware_persist.storage._base import (
     RecordInfo,
     Storage,
     StoredRecord,
+    check_store_exists,
     pid_token,
 )
 
@@ -448,13 +449,7 @@ class SqliteStorage(Storage):
         return False
 
     def _open_read_only(self) -> None:
-        if not os.path.isfile(self.path):
-            what = "does not exist" if not os.path.exists(self.path) else "is not a file"
-            msg = (
-                f"No checkpoint store at {self.url!r}: {self.path} {what}. Reading creates "
-                f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
-            )
-            raise StorageError(msg)
+        check_store_exists(self.url, self.path, directory=False)
         try:
             with self._connection() as conn:
                 if not self._check_owner(conn):
