@@ -758,6 +758,14 @@ class PostgresStorage(Storage):
             )
             raise StorageError(msg)
 
+    def _newer_schema(self, found: int) -> StorageError:
+        msg = (
+            f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
+            f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
+            f"Upgrade loopaware_persist to use it."
+        )
+        return StorageError(msg)
+
     def _check_store(self, conn: _Connection) -> None:
         """The read-only open: check the store is there and current; change nothing."""
         self._refuse_foreign(conn)
@@ -776,12 +784,7 @@ class PostgresStorage(Storage):
             )
             raise StorageError(msg)
         if found > SCHEMA_VERSION:
-            msg = (
-                f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
-                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
-                f"Upgrade loopaware_persist to use it."
-            )
-            raise StorageError(msg)
+            raise self._newer_schema(found)
 
     def _migrate(self, conn: _Connection) -> None:
         if conn.info.server_version < 100000:
@@ -815,12 +818,7 @@ class PostgresStorage(Storage):
                     conn.execute(self._queries.record_migration, (version, description))
                     found = version
         if found > SCHEMA_VERSION:
-            msg = (
-                f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
-                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
-                f"Upgrade loopaware_persist to use it."
-            )
-            raise StorageError(msg)
+            raise self._newer_schema(found)
 
     # -- Storage hooks ---------------------------------------------------------------
 
