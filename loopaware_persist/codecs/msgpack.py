@@ -223,24 +223,22 @@ class _Encoder:
                 code, tag, encode, raw, walk = hooks[type(value)]
             except KeyError:
                 code, tag, encode, raw, walk = learn(type(value))
-            if walk:  # the common case (lists' items, snapshots...) skips all of this
-                if walk is _ALWAYS:
-                    known = memo.get(id(value))
-                    if known is not None and known[0] is value:
-                        return self._again(value, known[1])
-                fields = encode(value)
-                if walk is _RESULT and type(fields[1]) not in TRAVERSED:
-                    # A snapshot is a leaf unless its result is a container (its exception
-                    # and a result of any other kind are ext values of their own).
+            if walk is _ALWAYS:
+                known = memo.get(id(value))
+                if known is not None and known[0] is value:
+                    return self._again(value, known[1])
+            fields = encode(value)
+            if walk is _RESULT:
+                # A snapshot is a leaf unless its result is a container (its exception
+                # and a result of any other kind are ext values of their own).
+                if type(fields[1]) not in TRAVERSED:
                     walk = _NEVER
-                elif walk is _RESULT:
+                else:
                     known = memo.get(id(value))
                     if known is not None and known[0] is value:
                         return self._again(value, known[1])
-                if walk:
-                    self.guard.check(fields)
-            else:
-                fields = encode(value)
+            if walk:
+                self.guard.check(fields)
             if raw:
                 if len(fields) == 1 and type(fields[0]) is bytes:
                     return _new_ext(_ExtType, (code, fields[0]))
@@ -256,10 +254,7 @@ class _Encoder:
             if deep and _nests_deeper(fields, _DEEP_NESTING):
                 raise _too_nested(value)
             # Below the free levels, _nests_deeper bounds the nesting far lower.
-            if deep or not self.guard.deep:  # the common case: one call, no wrapper
-                data = packer.pack(fields)
-            else:
-                data = self._pack(packer, fields)
+            data = packer.pack(fields) if deep else self._pack(packer, fields)
             ext = _new_ext(_ExtType, (code, data))
             if walk:
                 if not memo:
