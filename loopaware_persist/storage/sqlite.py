@@ -656,16 +656,23 @@ class SqliteStorage(Storage):
                 exc, doing=f"delete the checkpoints of pid {pid!r}", write=True
             ) from exc
 
-    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+    def _rows(self, pid: Pid | None) -> builtins.list[tuple[object, ...]]:
+        """:return: the (pid, tag, version, size, saved_at) rows of ``pid``, or of all"""
         # Never the data column: listing must not read payloads.
         query = "SELECT pid, tag, version, size, saved_at FROM checkpoints"
         params: tuple[str, ...] = ()
         if pid is not None:
             query += " WHERE pid = ?"
             params = (pid_token(pid),)
-        rows = self._select(query, params)
+        try:
+            with self._connection() as conn:
+                return conn.execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc, doing="list the checkpoints") from exc
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         infos = []
-        for row in rows:
+        for row in self._rows(pid):
             try:
                 infos.append(self._row_info(row))
             except CorruptStoredRecordError as exc:
@@ -675,25 +682,13 @@ class SqliteStorage(Storage):
         return infos
 
     def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
-        query = "SELECT pid, tag, version, size, saved_at FROM checkpoints"
-        params: tuple[str, ...] = ()
-        if pid is not None:
-            query += " WHERE pid = ?"
-            params = (pid_token(pid),)
         found = []
-        for row in self._select(query, params):
+        for row in self._rows(pid):
             try:
                 self._row_info(row)
             except CorruptStoredRecordError as exc:
                 found.append(exc)
         return found
-
-    def _select(self, query: str, params: tuple[str, ...]) -> builtins.list[tuple[object, ...]]:
-        try:
-            with self._connection() as conn:
-                return conn.execute(query, params).fetchall()
-        except sqlite3.Error as exc:
-            raise self._error(exc, doing="list the checkpoints") from exc
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         # Only the primary key's columns: SQLite answers from that index alone
