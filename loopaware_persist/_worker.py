@@ -930,12 +930,7 @@ def _flatten(future: concurrent.futures.Future[Any], into: concurrent.futures.Fu
 
 def _to_concurrent(future: asyncio.Future[Any]) -> concurrent.futures.Future[Any]:
     out: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    if future.cancelled():
-        out.cancel()
-    elif (error := future.exception()) is not None:
-        out.set_exception(error)
-    else:
-        out.set_result(future.result())
+    copy_outcome(future, out)
     return out
 
 
