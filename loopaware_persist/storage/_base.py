@@ -19,6 +19,7 @@ import builtins
 import os
 import re
 import uuid
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
@@ -647,3 +648,21 @@ def check_store_exists(url: str, path: str, *, directory: bool) -> None:
         f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
     )
     raise StorageError(msg)
+
+
+def read_rows(
+    rows: Iterable[Any], row_info: Callable[[Any], RecordInfo]
+) -> tuple[builtins.list[RecordInfo], builtins.list[CorruptStoredRecordError]]:
+    """Read each stored row on its own: one damaged row must not hide the healthy ones.
+
+    :param rows: a database's rows
+    :param row_info: what a row says, or :class:`CorruptStoredRecordError`
+    :return: the rows that read, and the errors of those that did not
+    """
+    infos, damaged = [], []
+    for row in rows:
+        try:
+            infos.append(row_info(row))
+        except CorruptStoredRecordError as exc:
+            damaged.append(exc)
+    return infos, damaged

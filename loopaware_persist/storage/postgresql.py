@@ -91,6 +91,7 @@ from loopaware_persist.storage._base import (
     Storage,
     StoredRecord,
     pid_token,
+    read_rows,
 )
 from loopaware_persist.storage._url import redact_url
 
@@ -908,14 +909,9 @@ class PostgresStorage(Storage):
         return self._run_read("list the checkpoints", body)
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
-        infos = []
-        for row in self._rows(pid):
-            try:
-                infos.append(self._row_info(row))
-            except CorruptStoredRecordError as exc:
-                # One damaged row must not hide every healthy checkpoint;
-                # find_damaged() reports it.
-                _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+        infos, damaged = read_rows(self._rows(pid), self._row_info)
+        for exc in damaged:  # find_damaged() reports it.
+            _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
         return infos
 
     def _row_info(self, row: tuple[Any, ...]) -> RecordInfo:
@@ -936,13 +932,7 @@ class PostgresStorage(Storage):
         return RecordInfo(key=key, version=int(version), size=int(size), saved_at=float(saved_at))
 
     def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
-        found = []
-        for row in self._rows(pid):
-            try:
-                self._row_info(row)
-            except CorruptStoredRecordError as exc:
-                found.append(exc)
-        return found
+        return read_rows(self._rows(pid), self._row_info)[1]
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:

@@ -63,6 +63,7 @@ from loopaware_persist.storage._base import (
     StoredRecord,
     check_store_exists,
     pid_token,
+    read_rows,
 )
 
 __all__ = ("SCHEMA_VERSION", "SqliteStorage", "open_storage", "path_from_url")
@@ -671,24 +672,13 @@ class SqliteStorage(Storage):
             raise self._error(exc, doing="list the checkpoints") from exc
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
-        infos = []
-        for row in self._rows(pid):
-            try:
-                infos.append(self._row_info(row))
-            except CorruptStoredRecordError as exc:
-                # One damaged row must not hide every healthy checkpoint;
-                # find_damaged() reports it, get() raises it.
-                _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+        infos, damaged = read_rows(self._rows(pid), self._row_info)
+        for exc in damaged:  # find_damaged() reports it, get() raises it.
+            _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
         return infos
 
     def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
-        found = []
-        for row in self._rows(pid):
-            try:
-                self._row_info(row)
-            except CorruptStoredRecordError as exc:
-                found.append(exc)
-        return found
+        return read_rows(self._rows(pid), self._row_info)[1]
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         # Only the primary key's columns: SQLite answers from that index alone
