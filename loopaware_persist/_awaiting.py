@@ -146,7 +146,9 @@ def _owner_of(future: Any) -> Hashable | None:
             return None
 
 
-def _copy_outcome(source: Any, target: asyncio.Future[Any]) -> None:
+def copy_outcome(source: Any, target: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
+    """Copy a finished future's outcome into ``target``, an asyncio or concurrent
+    future (unless it is done already: a cancel may have got there first)."""
     if target.done():
         return
     if source.cancelled():
@@ -167,10 +169,10 @@ def _chain(source: Any, target: asyncio.Future[Any]) -> None:
 
     def done(finished: Any) -> None:
         if isinstance(finished, asyncio.Future) and finished.get_loop() is loop:
-            _copy_outcome(finished, target)  # already on the target loop's thread
+            copy_outcome(finished, target)  # already on the target loop's thread
             return
         with contextlib.suppress(RuntimeError):  # the target loop closed: nobody waits
-            loop.call_soon_threadsafe(_copy_outcome, finished, target)
+            loop.call_soon_threadsafe(copy_outcome, finished, target)
 
     if isinstance(source, asyncio.Future):
         source_loop = source.get_loop()

@@ -73,6 +73,7 @@ from plumpy.process_comms import (
 )
 
 from ._arguments import check_instance, check_loop
+from ._awaiting import copy_outcome
 from ._errors import (
     ArgumentTypeError,
     LoopBoundaryError,
@@ -110,17 +111,10 @@ async def _settle(value: Any) -> Any:
 
 def _copy_outcome(task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:
     """Hand a finished task's outcome to ``future`` (runs on the loop thread)."""
-    if future.done():
-        return  # the receiving side cancelled it; nobody is waiting for the outcome
-    try:
-        if task.cancelled():
-            future.cancel()
-        elif (error := task.exception()) is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(task.result())
-    except concurrent.futures.InvalidStateError:
-        pass  # cancelled from another thread between the check and the set
+    # Nothing if the receiving side cancelled it (nobody is waiting for the outcome),
+    # also when it did so from another thread between copy_outcome's check and set.
+    with contextlib.suppress(concurrent.futures.InvalidStateError):
+        copy_outcome(task, future)
 
 
 class _LoopRunner:

@@ -49,7 +49,7 @@ import attrs
 from ._arguments import check_allow, check_instance, describe
 from ._errors import ArgumentTypeError, CorruptCheckpointError, DecodeError, EncodeError
 from ._hooks import default_registry
-from ._registry import HookRegistry
+from ._registry import HookRegistry, check_registry
 from .codecs.msgpack import MsgpackCodec
 
 __all__ = (
@@ -105,8 +105,7 @@ class MessageCodec:
         self, *, allow: Iterable[str | type] = (), registry: HookRegistry | None = None
     ) -> None:
         entries = check_allow(allow, call="MessageCodec()")
-        if registry is not None:
-            _check_registry(registry, "MessageCodec()")
+        check_registry(registry, call="MessageCodec()")
         registry = (registry if registry is not None else default_registry).copy()
         registry.allow(*entries)
         self.registry = registry
@@ -208,17 +207,6 @@ def _check_codec(codec: object, call: str) -> None:
         argument="codec",
         wanted="a MessageCodec or None",
         hint="Build one with MessageCodec(allow=[...]).",
-    )
-
-
-def _check_registry(registry: object, call: str) -> None:
-    check_instance(
-        registry,
-        HookRegistry,
-        call=call,
-        argument="registry",
-        wanted="a HookRegistry or None",
-        hint="Pass default_registry.copy() with your hooks, or None.",
     )
 
 

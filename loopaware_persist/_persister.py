@@ -57,7 +57,7 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
-from ._registry import HookRegistry, class_name
+from ._registry import HookRegistry, check_registry, class_name
 from ._unbundle import LoopAwareBundle, _rebind, unbundle
 from .codecs import Codec, available_codecs, check_codec_name, get_codec
 from .codecs.pickle import UnsafeLoadWarning
@@ -255,15 +255,7 @@ class LoopAwarePersister(plumpy.Persister):
         )
         if not isinstance(codec, Codec):
             check_codec_name(codec)
-        if registry is not None:
-            check_instance(
-                registry,
-                HookRegistry,
-                call=call,
-                argument="registry",
-                wanted="a HookRegistry or None",
-                hint="Pass default_registry.copy() with your hooks, or None.",
-            )
+        check_registry(registry, call=call)
         entries = check_allow(allow, call=call)
         _check_compression(compression)
         check_flag(trusted, call=call, argument="trusted")

@@ -36,7 +36,7 @@ from plumpy.process_listener import ProcessListener
 from ._arguments import check_allow, check_instance, describe
 from ._errors import ArgumentTypeError, EncodeError, UnknownTagError, UnsafeCheckpointError
 
-__all__ = ("Hook", "HookRegistry", "class_name", "solid_base")
+__all__ = ("Hook", "HookRegistry", "check_registry", "class_name", "solid_base")
 
 T = TypeVar("T")
 Kind = Literal["class", "exception", "enum", "savable", "object", "pickle"]
@@ -641,6 +641,24 @@ class HookRegistry:
         return cls
 
     # endregion
+
+
+def check_registry(registry: object, *, call: str) -> None:
+    """Refuse a ``registry=`` argument that is neither a :class:`HookRegistry` nor None.
+
+    :param registry: what the caller passed
+    :param call: the public call, e.g. ``"get_codec()"``
+    :raises ArgumentTypeError: if ``registry`` has the wrong type
+    """
+    if registry is not None:
+        check_instance(
+            registry,
+            HookRegistry,
+            call=call,
+            argument="registry",
+            wanted="a HookRegistry or None",
+            hint="Pass default_registry.copy() with your hooks, or None.",
+        )
 
 
 def _unimportable(cls: type) -> str | None:

@@ -59,7 +59,7 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
-from ._registry import HookRegistry, Kind
+from ._registry import HookRegistry, Kind, check_registry
 from ._snapshot import FutureSnapshot, FutureStatus, _materialise
 from ._yaml_audit import audit_yaml as _audit_yaml
 
@@ -831,15 +831,7 @@ def _check_unbundle_arguments(bundle: Any, ctx: Any, registry: Any, trusted: Any
             wanted="a LoopContext or None",
             hint="Wrap the target loop: LoopContext(loop=my_loop).",
         )
-    if registry is not None:
-        check_instance(
-            registry,
-            HookRegistry,
-            call=call,
-            argument="registry",
-            wanted="a HookRegistry or None",
-            hint="Pass default_registry.copy() with your hooks, or None.",
-        )
+    check_registry(registry, call=call)
 
 
 def unbundle(

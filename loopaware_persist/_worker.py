@@ -79,7 +79,7 @@ from plumpy.process_comms import (
 )
 
 from ._arguments import check_allow, check_instance, check_optional_loop, check_pid, describe
-from ._awaiting import RelinkHook
+from ._awaiting import RelinkHook, copy_outcome
 from ._errors import (
     ArgumentTypeError,
     BackendUnavailableError,
@@ -190,18 +190,6 @@ class ShutdownFencedError(FencedError):
 _TERMINAL_STATES = frozenset({"finished", "excepted", "killed"})
 #: Stale-fence marks a persister keeps before it empties its table (see stale_mark()).
 _STALE_MARKS_KEPT = 4096
-
-
-def _copy_future(source: asyncio.Future[Any], target: concurrent.futures.Future[Any]) -> None:
-    """Copy a finished asyncio future's outcome into a concurrent one (unless set)."""
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (error := source.exception()) is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(source.result())
 
 
 # region fencing
@@ -713,7 +701,7 @@ class Worker:
                 if states and states[0] in _TERMINAL_STATES:
                     # The base class's load: a terminated process is read, not claimed.
                     process = LoopAwarePersister.load_process(self.persister, pid, loop=self.loop)
-                    _copy_future(process.future(), outcome)
+                    copy_outcome(process.future(), outcome)
                     return
                 if loop.time() > deadline:
                     msg = f"{pid} did not finish within {self.follow_timeout}s on its owner"
@@ -942,12 +930,7 @@ def _flatten(future: concurrent.futures.Future[Any], into: concurrent.futures.Fu
 
 def _to_concurrent(future: asyncio.Future[Any]) -> concurrent.futures.Future[Any]:
     out: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    if future.cancelled():
-        out.cancel()
-    elif (error := future.exception()) is not None:
-        out.set_exception(error)
-    else:
-        out.set_result(future.result())
+    copy_outcome(future, out)
     return out
 
 

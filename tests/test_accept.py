@@ -7,7 +7,6 @@ record naming another codec is refused before its payload is read, with an
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from loopaware_persist import (
 from loopaware_persist._cli import cli
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
-from tests.processes import Finisher
+from tests.processes import Finisher, new_loop
 
 ALLOW = "tests.processes"
 # A pickle payload that would grow the C unpickler's memo by 512 MiB, were it read.
@@ -32,12 +31,9 @@ MEMO_BOMB = encode_envelope(b"\x80\x05]r\x00\x00\x00\x02.", codec="pickle")
 
 
 def _finished() -> plumpy.Process:
-    loop = asyncio.new_event_loop()
-    try:
+    with new_loop() as loop:
         process = Finisher(loop=loop)
         loop.run_until_complete(process.step_until_terminated())
-    finally:
-        loop.close()
     return process
 
 

@@ -28,6 +28,7 @@ import loopaware_persist as lp
 from loopaware_persist.codecs import available_codecs
 from tests import awaiting_processes as ap
 from tests.awaiting_processes import drive_to_waiting, save_child_chain
+from tests.processes import close_loop
 from tests.strategies import EXCEPTION_TYPES, assert_same, exceptions, scalars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,15 +64,7 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh loop; the children left pending on it are cancelled before it closes."""
     new = asyncio.new_event_loop()
     yield new
-    pending = asyncio.all_tasks(new)
-    for task in pending:
-        task.cancel()
-
-    async def settle() -> None:
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    new.run_until_complete(settle())
-    new.close()
+    close_loop(new)
 
 
 def fresh(spec: dict[str, Any]) -> dict[str, Any]:

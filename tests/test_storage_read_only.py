@@ -23,6 +23,16 @@ def snapshot(directory: Path) -> dict[str, str]:
     }
 
 
+def tamper(path: Path, sql: str) -> None:
+    """Change a store's database behind its back, as another program would."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def foreign_database(path: Path, *, checkpoints_table: bool) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -95,10 +105,7 @@ def test_sqlite_read_only_reads_and_changes_nothing(tmp_path: Path) -> None:
 def test_sqlite_read_only_refuses_a_newer_schema(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
     open_storage(url).close()
-    conn = sqlite3.connect(tmp_path / "store.db")
-    conn.execute("UPDATE loopaware_schema SET version = 99")
-    conn.commit()
-    conn.close()
+    tamper(tmp_path / "store.db", "UPDATE loopaware_schema SET version = 99")
     with pytest.raises(StorageError, match="schema version 99"):
         open_storage(url, read_only=True)
 
@@ -129,10 +136,7 @@ def test_sqlite_row_of_wrong_types_is_a_typed_error_for_that_record_only(
     with open_storage(url) as storage:
         storage.put(KEY, b"data")
         storage.put(healthy, b"fine")
-    conn = sqlite3.connect(tmp_path / "store.db")
-    conn.execute(WRONG_TYPES[damage] + " WHERE pid = 's:p'")
-    conn.commit()
-    conn.close()
+    tamper(tmp_path / "store.db", WRONG_TYPES[damage] + " WHERE pid = 's:p'")
     for read_only in (False, True):
         with open_storage(url, read_only=read_only) as storage:
             listed = [info.key for info in storage.list()]
@@ -322,10 +326,7 @@ def test_postgresql_keeps_the_read_only_contract() -> None:
 def test_sqlite_store_that_lost_its_checkpoints_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
     open_storage(url).close()
-    conn = sqlite3.connect(tmp_path / "store.db")
-    conn.execute("DROP TABLE checkpoints")
-    conn.commit()
-    conn.close()
+    tamper(tmp_path / "store.db", "DROP TABLE checkpoints")
     with pytest.raises(StorageError, match="lost its checkpoints table"):
         open_storage(url, read_only=True)
     with open_storage(url) as storage:  # a writable open recreates it

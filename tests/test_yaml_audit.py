@@ -20,7 +20,7 @@ from loopaware_persist._hooks import default_registry
 from loopaware_persist._ops import _yaml_exception
 from loopaware_persist._yaml_audit import MAX_YAML_DEPTH, audit_yaml
 from tests._peak import MIB, run_peak
-from tests.processes import Raiser
+from tests.processes import Raiser, new_loop
 
 HEAD = "!!python/object/apply:builtins.ValueError\n"
 
@@ -51,12 +51,9 @@ BOMBS = {
 
 
 def _excepted_record(ex_value: str) -> bytes:
-    loop = asyncio.new_event_loop()
-    try:
+    with new_loop() as loop:
         process = Raiser(loop=loop)
         loop.run_until_complete(process.step_until_terminated())
-    finally:
-        loop.close()
     bundle = plumpy.Bundle(process)
     bundle["_state"]["ex_value"] = ex_value
     return open_persister("memory://", allow=["tests.processes"]).dumps(bundle)

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from .._arguments import check_allow, check_instance
 from .._errors import ConfigurationError
 from .._hooks import default_registry
-from .._registry import HookRegistry
+from .._registry import HookRegistry, check_registry
 from ._base import Codec
 
 __all__ = ("Codec", "available_codecs", "check_codec_name", "get_codec")
@@ -96,15 +96,7 @@ def get_codec(
     :return: the codec
     """
     check_codec_name(name)
-    if registry is not None:
-        check_instance(
-            registry,
-            HookRegistry,
-            call="get_codec()",
-            argument="registry",
-            wanted="a HookRegistry or None",
-            hint="Pass default_registry.copy() with your hooks, or None.",
-        )
+    check_registry(registry, call="get_codec()")
     allow = check_allow(allow, call="get_codec()")
     if allow:
         registry = (registry if registry is not None else default_registry).copy()

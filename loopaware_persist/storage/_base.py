@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import abc
 import builtins
+import os
 import re
 import uuid
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
@@ -627,3 +629,40 @@ def _check_expected_version(expected: object) -> int | None:
         msg = f"expected_version must be >= 0 (0 meaning 'absent'), got {expected}."
         raise ValueError(msg)
     return expected
+
+
+def check_store_exists(url: str, path: str, *, directory: bool) -> None:
+    """Refuse to open for reading a store that is not there: reading creates nothing.
+
+    :param url: the store's URL, for the message
+    :param path: where the store's directory (or file) should be
+    :param directory: whether the store is a directory (else a file)
+    :raises StorageError: if ``path`` does not exist or is not of that kind
+    """
+    if os.path.isdir(path) if directory else os.path.isfile(path):
+        return
+    kind = "a directory" if directory else "a file"
+    what = "does not exist" if not os.path.exists(path) else f"is not {kind}"
+    msg = (
+        f"No checkpoint store at {url!r}: {path} {what}. Reading creates "
+        f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
+    )
+    raise StorageError(msg)
+
+
+def read_rows(
+    rows: Iterable[Any], row_info: Callable[[Any], RecordInfo]
+) -> tuple[builtins.list[RecordInfo], builtins.list[CorruptStoredRecordError]]:
+    """Read each stored row on its own: one damaged row must not hide the healthy ones.
+
+    :param rows: a database's rows
+    :param row_info: what a row says, or :class:`CorruptStoredRecordError`
+    :return: the rows that read, and the errors of those that did not
+    """
+    infos, damaged = [], []
+    for row in rows:
+        try:
+            infos.append(row_info(row))
+        except CorruptStoredRecordError as exc:
+            damaged.append(exc)
+    return infos, damaged

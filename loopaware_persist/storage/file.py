@@ -85,6 +85,7 @@ from loopaware_persist.storage._base import (
     RecordInfo,
     Storage,
     StoredRecord,
+    check_store_exists,
     pid_from_token,
     pid_token,
 )
@@ -422,13 +423,7 @@ class FileStorage(Storage):
         self._full = self.durability == "full"
         self.read_only = bool(read_only)
         if self.read_only:
-            if not os.path.isdir(self.root):
-                what = "does not exist" if not os.path.exists(self.root) else "is not a directory"
-                msg = (
-                    f"No checkpoint store at {url!r}: {self.root} {what}. Reading creates "
-                    f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
-                )
-                raise StorageError(msg)
+            check_store_exists(url, self.root, directory=True)
             self._check_owner()
             return
         if os.path.isdir(self.root):

@@ -91,6 +91,7 @@ from loopaware_persist.storage._base import (
     Storage,
     StoredRecord,
     pid_token,
+    read_rows,
 )
 from loopaware_persist.storage._url import redact_url
 
@@ -758,6 +759,14 @@ class PostgresStorage(Storage):
             )
             raise StorageError(msg)
 
+    def _newer_schema(self, found: int) -> StorageError:
+        msg = (
+            f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
+            f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
+            f"Upgrade loopaware_persist to use it."
+        )
+        return StorageError(msg)
+
     def _check_store(self, conn: _Connection) -> None:
         """The read-only open: check the store is there and current; change nothing."""
         self._refuse_foreign(conn)
@@ -776,12 +785,7 @@ class PostgresStorage(Storage):
             )
             raise StorageError(msg)
         if found > SCHEMA_VERSION:
-            msg = (
-                f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
-                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
-                f"Upgrade loopaware_persist to use it."
-            )
-            raise StorageError(msg)
+            raise self._newer_schema(found)
 
     def _migrate(self, conn: _Connection) -> None:
         if conn.info.server_version < 100000:
@@ -815,12 +819,7 @@ class PostgresStorage(Storage):
                     conn.execute(self._queries.record_migration, (version, description))
                     found = version
         if found > SCHEMA_VERSION:
-            msg = (
-                f"The schema {self.schema!r} in {self.url!r} has checkpoint schema version "
-                f"{found}, newer than the {SCHEMA_VERSION} this loopaware_persist understands. "
-                f"Upgrade loopaware_persist to use it."
-            )
-            raise StorageError(msg)
+            raise self._newer_schema(found)
 
     # -- Storage hooks ---------------------------------------------------------------
 
@@ -897,7 +896,9 @@ class PostgresStorage(Storage):
 
         return self._run_write(f"delete the checkpoints of pid {pid!r}", body)
 
-    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+    def _rows(self, pid: Pid | None) -> builtins.list[tuple[Any, ...]]:
+        """:return: the (pid, tag, version, size, saved_at) rows of ``pid``, or of all"""
+
         def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
             with conn.cursor(binary=True) as cursor:
                 if pid is None:
@@ -905,14 +906,12 @@ class PostgresStorage(Storage):
                 token = pid_token(pid).encode("utf-8")
                 return cursor.execute(self._queries.list_pid, (token,)).fetchall()
 
-        infos = []
-        for row in self._run_read("list the checkpoints", body):
-            try:
-                infos.append(self._row_info(row))
-            except CorruptStoredRecordError as exc:
-                # One damaged row must not hide every healthy checkpoint;
-                # find_damaged() reports it.
-                _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+        return self._run_read("list the checkpoints", body)
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        infos, damaged = read_rows(self._rows(pid), self._row_info)
+        for exc in damaged:  # find_damaged() reports it.
+            _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
         return infos
 
     def _row_info(self, row: tuple[Any, ...]) -> RecordInfo:
@@ -933,20 +932,7 @@ class PostgresStorage(Storage):
         return RecordInfo(key=key, version=int(version), size=int(size), saved_at=float(saved_at))
 
     def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
-        def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
-            with conn.cursor(binary=True) as cursor:
-                if pid is None:
-                    return cursor.execute(self._queries.list_all).fetchall()
-                token = pid_token(pid).encode("utf-8")
-                return cursor.execute(self._queries.list_pid, (token,)).fetchall()
-
-        found = []
-        for row in self._run_read("list the checkpoints", body):
-            try:
-                self._row_info(row)
-            except CorruptStoredRecordError as exc:
-                found.append(exc)
-        return found
+        return read_rows(self._rows(pid), self._row_info)[1]
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:

@@ -61,7 +61,9 @@ from loopaware_persist.storage._base import (
     RecordInfo,
     Storage,
     StoredRecord,
+    check_store_exists,
     pid_token,
+    read_rows,
 )
 
 __all__ = ("SCHEMA_VERSION", "SqliteStorage", "open_storage", "path_from_url")
@@ -448,13 +450,7 @@ class SqliteStorage(Storage):
         return False
 
     def _open_read_only(self) -> None:
-        if not os.path.isfile(self.path):
-            what = "does not exist" if not os.path.exists(self.path) else "is not a file"
-            msg = (
-                f"No checkpoint store at {self.url!r}: {self.path} {what}. Reading creates "
-                f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
-            )
-            raise StorageError(msg)
+        check_store_exists(self.url, self.path, directory=False)
         try:
             with self._connection() as conn:
                 if not self._check_owner(conn):
@@ -661,44 +657,28 @@ class SqliteStorage(Storage):
                 exc, doing=f"delete the checkpoints of pid {pid!r}", write=True
             ) from exc
 
-    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+    def _rows(self, pid: Pid | None) -> builtins.list[tuple[object, ...]]:
+        """:return: the (pid, tag, version, size, saved_at) rows of ``pid``, or of all"""
         # Never the data column: listing must not read payloads.
         query = "SELECT pid, tag, version, size, saved_at FROM checkpoints"
         params: tuple[str, ...] = ()
         if pid is not None:
             query += " WHERE pid = ?"
             params = (pid_token(pid),)
-        rows = self._select(query, params)
-        infos = []
-        for row in rows:
-            try:
-                infos.append(self._row_info(row))
-            except CorruptStoredRecordError as exc:
-                # One damaged row must not hide every healthy checkpoint;
-                # find_damaged() reports it, get() raises it.
-                _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
-        return infos
-
-    def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
-        query = "SELECT pid, tag, version, size, saved_at FROM checkpoints"
-        params: tuple[str, ...] = ()
-        if pid is not None:
-            query += " WHERE pid = ?"
-            params = (pid_token(pid),)
-        found = []
-        for row in self._select(query, params):
-            try:
-                self._row_info(row)
-            except CorruptStoredRecordError as exc:
-                found.append(exc)
-        return found
-
-    def _select(self, query: str, params: tuple[str, ...]) -> builtins.list[tuple[object, ...]]:
         try:
             with self._connection() as conn:
                 return conn.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise self._error(exc, doing="list the checkpoints") from exc
+
+    def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
+        infos, damaged = read_rows(self._rows(pid), self._row_info)
+        for exc in damaged:  # find_damaged() reports it, get() raises it.
+            _LOG.warning("skipping a damaged checkpoint row while listing: %s", exc)
+        return infos
+
+    def _find_damaged(self, pid: Pid | None) -> builtins.list[CorruptStoredRecordError]:
+        return read_rows(self._rows(pid), self._row_info)[1]
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
         # Only the primary key's columns: SQLite answers from that index alone

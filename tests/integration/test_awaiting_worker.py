@@ -13,6 +13,7 @@ import loopaware_persist as lp
 from loopaware_persist import WorkerClient
 from tests import awaiting_processes as ap
 from tests.integration.conftest import DEADLINE, Workers
+from tests.processes import close_loop
 
 
 @pytest.fixture
@@ -28,15 +29,7 @@ def saved(tmp_path: Path) -> Iterator[tuple[str, object, list[object]]]:
     finally:
         ap.SAVE_CHILDREN_WITH.clear()
         ap.LAUNCHED.clear()
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-
-        async def settle() -> None:
-            await asyncio.gather(*pending, return_exceptions=True)
-
-        loop.run_until_complete(settle())
-        loop.close()
+        close_loop(loop)
 
 
 @pytest.mark.parametrize("n_workers", [1, 2])
