@@ -246,6 +246,11 @@ WRONG_TYPES: list[tuple[str, Callable[[Env], Any]]] = [
     ("open_persister(accept=3)", lambda e: open_persister("memory://", accept=3)),  # type: ignore[arg-type]
     ("open_persister(accept=[3])", lambda e: open_persister("memory://", accept=[3])),  # type: ignore[list-item]
     ("open_persister(accept=b'x')", lambda e: open_persister("memory://", accept=b"msgpack")),  # type: ignore[arg-type]
+    (
+        "bundle.unbundle(loop)",
+        lambda e: e.persister.check_save(e.process).unbundle(e.loop),  # type: ignore[arg-type]
+    ),
+    ("HookRegistry.may_revive(3)", lambda e: HookRegistry().may_revive(3, "class")),  # type: ignore[arg-type]
     ("open_persister(durability=1)", lambda e: open_persister("memory://", durability=1)),  # type: ignore[arg-type]
 ]
 
