@@ -843,7 +843,10 @@ class Worker:
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         self.persister.close()
-        _LOGGER.info("worker %s stopped", os.getpid())
+        if communicator is not None:
+            # Only a worker that started stops: one that never reached its broker
+            # has said so in its error, which should be the one line it prints.
+            _LOGGER.info("worker %s stopped", os.getpid())
 
 
 def _probe_broker(url: str, timeout: float = 10.0) -> None:

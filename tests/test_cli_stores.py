@@ -272,6 +272,11 @@ def test_worker_with_an_unreachable_broker_prints_one_line(tmp_path: Path) -> No
     assert "Exception ignored" not in done.stderr
     assert "Cannot reach the RabbitMQ broker" in done.stderr
     assert "hunter2" not in done.stderr
+    # At the default log level too: the error is the only line (no "worker stopped").
+    default = run_process(
+        "--store", f"sqlite:///{tmp_path}/w.db", "worker", "--broker", "amqp://127.0.0.1:1/"
+    )
+    assert "Cannot reach the RabbitMQ broker" in one_error_line(default)
 
 
 def test_verify_goes_on_past_deeply_nested_yaml_in_an_excepted_state(tmp_path: Path) -> None:
