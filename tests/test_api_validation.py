@@ -251,6 +251,7 @@ WRONG_TYPES: list[tuple[str, Callable[[Env], Any]]] = [
         lambda e: e.persister.check_save(e.process).unbundle(e.loop),  # type: ignore[arg-type]
     ),
     ("HookRegistry.may_revive(3)", lambda e: HookRegistry().may_revive(3, "class")),  # type: ignore[arg-type]
+    ("FutureSnapshot(status=3)", lambda e: FutureSnapshot(status=3)),  # type: ignore[arg-type]
     ("open_persister(durability=1)", lambda e: open_persister("memory://", durability=1)),  # type: ignore[arg-type]
 ]
 
