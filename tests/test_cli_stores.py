@@ -143,6 +143,22 @@ def test_verify_load_exits_1_on_a_file_store_with_a_torn_record(tmp_path: Path) 
     assert "s:w.ckpt" in listed.stderr
 
 
+@pytest.mark.parametrize("command", [["show"], ["show", "--json"], ["rm", "--yes"]])
+def test_show_and_rm_of_a_torn_record_name_the_damage_not_a_missing_pid(
+    tmp_path: Path, command: list[str]
+) -> None:
+    store = tmp_path / "store"
+    save_processes(store.as_uri())
+    (record,) = [p for p in store.iterdir() if p.name.startswith("s:w")]
+    record.write_bytes(record.read_bytes()[:20])  # torn inside its header
+    before = snapshot(store)
+    line = one_error_line(run(*command, "w", "--store", store.as_uri(), "--allow", ALLOW))
+    assert "No checkpoint for pid" not in line
+    assert "s:w.ckpt" in line
+    assert "damaged" in line
+    assert snapshot(store) == before
+
+
 def test_verify_reports_a_fifo_and_a_directory_named_like_checkpoints(tmp_path: Path) -> None:
     store = tmp_path / "store"
     save_processes(store.as_uri())
