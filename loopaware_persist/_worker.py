@@ -973,6 +973,9 @@ class WorkerClient:
 
         _check_broker_url(broker_url, "WorkerClient()")
         self.messages = MessageCodec(allow=check_allow(allow, call="WorkerClient()"))
+        # As the worker does: an unreachable broker is one typed error naming it, not
+        # aio-pika's log line and a bare ConnectionRefusedError.
+        _probe_broker(broker_url)
         self._communicator = RmqThreadCommunicator.connect(
             connection_params=broker_url,
             message_exchange=DEFAULT_MESSAGE_EXCHANGE,

@@ -295,6 +295,16 @@ def test_worker_with_an_unreachable_broker_prints_one_line(tmp_path: Path) -> No
     assert "Cannot reach the RabbitMQ broker" in one_error_line(default)
 
 
+@pytest.mark.parametrize(
+    "command", [["launch", "tests.processes:Waiter"], ["continue", "w"]], ids=["launch", "continue"]
+)
+def test_client_commands_with_an_unreachable_broker_print_one_line(command: list[str]) -> None:
+    done = run_process(*command, "--broker", "amqp://guest:hunter2@127.0.0.1:1/", "--timeout", "5")
+    line = one_error_line(done)
+    assert "Cannot reach the RabbitMQ broker at amqp://guest:***@127.0.0.1:1/" in line
+    assert "hunter2" not in done.stderr
+
+
 def test_verify_goes_on_past_deeply_nested_yaml_in_an_excepted_state(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/store.db"
     with new_loop() as loop, open_persister(url, allow=[ALLOW]) as persister:
