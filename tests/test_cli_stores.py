@@ -159,6 +159,32 @@ def test_show_and_rm_of_a_torn_record_name_the_damage_not_a_missing_pid(
     assert snapshot(store) == before
 
 
+def test_a_record_copied_under_another_pids_name_is_that_pid_and_damaged(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    save_processes(store.as_uri())
+    (record,) = [p for p in store.iterdir() if p.name.startswith("s:w")]
+    (store / "s:copy.ckpt").write_bytes(record.read_bytes())  # an operator's copy
+    verified = run("verify", "--json", "--store", store.as_uri(), "--allow", ALLOW)
+    assert verified.exit_code == 1, verified.output
+    report = json.loads(verified.stdout)
+    assert report["ok"] == 2  # w and f, each once (w was checked twice, copy never)
+    (problem,) = report["problems"]
+    assert problem["pid"] == "copy"
+    assert "s:copy.ckpt" in problem["reason"]
+    listed = json.loads(run("ls", "--json", "--store", store.as_uri()).stdout)
+    assert sorted(entry["pid"] for entry in listed) == ["copy", "f", "w"]
+    with open_storage(store.as_uri(), read_only=True) as storage:  # both listings agree
+        assert storage.list_key_tokens() == [(i.key.token, i.key.tag) for i in storage.list()]
+    shown = run("show", "copy", "--store", store.as_uri(), "--allow", ALLOW)
+    assert one_error_line(shown) == "checkpoint copy: corrupt"
+    assert "it holds the record of" in shown.stdout
+    assert run("rm", "copy", "--yes", "--store", store.as_uri()).exit_code == 0
+    assert not (store / "s:copy.ckpt").exists()
+    assert record.exists()
+
+
 def test_verify_reports_a_fifo_and_a_directory_named_like_checkpoints(tmp_path: Path) -> None:
     store = tmp_path / "store"
     save_processes(store.as_uri())
