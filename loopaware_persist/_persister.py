@@ -348,6 +348,8 @@ class LoopAwarePersister(plumpy.Persister):
             wanted="a plumpy Bundle (a dict)",
             hint="Pass plumpy.Bundle(process), or use save_checkpoint(process).",
         )
+        if meta is not None:
+            check_instance(meta, dict, call="dumps()", argument="meta", wanted="a dict or None")
         payload = self.codec.encode(bundle)
         return encode_envelope(
             payload, codec=self.codec.name, compression=self.compression, meta=meta
@@ -475,6 +477,7 @@ class LoopAwarePersister(plumpy.Persister):
         :return: the stored version
         """
         check_process(process, call="save_checkpoint()")
+        check_flag(verify, call="save_checkpoint()", argument="verify")
         data = self._encode_process(process)
         if verify:
             self._verify(process, data)

@@ -78,7 +78,14 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
-from ._arguments import check_allow, check_instance, check_optional_loop, check_pid, describe
+from ._arguments import (
+    check_allow,
+    check_instance,
+    check_optional_loop,
+    check_pid,
+    check_process,
+    describe,
+)
 from ._awaiting import RelinkHook
 from ._errors import (
     ArgumentTypeError,
@@ -310,7 +317,9 @@ class FencingPersister(LoopAwarePersister):
         :param process: the process
         :param cause: why: a stale save, an unavailable store, or ``None`` for shutdown
         :return: the error that stops it
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         """
+        check_process(process, call="FencingPersister.fence()")
         fence = self._fences.get(process) or self._watch(process, -1)
         if fence.fenced is not None:
             return fence.fenced

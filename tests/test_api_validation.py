@@ -252,6 +252,9 @@ WRONG_TYPES: list[tuple[str, Callable[[Env], Any]]] = [
     ),
     ("HookRegistry.may_revive(3)", lambda e: HookRegistry().may_revive(3, "class")),  # type: ignore[arg-type]
     ("FutureSnapshot(status=3)", lambda e: FutureSnapshot(status=3)),  # type: ignore[arg-type]
+    ("FencingPersister.fence(None)", lambda e: open_fencing_persister("memory://").fence(None)),  # type: ignore[arg-type]
+    ("save_checkpoint(verify='no')", lambda e: e.persister.save_checkpoint(e.process, verify="no")),  # type: ignore[arg-type]
+    ("dumps({}, meta=3)", lambda e: e.persister.dumps({}, meta=3)),  # type: ignore[arg-type]
     ("open_persister(durability=1)", lambda e: open_persister("memory://", durability=1)),  # type: ignore[arg-type]
 ]
 
