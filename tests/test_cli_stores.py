@@ -377,3 +377,32 @@ def test_reading_commands_create_nothing_on_postgresql() -> None:
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+def test_usage_and_tag_errors_never_show_a_postgresql_password() -> None:
+    same = "postgresql://u:hunter2@127.0.0.1:1/db"
+    converted = run("convert", same, same)
+    assert converted.exit_code == 2, converted.output
+    assert "same store" in converted.stderr
+    assert "hunter2" not in converted.output
+    base = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("LOOPAWARE_TEST_POSTGRES_URL is not set")
+    import urllib.parse
+    import uuid
+
+    import psycopg
+
+    schema = f"lap_cli_{uuid.uuid4().hex[:10]}"
+    parts = urllib.parse.urlsplit(base)
+    assert parts.password, "the test server's URL should carry a password"
+    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    try:
+        save_processes(url)
+        line = one_error_line(run("rm", "w", "--tag", "nope", "--yes", "--store", url))
+        assert "has no checkpoint with tag 'nope'" in line
+        assert parts.password not in line
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
