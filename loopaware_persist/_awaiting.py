@@ -67,7 +67,9 @@ import attrs
 import plumpy
 from plumpy import process_states, workchains
 
+from ._arguments import check_instance, check_process, describe
 from ._errors import (
+    ArgumentTypeError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     EncodeError,
@@ -223,6 +225,13 @@ class AwaitedFutures(plumpy.Savable):
         tokens: dict[int, int],
         same_as: str | None = None,
     ) -> None:
+        call = "AwaitedFutures()"
+        check_instance(awaiting, dict, call=call, argument="awaiting", wanted="a dict")
+        check_instance(member, str, call=call, argument="member", wanted="a str")
+        check_instance(tokens, dict, call=call, argument="tokens", wanted="a dict")
+        check_instance(
+            same_as, (str, type(None)), call=call, argument="same_as", wanted="a str or None"
+        )
         self._awaiting = awaiting
         self._member = member
         self._tokens = tokens
@@ -560,7 +569,26 @@ def relink_awaited(
     :param relink: ``relink(process, key, owner)`` returns a future to wait for in
         place of one that cannot be re-linked, or ``None``
     :raises UnlinkedAwaitableError: for a pending future that nothing can complete
+    :raises ArgumentTypeError: if an argument has the wrong type
     """
+    from ._persister import LoopAwarePersister
+
+    check_process(process, call="relink_awaited()")
+    if persister is not None:
+        check_instance(
+            persister,
+            LoopAwarePersister,
+            call="relink_awaited()",
+            argument="persister",
+            wanted="a LoopAwarePersister or None",
+            hint="Pass the persister the process was loaded from.",
+        )
+    if relink is not None and not callable(relink):
+        msg = (
+            f"relink_awaited() takes a callable or None as relink, got {describe(relink)}. "
+            "Pass fn(process, key, owner) returning a future to wait for, or None."
+        )
+        raise ArgumentTypeError(msg, argument="relink")
     with _LOCK:
         entries = _RESTORED.pop(process, {})
         _SOURCES.pop(process, None)

@@ -595,7 +595,10 @@ def _source(
         directory = pickle_dir_from_url(src) if is_pickle else None
         if directory is None:
             if same_store(src, dst):
-                msg = f"Source and destination are the same store ({src}); convert into another."
+                msg = (
+                    f"Source and destination are the same store ({redact_url(src)}); "
+                    "convert into another."
+                )
                 raise click.UsageError(msg)
             persister = _open_to_read(src, allow)
             return StoreSource(persister), dst, persister
@@ -799,7 +802,8 @@ def rm(
             entries = [e for e in entries if e.key.tag == tag]
             if not entries:
                 msg = (
-                    f"Pid {pid!r} has no checkpoint with tag {tag!r} in {settings.store}. "
+                    f"Pid {pid!r} has no checkpoint with tag {tag!r} in "
+                    f"{redact_url(settings.store)}. "
                     "Run 'loopaware-persist ls --pid PID' to see its tags."
                 )
                 raise CheckpointNotFoundError(msg, pid=stored_pid, tag=tag)

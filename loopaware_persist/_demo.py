@@ -35,6 +35,7 @@ from plumpy.workchains import WorkChainSpec
 from ._launcher import LoopAwareLauncher
 from ._persister import LoopAwarePersister, open_persister
 from ._unbundle import check_loop_bound
+from .storage._url import redact_url
 
 __all__ = ("DemoWorkChain", "WaitingDemo", "main")
 
@@ -267,7 +268,11 @@ def main(store: str | None = None) -> int:
     :return: the exit status
     """
     store = store or "sqlite:///loopaware-demo.db"
-    _say(f"store: {store}")
+    # Open the store here first, so that a bad URL or another application's
+    # database is refused in this process as one typed error (the CLI prints
+    # it as one line), not as the child's traceback.
+    open_persister(store, allow=["loopaware_persist._demo"]).close()
+    _say(f"store: {redact_url(store)}")
     _say("1) a child process runs DemoWorkChain, checkpointing each step, and dies part-way:")
     env = dict(os.environ)
     child = subprocess.run(  # noqa: S603 - our own module, no shell

@@ -69,7 +69,7 @@ from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot
 from ._unbundle import audit_bundle, unbundle
 from ._yaml_audit import audit_yaml
-from .storage import CheckpointKey, Pid, pid_token
+from .storage import CheckpointKey, Pid, pid_from_token, pid_token
 from .storage._url import redact_url
 
 __all__ = (
@@ -218,6 +218,8 @@ def resolve_pid(persister: LoopAwarePersister, text: str) -> Pid:
     :param persister: the store
     :param text: what was typed
     :raises CheckpointNotFoundError: if no stored pid matches
+    :raises CorruptStoredRecordError: if only a damaged record (one the listing
+        skips) matches: it says which file or row, and what to do
     :raises OpsError: if several do (an int and a str pid with the same digits)
     :return: the pid, with its stored type
     """
@@ -226,6 +228,14 @@ def resolve_pid(persister: LoopAwarePersister, text: str) -> Pid:
         if _pid_matches(record.key.pid, text):
             found[pid_token(record.key.pid)] = record.key.pid
     if not found:
+        # "No checkpoint" would be wrong for a record that is there but damaged (a
+        # torn file header): name the damage instead.
+        for token, _tag in persister.storage.list_key_tokens():
+            pid = pid_from_token(token)
+            if _pid_matches(pid, text):
+                damaged = persister.storage.find_damaged(pid)
+                if damaged:
+                    raise damaged[0]
         msg = (
             f"No checkpoint for pid {text!r} in {persister.storage.url!r}. "
             "Run 'loopaware-persist ls' to see the stored pids."

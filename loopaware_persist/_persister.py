@@ -28,6 +28,7 @@ from ._arguments import (
     check_optional_loop,
     check_pid,
     check_process,
+    describe,
 )
 from ._awaiting import (
     RelinkHook,
@@ -189,12 +190,24 @@ class CheckpointInfo:
 def _accepted(accept: str | Iterable[str] | None, codec: str) -> frozenset[str]:
     if accept is None:
         return frozenset({codec, "msgpack"})
-    names = frozenset({accept} if isinstance(accept, str) else accept)
     known = set(available_codecs()) - {"pickle-unrestricted"}
+    # bytes are iterable too, as ints: b"msgpack" would be refused as "accept names 109".
+    if isinstance(accept, (bytes, bytearray, memoryview)) or not isinstance(
+        accept, (str, Iterable)
+    ):
+        msg = (
+            f"LoopAwarePersister() takes a codec name or an iterable of them as accept, got "
+            f"{describe(accept)}. Pass e.g. accept=('msgpack', 'pickle')."
+        )
+        raise ArgumentTypeError(msg, argument="accept")
+    names = frozenset({accept} if isinstance(accept, str) else accept)
     for name in names:
         if not isinstance(name, str):
-            msg = f"accept names {name!r}, not a codec name; use names from {sorted(known)}."
-            raise ArgumentTypeError(msg)
+            msg = (
+                f"LoopAwarePersister() takes codec names as accept entries, got "
+                f"{describe(name)}; use names from {sorted(known)}."
+            )
+            raise ArgumentTypeError(msg, argument="accept")
         if name not in known:
             # Records name "pickle" whichever way they are loaded: trusted=True lifts the
             # restriction, not the codec name.
@@ -327,6 +340,8 @@ class LoopAwarePersister(plumpy.Persister):
             wanted="a plumpy Bundle (a dict)",
             hint="Pass plumpy.Bundle(process), or use save_checkpoint(process).",
         )
+        if meta is not None:
+            check_instance(meta, dict, call="dumps()", argument="meta", wanted="a dict or None")
         payload = self.codec.encode(bundle)
         return encode_envelope(
             payload, codec=self.codec.name, compression=self.compression, meta=meta
@@ -454,6 +469,7 @@ class LoopAwarePersister(plumpy.Persister):
         :return: the stored version
         """
         check_process(process, call="save_checkpoint()")
+        check_flag(verify, call="save_checkpoint()", argument="verify")
         data = self._encode_process(process)
         if verify:
             self._verify(process, data)

@@ -565,7 +565,13 @@ class HookRegistry:
         return self._hooked_cache
 
     def may_revive(self, cls: type, kind: Kind) -> bool:
-        """:return: whether a load may revive ``cls`` as a ``kind``"""
+        """:return: whether a load may revive ``cls`` as a ``kind``
+
+        :raises ArgumentTypeError: if ``cls`` is not a class
+        """
+        if not isinstance(cls, type):
+            msg = f"HookRegistry.may_revive() takes a class as cls, got {describe(cls)}."
+            raise ArgumentTypeError(msg, argument="cls")
         module, qualname = cls.__module__, cls.__qualname__
         if not self.may_import(module, qualname):
             return False

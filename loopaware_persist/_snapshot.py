@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from ._arguments import check_instance
-from ._errors import EncodeError
+from ._arguments import check_instance, describe
+from ._errors import ArgumentTypeError, EncodeError
 from ._loop import LoopContext
 
 __all__ = ("FutureSnapshot", "FutureStatus", "restore_future", "restore_futures", "snapshot_future")
@@ -39,6 +39,22 @@ class FutureStatus(enum.StrEnum):
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+def _to_status(value: object) -> FutureStatus:
+    # A wrong type is an ArgumentTypeError (FutureStatus(3) would be a bare
+    # ValueError); an unknown name stays the ValueError an invalid snapshot is.
+    if isinstance(value, str):
+        return FutureStatus(value)
+    if isinstance(value, FutureStatus):
+        return value
+    names = ", ".join(repr(s.value) for s in FutureStatus)
+    msg = (
+        f"FutureSnapshot() takes a FutureStatus (or one of {names}) as status, got "
+        f"{describe(value)}. Use FutureSnapshot.pending(), .finished(...), .failed(...) "
+        "or .cancelled(...)."
+    )
+    raise ArgumentTypeError(msg, argument="status")
 
 
 def _check_consistent(instance: FutureSnapshot, _attr: Any, _value: Any) -> None:
@@ -70,7 +86,7 @@ class FutureSnapshot:
     :param cancel_message: the message a ``cancelled`` future was cancelled with, if any
     """
 
-    status: FutureStatus = attrs.field(converter=FutureStatus, validator=_check_consistent)
+    status: FutureStatus = attrs.field(converter=_to_status, validator=_check_consistent)
     result: Any = None
     exception: BaseException | None = None
     cancel_message: str | None = None

@@ -999,8 +999,18 @@ class LoopAwareBundle(plumpy.Bundle):
         :raises NoEventLoopError: if the context has no loop and none is running
         :raises UnlinkedAwaitableError: if a loaded WorkChain awaits a pending future that
             belongs to no process (see :func:`relink_awaited`)
+        :raises ArgumentTypeError: if ``load_context`` is not a ``plumpy.LoadSaveContext``
         :return: the loaded object, every future on the target loop
         """
+        if load_context is not None:
+            check_instance(
+                load_context,
+                plumpy.LoadSaveContext,
+                call="LoopAwareBundle.unbundle()",
+                argument="load_context",
+                wanted="a plumpy.LoadSaveContext or None",
+                hint="Pass plumpy.LoadSaveContext(loop=loop) to load onto a loop.",
+            )
         extra: dict[str, Any] = {}
         loop = None
         if load_context is not None:

@@ -78,7 +78,14 @@ from plumpy.process_comms import (
     TASK_KEY,
 )
 
-from ._arguments import check_allow, check_instance, check_optional_loop, check_pid, describe
+from ._arguments import (
+    check_allow,
+    check_instance,
+    check_optional_loop,
+    check_pid,
+    check_process,
+    describe,
+)
 from ._awaiting import RelinkHook, copy_outcome
 from ._errors import (
     ArgumentTypeError,
@@ -298,7 +305,9 @@ class FencingPersister(LoopAwarePersister):
         :param process: the process
         :param cause: why: a stale save, an unavailable store, or ``None`` for shutdown
         :return: the error that stops it
+        :raises ArgumentTypeError: if ``process`` is not a ``plumpy.Process``
         """
+        check_process(process, call="FencingPersister.fence()")
         fence = self._fences.get(process) or self._watch(process, -1)
         if fence.fenced is not None:
             return fence.fenced
@@ -831,7 +840,10 @@ class Worker:
             loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
         self.persister.close()
-        _LOGGER.info("worker %s stopped", os.getpid())
+        if communicator is not None:
+            # Only a worker that started stops: one that never reached its broker
+            # has said so in its error, which should be the one line it prints.
+            _LOGGER.info("worker %s stopped", os.getpid())
 
 
 def _probe_broker(url: str, timeout: float = 10.0) -> None:
@@ -953,6 +965,9 @@ class WorkerClient:
 
         _check_broker_url(broker_url, "WorkerClient()")
         self.messages = MessageCodec(allow=check_allow(allow, call="WorkerClient()"))
+        # As the worker does: an unreachable broker is one typed error naming it, not
+        # aio-pika's log line and a bare ConnectionRefusedError.
+        _probe_broker(broker_url)
         self._communicator = RmqThreadCommunicator.connect(
             connection_params=broker_url,
             message_exchange=DEFAULT_MESSAGE_EXCHANGE,

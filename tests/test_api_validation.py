@@ -19,6 +19,7 @@ import pytest
 import loopaware_persist
 from loopaware_persist import (
     ArgumentTypeError,
+    AwaitedFutures,
     BackendUnavailableError,
     ConfigurationError,
     EncodeError,
@@ -39,6 +40,7 @@ from loopaware_persist import (
     encode_message,
     get_codec,
     open_persister,
+    relink_awaited,
     restore_future,
     restore_futures,
     unbundle,
@@ -230,6 +232,30 @@ WRONG_TYPES: list[tuple[str, Callable[[Env], Any]]] = [
         "Worker(prefetch='8')",
         lambda e: Worker(broker_url="amqp://x", store_url="memory://", prefetch="8"),
     ),  # type: ignore[arg-type]
+    ("relink_awaited(None)", lambda e: relink_awaited(None)),  # type: ignore[arg-type]
+    ("relink_awaited(p, 'x')", lambda e: relink_awaited(e.process, "x")),  # type: ignore[arg-type]
+    ("relink_awaited(relink=3)", lambda e: relink_awaited(e.process, relink=3)),  # type: ignore[arg-type]
+    (
+        "AwaitedFutures(None)",
+        lambda e: AwaitedFutures(None, member="_awaiting", tokens={}),  # type: ignore[arg-type]
+    ),
+    (
+        "AwaitedFutures(member=3)",
+        lambda e: AwaitedFutures({}, member=3, tokens={}),  # type: ignore[arg-type]
+    ),
+    ("open_persister(accept=3)", lambda e: open_persister("memory://", accept=3)),  # type: ignore[arg-type]
+    ("open_persister(accept=[3])", lambda e: open_persister("memory://", accept=[3])),  # type: ignore[list-item]
+    ("open_persister(accept=b'x')", lambda e: open_persister("memory://", accept=b"msgpack")),  # type: ignore[arg-type]
+    (
+        "bundle.unbundle(loop)",
+        lambda e: e.persister.check_save(e.process).unbundle(e.loop),  # type: ignore[arg-type]
+    ),
+    ("HookRegistry.may_revive(3)", lambda e: HookRegistry().may_revive(3, "class")),  # type: ignore[arg-type]
+    ("FutureSnapshot(status=3)", lambda e: FutureSnapshot(status=3)),  # type: ignore[arg-type]
+    ("FencingPersister.fence(None)", lambda e: open_fencing_persister("memory://").fence(None)),  # type: ignore[arg-type]
+    ("save_checkpoint(verify='no')", lambda e: e.persister.save_checkpoint(e.process, verify="no")),  # type: ignore[arg-type]
+    ("dumps({}, meta=3)", lambda e: e.persister.dumps({}, meta=3)),  # type: ignore[arg-type]
+    ("open_persister(durability=1)", lambda e: open_persister("memory://", durability=1)),  # type: ignore[arg-type]
 ]
 
 

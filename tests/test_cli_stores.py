@@ -143,6 +143,48 @@ def test_verify_load_exits_1_on_a_file_store_with_a_torn_record(tmp_path: Path) 
     assert "s:w.ckpt" in listed.stderr
 
 
+@pytest.mark.parametrize("command", [["show"], ["show", "--json"], ["rm", "--yes"]])
+def test_show_and_rm_of_a_torn_record_name_the_damage_not_a_missing_pid(
+    tmp_path: Path, command: list[str]
+) -> None:
+    store = tmp_path / "store"
+    save_processes(store.as_uri())
+    (record,) = [p for p in store.iterdir() if p.name.startswith("s:w")]
+    record.write_bytes(record.read_bytes()[:20])  # torn inside its header
+    before = snapshot(store)
+    line = one_error_line(run(*command, "w", "--store", store.as_uri(), "--allow", ALLOW))
+    assert "No checkpoint for pid" not in line
+    assert "s:w.ckpt" in line
+    assert "damaged" in line
+    assert snapshot(store) == before
+
+
+def test_a_record_copied_under_another_pids_name_is_that_pid_and_damaged(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    save_processes(store.as_uri())
+    (record,) = [p for p in store.iterdir() if p.name.startswith("s:w")]
+    (store / "s:copy.ckpt").write_bytes(record.read_bytes())  # an operator's copy
+    verified = run("verify", "--json", "--store", store.as_uri(), "--allow", ALLOW)
+    assert verified.exit_code == 1, verified.output
+    report = json.loads(verified.stdout)
+    assert report["ok"] == 2  # w and f, each once (w was checked twice, copy never)
+    (problem,) = report["problems"]
+    assert problem["pid"] == "copy"
+    assert "s:copy.ckpt" in problem["reason"]
+    listed = json.loads(run("ls", "--json", "--store", store.as_uri()).stdout)
+    assert sorted(entry["pid"] for entry in listed) == ["copy", "f", "w"]
+    with open_storage(store.as_uri(), read_only=True) as storage:  # both listings agree
+        assert storage.list_key_tokens() == [(i.key.token, i.key.tag) for i in storage.list()]
+    shown = run("show", "copy", "--store", store.as_uri(), "--allow", ALLOW)
+    assert one_error_line(shown) == "checkpoint copy: corrupt"
+    assert "it holds the record of" in shown.stdout
+    assert run("rm", "copy", "--yes", "--store", store.as_uri()).exit_code == 0
+    assert not (store / "s:copy.ckpt").exists()
+    assert record.exists()
+
+
 def test_verify_reports_a_fifo_and_a_directory_named_like_checkpoints(tmp_path: Path) -> None:
     store = tmp_path / "store"
     save_processes(store.as_uri())
@@ -272,6 +314,21 @@ def test_worker_with_an_unreachable_broker_prints_one_line(tmp_path: Path) -> No
     assert "Exception ignored" not in done.stderr
     assert "Cannot reach the RabbitMQ broker" in done.stderr
     assert "hunter2" not in done.stderr
+    # At the default log level too: the error is the only line (no "worker stopped").
+    default = run_process(
+        "--store", f"sqlite:///{tmp_path}/w.db", "worker", "--broker", "amqp://127.0.0.1:1/"
+    )
+    assert "Cannot reach the RabbitMQ broker" in one_error_line(default)
+
+
+@pytest.mark.parametrize(
+    "command", [["launch", "tests.processes:Waiter"], ["continue", "w"]], ids=["launch", "continue"]
+)
+def test_client_commands_with_an_unreachable_broker_print_one_line(command: list[str]) -> None:
+    done = run_process(*command, "--broker", "amqp://guest:hunter2@127.0.0.1:1/", "--timeout", "5")
+    line = one_error_line(done)
+    assert "Cannot reach the RabbitMQ broker at amqp://guest:***@127.0.0.1:1/" in line
+    assert "hunter2" not in done.stderr
 
 
 def test_verify_goes_on_past_deeply_nested_yaml_in_an_excepted_state(tmp_path: Path) -> None:
@@ -317,6 +374,35 @@ def test_reading_commands_create_nothing_on_postgresql() -> None:
         with psycopg.connect(base, autocommit=True) as conn:
             found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
             assert found.fetchone() is None
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
+
+
+def test_usage_and_tag_errors_never_show_a_postgresql_password() -> None:
+    same = "postgresql://u:hunter2@127.0.0.1:1/db"
+    converted = run("convert", same, same)
+    assert converted.exit_code == 2, converted.output
+    assert "same store" in converted.stderr
+    assert "hunter2" not in converted.output
+    base = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("LOOPAWARE_TEST_POSTGRES_URL is not set")
+    import urllib.parse
+    import uuid
+
+    import psycopg
+
+    schema = f"lap_cli_{uuid.uuid4().hex[:10]}"
+    parts = urllib.parse.urlsplit(base)
+    assert parts.password, "the test server's URL should carry a password"
+    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
+    url = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    try:
+        save_processes(url)
+        line = one_error_line(run("rm", "w", "--tag", "nope", "--yes", "--store", url))
+        assert "has no checkpoint with tag 'nope'" in line
+        assert parts.password not in line
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]

@@ -23,6 +23,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 import loopaware_persist
 from loopaware_persist._errors import (
+    ArgumentTypeError,
     BackendUnavailableError,
     CheckpointNotFoundError,
     ConfigurationError,
@@ -771,8 +772,10 @@ def test_url_without_scheme(url: str) -> None:
 
 
 def test_bad_durability() -> None:
-    with pytest.raises(StorageError, match="durability"):
+    with pytest.raises(ConfigurationError, match="durability"):
         open_storage("memory://", durability="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError, match="durability"):
+        open_storage("memory://", durability=1)  # type: ignore[arg-type]
 
 
 def test_backends_are_imported_lazily() -> None:

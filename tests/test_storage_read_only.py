@@ -346,3 +346,19 @@ def test_a_plugin_factory_without_read_only_is_not_asked_to_open_read_only() -> 
     with pytest.raises(StorageError, match="cannot be opened read-only"):
         storage_package._open_read_only(old_factory, "plug://x?password=secret", "normal")  # type: ignore[arg-type]
     assert opened == []  # never called: it might have created or migrated the store
+
+
+def test_sqlite_store_whose_schema_table_is_empty_says_so_and_stays_unchanged(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/store.db"
+    open_storage(url).close()
+    conn = sqlite3.connect(tmp_path / "store.db")
+    conn.execute("DELETE FROM loopaware_schema")
+    conn.commit()
+    conn.close()
+    before = (tmp_path / "store.db").read_bytes()
+    with pytest.raises(StorageError, match="loopaware_schema table holds no version") as info:
+        open_storage(url, read_only=True)
+    assert "lost its checkpoints table" not in str(info.value)
+    assert (tmp_path / "store.db").read_bytes() == before

@@ -26,7 +26,9 @@ from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 import attrs
 
 from loopaware_persist._errors import (
+    ArgumentTypeError,
     CheckpointNotFoundError,
+    ConfigurationError,
     CorruptStoredRecordError,
     EncodeError,
     StaleCheckpointError,
@@ -270,14 +272,23 @@ def check_durability(durability: object) -> Durability:
     """Validate a ``durability=`` argument.
 
     :param durability: the value given
-    :raises StorageError: if it is not ``"normal"`` or ``"full"``
+    :raises ArgumentTypeError: if it is not a str
+    :raises ConfigurationError: if it is not ``"normal"`` or ``"full"`` (as an unknown
+        codec, compression or scheme is)
     :return: the value, typed
     """
+    if not isinstance(durability, str):
+        msg = (
+            f"open_storage() takes 'normal' or 'full' as durability, got "
+            f"{type(durability).__qualname__} ({durability!r:.60}). Pass durability='full' to "
+            "fsync every save."
+        )
+        raise ArgumentTypeError(msg, argument="durability")
     for known in _DURABILITIES:
-        if durability == known and isinstance(durability, str):
+        if durability == known:
             return known
     msg = f"Unknown durability {durability!r}. Use 'normal' or 'full'."
-    raise StorageError(msg)
+    raise ConfigurationError(msg, option="durability", value=durability)
 
 
 class Storage(abc.ABC):

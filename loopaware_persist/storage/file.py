@@ -830,10 +830,16 @@ class FileStorage(Storage):
             if header is None:
                 continue
             key = header.key
+            # A plain name is the key it stands for (list_key_tokens() and get() read
+            # it so): a record copied or renamed by hand to another plain name is
+            # listed under that name, where get() reports it as damaged. Listed by
+            # its header, it would list that key twice and verify would check the
+            # real record twice and never this file.
+            plain = _PLAIN_NAME.fullmatch(name) if len(name) <= _MAX_NAME else None
+            if plain is not None and plain.groups() != (key.token, key.tag):
+                key = CheckpointKey(pid_from_token(plain[1]), plain[2])
             if token is not None and key.token != token:
                 continue
-            # The name is not checked against the key here (get() does that):
-            # it would double the cost of listing for files nobody misplaced.
             info = RecordInfo(
                 key=key, version=header.version, size=header.size, saved_at=header.saved_at
             )

@@ -461,10 +461,15 @@ class SqliteStorage(Storage):
                     raise StorageError(msg)
                 found = self._schema_version(conn)
                 if found is None:
+                    lost = (
+                        "its loopaware_schema table holds no version"
+                        if self._has_table(conn, "checkpoints")
+                        else "has lost its checkpoints table"
+                    )
                     msg = (
-                        f"The checkpoint store {self.path!r} ({self.url!r}) has lost its "
-                        f"checkpoints table; a read-only open does not recreate it. Open it "
-                        f"for writing once (e.g. open_persister(url)), or restore a backup."
+                        f"The checkpoint store {self.path!r} ({self.url!r}) {lost}; a "
+                        f"read-only open does not repair it. Open it for writing once (e.g. "
+                        f"open_persister(url)), or restore a backup."
                     )
                     raise StorageError(msg)
         except sqlite3.Error as exc:
@@ -524,6 +529,11 @@ class SqliteStorage(Storage):
             self._pool.close()
             raise
         self._check_schema_version(found)
+
+    @staticmethod
+    def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+        query = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(conn.execute(query, (name,)).fetchone()[0])
 
     @staticmethod
     def _schema_version(conn: sqlite3.Connection) -> int | None:
