@@ -289,6 +289,27 @@ def _copy_kept(value: Any) -> Any:
         return value
 
 
+def _rebuilt(value: Any, items: list[Any], copy: bool) -> Any:
+    """``value``, a ``tuple``/``set``/``frozenset`` subclass (a namedtuple, a user's set),
+    holding ``items`` instead: a new one of its class with its attributes (shallowly), or,
+    for a mutable set without ``copy``, ``value`` itself updated in place."""
+    if isinstance(value, set):
+        if not copy:
+            set.clear(value)
+            set.update(value, items)
+            return value
+        new: Any = set.__new__(type(value))
+        set.update(new, items)
+    elif isinstance(value, frozenset):
+        new = frozenset.__new__(type(value), items)
+    else:  # tuple.__new__, not the class's: a namedtuple's takes its fields by name
+        new = tuple.__new__(type(value), items)
+    attrs = _attributes_of(value)
+    if attrs:
+        new.__dict__.update(attrs)
+    return new
+
+
 class _Rebind:
     """One walk of a bundle: audit it, copy it (or not), and make its snapshots futures.
 
@@ -474,6 +495,14 @@ class _Rebind:
                     if all(map(ok, walked.values())):
                         verified.add(id(frozen))
                     return frozen
+                if isinstance(value, (tuple, set, frozenset)):  # a subclass: a namedtuple...
+                    memo[key] = value
+                    items = [walk(child) for child in value]
+                    result = value
+                    if any(a is not b for a, b in zip(items, value, strict=True)):
+                        result = _rebuilt(value, items, copy)
+                    memo[key] = result
+                    return into(result)  # its attributes; never marked verified
                 # Anything else is a value a hook decoded: handed over as decoded.
                 return into(value)
 
@@ -518,11 +547,7 @@ class _Rebind:
                     memo[key] = future
                     return True, future
                 return True, future_of(value)
-            if isinstance(value, (dict, list, Frozendict)) or type(value) in (
-                set,
-                tuple,
-                frozenset,
-            ):
+            if isinstance(value, (dict, list, Frozendict, tuple, set, frozenset)):
                 return False, None
             if _attributes_of(value) is not None:
                 return False, None
@@ -531,6 +556,24 @@ class _Rebind:
         def visit(value: Any, copy: bool) -> Any:  # a generator: yields (child, copy), is
             key = id(value)  # sent back what each child became
             plain = True
+            if isinstance(value, (tuple, set, frozenset)) and type(value) not in (
+                tuple,
+                set,
+                frozenset,
+            ):  # a subclass (a namedtuple...): its items, then its attributes
+                memo[key] = value
+                items = []
+                for child in list(value):
+                    items.append((yield child, copy))
+                result = value
+                if any(a is not b for a, b in zip(items, value, strict=True)):
+                    result = memo[key] = _rebuilt(value, items, copy)
+                for name, child in list((_attributes_of(result) or {}).items()):
+                    if type(child) not in atoms:
+                        new = yield child, False  # an object's insides are never copied
+                        if new is not child:
+                            result.__dict__[name] = new
+                return result
             if not (
                 isinstance(value, (dict, list, Frozendict))
                 or type(value) in (set, tuple, frozenset)

@@ -29,8 +29,10 @@ from loopaware_persist import (
     EncodeError,
     FutureSnapshot,
     LoopAwarePersister,
+    LoopContext,
     get_codec,
     open_persister,
+    unbundle,
 )
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests import user_types as ut
@@ -480,3 +482,72 @@ def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
     deep = ut.Record(x=_nested(40))
     with pytest.raises(EncodeError, match="nested more than 32 deep"):
         codec.encode({"a": deep, "b": (((deep,),),)})
+
+
+# region futures inside the user's containers, through every road a load takes
+
+LOAD_ROADS = ("load_process", "bundle.unbundle", "bundle.unbundle twice", "unbundle")
+
+
+def _holders(future: asyncio.Future[Any]) -> dict[str, Any]:
+    """A future (and a plain value) inside each kind of user container, with attributes."""
+    pair, tags, frozen = ut.Pair((future, 1)), ut.Tags({future, 1}), ut.FrozenTags({future, 1})
+    structure, steps = ut.Structure(f=future, cell=[1, 2]), ut.Steps([future, 1])
+    for holder in (pair, tags, frozen, structure, steps):
+        holder.kind = "fcc"
+    return {
+        "pair": pair,
+        "tags": tags,
+        "frozen": frozen,
+        "structure": structure,
+        "steps": steps,
+        "cell": ut.Cell(future, 2),
+    }
+
+
+@pytest.mark.parametrize("road", LOAD_ROADS)
+def test_futures_in_user_containers_come_back_as_futures_on_the_target_loop(
+    codec_name: str, road: str, tmp_path: pathlib.Path
+) -> None:
+    """A future in a namedtuple, or in a tuple, set or frozenset subclass, was left a
+    ``FutureSnapshot`` by the load (only ``dict``/``list`` subclasses were walked);
+    ``LoopAwareBundle.unbundle`` (plumpy's launcher, AiiDA) must keep attributes too."""
+    a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        with open_persister(
+            f"sqlite:///{tmp_path}/store.db", codec=codec_name, allow=[USER_TYPES]
+        ) as persister:
+            process = ut.Keeper(loop=a)
+            assert process.ctx is not None
+            future = a.create_future()
+            future.set_result(5)
+            process.ctx.value = _holders(future)
+            persister.save_checkpoint(process, verify=True)
+            if road == "load_process":
+                loaded = persister.load_process(process.pid, loop=b)
+            else:
+                bundle = persister.load_checkpoint(process.pid)
+                if road == "unbundle":
+                    loaded = unbundle(bundle, LoopContext(loop=b))
+                else:
+                    if road == "bundle.unbundle twice":
+                        bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+                    loaded = bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+            assert loaded.ctx is not None
+            holders = loaded.ctx.value
+            for name, holder in _holders(future).items():
+                back = holders[name]
+                assert type(back) is type(holder), name
+                assert getattr(back, "__dict__", {}) == getattr(holder, "__dict__", {}), name
+                items = list(back.values() if isinstance(back, dict) else back)
+                futures = [item for item in items if isinstance(item, asyncio.Future)]
+                assert len(futures) == 1, (name, items)
+                assert futures[0].get_loop() is b
+                assert futures[0].result() == 5
+                assert not any(isinstance(item, FutureSnapshot) for item in items), name
+    finally:
+        a.close()
+        b.close()
+
+
+# endregion

@@ -229,3 +229,30 @@ def test_property_what_verify_accepts_loads(value: Any, codec: str) -> None:
             for process in (first, second):
                 check_loop_bound(process, b)
                 assert run_on(b, complete(process)) == EXPECTED_OUTPUTS["chain"]
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_the_deep_walk_rebinds_futures_in_user_containers(copy: bool) -> None:
+    """Below the recursion limit the iterative walk, too, makes the snapshot in a
+    namedtuple, a tuple/set/frozenset subclass a future, keeping class and attributes."""
+    from tests import user_types as ut
+
+    pair, tags, frozen = (
+        ut.Pair((FutureSnapshot.finished(1),)),
+        ut.Tags({FutureSnapshot.finished(2)}),
+        ut.FrozenTags({FutureSnapshot.finished(3)}),
+    )
+    for holder in (pair, tags, frozen):
+        holder.kind = "fcc"
+    bottom = {"held": [pair, tags, frozen, ut.Cell(FutureSnapshot.finished(4))]}
+    depth = 5 * sys.getrecursionlimit()
+    with new_loop() as b:
+        out = _Rebind(b, copy=copy, registry=None).run(nested(depth, bottom))
+        found, back = depth_of(out)
+        assert found == depth
+        for expected, holder in zip((1, 2, 3, 4), back["held"], strict=True):
+            assert type(holder) is type(bottom["held"][expected - 1])
+            assert getattr(holder, "kind", "fcc") == "fcc"
+            future = next(iter(holder))
+            assert future.get_loop() is b
+            assert future.result() == expected
