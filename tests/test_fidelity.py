@@ -472,6 +472,41 @@ def test_pickle_refuses_deep_nesting_naming_where() -> None:
     assert info.value.path.startswith("['x'][0][0]")
 
 
+def _nested_values(kind: str, depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = (
+            (value,)
+            if kind == "tuple"
+            else ut.Pair((value,))
+            if kind == "pair"
+            else ut.Record(x=value)
+        )
+    return value
+
+
+@pytest.mark.parametrize("kind", ["tuple", "pair", "record"])
+def test_too_deep_refusals_name_the_path_through_any_value(codec_name: str, kind: str) -> None:
+    """msgpack nests ext values (tuples, a user's classes) only so deep, pickle recurses
+    once per object: the refusal names where, through attributes and tuples too (it
+    had an empty path)."""
+    depth = 1500 if codec_name == "pickle" else 40
+    codec = get_codec(codec_name, allow=[USER_TYPES])
+    with pytest.raises(EncodeError, match="nest") as info:
+        codec.encode({"x": [_nested_values(kind, depth)]})
+    step = ".x" if kind == "record" else "[0]"
+    assert info.value.path.startswith(f"['x'][0]{step}{step}{step}")
+    assert info.value.path in str(info.value)
+
+
+def test_msgpack_deep_lists_inside_nested_objects_are_refused_naming_where() -> None:
+    """Below two ext levels msgpack stores only 32 levels of lists and dicts per value."""
+    inner = ut.Record(x=_nested(100))
+    with pytest.raises(EncodeError, match="more than 32 deep") as info:
+        get_codec("msgpack", allow=[USER_TYPES]).encode({"k": [1, ut.Record(y=ut.Record(z=inner))]})
+    assert info.value.path == "['k'][1].y.z"
+
+
 def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
     # What an ext value may hold depends on its depth: a copy made for one depth is
     # never reused at another, where the decoder would refuse it.
