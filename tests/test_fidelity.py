@@ -328,6 +328,46 @@ def test_classes_of_a_script_are_refused_at_save(codec_name: str, value: str) ->
     assert "importable module" in message
 
 
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_process_class_of_a_script_is_refused_at_save(codec_name: str, verify: bool) -> None:
+    """plumpy stores the process's own class by name and only checks that the name loads
+    in the saving process: a process class defined in a script saved, then every load
+    refused it. (A script that allows its own ``__name__``, as the README's example
+    does, reloads it when run again: that save is allowed.)"""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        import plumpy
+        from loopaware_persist import EncodeError, open_persister
+
+        class Hello(plumpy.Process):
+            pass
+
+        with open_persister("memory://", codec={codec_name!r}, allow=["tests"]) as p:
+            process = Hello(loop=asyncio.new_event_loop())
+            try:
+                p.save_checkpoint(process, verify={verify!r})
+            except EncodeError as error:
+                print(error)
+            else:
+                print("saved")
+            print(list(p.get_checkpoints()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    message, stored = done.stdout.splitlines()
+    assert "'__main__:Hello'" in message
+    assert "importable module" in message
+    assert stored == "[]"
+
+
 # endregion
 
 # region shared references and nesting depth: both sides agree, or the save refuses
