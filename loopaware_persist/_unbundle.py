@@ -310,6 +310,14 @@ def _rebuilt(value: Any, items: list[Any], copy: bool) -> Any:
     return new
 
 
+def _copy_of(value: Any) -> Any:
+    """A shallow copy of a builtin container's subclass, class and attributes included
+    (``value`` itself if it cannot be copied)."""
+    if isinstance(value, (tuple, set, frozenset)):
+        return _rebuilt(value, list(value), copy=True)
+    return _copy_kept(value)
+
+
 class _Rebind:
     """One walk of a bundle: audit it, copy it (or not), and make its snapshots futures.
 
@@ -396,6 +404,25 @@ class _Rebind:
             return future
 
         def make_walk(copy: bool) -> Callable[[Any], Any]:
+            def attributes(value: Any, target: Any) -> Any:
+                """``target`` (``value``, a builtin container's subclass, or its copy) with
+                the snapshots among its attributes made futures: under ``copy`` one still
+                shared with the input is copied first, as for a changed item."""
+                attrs = _attributes_of(target)
+                if not attrs:
+                    return target
+                changes = {}
+                for name, child in attrs.items():
+                    if type(child) not in atoms:
+                        new = walk(child)
+                        if new is not child:
+                            changes[name] = new
+                if changes:
+                    if copy and target is value:
+                        target = memo[id(value)] = _copy_of(value)
+                    target.__dict__.update(changes)
+                return target
+
             def walk(value: Any) -> Any:
                 if isinstance(value, atom_types):
                     return value
@@ -437,6 +464,9 @@ class _Rebind:
                             if kept and target is value:
                                 target = memo[key] = _copy_kept(value)
                             dict.__setitem__(target, k, new)
+                    if value.__class__ not in plain_dicts:
+                        plain = plain and not _attributes_of(target)
+                        target = attributes(value, target)
                     if plain:
                         verified.add(id(target))
                     return target
@@ -465,6 +495,8 @@ class _Rebind:
                             if copy and sub is value:
                                 sub = memo[key] = _copy_kept(value)
                             list.__setitem__(sub, i, new)
+                    plain = plain and not _attributes_of(sub)
+                    sub = attributes(value, sub)
                     if plain:
                         verified.add(id(sub))
                     return sub
@@ -500,9 +532,8 @@ class _Rebind:
                     items = [walk(child) for child in value]
                     result = value
                     if any(a is not b for a, b in zip(items, value, strict=True)):
-                        result = _rebuilt(value, items, copy)
-                    memo[key] = result
-                    return into(result)  # its attributes; never marked verified
+                        result = memo[key] = _rebuilt(value, items, copy)
+                    return attributes(value, result)  # never marked verified
                 # Anything else is a value a hook decoded: handed over as decoded.
                 return into(value)
 
@@ -553,6 +584,22 @@ class _Rebind:
                 return False, None
             return True, value
 
+        def visit_attributes(value: Any, target: Any, copy: bool) -> Any:  # attributes()'s twin
+            attrs = _attributes_of(target)
+            if not attrs:
+                return target
+            changes = {}
+            for name, child in list(attrs.items()):
+                if type(child) not in atoms:
+                    new = yield child, copy
+                    if new is not child:
+                        changes[name] = new
+            if changes:
+                if copy and target is value:
+                    target = memo[id(value)] = _copy_of(value)
+                target.__dict__.update(changes)
+            return target
+
         def visit(value: Any, copy: bool) -> Any:  # a generator: yields (child, copy), is
             key = id(value)  # sent back what each child became
             plain = True
@@ -568,12 +615,7 @@ class _Rebind:
                 result = value
                 if any(a is not b for a, b in zip(items, value, strict=True)):
                     result = memo[key] = _rebuilt(value, items, copy)
-                for name, child in list((_attributes_of(result) or {}).items()):
-                    if type(child) not in atoms:
-                        new = yield child, False  # an object's insides are never copied
-                        if new is not child:
-                            result.__dict__[name] = new
-                return result
+                return (yield from visit_attributes(value, result, copy))
             if not (
                 isinstance(value, (dict, list, Frozendict))
                 or type(value) in (set, tuple, frozenset)
@@ -607,6 +649,9 @@ class _Rebind:
                         if kept and target is value:
                             target = memo[key] = _copy_kept(value)
                         dict.__setitem__(target, k, new)
+                if value.__class__ not in plain_dicts:
+                    plain = plain and not _attributes_of(target)
+                    target = yield from visit_attributes(value, target, copy)
                 if plain:
                     verified.add(id(target))
                 return target
@@ -625,6 +670,9 @@ class _Rebind:
                         if kept and target_list is value:
                             target_list = memo[key] = _copy_kept(value)
                         list.__setitem__(target_list, i, new)
+                if not exact:
+                    plain = plain and not _attributes_of(target_list)
+                    target_list = yield from visit_attributes(value, target_list, copy)
                 if plain:
                     verified.add(id(target_list))
                 return target_list

@@ -570,6 +570,7 @@ def _holders(future: asyncio.Future[Any]) -> dict[str, Any]:
     structure, steps = ut.Structure(f=future, cell=[1, 2]), ut.Steps([future, 1])
     for holder in (pair, tags, frozen, structure, steps):
         holder.kind = "fcc"
+        holder.awaited = future
     return {
         "pair": pair,
         "tags": tags,
@@ -613,7 +614,10 @@ def test_futures_in_user_containers_come_back_as_futures_on_the_target_loop(
             for name, holder in _holders(future).items():
                 back = holders[name]
                 assert type(back) is type(holder), name
-                assert getattr(back, "__dict__", {}) == getattr(holder, "__dict__", {}), name
+                assert getattr(back, "kind", None) == getattr(holder, "kind", None), name
+                if hasattr(holder, "awaited"):  # a future among the attributes, too
+                    assert isinstance(back.awaited, asyncio.Future), name
+                    assert back.awaited.get_loop() is b
                 items = list(back.values() if isinstance(back, dict) else back)
                 futures = [item for item in items if isinstance(item, asyncio.Future)]
                 assert len(futures) == 1, (name, items)
