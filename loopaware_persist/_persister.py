@@ -419,8 +419,13 @@ class LoopAwarePersister(plumpy.Persister):
         # here: one defined in __main__ (a script, a notebook) saved, then every load was
         # refused by the allow-list. Refused now, unless the allow-list names that module
         # itself: a script that allows its own __name__ reloads when it runs again.
+        # Only those two reasons: a class made dynamically (AiiDA's process functions) is
+        # left to the load's object loader, which may know it under another name.
         cls = type(process)
-        if not (cls.__module__ in _SCRIPT_MODULES and self.registry.may_revive(cls, "savable")):
+        if cls.__module__ in _SCRIPT_MODULES:
+            if not self.registry.may_revive(cls, "savable"):
+                self.registry.check_importable(cls, "a process of class")
+        elif "<locals>" in cls.__qualname__.split("."):
             self.registry.check_importable(cls, "a process of class")
         # The owner of this process's future must be known before a parent awaiting
         # it is saved; awaited futures are saved as snapshots (see _awaiting.py).
