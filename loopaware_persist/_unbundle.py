@@ -824,6 +824,18 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     _check_loop_bound(obj, loop, set())
 
 
+_SEQUENCES = frozenset({list, tuple, set, frozenset, collections.deque})
+
+
+def _attribute_entries(value: Any, entry: Any) -> list[tuple[Any, Any, Any]]:
+    """The stack entries of ``value``'s attributes that are not atoms."""
+    return [
+        (child, entry, ("attr", name))
+        for name, child in _attributes(value)
+        if type(child) not in _ATOM_TYPES
+    ]
+
+
 def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int]) -> None:
     """:func:`check_loop_bound`, not entering any value whose id is in ``seen`` (which it
     extends): what a :class:`_Rebind` walk made or verified."""
@@ -849,12 +861,16 @@ def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int])
                     stack.append((key, entry, ("key", key)))
                 if type(child) not in atoms:
                     stack.append((child, entry, ("item", key)))
+            if type(value) is not dict and not isinstance(value, plumpy.Bundle):
+                stack.extend(_attribute_entries(value, entry))  # a user's subclass
         elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
             stack.extend(
                 (child, entry, ("item", i))
                 for i, child in enumerate(value)
                 if type(child) not in atoms
             )
+            if type(value) not in _SEQUENCES:  # a user's subclass, a namedtuple
+                stack.extend(_attribute_entries(value, entry))
         elif not isinstance(value, _ATOMS + _SKIP) and not inspect.isroutine(value):
             stack.extend(
                 (child, entry, ("attr", name))
