@@ -387,6 +387,7 @@ class _Rebind:
     ) -> Callable[[Any], Any]:
         memo, verified = self.memo, self.verified
         atoms, atom_types = _ATOM_TYPES, _ATOMS
+        issuperset = atoms.issuperset  # are a dict's keys all atoms? (in C)
         create, finished = loop.create_future, FutureStatus.FINISHED
         plain_dicts = (dict, plumpy.Bundle, LoopAwareBundle)
 
@@ -403,7 +404,9 @@ class _Rebind:
             verified.add(id(future))
             return future
 
-        def make_walk(copy: bool) -> Callable[[Any], Any]:
+        def make_walk(
+            copy: bool,
+        ) -> tuple[Callable[[Any], Any], Callable[[Any, Any], tuple[Any, bool]]]:
             def attributes(value: Any, target: Any) -> Any:
                 """``target`` (``value``, a builtin container's subclass, or its copy) with
                 the snapshots among its attributes made futures: under ``copy`` one still
@@ -422,6 +425,22 @@ class _Rebind:
                         target = memo[id(value)] = _copy_of(value)
                     target.__dict__.update(changes)
                 return target
+
+            def rekey(value: Any, target: Any) -> tuple[Any, bool]:
+                """``target`` (``value`` or its copy) with snapshots among its keys made
+                futures (a dict keyed by futures), and whether its keys are all atoms or
+                verified. Keys nest shallowly (they are hashable): this recursion is safe."""
+                if atoms.issuperset(map(type, target)):
+                    return target, True
+                pairs = [(k if type(k) in atoms else walk(k), v) for k, v in target.items()]
+                plain_keys = all(type(k) in atoms or id(k) in verified for k, _ in pairs)
+                if all(new is old for (new, _), old in zip(pairs, target, strict=True)):
+                    return target, plain_keys
+                if copy and target is value:
+                    target = memo[id(value)] = _copy_kept(value)
+                dict.clear(target)
+                dict.update(target, pairs)
+                return target, plain_keys
 
             def walk(value: Any) -> Any:
                 if isinstance(value, atom_types):
@@ -464,6 +483,9 @@ class _Rebind:
                             if kept and target is value:
                                 target = memo[key] = _copy_kept(value)
                             dict.__setitem__(target, k, new)
+                    if not issuperset(map(type, value)):  # a key that is not an atom: rare
+                        target, plain_keys = rekey(value, target)
+                        plain = plain and plain_keys
                     if value.__class__ not in plain_dicts:
                         plain = plain and not _attributes_of(target)
                         target = attributes(value, target)
@@ -537,7 +559,7 @@ class _Rebind:
                 # Anything else is a value a hook decoded: handed over as decoded.
                 return into(value)
 
-            return walk
+            return walk, rekey  # rekey: for the iterative twin too
 
         def into(value: Any) -> Any:
             """Walk the attributes of an object a hook decoded, in place: a snapshot it
@@ -556,8 +578,8 @@ class _Rebind:
             # Never marked verified: slots are not walked, so the loop check still looks.
             return value
 
-        keep = make_walk(False)
-        walk = make_walk(True) if copy else keep
+        keep, rekey_keep = make_walk(False)
+        walk, rekey_copy = make_walk(True) if copy else (keep, rekey_keep)
 
         # region the iterative twin, for what lies deeper than `limit`
         #
@@ -649,6 +671,8 @@ class _Rebind:
                         if kept and target is value:
                             target = memo[key] = _copy_kept(value)
                         dict.__setitem__(target, k, new)
+                target, plain_keys = (rekey_copy if copy else rekey_keep)(value, target)
+                plain = plain and plain_keys
                 if value.__class__ not in plain_dicts:
                     plain = plain and not _attributes_of(target)
                     target = yield from visit_attributes(value, target, copy)

@@ -630,3 +630,53 @@ def test_futures_in_user_containers_come_back_as_futures_on_the_target_loop(
 
 
 # endregion
+
+
+@pytest.mark.parametrize("road", LOAD_ROADS)
+def test_futures_as_dict_keys_come_back_as_futures_on_the_target_loop(
+    codec_name: str, road: str
+) -> None:
+    """A dict keyed by futures (as plumpy's own ``Waiting._awaiting`` is) came back keyed
+    by ``FutureSnapshot``: the load walked values only."""
+    a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        with open_persister("memory://", codec=codec_name, allow=[USER_TYPES]) as persister:
+            process = ut.Keeper(loop=a)
+            assert process.ctx is not None
+            future = a.create_future()
+            future.set_result(5)
+            structure = ut.Structure({future: "s"})
+            structure.kind = "fcc"
+            process.ctx.value = {
+                "by": {future: "x", "k": 2},
+                "in": {(future, 1): 3},
+                "s": structure,
+            }
+            persister.save_checkpoint(process, verify=True)
+            if road == "load_process":
+                loaded = persister.load_process(process.pid, loop=b)
+            elif road == "unbundle":
+                loaded = unbundle(persister.load_checkpoint(process.pid), LoopContext(loop=b))
+            else:
+                bundle = persister.load_checkpoint(process.pid)
+                if road == "bundle.unbundle twice":
+                    bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+                loaded = bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+            assert loaded.ctx is not None
+            value = loaded.ctx.value
+            (key, other) = value["by"]
+            assert other == "k"
+            ((tuple_key, one),) = value["in"]
+            assert value["in"][(tuple_key, one)] == 3
+            (structure_key,) = value["s"]
+            assert type(value["s"]) is ut.Structure
+            assert value["s"].kind == "fcc"
+            for found in (key, tuple_key, structure_key):
+                assert isinstance(found, asyncio.Future)
+                assert found.get_loop() is b
+                assert found.result() == 5
+            if codec_name == "pickle":  # msgpack stores trees: copies (README)
+                assert key is tuple_key is structure_key
+    finally:
+        a.close()
+        b.close()
