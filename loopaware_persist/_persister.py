@@ -223,6 +223,10 @@ def _label(key: CheckpointKey) -> str:
     return f"{key.pid!r}" if key.tag is None else f"{key.pid!r} (tag {key.tag!r})"
 
 
+#: Modules of a script or notebook being run (not importable by another process).
+_SCRIPT_MODULES = frozenset({"__main__", "__mp_main__"})
+
+
 class LoopAwarePersister(plumpy.Persister):
     """A plumpy ``Persister`` that stores safe, checksummed records and loads loop-safely.
 
@@ -417,8 +421,19 @@ class LoopAwarePersister(plumpy.Persister):
             raise EncodeError(msg) from error
         return bundle
 
-    @staticmethod
-    def _bundle(process: plumpy.Process) -> plumpy.Bundle:
+    def _bundle(self, process: plumpy.Process) -> plumpy.Bundle:
+        # plumpy stores the process's class by name and checks only that the name loads
+        # here: one defined in __main__ (a script, a notebook) saved, then every load was
+        # refused by the allow-list. Refused now, unless the allow-list names that module
+        # itself: a script that allows its own __name__ reloads when it runs again.
+        # Only those two reasons: a class made dynamically (AiiDA's process functions) is
+        # left to the load's object loader, which may know it under another name.
+        cls = type(process)
+        if cls.__module__ in _SCRIPT_MODULES:
+            if not self.registry.may_revive(cls, "savable"):
+                self.registry.check_importable(cls, "a process of class")
+        elif "<locals>" in cls.__qualname__.split("."):
+            self.registry.check_importable(cls, "a process of class")
         # The owner of this process's future must be known before a parent awaiting
         # it is saved; awaited futures are saved as snapshots (see _awaiting.py).
         note_process(process)

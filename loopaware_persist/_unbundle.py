@@ -289,6 +289,35 @@ def _copy_kept(value: Any) -> Any:
         return value
 
 
+def _rebuilt(value: Any, items: list[Any], copy: bool) -> Any:
+    """``value``, a ``tuple``/``set``/``frozenset`` subclass (a namedtuple, a user's set),
+    holding ``items`` instead: a new one of its class with its attributes (shallowly), or,
+    for a mutable set without ``copy``, ``value`` itself updated in place."""
+    if isinstance(value, set):
+        if not copy:
+            set.clear(value)
+            set.update(value, items)
+            return value
+        new: Any = set.__new__(type(value))
+        set.update(new, items)
+    elif isinstance(value, frozenset):
+        new = frozenset.__new__(type(value), items)
+    else:  # tuple.__new__, not the class's: a namedtuple's takes its fields by name
+        new = tuple.__new__(type(value), items)
+    attrs = _attributes_of(value)
+    if attrs:
+        new.__dict__.update(attrs)
+    return new
+
+
+def _copy_of(value: Any) -> Any:
+    """A shallow copy of a builtin container's subclass, class and attributes included
+    (``value`` itself if it cannot be copied)."""
+    if isinstance(value, (tuple, set, frozenset)):
+        return _rebuilt(value, list(value), copy=True)
+    return _copy_kept(value)
+
+
 class _Rebind:
     """One walk of a bundle: audit it, copy it (or not), and make its snapshots futures.
 
@@ -358,6 +387,7 @@ class _Rebind:
     ) -> Callable[[Any], Any]:
         memo, verified = self.memo, self.verified
         atoms, atom_types = _ATOM_TYPES, _ATOMS
+        issuperset = atoms.issuperset  # are a dict's keys all atoms? (in C)
         create, finished = loop.create_future, FutureStatus.FINISHED
         plain_dicts = (dict, plumpy.Bundle, LoopAwareBundle)
 
@@ -374,7 +404,44 @@ class _Rebind:
             verified.add(id(future))
             return future
 
-        def make_walk(copy: bool) -> Callable[[Any], Any]:
+        def make_walk(
+            copy: bool,
+        ) -> tuple[Callable[[Any], Any], Callable[[Any, Any], tuple[Any, bool]]]:
+            def attributes(value: Any, target: Any) -> Any:
+                """``target`` (``value``, a builtin container's subclass, or its copy) with
+                the snapshots among its attributes made futures: under ``copy`` one still
+                shared with the input is copied first, as for a changed item."""
+                attrs = _attributes_of(target)
+                if not attrs:
+                    return target
+                changes = {}
+                for name, child in attrs.items():
+                    if type(child) not in atoms:
+                        new = walk(child)
+                        if new is not child:
+                            changes[name] = new
+                if changes:
+                    if copy and target is value:
+                        target = memo[id(value)] = _copy_of(value)
+                    target.__dict__.update(changes)
+                return target
+
+            def rekey(value: Any, target: Any) -> tuple[Any, bool]:
+                """``target`` (``value`` or its copy) with snapshots among its keys made
+                futures (a dict keyed by futures), and whether its keys are all atoms or
+                verified. Keys nest shallowly (they are hashable): this recursion is safe."""
+                if atoms.issuperset(map(type, target)):
+                    return target, True
+                pairs = [(k if type(k) in atoms else walk(k), v) for k, v in target.items()]
+                plain_keys = all(type(k) in atoms or id(k) in verified for k, _ in pairs)
+                if all(new is old for (new, _), old in zip(pairs, target, strict=True)):
+                    return target, plain_keys
+                if copy and target is value:
+                    target = memo[id(value)] = _copy_kept(value)
+                dict.clear(target)
+                dict.update(target, pairs)
+                return target, plain_keys
+
             def walk(value: Any) -> Any:
                 if isinstance(value, atom_types):
                     return value
@@ -416,6 +483,12 @@ class _Rebind:
                             if kept and target is value:
                                 target = memo[key] = _copy_kept(value)
                             dict.__setitem__(target, k, new)
+                    if not issuperset(map(type, value)):  # a key that is not an atom: rare
+                        target, plain_keys = rekey(value, target)
+                        plain = plain and plain_keys
+                    if value.__class__ not in plain_dicts:
+                        plain = plain and not _attributes_of(target)
+                        target = attributes(value, target)
                     if plain:
                         verified.add(id(target))
                     return target
@@ -444,6 +517,8 @@ class _Rebind:
                             if copy and sub is value:
                                 sub = memo[key] = _copy_kept(value)
                             list.__setitem__(sub, i, new)
+                    plain = plain and not _attributes_of(sub)
+                    sub = attributes(value, sub)
                     if plain:
                         verified.add(id(sub))
                     return sub
@@ -474,10 +549,17 @@ class _Rebind:
                     if all(map(ok, walked.values())):
                         verified.add(id(frozen))
                     return frozen
+                if isinstance(value, (tuple, set, frozenset)):  # a subclass: a namedtuple...
+                    memo[key] = value
+                    items = [walk(child) for child in value]
+                    result = value
+                    if any(a is not b for a, b in zip(items, value, strict=True)):
+                        result = memo[key] = _rebuilt(value, items, copy)
+                    return attributes(value, result)  # never marked verified
                 # Anything else is a value a hook decoded: handed over as decoded.
                 return into(value)
 
-            return walk
+            return walk, rekey  # rekey: for the iterative twin too
 
         def into(value: Any) -> Any:
             """Walk the attributes of an object a hook decoded, in place: a snapshot it
@@ -496,8 +578,8 @@ class _Rebind:
             # Never marked verified: slots are not walked, so the loop check still looks.
             return value
 
-        keep = make_walk(False)
-        walk = make_walk(True) if copy else keep
+        keep, rekey_keep = make_walk(False)
+        walk, rekey_copy = make_walk(True) if copy else (keep, rekey_keep)
 
         # region the iterative twin, for what lies deeper than `limit`
         #
@@ -518,19 +600,44 @@ class _Rebind:
                     memo[key] = future
                     return True, future
                 return True, future_of(value)
-            if isinstance(value, (dict, list, Frozendict)) or type(value) in (
-                set,
-                tuple,
-                frozenset,
-            ):
+            if isinstance(value, (dict, list, Frozendict, tuple, set, frozenset)):
                 return False, None
             if _attributes_of(value) is not None:
                 return False, None
             return True, value
 
+        def visit_attributes(value: Any, target: Any, copy: bool) -> Any:  # attributes()'s twin
+            attrs = _attributes_of(target)
+            if not attrs:
+                return target
+            changes = {}
+            for name, child in list(attrs.items()):
+                if type(child) not in atoms:
+                    new = yield child, copy
+                    if new is not child:
+                        changes[name] = new
+            if changes:
+                if copy and target is value:
+                    target = memo[id(value)] = _copy_of(value)
+                target.__dict__.update(changes)
+            return target
+
         def visit(value: Any, copy: bool) -> Any:  # a generator: yields (child, copy), is
             key = id(value)  # sent back what each child became
             plain = True
+            if isinstance(value, (tuple, set, frozenset)) and type(value) not in (
+                tuple,
+                set,
+                frozenset,
+            ):  # a subclass (a namedtuple...): its items, then its attributes
+                memo[key] = value
+                items = []
+                for child in list(value):
+                    items.append((yield child, copy))
+                result = value
+                if any(a is not b for a, b in zip(items, value, strict=True)):
+                    result = memo[key] = _rebuilt(value, items, copy)
+                return (yield from visit_attributes(value, result, copy))
             if not (
                 isinstance(value, (dict, list, Frozendict))
                 or type(value) in (set, tuple, frozenset)
@@ -564,6 +671,11 @@ class _Rebind:
                         if kept and target is value:
                             target = memo[key] = _copy_kept(value)
                         dict.__setitem__(target, k, new)
+                target, plain_keys = (rekey_copy if copy else rekey_keep)(value, target)
+                plain = plain and plain_keys
+                if value.__class__ not in plain_dicts:
+                    plain = plain and not _attributes_of(target)
+                    target = yield from visit_attributes(value, target, copy)
                 if plain:
                     verified.add(id(target))
                 return target
@@ -582,6 +694,9 @@ class _Rebind:
                         if kept and target_list is value:
                             target_list = memo[key] = _copy_kept(value)
                         list.__setitem__(target_list, i, new)
+                if not exact:
+                    plain = plain and not _attributes_of(target_list)
+                    target_list = yield from visit_attributes(value, target_list, copy)
                 if plain:
                     verified.add(id(target_list))
                 return target_list
@@ -733,6 +848,18 @@ def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     _check_loop_bound(obj, loop, set())
 
 
+_SEQUENCES = frozenset({list, tuple, set, frozenset, collections.deque})
+
+
+def _attribute_entries(value: Any, entry: Any) -> list[tuple[Any, Any, Any]]:
+    """The stack entries of ``value``'s attributes that are not atoms."""
+    return [
+        (child, entry, ("attr", name))
+        for name, child in _attributes(value)
+        if type(child) not in _ATOM_TYPES
+    ]
+
+
 def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int]) -> None:
     """:func:`check_loop_bound`, not entering any value whose id is in ``seen`` (which it
     extends): what a :class:`_Rebind` walk made or verified."""
@@ -758,12 +885,16 @@ def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int])
                     stack.append((key, entry, ("key", key)))
                 if type(child) not in atoms:
                     stack.append((child, entry, ("item", key)))
+            if type(value) is not dict and not isinstance(value, plumpy.Bundle):
+                stack.extend(_attribute_entries(value, entry))  # a user's subclass
         elif isinstance(value, (list, tuple, set, frozenset, collections.deque)):
             stack.extend(
                 (child, entry, ("item", i))
                 for i, child in enumerate(value)
                 if type(child) not in atoms
             )
+            if type(value) not in _SEQUENCES:  # a user's subclass, a namedtuple
+                stack.extend(_attribute_entries(value, entry))
         elif not isinstance(value, _ATOMS + _SKIP) and not inspect.isroutine(value):
             stack.extend(
                 (child, entry, ("attr", name))

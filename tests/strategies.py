@@ -431,6 +431,13 @@ def user_values() -> st.SearchStrategy[Any]:
     return st.recursive(leaves, _user_containers, max_leaves=10)
 
 
+def user_values_with_snapshots() -> st.SearchStrategy[Any]:
+    """:return: :func:`user_values` with future snapshots (all four states) among the
+    leaves, inside every kind of user container: what a load's walk must rebind"""
+    leaves = st.one_of(scalars, _user_leaves(scalars), snapshots())
+    return st.recursive(leaves, _user_containers, max_leaves=10)
+
+
 # region caller positions
 
 

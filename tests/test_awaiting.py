@@ -261,6 +261,28 @@ def test_a_finished_snapshot_resolves_at_once_on_load(
     }
 
 
+def test_a_cancelled_snapshot_leaves_the_workchain_waiting_as_it_would_live(
+    loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister
+) -> None:
+    """Pins the README's known limitation: plumpy's ``Waiting._awaitable_done`` catches
+    ``Exception`` only, so a cancelled awaited future (``CancelledError`` is a
+    ``BaseException``) leaves the WorkChain WAITING, live and restored alike. A plumpy
+    fix makes this test fail: then the README entry goes."""
+    parent = save_future_chain(loop, persister, lambda future: future.cancel())
+    target = asyncio.new_event_loop()
+    try:
+        loaded = persister.load_process(parent.pid, loop=target)
+        for process, its_loop in ((parent, loop), (loaded, target)):
+            task = its_loop.create_task(process.step_until_terminated())
+            for _ in range(20):  # turns enough for every callback the cancel scheduled
+                its_loop.run_until_complete(asyncio.sleep(0))
+            assert process.state is WAITING
+            task.cancel()
+            its_loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+    finally:
+        target.close()
+
+
 def test_a_failed_snapshot_fails_the_workchain_on_load(
     loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePersister, url: str
 ) -> None:

@@ -29,8 +29,10 @@ from loopaware_persist import (
     EncodeError,
     FutureSnapshot,
     LoopAwarePersister,
+    LoopContext,
     get_codec,
     open_persister,
+    unbundle,
 )
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests import user_types as ut
@@ -326,6 +328,46 @@ def test_classes_of_a_script_are_refused_at_save(codec_name: str, value: str) ->
     assert "importable module" in message
 
 
+@pytest.mark.parametrize("verify", [False, True])
+def test_a_process_class_of_a_script_is_refused_at_save(codec_name: str, verify: bool) -> None:
+    """plumpy stores the process's own class by name and only checks that the name loads
+    in the saving process: a process class defined in a script saved, then every load
+    refused it. (A script that allows its own ``__name__``, as the README's example
+    does, reloads it when run again: that save is allowed.)"""
+    script = textwrap.dedent(
+        f"""
+        import asyncio
+        import plumpy
+        from loopaware_persist import EncodeError, open_persister
+
+        class Hello(plumpy.Process):
+            pass
+
+        with open_persister("memory://", codec={codec_name!r}, allow=["tests"]) as p:
+            process = Hello(loop=asyncio.new_event_loop())
+            try:
+                p.save_checkpoint(process, verify={verify!r})
+            except EncodeError as error:
+                print(error)
+            else:
+                print("saved")
+            print(list(p.get_checkpoints()))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    message, stored = done.stdout.splitlines()
+    assert "'__main__:Hello'" in message
+    assert "importable module" in message
+    assert stored == "[]"
+
+
 # endregion
 
 # region shared references and nesting depth: both sides agree, or the save refuses
@@ -470,6 +512,41 @@ def test_pickle_refuses_deep_nesting_naming_where() -> None:
     assert info.value.path.startswith("['x'][0][0]")
 
 
+def _nested_values(kind: str, depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = (
+            (value,)
+            if kind == "tuple"
+            else ut.Pair((value,))
+            if kind == "pair"
+            else ut.Record(x=value)
+        )
+    return value
+
+
+@pytest.mark.parametrize("kind", ["tuple", "pair", "record"])
+def test_too_deep_refusals_name_the_path_through_any_value(codec_name: str, kind: str) -> None:
+    """msgpack nests ext values (tuples, a user's classes) only so deep, pickle recurses
+    once per object: the refusal names where, through attributes and tuples too (it
+    had an empty path)."""
+    depth = 1500 if codec_name == "pickle" else 40
+    codec = get_codec(codec_name, allow=[USER_TYPES])
+    with pytest.raises(EncodeError, match="nest") as info:
+        codec.encode({"x": [_nested_values(kind, depth)]})
+    step = ".x" if kind == "record" else "[0]"
+    assert info.value.path.startswith(f"['x'][0]{step}{step}{step}")
+    assert info.value.path in str(info.value)
+
+
+def test_msgpack_deep_lists_inside_nested_objects_are_refused_naming_where() -> None:
+    """Below two ext levels msgpack stores only 32 levels of lists and dicts per value."""
+    inner = ut.Record(x=_nested(100))
+    with pytest.raises(EncodeError, match="more than 32 deep") as info:
+        get_codec("msgpack", allow=[USER_TYPES]).encode({"k": [1, ut.Record(y=ut.Record(z=inner))]})
+    assert info.value.path == "['k'][1].y.z"
+
+
 def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
     # What an ext value may hold depends on its depth: a copy made for one depth is
     # never reused at another, where the decoder would refuse it.
@@ -480,3 +557,126 @@ def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
     deep = ut.Record(x=_nested(40))
     with pytest.raises(EncodeError, match="nested more than 32 deep"):
         codec.encode({"a": deep, "b": (((deep,),),)})
+
+
+# region futures inside the user's containers, through every road a load takes
+
+LOAD_ROADS = ("load_process", "bundle.unbundle", "bundle.unbundle twice", "unbundle")
+
+
+def _holders(future: asyncio.Future[Any]) -> dict[str, Any]:
+    """A future (and a plain value) inside each kind of user container, with attributes."""
+    pair, tags, frozen = ut.Pair((future, 1)), ut.Tags({future, 1}), ut.FrozenTags({future, 1})
+    structure, steps = ut.Structure(f=future, cell=[1, 2]), ut.Steps([future, 1])
+    for holder in (pair, tags, frozen, structure, steps):
+        holder.kind = "fcc"
+        holder.awaited = future
+    return {
+        "pair": pair,
+        "tags": tags,
+        "frozen": frozen,
+        "structure": structure,
+        "steps": steps,
+        "cell": ut.Cell(future, 2),
+    }
+
+
+@pytest.mark.parametrize("road", LOAD_ROADS)
+def test_futures_in_user_containers_come_back_as_futures_on_the_target_loop(
+    codec_name: str, road: str, tmp_path: pathlib.Path
+) -> None:
+    """A future in a namedtuple, or in a tuple, set or frozenset subclass, was left a
+    ``FutureSnapshot`` by the load (only ``dict``/``list`` subclasses were walked);
+    ``LoopAwareBundle.unbundle`` (plumpy's launcher, AiiDA) must keep attributes too."""
+    a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        with open_persister(
+            f"sqlite:///{tmp_path}/store.db", codec=codec_name, allow=[USER_TYPES]
+        ) as persister:
+            process = ut.Keeper(loop=a)
+            assert process.ctx is not None
+            future = a.create_future()
+            future.set_result(5)
+            process.ctx.value = _holders(future)
+            persister.save_checkpoint(process, verify=True)
+            if road == "load_process":
+                loaded = persister.load_process(process.pid, loop=b)
+            else:
+                bundle = persister.load_checkpoint(process.pid)
+                if road == "unbundle":
+                    loaded = unbundle(bundle, LoopContext(loop=b))
+                else:
+                    if road == "bundle.unbundle twice":
+                        bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+                    loaded = bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+            assert loaded.ctx is not None
+            holders = loaded.ctx.value
+            for name, holder in _holders(future).items():
+                back = holders[name]
+                assert type(back) is type(holder), name
+                assert getattr(back, "kind", None) == getattr(holder, "kind", None), name
+                if hasattr(holder, "awaited"):  # a future among the attributes, too
+                    assert isinstance(back.awaited, asyncio.Future), name
+                    assert back.awaited.get_loop() is b
+                items = list(back.values() if isinstance(back, dict) else back)
+                futures = [item for item in items if isinstance(item, asyncio.Future)]
+                assert len(futures) == 1, (name, items)
+                assert futures[0].get_loop() is b
+                assert futures[0].result() == 5
+                assert not any(isinstance(item, FutureSnapshot) for item in items), name
+    finally:
+        a.close()
+        b.close()
+
+
+# endregion
+
+
+@pytest.mark.parametrize("road", LOAD_ROADS)
+def test_futures_as_dict_keys_come_back_as_futures_on_the_target_loop(
+    codec_name: str, road: str
+) -> None:
+    """A dict keyed by futures (as plumpy's own ``Waiting._awaiting`` is) came back keyed
+    by ``FutureSnapshot``: the load walked values only."""
+    a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        with open_persister("memory://", codec=codec_name, allow=[USER_TYPES]) as persister:
+            process = ut.Keeper(loop=a)
+            assert process.ctx is not None
+            future = a.create_future()
+            future.set_result(5)
+            structure = ut.Structure({future: "s"})
+            structure.kind = "fcc"
+            process.ctx.value = {
+                "by": {future: "x", "k": 2},
+                "in": {(future, 1): 3},
+                "s": structure,
+            }
+            persister.save_checkpoint(process, verify=True)
+            if road == "load_process":
+                loaded = persister.load_process(process.pid, loop=b)
+            elif road == "unbundle":
+                loaded = unbundle(persister.load_checkpoint(process.pid), LoopContext(loop=b))
+            else:
+                bundle = persister.load_checkpoint(process.pid)
+                if road == "bundle.unbundle twice":
+                    bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+                loaded = bundle.unbundle(plumpy.LoadSaveContext(loop=b))
+            assert loaded.ctx is not None
+            value = loaded.ctx.value
+            (key, other) = value["by"]
+            assert other == "k"
+            ((tuple_key, one),) = value["in"]
+            assert value["in"][(tuple_key, one)] == 3
+            (structure_key,) = value["s"]
+            assert type(value["s"]) is ut.Structure
+            assert value["s"].kind == "fcc"
+            for found in (key, tuple_key, structure_key):
+                assert isinstance(found, asyncio.Future)
+                assert found.get_loop() is b
+                assert found.result() == 5
+            if codec_name == "pickle":  # msgpack stores trees: copies (README)
+                assert key is tuple_key is structure_key
+    finally:
+        a.close()
+        b.close()

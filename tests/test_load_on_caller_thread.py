@@ -28,6 +28,7 @@ from loopaware_persist import (
     check_loop_bound,
     default_registry,
     open_persister,
+    unbundle,
 )
 from tests.processes import RESUME_VALUE, in_thread, loop_in_thread, new_loop, run_on
 
@@ -129,12 +130,14 @@ def no_loop_created() -> Iterator[list[Any]]:
     assert made == [], f"{len(made)} event loop(s) were created during the load"
 
 
-LOADS = ("load_process", "bundle.unbundle")
+LOADS = ("load_process", "bundle.unbundle", "unbundle")
 
 
 def _load(persister: LoopAwarePersister, how: str, pid: Any, loop: Any) -> plumpy.Process:
     if how == "load_process":
         return persister.load_process(pid, loop=loop)
+    if how == "unbundle":
+        return unbundle(persister.load_checkpoint(pid), LoopContext(loop=loop))
     return persister.load_checkpoint(pid).unbundle(plumpy.LoadSaveContext(loop=loop))
 
 

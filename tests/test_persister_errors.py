@@ -75,9 +75,9 @@ def test_a_process_class_that_cannot_be_imported_cannot_be_saved() -> None:
 
     with new_loop() as loop, current_loop(loop), open_persister("memory://") as persister:
         process = Local(loop=loop)
-        with pytest.raises(EncodeError, match="must be importable by module:name"):
+        with pytest.raises(EncodeError, match="cannot import it by name"):
             persister.save_checkpoint(process)
-        with pytest.raises(EncodeError, match="must be importable by module:name"):
+        with pytest.raises(EncodeError, match="cannot import it by name"):
             persister.check_save(process)
         assert persister.get_checkpoints() == []
 

@@ -351,6 +351,20 @@ def test_check_loop_bound_finds_every_foreign_future() -> None:
         assert any("two" in path for path in caught.value.paths)
 
 
+def test_check_loop_bound_looks_at_the_attributes_of_builtin_subclasses() -> None:
+    """A user's dict/list/tuple subclass may carry attributes too (``structure.kind``):
+    a foreign future there was missed, the items alone were walked."""
+    from tests import user_types as ut
+
+    with new_loop() as a, new_loop() as b:
+        holders = [ut.Structure(k=1), ut.Steps([1]), ut.Pair((1,)), ut.Tags({1})]
+        for holder in holders:
+            holder.awaited = a.create_future()
+        with pytest.raises(LoopBoundaryError) as caught:
+            check_loop_bound({"held": holders}, b)
+        assert sorted(caught.value.paths) == [f"['held'][{i}].awaited" for i in range(4)]
+
+
 # endregion
 
 # region the contrast: plumpy's own loading

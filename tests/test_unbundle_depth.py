@@ -8,6 +8,7 @@ store is the codec's ``EncodeError`` at save, never a surprise at load.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,7 @@ from loopaware_persist import (
 )
 from loopaware_persist._unbundle import _Rebind
 from tests.processes import EXPECTED_OUTPUTS, complete, drive, new_loop, run_on
-from tests.strategies import values
+from tests.strategies import user_values_with_snapshots, values
 
 CODECS = pytest.mark.parametrize("codec", ["msgpack", "pickle"])
 
@@ -229,3 +230,68 @@ def test_property_what_verify_accepts_loads(value: Any, codec: str) -> None:
             for process in (first, second):
                 check_loop_bound(process, b)
                 assert run_on(b, complete(process)) == EXPECTED_OUTPUTS["chain"]
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_the_deep_walk_rebinds_futures_in_user_containers(copy: bool) -> None:
+    """Below the recursion limit the iterative walk, too, makes the snapshot in a
+    namedtuple, a tuple/set/frozenset subclass a future, keeping class and attributes."""
+    from tests import user_types as ut
+
+    pair, tags, frozen = (
+        ut.Pair((FutureSnapshot.finished(1),)),
+        ut.Tags({FutureSnapshot.finished(2)}),
+        ut.FrozenTags({FutureSnapshot.finished(3)}),
+    )
+    for holder in (pair, tags, frozen):
+        holder.kind = "fcc"
+    bottom = {"held": [pair, tags, frozen, ut.Cell(FutureSnapshot.finished(4))]}
+    depth = 5 * sys.getrecursionlimit()
+    with new_loop() as b:
+        out = _Rebind(b, copy=copy, registry=None).run(nested(depth, bottom))
+        found, back = depth_of(out)
+        assert found == depth
+        for expected, holder in zip((1, 2, 3, 4), back["held"], strict=True):
+            assert type(holder) is type(bottom["held"][expected - 1])
+            assert getattr(holder, "kind", "fcc") == "fcc"
+            future = next(iter(holder))
+            assert future.get_loop() is b
+            assert future.result() == expected
+
+
+def _reachable(value: Any) -> Iterator[Any]:
+    """Every value reachable from ``value`` through items and instance attributes."""
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen or isinstance(item, (str, bytes, int, float)):
+            continue
+        seen.add(id(item))
+        yield item
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        stack.extend(getattr(item, "__dict__", {}).values())
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=user_values_with_snapshots(), copy=st.booleans(), deep=st.booleans())
+def test_property_every_snapshot_in_user_containers_becomes_a_future(
+    value: Any, copy: bool, deep: bool
+) -> None:
+    """Wherever a snapshot sits (a namedtuple, a tuple/set/dict/list subclass, an object's
+    attributes), the walk, recursive or iterative, makes it a future on the target loop,
+    keeps the classes and attributes around it."""
+    tree = {"v": nested(2 * sys.getrecursionlimit(), value) if deep else value}
+    snapshots = {id(x) for x in _reachable(tree) if isinstance(x, FutureSnapshot)}
+    with new_loop() as b:
+        out = _Rebind(b, copy=copy, registry=None).run(tree)
+        after = list(_reachable(out))
+        assert not [x for x in after if isinstance(x, FutureSnapshot)]
+        futures = [x for x in after if isinstance(x, asyncio.Future)]
+        assert len(futures) == len(snapshots)
+        assert all(future.get_loop() is b for future in futures)
+        for future in futures:
+            future.cancel()  # a failed one unretrieved would only log

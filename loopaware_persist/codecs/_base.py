@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 import plumpy
@@ -11,7 +11,15 @@ import plumpy
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._registry import HookRegistry
 
-__all__ = ("Codec", "SharedValueError", "check_payload", "decode_errors", "encode_error")
+__all__ = (
+    "Codec",
+    "NestingError",
+    "SharedValueError",
+    "check_payload",
+    "decode_errors",
+    "encode_error",
+    "path_nested_deeper",
+)
 
 # Types every codec writes natively, whatever the registry says.
 _NATIVE = (type(None), bool, int, float, str, bytes)
@@ -159,6 +167,68 @@ def _second_path(
     return None
 
 
+def path_nested_deeper(
+    value: Any,
+    registry: HookRegistry,
+    limit: int,
+    counts: Callable[[Any], bool],
+    target: Any = None,
+) -> str:
+    """The path of ``target`` or of a value nested inside more than ``limit`` values that
+    ``counts``, else of the most deeply nested one: where a codec's depth limit was met.
+    Iterative (the value is deep), each container once, through lists, dicts and what
+    hooks encode.
+
+    :param value: the tree a codec found too deep
+    :param registry: the registry the codec used
+    :param limit: how many counted values the codec nests
+    :param counts: whether a value counts towards the limit
+    :param target: the value the codec refused, if it knows
+    :return: the path (``""``: the root, or nothing found)
+    """
+    done: set[int] = set()
+    alive: list[Any] = []  # what hooks made: their ids stay theirs for this walk
+    deepest, deepest_path = 0, ""
+    stack: list[tuple[Iterator[tuple[Any, Any, bool]], str, int]] = []
+    stack.append((_children(value, registry), "", int(counts(value))))
+    while stack:
+        pending, path, depth = stack[-1]
+        try:
+            key, child, attribute_style = next(pending)
+        except Exception:  # done, or a value the registry cannot take apart: a dead end
+            stack.pop()
+            continue
+        if isinstance(child, _NATIVE) or id(child) in done:
+            continue
+        done.add(id(child))
+        alive.append(child)
+        child_path, child_depth = _render(path, key, attribute_style), depth + counts(child)
+        if child_depth > limit or child is target:
+            return child_path
+        if child_depth > deepest:
+            deepest, deepest_path = child_depth, child_path
+        stack.append((_children(child, registry), child_path, child_depth))
+    return deepest_path
+
+
+class NestingError(EncodeError):
+    """Internal: a codec met values nested deeper than it stores; :func:`encode_error`
+    finds where.
+
+    :ivar limit: how many counted values the codec nests
+    :ivar counts: whether a value counts towards ``limit``
+    :ivar target: the value refused, if the codec knows it
+    """
+
+    def __init__(
+        self, msg: str, *, limit: int, counts: Callable[[Any], bool], target: Any = None
+    ) -> None:
+        super().__init__(msg)
+        self.limit = limit
+        self.counts = counts
+        self.target = target
+
+
 class _Walk:
     """The state of one :func:`_find`: the ids on the current path, and those done."""
 
@@ -202,6 +272,11 @@ def encode_error(value: Any, registry: HookRegistry, cause: BaseException) -> En
     """
     if isinstance(cause, EncodeError) and cause.path:
         return cause  # it knows where already
+    if isinstance(cause, NestingError):
+        where = (
+            path_nested_deeper(value, registry, cause.limit, cause.counts, cause.target) or "<root>"
+        )
+        return EncodeError(f"{cause} (at {where})", path=where)
     if isinstance(cause, SharedValueError):
         path = _second_path(value, registry, cause.value, "", _Walk())
         if path is not None:

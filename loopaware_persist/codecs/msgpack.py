@@ -41,7 +41,7 @@ import msgpack
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
-from ._base import SharedValueError, check_payload, decode_errors, encode_error
+from ._base import NestingError, SharedValueError, check_payload, decode_errors, encode_error
 from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
 
 __all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")
@@ -278,13 +278,18 @@ class _Encoder:
         return ext
 
 
+def _counts_as_ext(value: Any) -> bool:
+    """Whether msgpack writes ``value`` as an ext value (nested at most MAX_EXT_DEPTH deep)."""
+    return type(value) not in (dict, list)
+
+
 def _too_deep(value: Any) -> EncodeError:
     msg = (
         f"Values nest more than {MAX_EXT_DEPTH} deep (a {type(value).__name__} inside "
         "tuples, sets, exceptions or other values msgpack has no type of its own for); "
         "msgpack checkpoints refuse deeper nesting. Flatten the value or use codec='pickle'."
     )
-    return EncodeError(msg)
+    return NestingError(msg, limit=MAX_EXT_DEPTH, counts=_counts_as_ext)
 
 
 def _too_nested(value: Any) -> EncodeError:
@@ -293,7 +298,7 @@ def _too_nested(value: Any) -> EncodeError:
         f"and dicts nested more than {_DEEP_NESTING} deep; msgpack checkpoints refuse that "
         "much nesting there. Flatten the value or use codec='pickle'."
     )
-    return EncodeError(msg)
+    return NestingError(msg, limit=MAX_EXT_DEPTH, counts=_counts_as_ext, target=value)
 
 
 def _too_deeply_nested(value: Any) -> EncodeError:

@@ -38,9 +38,8 @@ from .._errors import (
 from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry, _stdlib_class
 from .._snapshot import FutureSnapshot, snapshot_future
-from ._base import check_payload, decode_errors, encode_error
+from ._base import check_payload, decode_errors, encode_error, path_nested_deeper
 from ._pickle_scan import check_opcodes
-from ._sharing import path_deeper_than
 
 __all__ = (
     "ClassRef",
@@ -348,7 +347,7 @@ class PickleCodec:
             LoopAwarePersistError,
         ) as error:
             if isinstance(error, RecursionError):
-                raise _too_deep(value) from error
+                raise _too_deep(value, self.registry) from error
             raise encode_error(value, self.registry, error) from error
         return buffer.getvalue()
 
@@ -379,9 +378,13 @@ class PickleCodec:
         return value
 
 
-def _too_deep(value: Any) -> EncodeError:
+def _counts(value: Any) -> bool:
+    return True
+
+
+def _too_deep(value: Any, registry: HookRegistry) -> EncodeError:
     # pickle recurses in C once per level, counted against Python's recursion limit.
-    path = path_deeper_than([value], sys.getrecursionlimit() // 2)
+    path = path_nested_deeper(value, registry, sys.getrecursionlimit() // 2, _counts)
     msg = (
         f"Values nest too deep for pickle (Python's recursion limit, "
         f"{sys.getrecursionlimit()}) at {path or '<root>'}. Flatten the value, e.g. into "
