@@ -115,7 +115,16 @@ def _stdlib_class(module: str, qualname: str) -> type | None:
     return cls
 
 
-_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: the class was made by a class statement
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: allocated at run time (a class statement, or C)
+_IMMUTABLETYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: never set on a class statement's class
+
+
+def _made_by_class_statement(klass: type) -> bool:
+    # Python 3.12+ turned many C types into heap types (collections.deque,
+    # decimal.Decimal on 3.13...), so HEAPTYPE alone no longer says "Python class";
+    # those are created immutable, which a class statement's class never is.
+    flags = klass.__flags__
+    return bool(flags & _HEAPTYPE) and not flags & _IMMUTABLETYPE
 
 
 def solid_base(cls: type) -> type:
@@ -124,7 +133,7 @@ def solid_base(cls: type) -> type:
     whatever state an instance keeps outside its ``__dict__`` and slots
     """
     for klass in cls.__mro__:
-        if not klass.__flags__ & _HEAPTYPE:
+        if not _made_by_class_statement(klass):
             return klass
     return object  # pragma: no cover - every MRO ends in object
 

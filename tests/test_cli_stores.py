@@ -253,7 +253,8 @@ def test_shared_references_render_in_linear_time_and_convert_refuses(tmp_path: P
     # 2**40 paths through ~40 distinct lists: a small pickle record.
     _put_bundle(url, {"x": _shared(40)}, codec="pickle", pid=1)
     _put_bundle(url, {"fine": [1, 2]}, codec="pickle", pid=2)
-    assert open_storage(url).get(CheckpointKey(1)).data.__len__() < 4096
+    with open_storage(url) as storage:
+        assert len(storage.get(CheckpointKey(1)).data) < 4096
     shown = run_process("show", "--store", url, "1", "--full")
     assert shown.returncode == 0, shown.stderr
     assert "*" in shown.stdout

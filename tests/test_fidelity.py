@@ -12,6 +12,7 @@ import collections
 import datetime as dt
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -506,10 +507,34 @@ def test_msgpack_decodes_every_depth_it_encodes(wrap: Any) -> None:
 # endregion
 
 
+def _refused_naming_where_or_exact(codec: Any, value: Any, *, match: str, prefix: str) -> bool:
+    """Pickle's depth limit is the interpreter's: Python 3.11 refuses ~500 levels of lists,
+    3.13 and 3.14 (whose C recursion limit is no longer Python's) pickle and load far
+    deeper. Either way the promise holds: refused at save naming where, or loaded exactly.
+
+    :return: whether it was refused
+    """
+    refusal: EncodeError | None = None
+    try:
+        record = codec.encode(value)
+    except EncodeError as error:
+        refusal = error
+    if refusal is None:
+        # Deeper than assert_same compares: what was stored exactly re-encodes the same.
+        assert codec.encode(codec.decode(record)) == record
+        return False
+    assert re.search(match, str(refusal)), refusal
+    assert refusal.path.startswith(prefix), refusal.path
+    assert refusal.path in str(refusal)
+    return True
+
+
 def test_pickle_refuses_deep_nesting_naming_where() -> None:
-    with pytest.raises(EncodeError, match="recursion limit") as info:
-        get_codec("pickle").encode({"x": _nested(5000)})
-    assert info.value.path.startswith("['x'][0][0]")
+    refused = _refused_naming_where_or_exact(
+        get_codec("pickle"), {"x": _nested(5000)}, match="recursion limit", prefix="['x'][0][0]"
+    )
+    # 3.11 and 3.12 share their recursion limit with C code: there it must refuse.
+    assert refused or sys.version_info >= (3, 13)
 
 
 def _nested_values(kind: str, depth: int) -> Any:
@@ -532,11 +557,15 @@ def test_too_deep_refusals_name_the_path_through_any_value(codec_name: str, kind
     had an empty path)."""
     depth = 1500 if codec_name == "pickle" else 40
     codec = get_codec(codec_name, allow=[USER_TYPES])
-    with pytest.raises(EncodeError, match="nest") as info:
-        codec.encode({"x": [_nested_values(kind, depth)]})
     step = ".x" if kind == "record" else "[0]"
-    assert info.value.path.startswith(f"['x'][0]{step}{step}{step}")
-    assert info.value.path in str(info.value)
+    refused = _refused_naming_where_or_exact(
+        codec,
+        {"x": [_nested_values(kind, depth)]},
+        match="nest",
+        prefix=f"['x'][0]{step}{step}{step}",
+    )
+    # msgpack's limit is its own (32 ext levels); pickle's is the interpreter's (above).
+    assert refused or (codec_name == "pickle" and sys.version_info >= (3, 13))
 
 
 def test_msgpack_deep_lists_inside_nested_objects_are_refused_naming_where() -> None:

@@ -763,6 +763,7 @@ def _relations(schema: str) -> list[tuple[str, str]]:
     return [(str(name), str(kind)) for name, kind in rows]
 
 
+@integration
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "writable"])
 def test_a_foreign_checkpoints_table_is_refused_unchanged(
     pg_url: str, schema: str, read_only: bool
@@ -778,6 +779,7 @@ def test_a_foreign_checkpoints_table_is_refused_unchanged(
     assert _relations(schema) == before  # no schema_migrations, nothing migrated
 
 
+@integration
 def test_read_only_creates_nothing_and_writes_nothing(pg_url: str, schema: str) -> None:
     with pytest.raises(StorageError, match="No checkpoint store at"):
         pg.open_storage(pg_url, read_only=True)
@@ -802,6 +804,7 @@ def test_read_only_creates_nothing_and_writes_nothing(pg_url: str, schema: str) 
         assert storage.get(key).version == 1
 
 
+@integration
 def test_read_only_refuses_a_store_that_needs_migrating(pg_url: str, schema: str) -> None:
     pg.open_storage(pg_url).close()
     with admin(server_url()) as conn:

@@ -424,7 +424,13 @@ APPLICABLE_2 = {
 }
 
 
-@pytest.mark.parametrize("storage", STORAGES_2)
+@pytest.mark.parametrize(
+    "storage",
+    [
+        pytest.param(name, marks=pytest.mark.integration) if name == "postgresql" else name
+        for name in STORAGES_2
+    ],
+)
 def test_typed_error_table_of_store_damage(tmp_path: Path, storage: str) -> None:
     base = postgres_url() if storage == "postgresql" else ""
     table: dict[str, str] = {}
