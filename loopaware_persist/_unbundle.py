@@ -49,6 +49,7 @@ from plumpy import loaders
 from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
 from plumpy.utils import Frozendict
 
+from ._allowlist import Kind
 from ._arguments import check_flag, check_instance, check_loop
 from ._awaiting import note_process, relink_awaited
 from ._errors import (
@@ -59,7 +60,7 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
-from ._registry import HookRegistry, Kind, check_registry
+from ._registry import HookRegistry, check_registry
 from ._snapshot import FutureSnapshot, FutureStatus, _materialise
 from ._yaml_audit import audit_yaml as _audit_yaml
 

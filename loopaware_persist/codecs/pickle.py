@@ -29,6 +29,7 @@ from typing import Any
 
 from plumpy import loaders
 
+from .._allowlist import _stdlib_class
 from .._errors import (
     CorruptCheckpointError,
     EncodeError,
@@ -36,7 +37,7 @@ from .._errors import (
     UnsafeCheckpointError,
 )
 from .._hooks import ForeignException, _message, default_registry
-from .._registry import HookRegistry, _stdlib_class
+from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors, encode_error, path_nested_deeper
 from ._pickle_scan import check_opcodes
