@@ -52,6 +52,7 @@ import plumpy
 import yaml
 from plumpy.persistence import META, META__CLASS_NAME
 
+from ._audit import audit_bundle
 from ._envelope import Header, decode_envelope, read_header
 from ._errors import (
     CheckpointNotFoundError,
@@ -67,7 +68,7 @@ from ._loop import LoopContext
 from ._persister import CheckpointInfo, LoopAwarePersister
 from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot
-from ._unbundle import audit_bundle, unbundle
+from ._unbundle import unbundle
 from ._yaml_audit import audit_yaml
 from .storage import CheckpointKey, Pid, pid_from_token, pid_token
 from .storage._url import redact_url
