@@ -26,7 +26,7 @@ import plumpy
 from plumpy.utils import AttributesFrozendict, Frozendict
 
 from ._errors import CorruptCheckpointError, EncodeError
-from ._registry import Hook, HookRegistry, class_name, solid_base
+from ._registry import HookRegistry, class_name, solid_base
 from ._snapshot import FutureSnapshot, FutureStatus, _check_consistent, snapshot_future
 from ._uuid import uuid_from_int
 
@@ -582,7 +582,7 @@ def configure_defaults(registry: HookRegistry) -> None:
     def reg(cls: type, *, tag: str, encode: Any, decode: Any, subclasses: bool = False) -> None:
         # Value types only: a subclass goes to the allow-list ('subclass' below), so it
         # keeps its class and attributes or is refused, never narrowed to the base.
-        registry._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls, subclasses=subclasses))
+        registry.register(cls, tag=tag, encode=encode, decode=decode, subclasses=subclasses)
 
     reg(tuple, tag="tuple", encode=list, decode=tuple)
     reg(set, tag="set", encode=list, decode=set)
@@ -641,29 +641,29 @@ def configure_defaults(registry: HookRegistry) -> None:
     registry.register_predicate(
         _is_future, tag="future-live", encode=_enc_snapshot, decode=_dec_snapshot
     )
-    contextual = registry._add
-    contextual(
-        Hook(tag="class", encode=_enc_class, decode=_dec_class, contextual=True,
-             predicate=lambda cls: issubclass(cls, type))
+    # These hooks name classes, so they resolve them through the registry in use.
+    registry.register_predicate(
+        lambda cls: issubclass(cls, type),
+        tag="class", encode=_enc_class, decode=_dec_class, takes_registry=True,
     )  # fmt: skip
-    contextual(
-        Hook(tag="enum", encode=_enc_enum, decode=_dec_enum, contextual=True,
-             predicate=lambda cls: issubclass(cls, enum.Enum))
+    registry.register_predicate(
+        lambda cls: issubclass(cls, enum.Enum),
+        tag="enum", encode=_enc_enum, decode=_dec_enum, takes_registry=True,
     )  # fmt: skip
-    contextual(
-        Hook(tag="exception", encode=_enc_exception, decode=_dec_exception, contextual=True,
-             predicate=lambda cls: issubclass(cls, BaseException))
+    registry.register_predicate(
+        lambda cls: issubclass(cls, BaseException),
+        tag="exception", encode=_enc_exception, decode=_dec_exception, takes_registry=True,
     )  # fmt: skip
     # The fallback for allowed classes without a hook of their own: never matched by
     # predicate, only chosen by HookRegistry.hook_for after the allow-list says yes.
-    contextual(
-        Hook(tag="object", encode=_enc_object, decode=_dec_object, contextual=True,
-             predicate=lambda cls: False)
+    registry.register_predicate(
+        lambda cls: False,
+        tag="object", encode=_enc_object, decode=_dec_object, takes_registry=True,
     )  # fmt: skip
     # Likewise for allowed classes built on a C type (dict, str, tuple, datetime...).
-    contextual(
-        Hook(tag="subclass", encode=_enc_subclass, decode=_dec_subclass, contextual=True,
-             predicate=lambda cls: False)
+    registry.register_predicate(
+        lambda cls: False,
+        tag="subclass", encode=_enc_subclass, decode=_dec_subclass, takes_registry=True,
     )  # fmt: skip
 
 

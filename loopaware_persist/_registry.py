@@ -17,12 +17,12 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import attrs
 
 from ._allowlist import AllowList, Kind, class_name
-from ._arguments import check_allow, check_instance, describe
+from ._arguments import check_allow, check_flag, check_instance, describe
 from ._errors import ArgumentTypeError, EncodeError, UnknownTagError
 
 __all__ = ("Hook", "HookRegistry", "check_registry", "class_name", "solid_base")
@@ -53,7 +53,9 @@ class Hook:
     :param decode: turns the decoded list of fields back into a value
     :param cls: the class the hook is registered for, or ``None`` for a predicate hook
     :param predicate: for predicate hooks, which classes the hook handles
-    :param contextual: internal: hooks that need the registry get it as a second argument
+    :param takes_registry: whether ``encode`` and ``decode`` take the registry in use as
+        a second argument (to resolve a stored class name through its allow-list, or to
+        encode a nested value with its hooks), as cattrs' ``takes_converter``
     :param subclasses: whether a class hook also stores instances of subclasses of ``cls``;
         the built-in hooks of value types (``tuple``, ``datetime``...) do not, so that a
         subclass is stored with its own class name, or refused, never narrowed to its base
@@ -64,7 +66,7 @@ class Hook:
     decode: Callable[..., Any]
     cls: type | None = None
     predicate: Callable[[type], bool] | None = None
-    contextual: bool = False
+    takes_registry: bool = False
     subclasses: bool = True
 
 
@@ -91,6 +93,7 @@ class HookRegistry:
         self._allow_list = AllowList(hooked=self._hooked, class_hook_for=self._class_hook_for)
         self.allow(*check_allow(allow, call="HookRegistry()"))
 
+    @overload
     def register(
         self,
         cls: type,
@@ -98,27 +101,80 @@ class HookRegistry:
         tag: str,
         encode: Callable[[Any], list[Any]],
         decode: Callable[[list[Any]], Any],
+        takes_registry: Literal[False] = False,
+        subclasses: bool = True,
+    ) -> None: ...
+
+    @overload
+    def register(
+        self,
+        cls: type,
+        *,
+        tag: str,
+        encode: Callable[[Any, HookRegistry], list[Any]],
+        decode: Callable[[list[Any], HookRegistry], Any],
+        takes_registry: Literal[True],
+        subclasses: bool = True,
+    ) -> None: ...
+
+    def register(
+        self,
+        cls: type,
+        *,
+        tag: str,
+        encode: Callable[..., list[Any]],
+        decode: Callable[..., Any],
+        takes_registry: bool = False,
+        subclasses: bool = True,
     ) -> None:
         """Store instances of ``cls`` (and, unless overridden, its subclasses) under ``tag``.
+
+        .. code-block:: python
+
+            registry.register(Point, tag="myapp.point",
+                              encode=lambda p: [p.x, p.y], decode=lambda f: Point(*f))
+            # A hook that needs the registry (its allow-list, its other hooks) says so:
+            registry.register(Plugin, tag="myapp.plugin",
+                              encode=lambda p, reg: [class_name(p.cls)],
+                              decode=lambda f, reg: Plugin(reg.resolve(f[0])),
+                              takes_registry=True)
 
         :param cls: the class to handle
         :param tag: a stable string; changing it later breaks old checkpoints
         :param encode: value -> list of fields, each itself encodable
         :param decode: list of decoded fields -> value
+        :param takes_registry: pass the registry in use to ``encode`` and ``decode`` as a
+            second argument: ``encode(value, registry)``, ``decode(fields, registry)``
+        :param subclasses: store instances of subclasses of ``cls`` with this hook too;
+            with ``False`` a subclass is stored under its own class name if allowed, or
+            refused, never narrowed to ``cls``
         :raises ValueError: if ``tag`` is already registered
-        :raises ArgumentTypeError: if ``cls`` is not a class, ``tag`` not a str, or a hook
-            not callable
+        :raises ArgumentTypeError: if ``cls`` is not a class, ``tag`` not a str, a hook
+            not callable, or a flag not a bool
         """
+        call = "HookRegistry.register()"
         check_instance(
             cls,
             type,
-            call="HookRegistry.register()",
+            call=call,
             argument="cls",
             wanted="a class",
             hint="Pass the class whose instances the hook stores, e.g. register(Point, ...).",
         )
-        self._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls))
+        check_flag(takes_registry, call=call, argument="takes_registry")
+        check_flag(subclasses, call=call, argument="subclasses")
+        self._add(
+            Hook(
+                tag=tag,
+                encode=encode,
+                decode=decode,
+                cls=cls,
+                takes_registry=takes_registry,
+                subclasses=subclasses,
+            )
+        )
 
+    @overload
     def register_predicate(
         self,
         predicate: Callable[[type], bool],
@@ -126,6 +182,28 @@ class HookRegistry:
         tag: str,
         encode: Callable[[Any], list[Any]],
         decode: Callable[[list[Any]], Any],
+        takes_registry: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def register_predicate(
+        self,
+        predicate: Callable[[type], bool],
+        *,
+        tag: str,
+        encode: Callable[[Any, HookRegistry], list[Any]],
+        decode: Callable[[list[Any], HookRegistry], Any],
+        takes_registry: Literal[True],
+    ) -> None: ...
+
+    def register_predicate(
+        self,
+        predicate: Callable[[type], bool],
+        *,
+        tag: str,
+        encode: Callable[..., list[Any]],
+        decode: Callable[..., Any],
+        takes_registry: bool = False,
     ) -> None:
         """Store instances of every class for which ``predicate(cls)`` is true under ``tag``.
 
@@ -135,12 +213,25 @@ class HookRegistry:
         :param tag: a stable string
         :param encode: value -> list of fields
         :param decode: list of decoded fields -> value
+        :param takes_registry: pass the registry in use to ``encode`` and ``decode`` as a
+            second argument, as for :meth:`register`
         :raises ValueError: if ``tag`` is already registered
-        :raises ArgumentTypeError: if ``predicate`` or a hook is not callable, or ``tag``
-            not a str
+        :raises ArgumentTypeError: if ``predicate`` or a hook is not callable, ``tag``
+            not a str, or ``takes_registry`` not a bool
         """
         self._check_callable(predicate, "register_predicate", "predicate")
-        self._add(Hook(tag=tag, encode=encode, decode=decode, predicate=predicate))
+        check_flag(
+            takes_registry, call="HookRegistry.register_predicate()", argument="takes_registry"
+        )
+        self._add(
+            Hook(
+                tag=tag,
+                encode=encode,
+                decode=decode,
+                predicate=predicate,
+                takes_registry=takes_registry,
+            )
+        )
 
     def hook(self, cls: type, *, tag: str) -> Callable[[type[T]], type[T]]:
         """Decorator form: register a class holding ``encode`` and ``decode`` staticmethods.
@@ -294,7 +385,7 @@ class HookRegistry:
         hook = self.hook_for(type(value))
         if hook is None:
             raise _unsupported(type(value))
-        if hook.contextual:
+        if hook.takes_registry:
             return hook.tag, hook.encode(value, self)
         return hook.tag, hook.encode(value)
 
@@ -311,7 +402,7 @@ class HookRegistry:
         hook = self.hook_for(cls)
         if hook is None:
             raise _unsupported(cls)
-        if hook.contextual:
+        if hook.takes_registry:
             return hook.tag, functools.partial(_with_registry, hook.encode, self)
         return hook.tag, hook.encode
 
@@ -327,7 +418,7 @@ class HookRegistry:
             hook = self._by_tag[tag]
         except KeyError:
             raise self._unknown(tag) from None
-        if hook.contextual:
+        if hook.takes_registry:
             return hook.decode(fields, self)
         return hook.decode(fields)
 
@@ -345,7 +436,7 @@ class HookRegistry:
             hook = self._by_tag[tag]
         except KeyError:
             raise self._unknown(tag) from None
-        if hook.contextual:
+        if hook.takes_registry:
             return functools.partial(_with_registry, hook.decode, self)
         return hook.decode
 
