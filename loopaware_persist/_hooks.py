@@ -25,7 +25,7 @@ import attrs
 import plumpy
 from plumpy.utils import AttributesFrozendict, Frozendict
 
-from ._errors import CorruptCheckpointError, EncodeError
+from ._errors import CorruptCheckpointError, EncodeError, ForeignException
 from ._registry import HookRegistry, class_name, solid_base
 from ._snapshot import FutureSnapshot, FutureStatus, _check_consistent, snapshot_future
 from ._uuid import uuid_from_int
@@ -33,24 +33,6 @@ from ._uuid import uuid_from_int
 __all__ = ("ForeignException", "configure_defaults", "default_registry")
 
 _INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
-
-
-class ForeignException(Exception):
-    """Stand-in for a stored exception whose class a safe load may not import.
-
-    The original class is never imported; its name and message survive.
-
-    :param type_name: ``module:QualName`` of the original exception class
-    :param message: ``str()`` of the original exception
-    """
-
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(type_name, message)
-        self.type_name = type_name
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.type_name}: {self.message}"
 
 
 def _corrupt(what: str, fields: Any) -> CorruptCheckpointError:

@@ -59,6 +59,7 @@ from ._errors import (
     CorruptCheckpointError,
     DecodeError,
     LoopAwarePersistError,
+    OpsError,
     StaleCheckpointError,
     StorageError,
     UnsafeCheckpointError,
@@ -112,10 +113,6 @@ PLUMPY_PICKLE_SCHEME: Final = "plumpy-pickle"
 Problem = Literal["corrupt", "unsafe", "undecodable", "unreadable", "unloadable"]
 
 _ATOMS = (type(None), bool, int, float, str, bytes, bytearray, complex)
-
-
-class OpsError(LoopAwarePersistError):
-    """An operator command cannot proceed: no such store, an ambiguous pid, a refused source."""
 
 
 # region small helpers

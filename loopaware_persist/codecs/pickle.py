@@ -35,6 +35,7 @@ from .._errors import (
     EncodeError,
     LoopAwarePersistError,
     UnsafeCheckpointError,
+    UnsafeLoadWarning,
 )
 from .._hooks import ForeignException, _message, default_registry
 from .._registry import HookRegistry
@@ -57,10 +58,6 @@ PROTOCOL = 5
 _ATOMS = frozenset({str, bytes, int, float, bool, complex, type(None)})
 # Value types whose own __reduce__ leaves out the instance dict of a subclass.
 _DROPS_STATE = (decimal.Decimal, dt.date, dt.time, dt.timedelta)
-
-
-class UnsafeLoadWarning(UserWarning):
-    """Emitted when a codec is created that runs whatever a checkpoint says on load."""
 
 
 def _caller_stacklevel() -> int:
