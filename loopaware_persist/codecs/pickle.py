@@ -33,11 +33,13 @@ from .._allowlist import _stdlib_class
 from .._errors import (
     CorruptCheckpointError,
     EncodeError,
+    ForeignException,
     LoopAwarePersistError,
     UnsafeCheckpointError,
     UnsafeLoadWarning,
 )
-from .._hooks import ForeignException, _message, default_registry
+from .._hooks import default_registry
+from .._named_hooks import _message
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors, encode_error, path_nested_deeper
