@@ -159,7 +159,9 @@ class AllowList:
         self._names: set[str] = set()
         self._trust_all = False
         self._resolved: dict[tuple[str, str], type] = {}
-        self._approved: dict[tuple[str, str], type] = {}
+        #: What :meth:`resolve` approved, ``(name, kind) -> class``: only ever cleared,
+        #: never replaced, so the registry may look it up without a call
+        self.approved: dict[tuple[str, str], type] = {}
 
     def add(self, entries: Iterable[str | type]) -> None:
         """Allow more; the entries were checked by the caller (:func:`check_allow`).
@@ -196,7 +198,7 @@ class AllowList:
     def forget(self) -> None:
         """Drop what :meth:`resolve` memoised: the allow-list or the hooks changed."""
         self._resolved.clear()
-        self._approved.clear()
+        self.approved.clear()
 
     @property
     def trusted(self) -> bool:
@@ -277,7 +279,7 @@ class AllowList:
         """
         if not isinstance(name, str):
             _split(name)  # refuses it as a malformed reference (unhashable ones too)
-        approved = self._approved.get((name, kind))
+        approved = self.approved.get((name, kind))
         if approved is not None:  # the hot path of every load: one dict lookup
             return approved
         module, qualname = _split(name)
@@ -307,7 +309,7 @@ class AllowList:
             )
             raise _refuse(name, why)
         self._resolved[key] = cls
-        self._approved[(name, kind)] = cls
+        self.approved[(name, kind)] = cls
         return cls
 
 

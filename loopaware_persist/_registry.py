@@ -91,6 +91,7 @@ class HookRegistry:
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._unimportable: dict[type, str | None] = {}
         self._allow_list = AllowList(hooked=self._hooked, class_hook_for=self._class_hook_for)
+        self._approved = self._allow_list.approved
         self.allow(*check_allow(allow, call="HookRegistry()"))
 
     @overload
@@ -506,7 +507,9 @@ class HookRegistry:
             of the right kind; nothing outside the allow-list is imported
         :return: the class
         """
-        return self._allow_list.resolve(name, kind)
+        # The hot path of every load, one dict lookup without a call: the allow-list's memo.
+        cls = self._approved.get((name, kind)) if isinstance(name, str) else None
+        return cls if cls is not None else self._allow_list.resolve(name, kind)
 
     def hook_for_exact(self, cls: type) -> bool:
         """:return: whether a class hook is registered for exactly ``cls``"""
