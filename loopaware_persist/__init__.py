@@ -14,17 +14,19 @@ from ._errors import (
     DecodeError as DecodeError,
     DurabilityError as DurabilityError,
     EncodeError as EncodeError,
+    ForeignException as ForeignException,
     LoopAwarePersistError as LoopAwarePersistError,
     LoopBoundaryError as LoopBoundaryError,
     NoEventLoopError as NoEventLoopError,
+    OpsError as OpsError,
     StaleCheckpointError as StaleCheckpointError,
     StorageError as StorageError,
     UnknownTagError as UnknownTagError,
     UnlinkedAwaitableError as UnlinkedAwaitableError,
     UnsafeCheckpointError as UnsafeCheckpointError,
+    UnsafeLoadWarning as UnsafeLoadWarning,
 )
 from ._hooks import (
-    ForeignException as ForeignException,
     default_registry as default_registry,
 )
 from ._launcher import (
@@ -109,6 +111,7 @@ __all__ = (
     "LoopContext",
     "MessageCodec",
     "NoEventLoopError",
+    "OpsError",
     "RefusedMessage",
     "ShutdownFencedError",
     "StaleCheckpointError",
@@ -118,6 +121,7 @@ __all__ = (
     "UnknownTagError",
     "UnlinkedAwaitableError",
     "UnsafeCheckpointError",
+    "UnsafeLoadWarning",
     "Worker",
     "WorkerClient",
     "check_loop_bound",

@@ -1,4 +1,4 @@
-"""The one error tree of loopaware_persist.
+"""The one error tree of loopaware_persist, its one warning, and its one stand-in.
 
 Every error this package raises is a :class:`LoopAwarePersistError`, which is a
 :class:`plumpy.PersistenceError`, so plumpy and AiiDA code that already catches
@@ -19,6 +19,7 @@ callers of the operation would naturally catch::
         ├── LoopBoundaryError (RuntimeError)   a future bound to the wrong loop
         ├── UnlinkedAwaitableError (LookupError)
         │                                      a loaded WorkChain awaits what nothing completes
+        ├── OpsError                           an operator command cannot proceed
         └── StorageError                       the store failed
             ├── CheckpointNotFoundError (LookupError)
             ├── StaleCheckpointError           another writer saved first
@@ -28,6 +29,17 @@ callers of the operation would naturally catch::
                 ├── StaleFencedError           (also a StaleCheckpointError)
                 ├── UnavailableFencedError     (also a BackendUnavailableError)
                 └── ShutdownFencedError        the worker is stopping
+
+    UserWarning
+    └── UnsafeLoadWarning                      a codec or persister that runs what it loads
+
+    Exception
+    └── ForeignException                       not raised: the value a stored exception of
+                                               a class outside the allow-list loads as
+
+The codecs' internal signals (``codecs._base``: ``NestingError``, ``SharedValueError``)
+are ``EncodeError`` subclasses that never reach a caller: each becomes an
+:class:`EncodeError` naming the path before the codec returns.
 
 Context rides on attributes (``path``, ``tag``, ``pid``...) as well as in the
 message, which always says what went wrong, where, and what to do about it.
@@ -50,14 +62,17 @@ __all__ = (
     "DecodeError",
     "DurabilityError",
     "EncodeError",
+    "ForeignException",
     "LoopAwarePersistError",
     "LoopBoundaryError",
     "NoEventLoopError",
+    "OpsError",
     "StaleCheckpointError",
     "StorageError",
     "UnknownTagError",
     "UnlinkedAwaitableError",
     "UnsafeCheckpointError",
+    "UnsafeLoadWarning",
 )
 
 
@@ -214,3 +229,30 @@ class DurabilityError(StorageError, OSError):
 
 class BackendUnavailableError(StorageError, ConnectionError):
     """The storage server could not be reached after bounded retries."""
+
+
+class OpsError(LoopAwarePersistError):
+    """An operator command cannot proceed: no such store, an ambiguous pid, a refused source."""
+
+
+class UnsafeLoadWarning(UserWarning):
+    """Emitted when a codec is created that runs whatever a checkpoint says on load."""
+
+
+class ForeignException(Exception):
+    """Stand-in for a stored exception whose class a safe load may not import.
+
+    The original class is never imported; its name and message survive. Not an error
+    this package raises: a value, found where the original exception was stored.
+
+    :param type_name: ``module:QualName`` of the original exception class
+    :param message: ``str()`` of the original exception
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"

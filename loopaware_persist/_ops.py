@@ -52,12 +52,14 @@ import plumpy
 import yaml
 from plumpy.persistence import META, META__CLASS_NAME
 
+from ._audit import audit_bundle
 from ._envelope import Header, decode_envelope, read_header
 from ._errors import (
     CheckpointNotFoundError,
     CorruptCheckpointError,
     DecodeError,
     LoopAwarePersistError,
+    OpsError,
     StaleCheckpointError,
     StorageError,
     UnsafeCheckpointError,
@@ -67,7 +69,7 @@ from ._loop import LoopContext
 from ._persister import CheckpointInfo, LoopAwarePersister
 from ._registry import HookRegistry
 from ._snapshot import FutureSnapshot
-from ._unbundle import audit_bundle, unbundle
+from ._unbundle import unbundle
 from ._yaml_audit import audit_yaml
 from .storage import CheckpointKey, Pid, pid_from_token, pid_token
 from .storage._url import redact_url
@@ -111,10 +113,6 @@ PLUMPY_PICKLE_SCHEME: Final = "plumpy-pickle"
 Problem = Literal["corrupt", "unsafe", "undecodable", "unreadable", "unloadable"]
 
 _ATOMS = (type(None), bool, int, float, str, bytes, bytearray, complex)
-
-
-class OpsError(LoopAwarePersistError):
-    """An operator command cannot proceed: no such store, an ambiguous pid, a refused source."""
 
 
 # region small helpers

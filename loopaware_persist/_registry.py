@@ -1,4 +1,4 @@
-"""Type tags and the allow-list: what a checkpoint may contain and what a load may revive.
+"""Type dispatch: which hook stores a value of a given type, under which stable tag.
 
 A :class:`HookRegistry` maps Python types to stable string tags, each with an
 ``encode`` hook (value -> list of fields) and a ``decode`` hook (fields -> value).
@@ -7,112 +7,27 @@ cattrs' ``Converter``: exact class and MRO through :func:`functools.singledispat
 then predicate hooks newest first, memoised per class, the memo cleared on every
 registration. Unlike cattrs, an exception raised by a predicate propagates.
 
-The registry also owns the *allow-list*: the only modules and classes a safe load
-may import. Class names found in a checkpoint (``module:qualname``) are resolved
-through :meth:`HookRegistry.resolve`, which refuses anything not allowed with an
-:class:`UnsafeCheckpointError` *before* importing it.
+Each registry owns an :class:`~._allowlist.AllowList`, the only modules and classes
+a safe load may import (:mod:`._allowlist`); its methods here (:meth:`HookRegistry.allow`,
+:meth:`~HookRegistry.resolve`...) delegate to it.
 """
 
 from __future__ import annotations
 
-import builtins
-import collections
-import datetime
-import decimal
-import enum
 import functools
-import importlib
-import pathlib
 import sys
-import uuid
-import zoneinfo
 from collections.abc import Callable, Iterable
-from types import ModuleType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import attrs
-from plumpy.process_listener import ProcessListener
 
-from ._arguments import check_allow, check_instance, describe
-from ._errors import ArgumentTypeError, EncodeError, UnknownTagError, UnsafeCheckpointError
+from ._allowlist import AllowList, Kind, class_name
+from ._arguments import check_allow, check_flag, check_instance, describe
+from ._errors import ArgumentTypeError, EncodeError, UnknownTagError
 
 __all__ = ("Hook", "HookRegistry", "check_registry", "class_name", "solid_base")
 
 T = TypeVar("T")
-Kind = Literal["class", "exception", "enum", "savable", "object", "pickle"]
-
-#: Packages (with their submodules) whose classes of the kinds in ``_LIBRARY_KINDS`` a
-#: load may revive by default.
-DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy")
-#: This package's own modules a load may import by default, exactly (not their
-#: submodules). Checkpoints and messages name this package's classes by the public
-#: module (``loopaware_persist:FutureSnapshot``, the errors); the demo's and benchmark's
-#: process classes in ``loopaware_persist._demo``/``._bench`` must not be launchable by a
-#: task message to any worker, so those are allowed only by the commands that run them.
-OWN_MODULES: frozenset[str] = frozenset({"loopaware_persist"})
-# For the library modules above, reviving is limited to inert kinds: a class
-# reference, an exception, an enum member, a Savable (which plumpy rebuilds
-# through recreate_from) or a type with a hook. Arbitrary plumpy objects such as
-# PicklePersister have side effects when constructed, so they need an explicit allow.
-_LIBRARY_KINDS = frozenset({"class", "exception", "enum", "savable"})
-# Standard-library modules whose value types have hooks; importing them is inert. Named
-# by the module objects, and their classes looked up through them (_stdlib_class): the
-# submodule that defines a class is an implementation detail that moves between Python
-# versions (pathlib.PurePosixPath is pathlib._local.PurePosixPath on 3.13).
-_STDLIB_HOMES: dict[str, ModuleType] = {
-    module.__name__: module for module in (collections, datetime, decimal, pathlib, uuid, zoneinfo)
-}
-
-# Builtins a checkpoint may name: value types and exceptions, never callables
-# such as eval, exec, getattr or __import__.
-_SAFE_BUILTINS = frozenset(
-    {
-        "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int",
-        "list", "range", "set", "slice", "str", "tuple",
-    }
-)  # fmt: skip
-
-
-# What unpickling may *call* from builtins. Containers and bytes have their own
-# opcodes in protocol 5; allowing bytes/bytearray/list would let a 30-byte payload
-# allocate gigabytes (bytearray(10**10)).
-_PICKLE_BUILTINS = frozenset({"complex", "range", "slice"})
-# Library classes that are inert to construct and appear in every process bundle
-# (EventHelper stores its listener type): naming them directly spares the pickle
-# codec a ClassRef and the walk that resolves it after loading.
-_PICKLE_LIBRARY: frozenset[type] = frozenset({ProcessListener})
-
-
-def class_name(cls: type) -> str:
-    """:return: the ``module:qualname`` under which ``cls`` is stored"""
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
-def _stdlib_class(module: str, qualname: str) -> type | None:
-    """The standard-library value class stored as ``module:qualname``, on any Python version.
-
-    A class counts if one of the modules in ``_STDLIB_HOMES`` exports it under
-    ``qualname`` and defines it (itself or in a submodule). ``module`` may be the public
-    module or a private submodule of it (a name such as ``pathlib._local`` that only some
-    versions have): the class is looked up in the public module, so a checkpoint written
-    on 3.13 (``pathlib._local:PurePosixPath``) loads on 3.11 and one written on 3.11
-    (``pathlib:PurePosixPath``) loads on 3.13. Nothing is imported.
-
-    :return: the class, or ``None`` if the name is not one of these
-    """
-    package, _, rest = module.partition(".")
-    home = _STDLIB_HOMES.get(package)
-    if home is None or qualname.startswith("_") or "." in qualname:
-        return None
-    if rest and not all(part.startswith("_") for part in rest.split(".")):
-        return None  # a public submodule (collections.abc) is a module of its own
-    cls = vars(home).get(qualname)
-    if not isinstance(cls, type):
-        return None
-    defined_in = cls.__module__
-    if defined_in != package and not defined_in.startswith(package + "."):
-        return None  # re-exported from elsewhere (pathlib imports Sequence)
-    return cls
 
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: allocated at run time (a class statement, or C)
@@ -138,30 +53,6 @@ def solid_base(cls: type) -> type:
     return object  # pragma: no cover - every MRO ends in object
 
 
-def _split(name: str) -> tuple[str, str]:
-    if not isinstance(name, str):
-        # A class name comes from stored or received data: a wrong type is damage.
-        msg = (
-            f"Malformed class reference {name!r} in checkpoint: expected a 'module:QualName' "
-            "string. The checkpoint is damaged or was crafted."
-        )
-        raise UnsafeCheckpointError(msg, name=repr(name))
-    module, sep, qualname = name.partition(":")
-    parts = qualname.split(".")
-    if (
-        not sep
-        or not module
-        or not all(p.isidentifier() for p in module.split("."))
-        or not all(p.isidentifier() and not p.startswith("__") for p in parts)
-    ):
-        msg = (
-            f"Malformed class reference {name!r} in checkpoint: expected 'module:QualName' "
-            "with identifiers only. The checkpoint is damaged or was crafted."
-        )
-        raise UnsafeCheckpointError(msg, name=name)
-    return module, qualname
-
-
 @attrs.frozen(kw_only=True)
 class Hook:
     """How one type is stored.
@@ -171,7 +62,9 @@ class Hook:
     :param decode: turns the decoded list of fields back into a value
     :param cls: the class the hook is registered for, or ``None`` for a predicate hook
     :param predicate: for predicate hooks, which classes the hook handles
-    :param contextual: internal: hooks that need the registry get it as a second argument
+    :param takes_registry: whether ``encode`` and ``decode`` take the registry in use as
+        a second argument (to resolve a stored class name through its allow-list, or to
+        encode a nested value with its hooks), as cattrs' ``takes_converter``
     :param subclasses: whether a class hook also stores instances of subclasses of ``cls``;
         the built-in hooks of value types (``tuple``, ``datetime``...) do not, so that a
         subclass is stored with its own class name, or refused, never narrowed to its base
@@ -182,7 +75,7 @@ class Hook:
     decode: Callable[..., Any]
     cls: type | None = None
     predicate: Callable[[type], bool] | None = None
-    contextual: bool = False
+    takes_registry: bool = False
     subclasses: bool = True
 
 
@@ -204,17 +97,13 @@ class HookRegistry:
         self._predicates: list[Hook] = []  # newest first
         self._cache: dict[type, Hook | None] = {}
         self._generation = 0
-        self._allowed_modules: set[str] = set()
-        self._allowed_names: set[str] = set()
-        self._resolved: dict[tuple[str, str], type] = {}
-        self._approved: dict[tuple[str, str], type] = {}
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._unimportable: dict[type, str | None] = {}
-        self._trust_all = False
+        self._allow_list = AllowList(hooked=self._hooked, class_hook_for=self._class_hook_for)
+        self._approved = self._allow_list.approved
         self.allow(*check_allow(allow, call="HookRegistry()"))
 
-    # region registration
-
+    @overload
     def register(
         self,
         cls: type,
@@ -222,27 +111,80 @@ class HookRegistry:
         tag: str,
         encode: Callable[[Any], list[Any]],
         decode: Callable[[list[Any]], Any],
+        takes_registry: Literal[False] = False,
+        subclasses: bool = True,
+    ) -> None: ...
+
+    @overload
+    def register(
+        self,
+        cls: type,
+        *,
+        tag: str,
+        encode: Callable[[Any, HookRegistry], list[Any]],
+        decode: Callable[[list[Any], HookRegistry], Any],
+        takes_registry: Literal[True],
+        subclasses: bool = True,
+    ) -> None: ...
+
+    def register(
+        self,
+        cls: type,
+        *,
+        tag: str,
+        encode: Callable[..., list[Any]],
+        decode: Callable[..., Any],
+        takes_registry: bool = False,
+        subclasses: bool = True,
     ) -> None:
         """Store instances of ``cls`` (and, unless overridden, its subclasses) under ``tag``.
+
+        .. code-block:: python
+
+            registry.register(Point, tag="myapp.point",
+                              encode=lambda p: [p.x, p.y], decode=lambda f: Point(*f))
+            # A hook that needs the registry (its allow-list, its other hooks) says so:
+            registry.register(Plugin, tag="myapp.plugin",
+                              encode=lambda p, reg: [class_name(p.cls)],
+                              decode=lambda f, reg: Plugin(reg.resolve(f[0])),
+                              takes_registry=True)
 
         :param cls: the class to handle
         :param tag: a stable string; changing it later breaks old checkpoints
         :param encode: value -> list of fields, each itself encodable
         :param decode: list of decoded fields -> value
+        :param takes_registry: pass the registry in use to ``encode`` and ``decode`` as a
+            second argument: ``encode(value, registry)``, ``decode(fields, registry)``
+        :param subclasses: store instances of subclasses of ``cls`` with this hook too;
+            with ``False`` a subclass is stored under its own class name if allowed, or
+            refused, never narrowed to ``cls``
         :raises ValueError: if ``tag`` is already registered
-        :raises ArgumentTypeError: if ``cls`` is not a class, ``tag`` not a str, or a hook
-            not callable
+        :raises ArgumentTypeError: if ``cls`` is not a class, ``tag`` not a str, a hook
+            not callable, or a flag not a bool
         """
+        call = "HookRegistry.register()"
         check_instance(
             cls,
             type,
-            call="HookRegistry.register()",
+            call=call,
             argument="cls",
             wanted="a class",
             hint="Pass the class whose instances the hook stores, e.g. register(Point, ...).",
         )
-        self._add(Hook(tag=tag, encode=encode, decode=decode, cls=cls))
+        check_flag(takes_registry, call=call, argument="takes_registry")
+        check_flag(subclasses, call=call, argument="subclasses")
+        self._add(
+            Hook(
+                tag=tag,
+                encode=encode,
+                decode=decode,
+                cls=cls,
+                takes_registry=takes_registry,
+                subclasses=subclasses,
+            )
+        )
 
+    @overload
     def register_predicate(
         self,
         predicate: Callable[[type], bool],
@@ -250,6 +192,28 @@ class HookRegistry:
         tag: str,
         encode: Callable[[Any], list[Any]],
         decode: Callable[[list[Any]], Any],
+        takes_registry: Literal[False] = False,
+    ) -> None: ...
+
+    @overload
+    def register_predicate(
+        self,
+        predicate: Callable[[type], bool],
+        *,
+        tag: str,
+        encode: Callable[[Any, HookRegistry], list[Any]],
+        decode: Callable[[list[Any], HookRegistry], Any],
+        takes_registry: Literal[True],
+    ) -> None: ...
+
+    def register_predicate(
+        self,
+        predicate: Callable[[type], bool],
+        *,
+        tag: str,
+        encode: Callable[..., list[Any]],
+        decode: Callable[..., Any],
+        takes_registry: bool = False,
     ) -> None:
         """Store instances of every class for which ``predicate(cls)`` is true under ``tag``.
 
@@ -259,12 +223,25 @@ class HookRegistry:
         :param tag: a stable string
         :param encode: value -> list of fields
         :param decode: list of decoded fields -> value
+        :param takes_registry: pass the registry in use to ``encode`` and ``decode`` as a
+            second argument, as for :meth:`register`
         :raises ValueError: if ``tag`` is already registered
-        :raises ArgumentTypeError: if ``predicate`` or a hook is not callable, or ``tag``
-            not a str
+        :raises ArgumentTypeError: if ``predicate`` or a hook is not callable, ``tag``
+            not a str, or ``takes_registry`` not a bool
         """
         self._check_callable(predicate, "register_predicate", "predicate")
-        self._add(Hook(tag=tag, encode=encode, decode=decode, predicate=predicate))
+        check_flag(
+            takes_registry, call="HookRegistry.register_predicate()", argument="takes_registry"
+        )
+        self._add(
+            Hook(
+                tag=tag,
+                encode=encode,
+                decode=decode,
+                predicate=predicate,
+                takes_registry=takes_registry,
+            )
+        )
 
     def hook(self, cls: type, *, tag: str) -> Callable[[type[T]], type[T]]:
         """Decorator form: register a class holding ``encode`` and ``decode`` staticmethods.
@@ -330,25 +307,18 @@ class HookRegistry:
             self._predicates.insert(0, hook)
         self._cache.clear()
         self._generation += 1
-        self._resolved.clear()
-        self._approved.clear()
+        self._allow_list.forget()  # a class with a hook may now be named
 
     def copy(self) -> HookRegistry:
         """:return: an independent registry with the same hooks and allow-list"""
         new = HookRegistry()
-        new._allowed_modules = set(self._allowed_modules)
-        new._allowed_names = set(self._allowed_names)
-        new._trust_all = self._trust_all
+        new._allow_list.update(self._allow_list)
         for hook in reversed(self._predicates):
             new._add(hook)
         for hook in self._by_tag.values():
             if hook.cls is not None:
                 new._add(hook)
         return new
-
-    # endregion
-
-    # region lookup
 
     def hook_for(self, cls: type) -> Hook | None:
         """Find the hook that stores instances of ``cls``.
@@ -425,7 +395,7 @@ class HookRegistry:
         hook = self.hook_for(type(value))
         if hook is None:
             raise _unsupported(type(value))
-        if hook.contextual:
+        if hook.takes_registry:
             return hook.tag, hook.encode(value, self)
         return hook.tag, hook.encode(value)
 
@@ -442,7 +412,7 @@ class HookRegistry:
         hook = self.hook_for(cls)
         if hook is None:
             raise _unsupported(cls)
-        if hook.contextual:
+        if hook.takes_registry:
             return hook.tag, functools.partial(_with_registry, hook.encode, self)
         return hook.tag, hook.encode
 
@@ -458,7 +428,7 @@ class HookRegistry:
             hook = self._by_tag[tag]
         except KeyError:
             raise self._unknown(tag) from None
-        if hook.contextual:
+        if hook.takes_registry:
             return hook.decode(fields, self)
         return hook.decode(fields)
 
@@ -476,7 +446,7 @@ class HookRegistry:
             hook = self._by_tag[tag]
         except KeyError:
             raise self._unknown(tag) from None
-        if hook.contextual:
+        if hook.takes_registry:
             return functools.partial(_with_registry, hook.decode, self)
         return hook.decode
 
@@ -493,10 +463,6 @@ class HookRegistry:
         """:return: every registered tag"""
         return frozenset(self._by_tag)
 
-    # endregion
-
-    # region allow-list
-
     def allow(self, *entries: str | type) -> None:
         """Let loads revive more classes.
 
@@ -504,64 +470,60 @@ class HookRegistry:
             ``"module:QualName"`` names, or classes
         :raises ArgumentTypeError: if an entry is not a str or a class
         """
-        for entry in check_allow(entries, call="HookRegistry.allow()"):
-            if isinstance(entry, type):
-                self._allowed_names.add(class_name(entry))
-            elif ":" in entry:
-                _split(entry)
-                self._allowed_names.add(entry)
-            else:
-                self._allowed_modules.add(entry)
-        self._cache.clear()
-        self._generation += 1
-        self._resolved.clear()
-        self._approved.clear()
+        self._allow_list.add(check_allow(entries, call="HookRegistry.allow()"))
+        self._allow_list_changed()
 
     def trust_all(self) -> None:
         """Switch the allow-list off: loads may import and revive anything they name.
 
         Only for checkpoints you alone wrote; ``trusted=True`` on a persister calls this.
         """
-        self._trust_all = True
+        self._allow_list.trust_all()
+        self._allow_list_changed()
+
+    def _allow_list_changed(self) -> None:
+        # hook_for picks the 'object'/'subclass' hooks for allowed classes only.
         self._cache.clear()
         self._generation += 1
-        self._resolved.clear()
-        self._approved.clear()
 
     @property
     def trusted(self) -> bool:
         """:return: whether :meth:`trust_all` switched the allow-list off"""
-        return self._trust_all
+        return self._allow_list.trusted
 
     @property
     def allowed(self) -> tuple[str, ...]:
         """:return: what the user allowed, besides the defaults (sorted)"""
-        return tuple(sorted(self._allowed_modules | self._allowed_names))
-
-    @staticmethod
-    def _in(module: str, modules: Iterable[str]) -> bool:
-        return any(module == m or module.startswith(m + ".") for m in modules)
-
-    def _user_allows(self, module: str, qualname: str) -> bool:
-        return f"{module}:{qualname}" in self._allowed_names or self._in(
-            module, self._allowed_modules
-        )
+        return self._allow_list.allowed
 
     def may_import(self, module: str, qualname: str) -> bool:
         """:return: whether a load may import ``module`` to look up ``qualname``"""
-        if self._trust_all:
-            return True
-        if module == "builtins":
-            return qualname in _SAFE_BUILTINS or _is_builtin_exception(qualname)
-        return (
-            self._user_allows(module, qualname)
-            or self._in(module, DEFAULT_MODULES)
-            or module in OWN_MODULES
-            or _stdlib_class(module, qualname) is not None
-            or (module, qualname) in self._hooked
-        )
+        return self._allow_list.may_import(module, qualname)
 
-    @property
+    def may_revive(self, cls: type, kind: Kind) -> bool:
+        """:return: whether a load may revive ``cls`` as a ``kind``
+
+        :raises ArgumentTypeError: if ``cls`` is not a class
+        """
+        return self._allow_list.may_revive(cls, kind)
+
+    def resolve(self, name: str, kind: Kind = "class") -> type:
+        """Import the class a checkpoint names, if and only if the allow-list permits it.
+
+        :param name: ``module:QualName`` as stored
+        :param kind: what the class will be used as; narrows what is accepted
+        :raises UnsafeCheckpointError: if the name is malformed, not allowed, or not a class
+            of the right kind; nothing outside the allow-list is imported
+        :return: the class
+        """
+        # The hot path of every load, one dict lookup without a call: the allow-list's memo.
+        cls = self._approved.get((name, kind)) if isinstance(name, str) else None
+        return cls if cls is not None else self._allow_list.resolve(name, kind)
+
+    def hook_for_exact(self, cls: type) -> bool:
+        """:return: whether a class hook is registered for exactly ``cls``"""
+        return self._allow_list.hooked_exactly(cls)
+
     def _hooked(self) -> dict[tuple[str, str], type]:
         # Built lazily: loopaware_persist/__init__ renames __module__ of its classes
         # after the default hooks are registered, and names must match what is stored.
@@ -573,89 +535,9 @@ class HookRegistry:
             }
         return self._hooked_cache
 
-    def may_revive(self, cls: type, kind: Kind) -> bool:
-        """:return: whether a load may revive ``cls`` as a ``kind``
-
-        :raises ArgumentTypeError: if ``cls`` is not a class
-        """
-        if not isinstance(cls, type):
-            msg = f"HookRegistry.may_revive() takes a class as cls, got {describe(cls)}."
-            raise ArgumentTypeError(msg, argument="cls")
-        module, qualname = cls.__module__, cls.__qualname__
-        if not self.may_import(module, qualname):
-            return False
-        if kind == "exception" and not issubclass(cls, BaseException):
-            return False
-        if kind == "enum" and not issubclass(cls, enum.Enum):
-            return False
-        if kind == "savable" and not _is_savable(cls):
-            return False
-        if self._trust_all or self._user_allows(module, qualname) or self.hook_for_exact(cls):
-            return True
-        if kind == "pickle":
-            # Unpickling *calls* what it finds, so only value types, exceptions
-            # and enums qualify unless the user allowed more.
-            if module == "builtins":
-                return qualname in _PICKLE_BUILTINS or issubclass(cls, BaseException)
-            if issubclass(cls, (BaseException, enum.Enum)) or cls in _PICKLE_LIBRARY:
-                return True
-            hook = self.hook_for(cls)
-            return hook is not None and hook.cls is not None
-        if module == "builtins":
-            return kind in {"class", "exception"}
-        if _stdlib_class(module, qualname) is cls:
-            return kind == "class"
-        return kind in _LIBRARY_KINDS
-
-    def hook_for_exact(self, cls: type) -> bool:
-        """:return: whether a class hook is registered for exactly ``cls``"""
-        return self._hooked.get((cls.__module__, cls.__qualname__)) is cls
-
-    def resolve(self, name: str, kind: Kind = "class") -> type:
-        """Import the class a checkpoint names, if and only if the allow-list permits it.
-
-        :param name: ``module:QualName`` as stored
-        :param kind: what the class will be used as; narrows what is accepted
-        :raises UnsafeCheckpointError: if the name is malformed, not allowed, or not a class
-            of the right kind; nothing outside the allow-list is imported
-        :return: the class
-        """
-        if not isinstance(name, str):
-            _split(name)  # refuses it as a malformed reference (unhashable ones too)
-        approved = self._approved.get((name, kind))
-        if approved is not None:  # the hot path of every load: one dict lookup
-            return approved
-        module, qualname = _split(name)
-        key = (module, qualname)
-        cls = self._resolved.get(key)
-        if cls is None:
-            if not self.may_import(module, qualname):
-                raise _refuse(name, "its module is not on the allow-list")
-            obj: Any = _stdlib_class(module, qualname)
-            try:
-                if obj is None:
-                    obj = importlib.import_module(module)
-                    for part in qualname.split("."):
-                        obj = getattr(obj, part)
-            except (ImportError, AttributeError) as error:
-                msg = (
-                    f"Checkpoint names {name!r}, which cannot be imported here ({error}). "
-                    "Install the code that wrote it, or check the allow-list entry."
-                )
-                raise UnsafeCheckpointError(msg, name=name) from error
-            if not isinstance(obj, type):
-                raise _refuse(name, "it is not a class")
-            cls = obj
-        if not self.may_revive(cls, kind):
-            why = (
-                "unpickling would call it" if kind == "pickle" else f"it is not allowed as {kind!r}"
-            )
-            raise _refuse(name, why)
-        self._resolved[key] = cls
-        self._approved[(name, kind)] = cls
-        return cls
-
-    # endregion
+    def _class_hook_for(self, cls: type) -> bool:
+        hook = self.hook_for(cls)
+        return hook is not None and hook.cls is not None
 
 
 def check_registry(registry: object, *, call: str) -> None:
@@ -709,22 +591,3 @@ def _unsupported(cls: type) -> EncodeError:
         "registry.register(...) or allow its module with allow=[...]."
     )
     return EncodeError(msg)
-
-
-def _refuse(name: str, why: str) -> UnsafeCheckpointError:
-    msg = (
-        f"Refusing to load {name!r}: {why}. A safe load only revives plumpy's classes, "
-        "registered types and what you allow. If you trust this checkpoint's code, add its "
-        "module to allow=[...] (or pass trusted=True to skip the check)."
-    )
-    return UnsafeCheckpointError(msg, name=name)
-
-
-def _is_builtin_exception(qualname: str) -> bool:
-    obj = getattr(builtins, qualname, None)
-    return isinstance(obj, type) and issubclass(obj, BaseException)
-
-
-def _is_savable(cls: type) -> bool:
-    savable = sys.modules.get("plumpy.persistence")
-    return savable is not None and issubclass(cls, savable.Savable)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 import __future__
 
+import importlib
+import pkgutil
+import re
 import types
 
 import plumpy
@@ -22,6 +25,7 @@ from loopaware_persist import (
     LoopAwarePersistError,
     LoopBoundaryError,
     NoEventLoopError,
+    OpsError,
     ShutdownFencedError,
     StaleCheckpointError,
     StaleFencedError,
@@ -114,6 +118,7 @@ ERRORS = [
     UnsafeCheckpointError,
     NoEventLoopError,
     LoopBoundaryError,
+    OpsError,
     StorageError,
     CheckpointNotFoundError,
     StaleCheckpointError,
@@ -203,6 +208,58 @@ def test_errors_keep_message(error: type[BaseException]) -> None:
 def test_errors_are_caught_by_plumpy_callers() -> None:
     with pytest.raises(plumpy.PersistenceError):
         raise CheckpointNotFoundError("no such checkpoint", pid="p")
+
+
+def _package_modules() -> list[types.ModuleType]:
+    found = [loopaware_persist]
+    for info in pkgutil.walk_packages(loopaware_persist.__path__, "loopaware_persist."):
+        if info.name.rpartition(".")[2] != "__main__":  # importing it runs the CLI
+            found.append(importlib.import_module(info.name))
+    return found
+
+
+def _defined_exceptions() -> dict[str, type]:
+    """Every exception and warning class a module of the package defines under a public
+    name, except those whose docstring says they are internal signals."""
+    found: dict[str, type] = {}
+    for module in _package_modules():
+        for name, value in vars(module).items():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseException)
+                and value.__module__.startswith("loopaware_persist")
+                and not name.startswith("_")
+                and not (value.__doc__ or "").startswith("Internal:")
+            ):
+                found[name] = value
+    return found
+
+
+def test_every_exception_and_warning_is_exported() -> None:
+    exported = {name for name in ALL if isinstance(getattr(loopaware_persist, name), type)}
+    assert set(_defined_exceptions()) <= exported
+
+
+def test_every_exception_and_warning_is_in_errors_and_its_drawn_tree() -> None:
+    from loopaware_persist import _errors
+
+    drawn = set(re.findall(r"── (\w+)", (_errors.__doc__ or "").split("::")[1]))
+    defined = _defined_exceptions()
+    assert set(defined) <= drawn
+    # The fenced errors move from _worker.py into _errors.py in the kiwipy split (#13).
+    fenced = {"FencedError", "StaleFencedError", "UnavailableFencedError", "ShutdownFencedError"}
+    assert set(defined) - set(_errors.__all__) <= fenced
+    for name in _errors.__all__:
+        assert getattr(loopaware_persist, name) is getattr(_errors, name)
+
+
+def test_old_homes_of_moved_errors_still_import() -> None:
+    from loopaware_persist import _hooks, _ops
+    from loopaware_persist.codecs import pickle
+
+    assert pickle.UnsafeLoadWarning is loopaware_persist.UnsafeLoadWarning
+    assert _ops.OpsError is loopaware_persist.OpsError
+    assert _hooks.ForeignException is loopaware_persist.ForeignException
 
 
 # endregion

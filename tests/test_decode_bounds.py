@@ -267,10 +267,14 @@ def test_what_passes_the_scan_is_bounded_by_the_reference_parser(
     except CorruptCheckpointError:
         return
     try:
-        for op, arg, _pos in pickletools.genops(bytes(data)):
-            # BINPUT's one-byte index grows the memo to 512 entries at most: not checked.
-            if op.name in ("PUT", "LONG_BINPUT"):
-                assert arg < len(data)
+        with warnings.catch_warnings():
+            # A patched protocol-0 STRING may hold an escape such as '\e', which genops
+            # decodes with a DeprecationWarning: not what this test is about.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for op, arg, _pos in pickletools.genops(bytes(data)):
+                # BINPUT's one-byte index grows the memo to 512 entries at most: unchecked.
+                if op.name in ("PUT", "LONG_BINPUT"):
+                    assert arg < len(data)
     except ValueError as error:
         # The reference parser stops where the unpickler refuses too, but never for a
         # count the scan should have refused ("expected N bytes ... only M remain").

@@ -13,6 +13,7 @@ import plumpy
 import pytest
 
 from loopaware_persist import (
+    ArgumentTypeError,
     EncodeError,
     ForeignException,
     Hook,
@@ -319,6 +320,68 @@ def test_user_hook_needed_to_decode() -> None:
     data = get_codec("msgpack", registry=registry).encode([Point(1, 2)])
     with pytest.raises(UnknownTagError):
         get_codec("msgpack").decode(data)
+
+
+class Plugin:
+    """Holds a class: its hook stores the class name and resolves it on load."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+
+def _enc_plugin(plugin: Plugin, registry: HookRegistry) -> list[Any]:
+    assert isinstance(registry, HookRegistry)
+    return [f"{plugin.cls.__module__}:{plugin.cls.__qualname__}"]
+
+
+def _dec_plugin(fields: list[Any], registry: HookRegistry) -> Plugin:
+    return Plugin(registry.resolve(fields[0]))
+
+
+@pytest.mark.parametrize("how", ["class", "predicate"])
+@CODECS
+def test_a_hook_that_takes_the_registry_gets_the_one_in_use(codec_name: str, how: str) -> None:
+    """takes_registry=True: the hook resolves names through the allow-list of the registry
+    the codec uses (a copy made after registration included), never another one."""
+    base = default_registry.copy()
+    if how == "class":
+        base.register(
+            Plugin, tag="myapp.plugin", encode=_enc_plugin, decode=_dec_plugin, takes_registry=True
+        )
+    else:
+        base.register_predicate(
+            lambda cls: cls is Plugin,
+            tag="myapp.plugin",
+            encode=_enc_plugin,
+            decode=_dec_plugin,
+            takes_registry=True,
+        )
+    base.allow(Plugin)  # pickle revives a class with a predicate hook only if allowed
+    allowing = base.copy()
+    allowing.allow(Point)
+    data = get_codec(codec_name, registry=allowing).encode({"p": Plugin(Point)})
+    assert get_codec(codec_name, registry=allowing).decode(data)["p"].cls is Point
+    with pytest.raises(UnsafeCheckpointError, match="test_registry:Point"):
+        get_codec(codec_name, registry=base).decode(data)
+
+
+@pytest.mark.parametrize("method", ["register", "register_predicate"])
+def test_takes_registry_must_be_a_bool(registry: HookRegistry, method: str) -> None:
+    target: Any = Plugin if method == "register" else (lambda cls: cls is Plugin)
+    with pytest.raises(ArgumentTypeError, match="takes_registry"):
+        getattr(registry, method)(
+            target, tag="myapp.plugin", encode=_enc_plugin, decode=_dec_plugin, takes_registry=1
+        )
+    assert "myapp.plugin" not in registry.tags
+
+
+def test_a_class_hook_for_the_class_only_leaves_subclasses_to_the_allow_list() -> None:
+    registry = default_registry.copy()
+    registry.register(Base, tag="myapp.base", encode=_fields, decode=tuple, subclasses=False)
+    assert registry.hook_for(Base) is not None
+    assert registry.hook_for(Sub) is None
+    with pytest.raises(EncodeError, match="Sub"):
+        get_codec("msgpack", registry=registry).encode({"s": Sub()})
 
 
 # endregion

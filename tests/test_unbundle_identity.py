@@ -32,7 +32,8 @@ from loopaware_persist import (
     open_persister,
     unbundle,
 )
-from loopaware_persist._unbundle import SafeObjectLoader, _Rebind
+from loopaware_persist._audit import SafeObjectLoader
+from loopaware_persist._unbundle import _Rebind
 from tests.processes import (
     EXPECTED_OUTPUTS,
     RESUME_VALUE,

@@ -29,14 +29,18 @@ from typing import Any
 
 from plumpy import loaders
 
+from .._allowlist import _stdlib_class
 from .._errors import (
     CorruptCheckpointError,
     EncodeError,
+    ForeignException,
     LoopAwarePersistError,
     UnsafeCheckpointError,
+    UnsafeLoadWarning,
 )
-from .._hooks import ForeignException, _message, default_registry
-from .._registry import HookRegistry, _stdlib_class
+from .._hooks import default_registry
+from .._named_hooks import _message
+from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors, encode_error, path_nested_deeper
 from ._pickle_scan import check_opcodes
@@ -56,10 +60,6 @@ PROTOCOL = 5
 _ATOMS = frozenset({str, bytes, int, float, bool, complex, type(None)})
 # Value types whose own __reduce__ leaves out the instance dict of a subclass.
 _DROPS_STATE = (decimal.Decimal, dt.date, dt.time, dt.timedelta)
-
-
-class UnsafeLoadWarning(UserWarning):
-    """Emitted when a codec is created that runs whatever a checkpoint says on load."""
 
 
 def _caller_stacklevel() -> int:

@@ -1,0 +1,239 @@
+"""The load audit: check, as data, that a bundle names only what the allow-list permits.
+
+Before plumpy sees a bundle, every ``!!meta`` class name and object loader, every
+method name plumpy ``getattr``s (or even imports) on load, and the YAML that plumpy's
+``Excepted`` state reads with the *unsafe* ``yaml.Loader`` (:mod:`._yaml_audit`) must
+name only what the registry's allow-list permits; nothing is imported that is not
+allowed. :func:`audit_bundle` walks a whole bundle; the load's own walk
+(:class:`._unbundle._Rebind`) calls :func:`_audit_savable` on each savable it meets
+instead, so a load walks the bundle once. :class:`SafeObjectLoader` is the plumpy
+``ObjectLoader`` a load resolves names with, checking what any caller's loader
+(AiiDA's, say) returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import plumpy
+from plumpy import loaders
+from plumpy.persistence import META, META__CLASS_NAME, META__OBJECT_LOADER, META__TYPES
+
+from ._allowlist import Kind
+from ._errors import CorruptCheckpointError, LoopAwarePersistError, UnsafeCheckpointError
+from ._hooks import default_registry
+from ._registry import HookRegistry
+from ._yaml_audit import audit_yaml as _audit_yaml
+
+__all__ = ("SafeObjectLoader", "audit_bundle")
+
+# Values that can neither be nor hold a future or a savable (immutable, no references
+# out): the audit and the load's walks never descend into them. Checked by exact type
+# on the hot paths.
+_ATOMS = (
+    type(None), bool, int, float, complex, str, bytes, bytearray,
+    uuid.UUID, dt.datetime, dt.date, dt.time, dt.timedelta, decimal.Decimal,
+)  # fmt: skip
+_ATOM_TYPES = frozenset(_ATOMS)
+
+
+#: ``resolve(name, kind)``: the class a stored name stands for, checked against an allow-list.
+Resolver = Callable[[str, Kind], type]
+
+
+def _resolver(registry: HookRegistry, loader: loaders.ObjectLoader | None) -> Resolver:
+    """How a load turns the names a bundle stores into classes.
+
+    :param registry: whose allow-list decides
+    :param loader: a plumpy ``ObjectLoader`` that knows the identifiers (AiiDA has its
+        own), or ``None`` for ``module:name`` through the registry alone
+    :return: a resolver; what ``loader`` returns is still checked against the allow-list
+    """
+    if isinstance(loader, SafeObjectLoader):
+        loader = loader._loader  # what it wraps, checked against this registry
+    if loader is None or isinstance(loader, loaders.DefaultObjectLoader):
+        return registry.resolve
+    found: dict[tuple[str, Kind], type] = {}
+
+    def resolve(identifier: str, kind: Kind = "class") -> type:
+        cls = found.get((identifier, kind))
+        if cls is not None:
+            return cls
+        try:
+            obj = loader.load_object(identifier)
+        except (LoopAwarePersistError, RecursionError):
+            raise  # a RecursionError: the walk's cue to go iterative, not a refusal
+        except Exception as error:
+            msg = (
+                f"Checkpoint names {identifier!r}, which the object loader {loader!r} cannot "
+                f"load ({type(error).__name__}: {error}). Load with the loader that saved it."
+            )
+            raise UnsafeCheckpointError(msg, name=str(identifier)) from error
+        if not isinstance(obj, type) or not registry.may_revive(obj, kind):
+            what = f"{obj.__module__}:{obj.__qualname__}" if isinstance(obj, type) else repr(obj)
+            msg = (
+                f"Checkpoint names {identifier!r}, which the object loader {loader!r} resolves "
+                f"to {what}: not allowed as {kind!r}. Refused; nothing was run. If it is "
+                f"yours, allow it: open_persister(..., allow=[{what.partition(':')[0]!r}])."
+            )
+            raise UnsafeCheckpointError(msg, name=str(identifier))
+        found[(identifier, kind)] = obj
+        return obj
+
+    return resolve
+
+
+class SafeObjectLoader(loaders.ObjectLoader):
+    """A plumpy ``ObjectLoader`` that imports only what the allow-list permits.
+
+    :param registry: the registry whose allow-list decides
+    :param loader: another ``ObjectLoader`` that resolves the stored identifiers (AiiDA's,
+        say); what it returns is checked against the allow-list. Default: ``module:Name``
+        names, imported through the registry.
+    """
+
+    def __init__(self, registry: HookRegistry, loader: loaders.ObjectLoader | None = None) -> None:
+        self._registry = registry
+        self._loader = loader
+        self._resolve = _resolver(registry, loader)
+
+    def load_object(self, identifier: str) -> Any:
+        """:raises UnsafeCheckpointError: if ``identifier`` is not allowed"""
+        return self._resolve(identifier, "class")
+
+    def identify_object(self, obj: Any) -> str:
+        """:return: the identifier plumpy stores for ``obj`` (the wrapped loader's, if any)"""
+        if self._loader is not None:
+            return self._loader.identify_object(obj)
+        return f"{obj.__module__}:{obj.__name__}"
+
+
+def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:
+    """A name plumpy ``getattr``s (or even imports) on load must be a method of ``owner``."""
+    if (
+        not isinstance(value, str)
+        or not value.isidentifier()
+        or value.startswith("__")
+        or (owner is not None and not callable(getattr(owner, value, None)))
+    ):
+        where = f" of {owner.__qualname__}" if owner is not None else ""
+        msg = f"{what} at {path} is {value!r}, not a plain method name{where}. Refused."
+        raise UnsafeCheckpointError(msg, name=str(value))
+
+
+# Fields in which plumpy stores a *method* by name and getattr()s it back on load:
+# (state class, key, owner) where owner "process" is the root process class and
+# "self" the class of the savable holding the field. Continue.continue_fn is worse:
+# plumpy first tries utils.load_function(name), which imports any dotted name.
+_METHOD_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("plumpy.process_states:Created", "run_fn", "process"),
+    ("plumpy.process_states:Running", "run_fn", "process"),
+    ("plumpy.process_states:Waiting", "DONE_CALLBACK", "process"),
+    ("plumpy.process_states:Continue", "continue_fn", "process"),
+    ("plumpy.workchains:_FunctionStepper", "_fn", "process"),
+)
+
+
+def _method_fields(cls: type) -> list[tuple[str, str]]:
+    found = []
+    for owner_name, key, owner in _METHOD_FIELDS:
+        module, _, qualname = owner_name.partition(":")
+        base = getattr(sys.modules.get(module), qualname, None)
+        if isinstance(base, type) and issubclass(cls, base):
+            found.append((key, owner))
+    return found
+
+
+def _audit_savable(
+    state: dict[Any, Any],
+    registry: HookRegistry,
+    path: str,
+    root: list[type],
+    resolve: Resolver | None = None,
+) -> None:
+    resolve = resolve if resolve is not None else registry.resolve
+    meta = state[META]
+    if not isinstance(meta, dict):
+        msg = f"'!!meta' at {path} is {type(meta).__name__}, not a mapping."
+        raise CorruptCheckpointError(msg)
+    try:
+        if META__OBJECT_LOADER in meta:
+            resolve(str(meta[META__OBJECT_LOADER]), "class")
+        if META__CLASS_NAME not in meta:
+            return
+        cls = resolve(str(meta[META__CLASS_NAME]), "savable")
+    except UnsafeCheckpointError as error:
+        if path == "<bundle>":
+            raise  # the walk's audit: unbundle audits again to name the path
+        msg = f"{error} (at {path})"
+        raise UnsafeCheckpointError(msg, name=error.name) from error
+    if not root:
+        root.append(cls)  # the first savable met is the process being loaded
+    process_cls = root[0]
+    for member, kind in (meta.get(META__TYPES) or {}).items():
+        if kind == "m":  # plumpy stores bound methods by name and getattr()s them back
+            _check_method(state.get(member), cls, f"{path}[{member!r}]", "Method name")
+    for key, owner in _method_fields(cls):
+        if key in state or key == "run_fn":
+            target = process_cls if owner == "process" else cls
+            _check_method(state.get(key), target, f"{path}.{key}", f"{cls.__name__}.{key}")
+    if issubclass(cls, plumpy.process_states.Excepted):
+        _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
+
+
+def audit_bundle(
+    bundle: Any,
+    registry: HookRegistry = default_registry,
+    *,
+    loader: loaders.ObjectLoader | None = None,
+) -> None:
+    """Check, as data, that loading ``bundle`` imports and runs only allowed code.
+
+    :param bundle: a decoded bundle
+    :param registry: whose allow-list decides
+    :param loader: the plumpy ``ObjectLoader`` the load will resolve class names with
+        (default: ``module:Name`` names); what it resolves is checked all the same
+    :raises UnsafeCheckpointError: naming the first class, loader, method or YAML tag refused
+    :raises CorruptCheckpointError: if plumpy's metadata is malformed
+    """
+    # Entries are (value, parent entry, key); a path string is built only for the
+    # savables audited, and atoms are filtered by exact type before being pushed.
+    atoms = _ATOM_TYPES
+    stack: list[tuple[Any, Any, Any]] = [(bundle, None, None)]
+    seen: set[int] = set()  # pickle keeps shared references and cycles
+    root: list[type] = []
+    resolve = _resolver(registry, loader)
+    while stack:
+        entry = stack.pop()
+        value = entry[0]
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, dict):
+            if META in value:
+                _audit_savable(value, registry, _bundle_path(entry) or "<root>", root, resolve)
+            children = [
+                (child, entry, key) for key, child in value.items() if type(child) not in atoms
+            ]
+            # Depth-first in key order, so the root's own '!!meta' is met first.
+            stack.extend(reversed(children))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend(
+                (child, entry, i) for i, child in enumerate(value) if type(child) not in atoms
+            )
+
+
+def _bundle_path(entry: tuple[Any, Any, Any]) -> str:
+    parts = []
+    while entry[1] is not None:
+        key = entry[2]
+        parts.append(
+            f".{key}" if isinstance(key, str) and isinstance(entry[1][0], dict) else f"[{key!r}]"
+        )
+        entry = entry[1]
+    return "".join(reversed(parts)).lstrip(".")
