@@ -4,6 +4,9 @@ from ._awaiting import (
     AwaitedFutures as AwaitedFutures,
     relink_awaited as relink_awaited,
 )
+from ._bridge import (
+    LoopBridge as LoopBridge,
+)
 from ._errors import (
     ArgumentTypeError as ArgumentTypeError,
     BackendUnavailableError as BackendUnavailableError,
@@ -29,7 +32,6 @@ from ._hooks import (
 )
 from ._launcher import (
     LoopAwareLauncher as LoopAwareLauncher,
-    LoopBridge as LoopBridge,
 )
 from ._loop import (
     LoopContext as LoopContext,

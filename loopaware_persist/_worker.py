@@ -87,6 +87,7 @@ from ._arguments import (
     describe,
 )
 from ._awaiting import RelinkHook, copy_outcome
+from ._bridge import LoopBridge
 from ._errors import (
     ArgumentTypeError,
     BackendUnavailableError,
@@ -95,7 +96,7 @@ from ._errors import (
     StorageError,
     UnsafeCheckpointError,
 )
-from ._launcher import LoopAwareLauncher, LoopBridge
+from ._launcher import LoopAwareLauncher
 from ._loop import LoopContext
 from ._messages import MessageCodec, RefusedMessage
 from ._persister import LoopAwarePersister
