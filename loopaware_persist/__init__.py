@@ -7,6 +7,9 @@ from ._awaiting import (
 from ._bridge import (
     LoopBridge as LoopBridge,
 )
+from ._client import (
+    WorkerClient as WorkerClient,
+)
 from ._errors import (
     ArgumentTypeError as ArgumentTypeError,
     BackendUnavailableError as BackendUnavailableError,
@@ -17,14 +20,22 @@ from ._errors import (
     DecodeError as DecodeError,
     DurabilityError as DurabilityError,
     EncodeError as EncodeError,
+    FencedError as FencedError,
+    FenceReason as FenceReason,
     LoopAwarePersistError as LoopAwarePersistError,
     LoopBoundaryError as LoopBoundaryError,
     NoEventLoopError as NoEventLoopError,
+    ShutdownFencedError as ShutdownFencedError,
     StaleCheckpointError as StaleCheckpointError,
+    StaleFencedError as StaleFencedError,
     StorageError as StorageError,
+    UnavailableFencedError as UnavailableFencedError,
     UnknownTagError as UnknownTagError,
     UnlinkedAwaitableError as UnlinkedAwaitableError,
     UnsafeCheckpointError as UnsafeCheckpointError,
+)
+from ._fencing import (
+    FencingPersister as FencingPersister,
 )
 from ._hooks import (
     ForeignException as ForeignException,
@@ -64,14 +75,7 @@ from ._unbundle import (
     unbundle as unbundle,
 )
 from ._worker import (
-    FencedError as FencedError,
-    FenceReason as FenceReason,
-    FencingPersister as FencingPersister,
-    ShutdownFencedError as ShutdownFencedError,
-    StaleFencedError as StaleFencedError,
-    UnavailableFencedError as UnavailableFencedError,
     Worker as Worker,
-    WorkerClient as WorkerClient,
     run_worker as run_worker,
 )
 from .codecs import (

@@ -15,9 +15,9 @@ from loopaware_persist import (
     StaleCheckpointError,
     StaleFencedError,
     UnavailableFencedError,
-    _worker as worker_module,
+    _fencing as fencing_module,
 )
-from loopaware_persist._worker import open_fencing_persister
+from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist.storage import CheckpointKey
 from tests.processes import drive
 
@@ -48,7 +48,7 @@ def test_a_stale_copy_is_refused_and_once_fenced_never_saves(
 def test_stale_marks_are_bounded_and_never_repeat(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "_STALE_MARKS_KEPT", 8)
+    monkeypatch.setattr(fencing_module, "_STALE_MARKS_KEPT", 8)
     with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
         seen: list[int] = []
         for _ in range(30):
