@@ -10,20 +10,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import plumpy
-from plumpy.process_comms import (
-    ARGS_KEY,
-    CONTINUE_TASK,
-    CREATE_TASK,
-    KWARGS_KEY,
-    LAUNCH_TASK,
-    NOWAIT_KEY,
-    PERSIST_KEY,
-    PID_KEY,
-    PROCESS_CLASS_KEY,
-    TAG_KEY,
-    TASK_ARGS,
-    TASK_KEY,
-)
+from plumpy.process_comms import CONTINUE_TASK, CREATE_TASK, LAUNCH_TASK
 
 from ._arguments import check_allow, check_instance, check_pid, describe
 from ._awaiting import copy_outcome
@@ -37,6 +24,7 @@ from ._broker import (
 from ._errors import ArgumentTypeError
 from ._messages import MessageCodec
 from ._registry import class_name
+from ._tasks import ProcessTask
 from .storage import CheckpointKey
 
 __all__ = ("WorkerClient",)
@@ -183,16 +171,12 @@ class WorkerClient:
             ``kiwipy.RemoteException``. Its ``.pid`` attribute names the process.
         """
         name, inputs, pid = self._task_args("launch()", process_class, inputs, pid)
-        body = {
-            TASK_KEY: LAUNCH_TASK,
-            TASK_ARGS: {
-                PROCESS_CLASS_KEY: name,
-                PERSIST_KEY: True,
-                NOWAIT_KEY: False,
-                ARGS_KEY: (),
-                KWARGS_KEY: {"inputs": inputs, "pid": pid},
-            },
-        }
+        body = ProcessTask(
+            kind=LAUNCH_TASK,
+            process_class=name,
+            persist=True,
+            init_kwargs={"inputs": inputs, "pid": pid},
+        ).to_dict()
         future = self._send(body, pid)
         future.pid = pid  # type: ignore[attr-defined]
         return future
@@ -212,15 +196,12 @@ class WorkerClient:
         :return: a future of its pid, once its checkpoint is stored
         """
         name, inputs, pid = self._task_args("create()", process_class, inputs, pid)
-        body = {
-            TASK_KEY: CREATE_TASK,
-            TASK_ARGS: {
-                PROCESS_CLASS_KEY: name,
-                PERSIST_KEY: True,
-                ARGS_KEY: (),
-                KWARGS_KEY: {"inputs": inputs, "pid": pid},
-            },
-        }
+        body = ProcessTask(
+            kind=CREATE_TASK,
+            process_class=name,
+            persist=True,
+            init_kwargs={"inputs": inputs, "pid": pid},
+        ).to_dict()
         return self._send(body, ("create", pid))
 
     def continue_(self, pid: Hashable, *, tag: str | None = None) -> concurrent.futures.Future[Any]:
@@ -234,7 +215,7 @@ class WorkerClient:
         """
         check_pid(pid, call="continue_()")
         CheckpointKey(pid, tag).token  # type: ignore[arg-type]  # noqa: B018 - refuses it now
-        body = {TASK_KEY: CONTINUE_TASK, TASK_ARGS: {PID_KEY: pid, NOWAIT_KEY: False, TAG_KEY: tag}}
+        body = ProcessTask(kind=CONTINUE_TASK, pid=pid, tag=tag).to_dict()
         return self._send(body, pid)
 
     def wait(

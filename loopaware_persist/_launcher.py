@@ -20,67 +20,35 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
 import attrs
 import kiwipy
 import plumpy
-from plumpy.process_comms import (
-    ARGS_KEY,
-    CONTINUE_TASK,
-    CREATE_TASK,
-    KWARGS_KEY,
-    LAUNCH_TASK,
-    NOWAIT_KEY,
-    PERSIST_KEY,
-    PID_KEY,
-    PROCESS_CLASS_KEY,
-    TAG_KEY,
-    TASK_ARGS,
-    TASK_KEY,
-)
+from plumpy.process_comms import CONTINUE_TASK, CREATE_TASK
 
 from ._arguments import check_instance, check_loop
 from ._bridge import LoopBridge, _LoopRunner
 from ._errors import LoopBoundaryError, NoEventLoopError, UnsafeCheckpointError
 from ._persister import LoopAwarePersister
+from ._tasks import ProcessTask
 from ._unbundle import check_loop_bound, verified_on
 
 __all__ = ("LoopAwareLauncher",)
 
-_TASK_KEYS: Mapping[str, frozenset[str]] = {
-    LAUNCH_TASK: frozenset({PROCESS_CLASS_KEY, PERSIST_KEY, NOWAIT_KEY, ARGS_KEY, KWARGS_KEY}),
-    CONTINUE_TASK: frozenset({PID_KEY, NOWAIT_KEY, TAG_KEY}),
-    CREATE_TASK: frozenset({PROCESS_CLASS_KEY, PERSIST_KEY, ARGS_KEY, KWARGS_KEY}),
-}
-_REQUIRED: Mapping[str, str] = {
-    LAUNCH_TASK: PROCESS_CLASS_KEY,
-    CONTINUE_TASK: PID_KEY,
-    CREATE_TASK: PROCESS_CLASS_KEY,
-}
-
 
 @attrs.frozen(kw_only=True)
 class _Request:
-    """A task body, validated on the receiving thread before anything is scheduled."""
+    """A task, validated on the receiving thread before anything is scheduled.
 
-    kind: str
+    :ivar task: the task body as parsed
+    :ivar process_class: its ``process_class`` resolved through the allow-list
+        (``None`` for a continue)
+    """
+
+    task: ProcessTask
     process_class: type[plumpy.Process] | None = None
-    init_args: tuple[Any, ...] = ()
-    init_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
-    persist: bool = False
-    nowait: bool = False
-    pid: Hashable = None
-    tag: str | None = None
-
-
-def _flag(args: Mapping[str, Any], key: str, kind: str) -> bool:
-    value = args.get(key, False)
-    if not isinstance(value, bool):
-        msg = f"The {kind!r} task's {key!r} must be True or False, got {value!r}."
-        raise TypeError(msg)
-    return value
 
 
 def _check_launcher_arguments(persister: object, loop: object, extra: object) -> None:
@@ -134,7 +102,8 @@ class LoopAwareLauncher:
       requeued (``nack(requeue=True)``) and redelivered forever, a poison message,
       and the sender never learns why. An error is acknowledged and reaches the
       sender with this message;
-    * malformed arguments: :class:`TypeError`/:class:`ValueError`.
+    * malformed arguments: :class:`ArgumentTypeError` (a :class:`TypeError`), or
+      :class:`ValueError` for another ``loop``.
 
     :param persister: where checkpoints are saved and loaded; its registry's
         allow-list decides which process classes may be launched
@@ -193,68 +162,31 @@ class LoopAwareLauncher:
         :raises kiwipy.TaskRejected: if the body is not a launch/continue/create task
         :raises UnsafeCheckpointError: if ``process_class`` is not an allowed
             ``plumpy.Process`` subclass; nothing is run
-        :raises TypeError: if the task's arguments are malformed
+        :raises ArgumentTypeError: if the task's arguments are malformed (a TypeError)
+        :raises ValueError: if a launch or create passes another ``loop``
         :return: a future resolved on the loop thread: the pid (``create``, or
             ``nowait``) or the process's outputs once it has terminated (a failed
             process's exception, ``plumpy.KilledError`` if it was killed)
         """
         request = self._parse(task)
-        what = request.pid if request.kind == CONTINUE_TASK else request.process_class
-        return self._runner.submit(
-            lambda: self._run(request, communicator), name=f"{request.kind} {what}"
-        )
+        kind = request.task.kind
+        what = request.task.pid if kind == CONTINUE_TASK else request.process_class
+        return self._runner.submit(lambda: self._run(request, communicator), name=f"{kind} {what}")
 
-    def _parse(self, task: Any) -> _Request:
-        kind = task.get(TASK_KEY) if isinstance(task, Mapping) else None
-        if not isinstance(kind, str) or kind not in _TASK_KEYS:
+    def _parse(self, body: Any) -> _Request:
+        task = ProcessTask.parse(body)
+        if task.kind == CONTINUE_TASK:
+            return _Request(task=task)
+        if task.init_kwargs.get("loop", self.loop) is not self.loop:
             msg = (
-                f"Not a plumpy process task: expected {TASK_KEY!r} to be one of "
-                f"{sorted(_TASK_KEYS)}, got {kind!r}. Left for another subscriber."
-            )
-            raise kiwipy.TaskRejected(msg)
-        args = task.get(TASK_ARGS, {})
-        if not isinstance(args, Mapping):
-            msg = f"The {kind!r} task's {TASK_ARGS!r} must be a mapping, got {args!r}."
-            raise TypeError(msg)
-        unknown = set(args) - _TASK_KEYS[kind]
-        if unknown or _REQUIRED[kind] not in args:
-            msg = (
-                f"Malformed {kind!r} task: it needs {_REQUIRED[kind]!r} and accepts only "
-                f"{sorted(_TASK_KEYS[kind])}; got {sorted(args)}."
-            )
-            raise TypeError(msg)
-        if kind == CONTINUE_TASK:
-            tag = args.get(TAG_KEY)
-            if tag is not None and not isinstance(tag, str):
-                msg = f"The 'continue' task's {TAG_KEY!r} must be a string or None, got {tag!r}."
-                raise TypeError(msg)
-            return _Request(
-                kind=kind, pid=args[PID_KEY], tag=tag, nowait=_flag(args, NOWAIT_KEY, kind)
-            )
-        init_args = args.get(ARGS_KEY) or ()
-        init_kwargs = args.get(KWARGS_KEY) or {}
-        if not isinstance(init_args, Sequence) or isinstance(init_args, (str, bytes)):
-            msg = f"The {kind!r} task's {ARGS_KEY!r} must be a list, got {init_args!r}."
-            raise TypeError(msg)
-        if not isinstance(init_kwargs, Mapping):
-            msg = f"The {kind!r} task's {KWARGS_KEY!r} must be a mapping, got {init_kwargs!r}."
-            raise TypeError(msg)
-        if init_kwargs.get("loop", self.loop) is not self.loop:
-            msg = (
-                f"The {kind!r} task passes loop={init_kwargs['loop']!r}, but this launcher "
-                f"runs every process on {self.loop!r}. Leave 'loop' out of init_kwargs."
+                f"The {task.kind!r} task passes loop={task.init_kwargs['loop']!r}, but this "
+                f"launcher runs every process on {self.loop!r}. Leave 'loop' out of init_kwargs."
             )
             raise ValueError(msg)
-        return _Request(
-            kind=kind,
-            process_class=self._process_class(args[PROCESS_CLASS_KEY], kind),
-            init_args=tuple(init_args),
-            init_kwargs=dict(init_kwargs),
-            persist=_flag(args, PERSIST_KEY, kind),
-            nowait=_flag(args, NOWAIT_KEY, kind),
-        )
+        assert task.process_class is not None  # parse() requires it for launch and create
+        return _Request(task=task, process_class=self._process_class(task.process_class, task.kind))
 
-    def _process_class(self, name: Any, kind: str) -> type[plumpy.Process]:
+    def _process_class(self, name: str, kind: str) -> type[plumpy.Process]:
         """Resolve ``process_class`` through the allow-list; never plumpy's loader.
 
         plumpy's ``DefaultObjectLoader`` imports any module and returns any object,
@@ -262,12 +194,6 @@ class LoopAwareLauncher:
         the allow-list before importing it, and only a ``plumpy.Process`` subclass
         is accepted, so a task cannot make the worker call ``exec`` or ``os.system``.
         """
-        if not isinstance(name, str):
-            msg = (
-                f"The {kind!r} task's {PROCESS_CLASS_KEY!r} must be a 'module:QualName' "
-                f"string, got {name!r}."
-            )
-            raise TypeError(msg)
         try:
             cls = self._persister.registry.resolve(name, "class")
         except UnsafeCheckpointError as error:
@@ -296,22 +222,23 @@ class LoopAwareLauncher:
         return None
 
     async def _run(self, request: _Request, delivered_by: Any) -> Any:
-        communicator = None if request.kind == CREATE_TASK else self._bridge(delivered_by)
-        if request.kind == CONTINUE_TASK:
-            process = self._load(request.pid, request.tag, communicator)
+        task = request.task
+        communicator = None if task.kind == CREATE_TASK else self._bridge(delivered_by)
+        if task.kind == CONTINUE_TASK:
+            process = self._load(task.pid, task.tag, communicator)
         else:
             assert request.process_class is not None
-            kwargs = dict(request.init_kwargs)
+            kwargs = dict(task.init_kwargs)
             kwargs["loop"] = self.loop
             if communicator is not None:
                 kwargs.setdefault("communicator", communicator)
-            process = request.process_class(*request.init_args, **kwargs)
-            if request.persist:
+            process = request.process_class(*task.init_args, **kwargs)
+            if task.persist:
                 # On the loop thread: plumpy bundles live process state.
                 self._persister.save_checkpoint(process)
-            if request.kind == CREATE_TASK:
+            if task.kind == CREATE_TASK:
                 return process.pid
-        if request.nowait:
+        if task.nowait:
             self._runner.spawn(process.step_until_terminated, name=f"process {process.pid}")
             return process.pid
         await process.step_until_terminated()

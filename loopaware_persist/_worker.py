@@ -28,18 +28,13 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import kiwipy
 from plumpy.process_comms import (
     CONTINUE_TASK,
-    KWARGS_KEY,
     LAUNCH_TASK,
-    NOWAIT_KEY,
-    PID_KEY,
-    TASK_ARGS,
-    TASK_KEY,
 )
 
 from ._arguments import check_allow, describe
@@ -64,6 +59,7 @@ from ._fencing import open_fencing_persister
 from ._launcher import LoopAwareLauncher
 from ._messages import MessageCodec, RefusedMessage
 from ._persister import LoopAwarePersister
+from ._tasks import ProcessTask
 
 if TYPE_CHECKING:
     from kiwipy.rmq import RmqThreadCommunicator
@@ -99,40 +95,34 @@ class _Subscriber:
         outcome: concurrent.futures.Future[Any] = concurrent.futures.Future()
         if worker.stopping:
             return outcome  # never resolved: requeued by RabbitMQ when the connection closes
-        task = self._idempotent_launch(task)
-        pid = _waited_pid(task)
+        parsed = ProcessTask.parse(task)  # what the launcher refuses, refused now
+        if parsed.kind == LAUNCH_TASK and self._was_launched(parsed.process_pid):
+            # A redelivered launch continues the checkpoint its first delivery saved.
+            _LOGGER.info(
+                "launch of %s was redelivered: continuing its checkpoint", parsed.process_pid
+            )
+            parsed = ProcessTask(kind=CONTINUE_TASK, pid=parsed.process_pid, nowait=parsed.nowait)
+            task = parsed.to_dict()
+        pid = parsed.waited_pid
         stale = worker.persister.stale_mark(pid) if pid is not None else 0
         inner = worker.launcher(communicator, task)
         worker._track(inner)
         inner.add_done_callback(lambda done: self._settle(done, outcome, pid, stale))
         return outcome
 
-    def _idempotent_launch(self, task: Any) -> Any:
-        """A redelivered launch of a pid that has a checkpoint continues it instead.
+    def _was_launched(self, pid: Any) -> bool:
+        """Whether a launch of ``pid`` already saved its checkpoint.
 
         The client names the pid of every launch, so a worker that dies after the
-        first save does not leave a second process with a fresh pid behind.
+        first save does not leave a second process with a fresh pid behind: the
+        redelivered launch continues it instead.
         """
-        if not isinstance(task, Mapping) or task.get(TASK_KEY) != LAUNCH_TASK:
-            return task
-        args = task.get(TASK_ARGS)
-        if not isinstance(args, Mapping):
-            return task  # the launcher says what is wrong with it
-        kwargs = args.get(KWARGS_KEY)
-        pid = kwargs.get("pid") if isinstance(kwargs, Mapping) else None
         if pid is None:
-            return task
+            return False
         try:
-            stored = any(info.key.tag is None for info in self._worker.persister.storage.list(pid))
+            return any(info.key.tag is None for info in self._worker.persister.storage.list(pid))
         except BackendUnavailableError:
-            return task  # the launch's own save fails the same way and is requeued
-        if not stored:
-            return task
-        _LOGGER.info("launch of %s was redelivered: continuing its checkpoint", pid)
-        return {
-            TASK_KEY: CONTINUE_TASK,
-            TASK_ARGS: {PID_KEY: pid, NOWAIT_KEY: bool(args.get(NOWAIT_KEY, False))},
-        }
+            return False  # the launch's own save fails the same way and is requeued
 
     def _settle(
         self,
@@ -172,26 +162,6 @@ class _Subscriber:
             self._worker.call_later(_UNAVAILABLE_BACKOFF, outcome.set_exception, rejected)
             return
         outcome.set_exception(error)
-
-
-def _waited_pid(task: Any) -> Hashable:
-    """:return: the pid of a launch or continue task whose reply is the process's
-    outcome, or ``None`` (a create, a ``nowait`` task, a launch without a pid)"""
-    if not isinstance(task, Mapping) or task.get(TASK_KEY) not in (LAUNCH_TASK, CONTINUE_TASK):
-        return None
-    args = task.get(TASK_ARGS)
-    if not isinstance(args, Mapping) or args.get(NOWAIT_KEY):
-        return None
-    if task[TASK_KEY] == CONTINUE_TASK:
-        pid = args.get(PID_KEY)
-    else:
-        kwargs = args.get(KWARGS_KEY)
-        pid = kwargs.get("pid") if isinstance(kwargs, Mapping) else None
-    try:
-        hash(pid)
-    except TypeError:
-        return None  # the launcher says what is wrong with it
-    return pid
 
 
 class Worker:
