@@ -40,7 +40,13 @@ from typing import Any
 import plumpy
 from plumpy.base.state_machine import StateEventHook
 
-from ._arguments import check_allow, check_instance, check_optional_loop, check_process
+from ._arguments import (
+    check_allow,
+    check_flag,
+    check_instance,
+    check_optional_loop,
+    check_process,
+)
 from ._awaiting import RelinkHook
 from ._errors import (
     BackendUnavailableError,
@@ -251,6 +257,7 @@ class FencingPersister(LoopAwarePersister):
         *,
         loop: asyncio.AbstractEventLoop | None = None,
         relink: RelinkHook | None = None,
+        claim: bool = True,
         **extra: Any,
     ) -> plumpy.Process:
         """Load a process, claim it by saving it at the next version, and watch it.
@@ -259,13 +266,20 @@ class FencingPersister(LoopAwarePersister):
         :param tag: optional tag (a tagged load is not watched)
         :param loop: the target loop
         :param relink: see :meth:`LoopAwarePersister.load_process`
+        :param claim: ``False`` only reads it, as :meth:`LoopAwarePersister.load_process`
+            does: nothing is saved and it is not watched (a worker reads the outcome
+            of a process another worker finished this way)
         :param extra: more ``LoadSaveContext`` entries
         :raises FencedError: if another worker saved it between our read and our claim,
             or the store went down in between
         :raises CorruptCheckpointError: if the checkpoint holds something other than a process
-        :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``
+        :raises ArgumentTypeError: if ``loop`` is neither an event loop nor ``None``, or
+            ``claim`` not a bool
         :return: the process
         """
+        check_flag(claim, call="load_process()", argument="claim")
+        if not claim:
+            return super().load_process(pid, tag, loop=loop, relink=relink, **extra)
         check_optional_loop(loop, call="load_process()")
         key = CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
         record = self.storage.get(key)

@@ -58,7 +58,6 @@ from ._errors import (
 from ._fencing import open_fencing_persister
 from ._launcher import LoopAwareLauncher
 from ._messages import MessageCodec, RefusedMessage
-from ._persister import LoopAwarePersister
 from ._tasks import ProcessTask
 
 if TYPE_CHECKING:
@@ -282,8 +281,8 @@ class Worker:
                 except BackendUnavailableError:
                     states = []
                 if states and states[0] in _TERMINAL_STATES:
-                    # The base class's load: a terminated process is read, not claimed.
-                    process = LoopAwarePersister.load_process(self.persister, pid, loop=self.loop)
+                    # A terminated process is read, not claimed.
+                    process = self.persister.load_process(pid, loop=self.loop, claim=False)
                     copy_outcome(process.future(), outcome)
                     return
                 if loop.time() > deadline:

@@ -97,3 +97,23 @@ def test_a_fencing_load_checks_its_loop_before_reading(loop: asyncio.AbstractEve
         with pytest.raises(ArgumentTypeError, match=r"load_process\(\) takes an asyncio"):
             persister.load_process(process.pid, loop="x")  # type: ignore[arg-type]
         assert persister.storage.get(CheckpointKey(process.pid)).version == 1  # not claimed
+
+
+def test_a_load_that_does_not_claim_only_reads(loop: asyncio.AbstractEventLoop) -> None:
+    """``claim=False`` (how a worker reads a process another one finished) neither saves
+    nor watches: the owner's next save is not stale, and the read copy is not fenced."""
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        process = drive("chain", loop)
+        persister.save_checkpoint(process)
+        key = CheckpointKey(process.pid)
+        owner = persister.load_process(process.pid, loop=loop)
+        version = persister.storage.get(key).version
+        read = persister.load_process(process.pid, loop=loop, claim=False)
+        assert read is not owner
+        assert read.pid == owner.pid
+        assert persister.storage.get(key).version == version  # nothing was written
+        assert persister.fenced(read) is None
+        assert read not in persister.watched()
+        persister.save_checkpoint(owner)  # still the owner: not stale
+        with pytest.raises(ArgumentTypeError, match="claim"):
+            persister.load_process(process.pid, loop=loop, claim="no")  # type: ignore[arg-type]
