@@ -81,14 +81,6 @@ async def _settle(value: Any) -> Any:
             return value
 
 
-def _copy_outcome(task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:
-    """Hand a finished task's outcome to ``future`` (runs on the loop thread)."""
-    # Nothing if the receiving side cancelled it (nobody is waiting for the outcome),
-    # also when it did so from another thread between copy_outcome's check and set.
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        copy_outcome(task, future)
-
-
 class _LoopRunner:
     """Runs callables as tasks on one loop; outcomes come back in ``concurrent`` futures.
 
@@ -133,7 +125,7 @@ class _LoopRunner:
             task = loop.create_task(drive(), name=name)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(functools.partial(_copy_outcome, future=future))
+            task.add_done_callback(functools.partial(copy_outcome, target=future))
             future.add_done_callback(functools.partial(_cancel_from_future, loop, task))
 
         try:

@@ -40,21 +40,17 @@ def _flatten(future: concurrent.futures.Future[Any], into: concurrent.futures.Fu
     def done(inner: concurrent.futures.Future[Any]) -> None:
         if into.done():
             return
-        if inner.cancelled():
-            into.cancel()
-            return
-        error = inner.exception()
-        if error is not None:
-            into.set_exception(error)
-            return
-        result = inner.result()
-        if isinstance(result, concurrent.futures.Future):
-            result.add_done_callback(done)
-        elif isinstance(result, asyncio.Future):
-            # kiwipy's pending reply on its own loop: wait for it there.
-            result.add_done_callback(lambda r: done(_to_concurrent(r)))
-        else:
-            into.set_result(result)
+        if not inner.cancelled() and inner.exception() is None:
+            result = inner.result()
+            if isinstance(result, concurrent.futures.Future):
+                result.add_done_callback(done)
+                return
+            if isinstance(result, asyncio.Future):
+                # kiwipy's pending reply on its own loop: wait for it there.
+                result.add_done_callback(lambda r: done(_to_concurrent(r)))
+                return
+        # The caller may cancel ``into`` from its thread meanwhile: copy_outcome allows it.
+        copy_outcome(inner, into)
 
     future.add_done_callback(done)
 
