@@ -18,12 +18,16 @@ from .strategies import hashables
 NAME = "tests.processes:Finisher"
 
 
+# plumpy annotates process_class as str, but identify_object() takes the class itself.
+PROCESS: Any = Finisher
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        process_comms.create_launch_body(Finisher, None, None, persist=True, nowait=False),
-        process_comms.create_launch_body(Finisher, [1, 2], {"pid": "p", "inputs": {}}, nowait=True),
-        process_comms.create_create_body(Finisher, None, {"pid": 3}, persist=True),
+        process_comms.create_launch_body(PROCESS, None, None, persist=True, nowait=False),
+        process_comms.create_launch_body(PROCESS, [1, 2], {"pid": "p", "inputs": {}}, nowait=True),
+        process_comms.create_create_body(PROCESS, None, {"pid": 3}, persist=True),
         process_comms.create_continue_body("p", tag="t", nowait=True),
         process_comms.create_continue_body(7),
     ],
