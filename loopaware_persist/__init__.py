@@ -4,6 +4,12 @@ from ._awaiting import (
     AwaitedFutures as AwaitedFutures,
     relink_awaited as relink_awaited,
 )
+from ._bridge import (
+    LoopBridge as LoopBridge,
+)
+from ._client import (
+    WorkerClient as WorkerClient,
+)
 from ._errors import (
     ArgumentTypeError as ArgumentTypeError,
     BackendUnavailableError as BackendUnavailableError,
@@ -14,24 +20,31 @@ from ._errors import (
     DecodeError as DecodeError,
     DurabilityError as DurabilityError,
     EncodeError as EncodeError,
+    FencedError as FencedError,
+    FenceReason as FenceReason,
     ForeignException as ForeignException,
     LoopAwarePersistError as LoopAwarePersistError,
     LoopBoundaryError as LoopBoundaryError,
     NoEventLoopError as NoEventLoopError,
     OpsError as OpsError,
+    ShutdownFencedError as ShutdownFencedError,
     StaleCheckpointError as StaleCheckpointError,
+    StaleFencedError as StaleFencedError,
     StorageError as StorageError,
+    UnavailableFencedError as UnavailableFencedError,
     UnknownTagError as UnknownTagError,
     UnlinkedAwaitableError as UnlinkedAwaitableError,
     UnsafeCheckpointError as UnsafeCheckpointError,
     UnsafeLoadWarning as UnsafeLoadWarning,
+)
+from ._fencing import (
+    FencingPersister as FencingPersister,
 )
 from ._hooks import (
     default_registry as default_registry,
 )
 from ._launcher import (
     LoopAwareLauncher as LoopAwareLauncher,
-    LoopBridge as LoopBridge,
 )
 from ._loop import (
     LoopContext as LoopContext,
@@ -64,14 +77,7 @@ from ._unbundle import (
     unbundle as unbundle,
 )
 from ._worker import (
-    FencedError as FencedError,
-    FenceReason as FenceReason,
-    FencingPersister as FencingPersister,
-    ShutdownFencedError as ShutdownFencedError,
-    StaleFencedError as StaleFencedError,
-    UnavailableFencedError as UnavailableFencedError,
     Worker as Worker,
-    WorkerClient as WorkerClient,
     run_worker as run_worker,
 )
 from .codecs import (

@@ -153,12 +153,15 @@ def copy_outcome(source: Any, target: asyncio.Future[Any] | concurrent.futures.F
     future (unless it is done already: a cancel may have got there first)."""
     if target.done():
         return
-    if source.cancelled():
-        target.cancel()
-    elif (error := source.exception()) is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(source.result())
+    # A concurrent future can also be cancelled or resolved from another thread between
+    # the check above and the set below; then whoever did so wins and nobody waits here.
+    with contextlib.suppress(asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        if source.cancelled():
+            target.cancel()
+        elif (error := source.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(source.result())
 
 
 def _chain(source: Any, target: asyncio.Future[Any]) -> None:

@@ -894,7 +894,7 @@ def _broker_option(fn: F) -> F:
 
 
 def _queue_option(fn: F) -> F:
-    from ._worker import DEFAULT_TASK_QUEUE
+    from ._broker import DEFAULT_TASK_QUEUE
 
     return click.option(
         "--queue", default=DEFAULT_TASK_QUEUE, show_default=True, help="The task queue."
@@ -1014,7 +1014,7 @@ def _parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
 def _client_call(
     ctx: click.Context, broker: str, queue: str, timeout: float, send: Callable[[Any], Any]
 ) -> None:
-    from ._worker import WorkerClient
+    from ._client import WorkerClient
 
     settings = _settings(ctx)
     with WorkerClient(broker_url=broker, allow=settings.allow, task_queue=queue) as client:

@@ -25,7 +25,7 @@ callers of the operation would naturally catch::
             ├── StaleCheckpointError           another writer saved first
             ├── DurabilityError (OSError)      a write/fsync/replace failed
             ├── BackendUnavailableError (ConnectionError)
-            └── FencedError                    a worker stopped a process (``_worker.py``)
+            └── FencedError                    a worker stopped a process (see FenceReason)
                 ├── StaleFencedError           (also a StaleCheckpointError)
                 ├── UnavailableFencedError     (also a BackendUnavailableError)
                 └── ShutdownFencedError        the worker is stopping
@@ -47,6 +47,7 @@ message, which always says what went wrong, where, and what to do about it.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -62,13 +63,18 @@ __all__ = (
     "DecodeError",
     "DurabilityError",
     "EncodeError",
+    "FenceReason",
+    "FencedError",
     "ForeignException",
     "LoopAwarePersistError",
     "LoopBoundaryError",
     "NoEventLoopError",
     "OpsError",
+    "ShutdownFencedError",
     "StaleCheckpointError",
+    "StaleFencedError",
     "StorageError",
+    "UnavailableFencedError",
     "UnknownTagError",
     "UnlinkedAwaitableError",
     "UnsafeCheckpointError",
@@ -256,3 +262,53 @@ class ForeignException(Exception):
 
     def __str__(self) -> str:
         return f"{self.type_name}: {self.message}"
+
+
+class FenceReason(enum.StrEnum):
+    """Why a :class:`FencedError` stopped a process."""
+
+    #: another worker saved the process's checkpoint after this one loaded it
+    STALE = "stale"
+    #: the store could not be reached, so the process could not checkpoint
+    UNAVAILABLE = "unavailable"
+    #: the worker is shutting down
+    SHUTDOWN = "shutdown"
+
+
+class FencedError(StorageError):
+    """A process stopped without saving: another worker owns its checkpoint, the store
+    was down, or the worker is shutting down. Its task goes back to the queue.
+
+    Each reason is its own subclass, so that a caller catching
+    :class:`StaleCheckpointError` gets only :class:`StaleFencedError`, one catching
+    :class:`BackendUnavailableError` only :class:`UnavailableFencedError`, and a
+    shutdown (:class:`ShutdownFencedError`) is neither. ``reason`` says the same.
+
+    :param msg: the message
+    :param pid: the process
+    :ivar reason: a :class:`FenceReason`
+    """
+
+    reason: FenceReason
+
+    def __init__(self, msg: str, *, pid: Hashable = None) -> None:
+        super().__init__(msg)
+        self.pid = pid
+
+
+class StaleFencedError(FencedError, StaleCheckpointError):
+    """Fenced because another worker saved the process's checkpoint first."""
+
+    reason = FenceReason.STALE
+
+
+class UnavailableFencedError(FencedError, BackendUnavailableError):
+    """Fenced because the store was unavailable when the process had to checkpoint."""
+
+    reason = FenceReason.UNAVAILABLE
+
+
+class ShutdownFencedError(FencedError):
+    """Fenced because the worker is shutting down; the process is not stale."""
+
+    reason = FenceReason.SHUTDOWN

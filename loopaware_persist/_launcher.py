@@ -1,540 +1,54 @@
-"""Run kiwipy subscribers and plumpy processes on *their* event loop, from any thread.
+"""Run plumpy processes on *their* event loop, whatever thread delivers the task.
 
-kiwipy calls subscribers on whatever thread receives a message: the
-communication thread of ``RmqThreadCommunicator``, or the sender's own thread
-with the embedded ``LocalCommunicator``. A plumpy process, however, belongs to
-one event loop, which runs in some worker thread. Two pieces close that gap:
-
-* :class:`LoopBridge` wraps a kiwipy communicator so that every task, RPC and
-  broadcast subscriber handed to it runs on its loop, awaited if it returns an
-  awaitable, with the outcome handed back to kiwipy as a
-  :class:`concurrent.futures.Future` resolved on the loop thread.
-* :class:`LoopAwareLauncher` is a kiwipy task subscriber that accepts plumpy's
-  launch/continue/create task bodies, like ``plumpy.ProcessLauncher``, and runs
-  every process on its own loop.
+:class:`LoopAwareLauncher` is a kiwipy task subscriber that accepts plumpy's
+launch/continue/create task bodies, like ``plumpy.ProcessLauncher``, and runs
+every process on its own loop; its processes talk to kiwipy through a
+:class:`~loopaware_persist.LoopBridge` (``_bridge.py``) on that loop.
 
 Why not plumpy's own (measured on plumpy 0.26.1, kiwipy 0.9.0):
 
 * ``ProcessLauncher.__call__`` is a coroutine that kiwipy awaits on its
   communication loop, so processes are created, loaded and stepped there, not
   on the worker's loop.
-* ``wrap_communicator`` (``convert_to_comm``/``plum_to_kiwi_future``) creates an
-  ``asyncio`` future of the worker loop and attaches its done-callback from
-  kiwipy's thread. ``asyncio.Future`` is not thread-safe: if the task finishes
-  between the future's state check and the append, the callback is never
-  called, and if it finished before, the callback is queued with a plain
-  ``call_soon`` that does not wake the loop. Either way the reply is lost
-  (40 of 40 replies to fast tasks over RabbitMQ). kiwipy fixed the same class
-  of bug in its own ``_wrap_future`` (aiidateam/kiwipy#70, PR #71); here only
-  ``concurrent.futures.Future`` objects, which are thread-safe, cross threads.
-* ``convert_to_comm`` evaluates ``kwargs.get('sender', args[1])`` for a
-  ``BroadcastFilter``; ``LocalCommunicator.fire_broadcast`` passes keywords
-  only, so the eager ``args[1]`` raises ``IndexError`` on every broadcast,
-  e.g. the state-change broadcast of a continued process.
-* ``plumpy.utils.ensure_coroutine`` wraps a plain callable in a coroutine that
-  returns its result without awaiting it, so a sync callable (or
-  ``functools.partial``) that returns a coroutine hands kiwipy an un-awaited
-  coroutine.
 * ``ProcessLauncher`` resolves ``process_class`` with the unrestricted
   ``DefaultObjectLoader`` and calls whatever it finds: a task naming
   ``builtins:exec`` gets ``exec`` called with the task's arguments.
+* plumpy's ``wrap_communicator`` loses replies across threads (see ``_bridge.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import functools
-import inspect
-import logging
-import threading
-import weakref
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Hashable, Mapping
+from typing import Any, ClassVar
 
 import attrs
 import kiwipy
 import plumpy
-from plumpy.communications import LoopCommunicator
-from plumpy.process_comms import (
-    ARGS_KEY,
-    CONTINUE_TASK,
-    CREATE_TASK,
-    KWARGS_KEY,
-    LAUNCH_TASK,
-    NOWAIT_KEY,
-    PERSIST_KEY,
-    PID_KEY,
-    PROCESS_CLASS_KEY,
-    TAG_KEY,
-    TASK_ARGS,
-    TASK_KEY,
-)
+from plumpy.process_comms import CONTINUE_TASK, CREATE_TASK
 
 from ._arguments import check_instance, check_loop
-from ._awaiting import copy_outcome
-from ._errors import (
-    ArgumentTypeError,
-    LoopBoundaryError,
-    NoEventLoopError,
-    UnsafeCheckpointError,
-)
+from ._bridge import LoopBridge, _LoopRunner
+from ._errors import LoopBoundaryError, NoEventLoopError, UnsafeCheckpointError
 from ._persister import LoopAwarePersister
+from ._tasks import ProcessTask
 from ._unbundle import check_loop_bound, verified_on
 
-__all__ = ("LoopAwareLauncher", "LoopBridge")
-
-_LOGGER = logging.getLogger(__name__)
-
-SubscriberKind = Literal["task", "rpc", "broadcast"]
-
-# region running on the loop
-
-
-async def _settle(value: Any) -> Any:
-    """Await ``value`` until it is a plain result.
-
-    Handles coroutines, ``asyncio`` futures and tasks, any other awaitable, and
-    ``concurrent.futures.Future`` (what plumpy's ``Process.message_receive``
-    returns for play/pause/kill), each possibly resolving to another one: kiwipy
-    unwraps such chains too, so the reply is the final value.
-    """
-    while True:
-        if isinstance(value, concurrent.futures.Future):
-            value = await asyncio.wrap_future(value)
-        elif inspect.isawaitable(value):
-            value = await value
-        else:
-            return value
-
-
-def _copy_outcome(task: asyncio.Task[Any], future: concurrent.futures.Future[Any]) -> None:
-    """Hand a finished task's outcome to ``future`` (runs on the loop thread)."""
-    # Nothing if the receiving side cancelled it (nobody is waiting for the outcome),
-    # also when it did so from another thread between copy_outcome's check and set.
-    with contextlib.suppress(concurrent.futures.InvalidStateError):
-        copy_outcome(task, future)
-
-
-class _LoopRunner:
-    """Runs callables as tasks on one loop; outcomes come back in ``concurrent`` futures.
-
-    The callable itself is called on the loop thread, inside a task, so a coroutine
-    is only ever created where it will be awaited (never left un-awaited on a
-    closed loop) and sync code sees the loop as running and current. The future is
-    resolved on the loop thread, so its done-callbacks (kiwipy's included) run
-    there, not in the thread that added them (python/cpython#122676).
-
-    :param loop: the loop everything runs on
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        # asyncio keeps only weak references to tasks; these are the strong ones.
-        # Touched on the loop thread only.
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def submit(self, fn: Callable[[], object], *, name: str) -> concurrent.futures.Future[Any]:
-        """Call ``fn()`` on the loop, await what it returns, and report the outcome.
-
-        Safe from any thread, including the loop's own (the call is queued, never
-        run inline, so a caller on the loop thread never re-enters itself).
-
-        :param fn: what to call; its result is awaited while it is awaitable
-        :param name: the task's name, for debugging
-        :return: a future resolved on the loop thread with the outcome; cancelling it
-            cancels the task. If the loop is closed it holds a :class:`NoEventLoopError`;
-            if the loop is merely stopped, the call waits in its queue until it runs again
-            (stop the communicator before the loop for good, as with any
-            ``asyncio.run_coroutine_threadsafe``).
-        """
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        loop = self.loop
-
-        async def drive() -> Any:
-            return await _settle(fn())
-
-        def start() -> None:
-            if future.cancelled():
-                return  # cancelled before it started: do not call fn at all
-            task = loop.create_task(drive(), name=name)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(functools.partial(_copy_outcome, future=future))
-            future.add_done_callback(functools.partial(_cancel_from_future, loop, task))
-
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError as error:  # the loop is closed
-            msg = (
-                f"Cannot run {name!r}: its event loop {loop!r} is closed. Keep the worker's "
-                "loop open while its communicator can still deliver messages."
-            )
-            closed = NoEventLoopError(msg)
-            closed.__cause__ = error
-            future.set_exception(closed)
-        return future
-
-    def spawn(self, coro_fn: Callable[[], Any], *, name: str) -> None:
-        """Run a coroutine function detached on the loop (call on the loop thread).
-
-        A strong reference is held until it ends, and a failure is logged: nobody
-        awaits it.
-
-        :param coro_fn: the coroutine function to run
-        :param name: the task's name, also used in the log
-        """
-        task = self.loop.create_task(coro_fn(), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(_log_failure)
-
-
-def _cancel_from_future(
-    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], future: concurrent.futures.Future[Any]
-) -> None:
-    if not future.cancelled() or task.done():
-        return
-    with contextlib.suppress(RuntimeError):  # a closed loop runs the task no more anyway
-        loop.call_soon_threadsafe(task.cancel)
-
-
-def _log_failure(task: asyncio.Task[Any] | concurrent.futures.Future[Any]) -> None:
-    if task.cancelled():
-        return
-    error = task.exception()
-    if error is not None:
-        name = task.get_name() if isinstance(task, asyncio.Task) else "broadcast subscriber"
-        _LOGGER.error("%s failed; nobody receives its outcome", name, exc_info=error)
-
-
-# endregion
-
-# region LoopBridge
-
-
-def _broadcast_args(
-    body: Any = None, sender: Any = None, subject: Any = None, correlation_id: Any = None
-) -> tuple[Any, Any, Any, Any]:
-    """Normalise kiwipy's two calling conventions for broadcast subscribers.
-
-    ``LocalCommunicator.fire_broadcast`` passes ``body``, ``sender``... as keywords;
-    the RabbitMQ communicator passes them positionally. plumpy's ``convert_to_comm``
-    assumes positional and fails with ``IndexError`` on the keyword form.
-    """
-    return body, sender, subject, correlation_id
-
-
-def _describe(callback: Callable[..., Any]) -> str:
-    name = getattr(callback, "__qualname__", None) or getattr(callback, "__name__", None)
-    return str(name) if name else repr(callback)
-
-
-class _OnLoop:
-    """A subscriber as registered with the wrapped communicator: schedules the callback.
-
-    :param bridge: the bridge (handed to the callback as its communicator)
-    :param callback: the user's subscriber
-    :param kind: which kind of subscriber, for the argument convention
-    """
-
-    def __init__(self, bridge: LoopBridge, callback: Callable[..., Any], kind: SubscriberKind):
-        self._bridge = bridge
-        self._callback = callback
-        self._kind = kind
-        # kiwipy's RabbitMQ communicator functools.wraps subscribers and logs their name.
-        self.__name__ = self.__qualname__ = f"on_loop({_describe(callback)})"
-        self.__wrapped__ = callback
-
-    def __call__(self, _communicator: Any, *args: Any, **kwargs: Any) -> Any:
-        callback = self._callback
-        bridge = self._bridge
-        if self._kind == "broadcast":
-            body, sender, subject, correlation_id = _broadcast_args(*args, **kwargs)
-            if isinstance(callback, kiwipy.BroadcastFilter) and callback.is_filtered(
-                sender, subject
-            ):
-                # Filtered out (plumpy processes ignore state_changed.* this way):
-                # not worth a trip to the loop.
-                done: concurrent.futures.Future[Any] = concurrent.futures.Future()
-                done.set_result(None)
-                return done
-            future = bridge._runner.submit(
-                functools.partial(callback, bridge, body, sender, subject, correlation_id),
-                name=f"broadcast to {self.__name__}",
-            )
-            # Nobody receives a broadcast's outcome (kiwipy drops it): log failures.
-            future.add_done_callback(_log_failure)
-            return future
-        # Task and RPC subscribers get the bridge as their communicator, so whatever
-        # they subscribe or send from the loop goes through the bridge as well.
-        return bridge._runner.submit(
-            functools.partial(callback, bridge, *args, **kwargs),
-            name=f"{self._kind} to {self.__name__}",
-        )
-
-
-class _Direct:
-    """A thread-safe subscriber (a :class:`LoopAwareLauncher`) registered as it is.
-
-    The launcher schedules onto its own loop and raises ``TaskRejected``
-    synchronously, which ``LocalCommunicator`` only honours when raised from
-    the call itself; routing it through the loop would turn the rejection into
-    a failed reply. It still receives the bridge as its communicator.
-    """
-
-    def __init__(self, bridge: LoopBridge, launcher: LoopAwareLauncher) -> None:
-        self._bridge = bridge
-        self._launcher = launcher
-        self.__name__ = self.__qualname__ = f"direct({launcher!r})"
-        self.__wrapped__ = launcher
-
-    def __call__(self, _communicator: Any, task: Any) -> concurrent.futures.Future[Any]:
-        return self._launcher(self._bridge, task)
-
-
-# One lock per wrapped communicator, shared by every bridge over it: the launcher
-# makes a bridge per task, and they must take turns with the senders' bridges.
-_LOCKS: weakref.WeakKeyDictionary[Any, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_for(communicator: Any) -> threading.RLock:
-    with _LOCKS_GUARD:
-        try:
-            return _LOCKS.setdefault(communicator, threading.RLock())
-        except TypeError:  # not weak-referenceable: this bridge serialises only itself
-            return threading.RLock()
-
-
-class LoopBridge(kiwipy.Communicator):  # type: ignore[misc]  # kiwipy ships no type hints
-    """A kiwipy communicator whose subscribers all run on one event loop.
-
-    Every subscriber added through the bridge — a coroutine function, a function,
-    a ``functools.partial`` of either, a lambda, a callable instance, or a sync
-    callable returning an awaitable — is called on ``loop``'s thread inside a
-    task, whatever thread kiwipy calls from; what it returns is awaited while it
-    is awaitable (a ``concurrent.futures.Future`` included); and kiwipy gets a
-    :class:`concurrent.futures.Future` resolved on the loop thread with the
-    outcome. Only thread-safe futures cross threads, so no reply is lost.
-
-    Task and RPC subscribers receive the bridge itself as their communicator.
-    Broadcast subscribers always receive ``(communicator, body, sender, subject,
-    correlation_id)`` positionally, whichever convention the wrapped communicator
-    uses; a ``kiwipy.BroadcastFilter`` that filters a message out is not scheduled.
-    Failures of broadcast subscribers are logged, since kiwipy discards them.
-
-    A :class:`LoopAwareLauncher` is registered without the extra hop (it already
-    runs its work on its own loop), so its synchronous ``TaskRejected`` still makes
-    ``LocalCommunicator`` try the next subscriber. A ``TaskRejected`` raised by any
-    other task subscriber arrives in its future: kiwipy's RabbitMQ communicator
-    then tries the next subscriber; ``LocalCommunicator`` reports it to the sender.
-
-    With ``LocalCommunicator`` a sender receives the subscriber's future as the
-    *result* of the future ``task_send``/``rpc_send`` return (kiwipy's own
-    convention); ``plumpy.futures.unwrap_kiwi_future`` flattens it.
-
-    Calls made through bridges to one wrapped communicator are serialised by a
-    lock they share: ``LocalCommunicator`` keeps its subscribers in plain dicts that
-    one thread may be iterating while another (the loop, as a process starts or
-    ends) adds or removes one. Calls made on the wrapped communicator directly
-    bypass the lock. The wrapped communicator may be an ``RmqThreadCommunicator``;
-    the bridge itself needs no broker.
-
-    :param communicator: the kiwipy communicator to wrap (a bridge is unwrapped first)
-    :param loop: the loop every subscriber runs on (running in some thread, or to be)
-    :raises TypeError: if ``communicator`` is plumpy's ``LoopCommunicator``
-    :raises NoEventLoopError: if ``loop`` is closed
-    """
-
-    def __init__(self, communicator: kiwipy.Communicator, *, loop: asyncio.AbstractEventLoop):
-        if isinstance(communicator, LoopBridge):
-            communicator = communicator.communicator
-        if isinstance(communicator, LoopCommunicator):
-            msg = (
-                "LoopBridge cannot wrap plumpy's LoopCommunicator: its subscribers would "
-                "still go through plumpy's convert_to_comm, which loses replies across "
-                "threads. Wrap the kiwipy communicator that you passed to wrap_communicator."
-            )
-            raise ArgumentTypeError(msg, argument="communicator")
-        check_loop(loop, call="LoopBridge()")
-        if loop.is_closed():
-            msg = f"LoopBridge needs an open event loop; {loop!r} is closed."
-            raise NoEventLoopError(msg)
-        self._communicator = communicator
-        self._runner = _LoopRunner(loop)
-        self._lock = _lock_for(communicator)
-
-    def __repr__(self) -> str:
-        return f"<LoopBridge {self._communicator!r} on {self._runner.loop!r}>"
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """:return: the loop every subscriber runs on"""
-        return self._runner.loop
-
-    @property
-    def communicator(self) -> kiwipy.Communicator:
-        """:return: the wrapped kiwipy communicator"""
-        return self._communicator
-
-    def _wrap(self, subscriber: Callable[..., Any], kind: SubscriberKind) -> Callable[..., Any]:
-        if not callable(subscriber):
-            msg = f"A {kind} subscriber must be callable, got {subscriber!r}."
-            raise TypeError(msg)
-        if kind == "task" and isinstance(subscriber, LoopAwareLauncher):
-            return _Direct(self, subscriber)
-        return _OnLoop(self, subscriber, kind)
-
-    # region subscribers
-
-    def add_task_subscriber(
-        self, subscriber: Callable[..., Any], identifier: Hashable | None = None
-    ) -> Hashable:
-        """Add a task subscriber that runs on the loop.
-
-        :param subscriber: called as ``subscriber(bridge, task)``
-        :param identifier: optional identifier (one is generated otherwise)
-        :return: the identifier, for :meth:`remove_task_subscriber`
-        """
-        wrapped = self._wrap(subscriber, "task")
-        with self._lock:
-            return self._communicator.add_task_subscriber(wrapped, identifier)  # type: ignore[no-any-return]
-
-    def remove_task_subscriber(self, identifier: Hashable) -> None:
-        """:param identifier: what :meth:`add_task_subscriber` returned"""
-        with self._lock:
-            self._communicator.remove_task_subscriber(identifier)
-
-    def add_rpc_subscriber(
-        self, subscriber: Callable[..., Any], identifier: Hashable | None = None
-    ) -> Hashable:
-        """Add an RPC subscriber that runs on the loop.
-
-        :param subscriber: called as ``subscriber(bridge, msg)``
-        :param identifier: the RPC recipient id (one is generated otherwise)
-        :return: the identifier
-        """
-        wrapped = self._wrap(subscriber, "rpc")
-        with self._lock:
-            return self._communicator.add_rpc_subscriber(wrapped, identifier)  # type: ignore[no-any-return]
-
-    def remove_rpc_subscriber(self, identifier: Hashable) -> None:
-        """:param identifier: what :meth:`add_rpc_subscriber` returned"""
-        with self._lock:
-            self._communicator.remove_rpc_subscriber(identifier)
-
-    def add_broadcast_subscriber(
-        self, subscriber: Callable[..., Any], identifier: Hashable | None = None
-    ) -> Hashable:
-        """Add a broadcast subscriber that runs on the loop.
-
-        :param subscriber: called as ``subscriber(bridge, body, sender, subject, correlation_id)``
-        :param identifier: optional identifier
-        :return: the identifier
-        """
-        wrapped = self._wrap(subscriber, "broadcast")
-        with self._lock:
-            return self._communicator.add_broadcast_subscriber(wrapped, identifier)  # type: ignore[no-any-return]
-
-    def remove_broadcast_subscriber(self, identifier: Hashable) -> None:
-        """:param identifier: what :meth:`add_broadcast_subscriber` returned"""
-        with self._lock:
-            self._communicator.remove_broadcast_subscriber(identifier)
-
-    # endregion
-
-    # region sending (pass-through)
-
-    def task_send(self, task: Any, no_reply: bool = False) -> Any:
-        """Send a task through the wrapped communicator.
-
-        :param task: the task body
-        :param no_reply: fire and forget
-        :return: what the wrapped communicator returns (a future, or ``None``)
-        """
-        with self._lock:
-            return self._communicator.task_send(task, no_reply)
-
-    def rpc_send(self, recipient_id: Hashable, msg: Any) -> Any:
-        """Send an RPC message through the wrapped communicator.
-
-        :param recipient_id: the recipient's identifier
-        :param msg: the message
-        :return: a future of the reply
-        """
-        with self._lock:
-            return self._communicator.rpc_send(recipient_id, msg)
-
-    def broadcast_send(
-        self,
-        body: Any,
-        sender: Any = None,
-        subject: Any = None,
-        correlation_id: Hashable | None = None,
-    ) -> Any:
-        """Broadcast through the wrapped communicator.
-
-        :param body: the message body
-        :param sender: the sender
-        :param subject: the subject
-        :param correlation_id: the correlation id
-        :return: what the wrapped communicator returns
-        """
-        with self._lock:
-            return self._communicator.broadcast_send(
-                body, sender=sender, subject=subject, correlation_id=correlation_id
-            )
-
-    def is_closed(self) -> bool:
-        """:return: whether the wrapped communicator is closed"""
-        return bool(self._communicator.is_closed())
-
-    def close(self) -> None:
-        """Close the wrapped communicator (the loop is not the bridge's to close)."""
-        with self._lock:
-            self._communicator.close()
-
-    # endregion
-
-
-# endregion
-
-# region LoopAwareLauncher
-
-_TASK_KEYS: Mapping[str, frozenset[str]] = {
-    LAUNCH_TASK: frozenset({PROCESS_CLASS_KEY, PERSIST_KEY, NOWAIT_KEY, ARGS_KEY, KWARGS_KEY}),
-    CONTINUE_TASK: frozenset({PID_KEY, NOWAIT_KEY, TAG_KEY}),
-    CREATE_TASK: frozenset({PROCESS_CLASS_KEY, PERSIST_KEY, ARGS_KEY, KWARGS_KEY}),
-}
-_REQUIRED: Mapping[str, str] = {
-    LAUNCH_TASK: PROCESS_CLASS_KEY,
-    CONTINUE_TASK: PID_KEY,
-    CREATE_TASK: PROCESS_CLASS_KEY,
-}
+__all__ = ("LoopAwareLauncher",)
 
 
 @attrs.frozen(kw_only=True)
 class _Request:
-    """A task body, validated on the receiving thread before anything is scheduled."""
+    """A task, validated on the receiving thread before anything is scheduled.
 
-    kind: str
+    :ivar task: the task body as parsed
+    :ivar process_class: its ``process_class`` resolved through the allow-list
+        (``None`` for a continue)
+    """
+
+    task: ProcessTask
     process_class: type[plumpy.Process] | None = None
-    init_args: tuple[Any, ...] = ()
-    init_kwargs: Mapping[str, Any] = attrs.field(factory=dict)
-    persist: bool = False
-    nowait: bool = False
-    pid: Hashable = None
-    tag: str | None = None
-
-
-def _flag(args: Mapping[str, Any], key: str, kind: str) -> bool:
-    value = args.get(key, False)
-    if not isinstance(value, bool):
-        msg = f"The {kind!r} task's {key!r} must be True or False, got {value!r}."
-        raise TypeError(msg)
-    return value
 
 
 def _check_launcher_arguments(persister: object, loop: object, extra: object) -> None:
@@ -588,7 +102,8 @@ class LoopAwareLauncher:
       requeued (``nack(requeue=True)``) and redelivered forever, a poison message,
       and the sender never learns why. An error is acknowledged and reaches the
       sender with this message;
-    * malformed arguments: :class:`TypeError`/:class:`ValueError`.
+    * malformed arguments: :class:`ArgumentTypeError` (a :class:`TypeError`), or
+      :class:`ValueError` for another ``loop``.
 
     :param persister: where checkpoints are saved and loaded; its registry's
         allow-list decides which process classes may be launched
@@ -600,6 +115,9 @@ class LoopAwareLauncher:
     :raises ArgumentTypeError: if ``persister`` is not a LoopAwarePersister, ``loop`` not
         an event loop or ``load_context_extra`` not a mapping
     """
+
+    #: :class:`LoopBridge` registers it as it is (see ``DIRECT_TASK_SUBSCRIBER``).
+    _loopaware_direct_task_subscriber: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -644,70 +162,31 @@ class LoopAwareLauncher:
         :raises kiwipy.TaskRejected: if the body is not a launch/continue/create task
         :raises UnsafeCheckpointError: if ``process_class`` is not an allowed
             ``plumpy.Process`` subclass; nothing is run
-        :raises TypeError: if the task's arguments are malformed
+        :raises ArgumentTypeError: if the task's arguments are malformed (a TypeError)
+        :raises ValueError: if a launch or create passes another ``loop``
         :return: a future resolved on the loop thread: the pid (``create``, or
             ``nowait``) or the process's outputs once it has terminated (a failed
             process's exception, ``plumpy.KilledError`` if it was killed)
         """
         request = self._parse(task)
-        what = request.pid if request.kind == CONTINUE_TASK else request.process_class
-        return self._runner.submit(
-            lambda: self._run(request, communicator), name=f"{request.kind} {what}"
-        )
+        kind = request.task.kind
+        what = request.task.pid if kind == CONTINUE_TASK else request.process_class
+        return self._runner.submit(lambda: self._run(request, communicator), name=f"{kind} {what}")
 
-    # region validation (receiving thread)
-
-    def _parse(self, task: Any) -> _Request:
-        kind = task.get(TASK_KEY) if isinstance(task, Mapping) else None
-        if not isinstance(kind, str) or kind not in _TASK_KEYS:
+    def _parse(self, body: Any) -> _Request:
+        task = ProcessTask.parse(body)
+        if task.kind == CONTINUE_TASK:
+            return _Request(task=task)
+        if task.init_kwargs.get("loop", self.loop) is not self.loop:
             msg = (
-                f"Not a plumpy process task: expected {TASK_KEY!r} to be one of "
-                f"{sorted(_TASK_KEYS)}, got {kind!r}. Left for another subscriber."
-            )
-            raise kiwipy.TaskRejected(msg)
-        args = task.get(TASK_ARGS, {})
-        if not isinstance(args, Mapping):
-            msg = f"The {kind!r} task's {TASK_ARGS!r} must be a mapping, got {args!r}."
-            raise TypeError(msg)
-        unknown = set(args) - _TASK_KEYS[kind]
-        if unknown or _REQUIRED[kind] not in args:
-            msg = (
-                f"Malformed {kind!r} task: it needs {_REQUIRED[kind]!r} and accepts only "
-                f"{sorted(_TASK_KEYS[kind])}; got {sorted(args)}."
-            )
-            raise TypeError(msg)
-        if kind == CONTINUE_TASK:
-            tag = args.get(TAG_KEY)
-            if tag is not None and not isinstance(tag, str):
-                msg = f"The 'continue' task's {TAG_KEY!r} must be a string or None, got {tag!r}."
-                raise TypeError(msg)
-            return _Request(
-                kind=kind, pid=args[PID_KEY], tag=tag, nowait=_flag(args, NOWAIT_KEY, kind)
-            )
-        init_args = args.get(ARGS_KEY) or ()
-        init_kwargs = args.get(KWARGS_KEY) or {}
-        if not isinstance(init_args, Sequence) or isinstance(init_args, (str, bytes)):
-            msg = f"The {kind!r} task's {ARGS_KEY!r} must be a list, got {init_args!r}."
-            raise TypeError(msg)
-        if not isinstance(init_kwargs, Mapping):
-            msg = f"The {kind!r} task's {KWARGS_KEY!r} must be a mapping, got {init_kwargs!r}."
-            raise TypeError(msg)
-        if init_kwargs.get("loop", self.loop) is not self.loop:
-            msg = (
-                f"The {kind!r} task passes loop={init_kwargs['loop']!r}, but this launcher "
-                f"runs every process on {self.loop!r}. Leave 'loop' out of init_kwargs."
+                f"The {task.kind!r} task passes loop={task.init_kwargs['loop']!r}, but this "
+                f"launcher runs every process on {self.loop!r}. Leave 'loop' out of init_kwargs."
             )
             raise ValueError(msg)
-        return _Request(
-            kind=kind,
-            process_class=self._process_class(args[PROCESS_CLASS_KEY], kind),
-            init_args=tuple(init_args),
-            init_kwargs=dict(init_kwargs),
-            persist=_flag(args, PERSIST_KEY, kind),
-            nowait=_flag(args, NOWAIT_KEY, kind),
-        )
+        assert task.process_class is not None  # parse() requires it for launch and create
+        return _Request(task=task, process_class=self._process_class(task.process_class, task.kind))
 
-    def _process_class(self, name: Any, kind: str) -> type[plumpy.Process]:
+    def _process_class(self, name: str, kind: str) -> type[plumpy.Process]:
         """Resolve ``process_class`` through the allow-list; never plumpy's loader.
 
         plumpy's ``DefaultObjectLoader`` imports any module and returns any object,
@@ -715,12 +194,6 @@ class LoopAwareLauncher:
         the allow-list before importing it, and only a ``plumpy.Process`` subclass
         is accepted, so a task cannot make the worker call ``exec`` or ``os.system``.
         """
-        if not isinstance(name, str):
-            msg = (
-                f"The {kind!r} task's {PROCESS_CLASS_KEY!r} must be a 'module:QualName' "
-                f"string, got {name!r}."
-            )
-            raise TypeError(msg)
         try:
             cls = self._persister.registry.resolve(name, "class")
         except UnsafeCheckpointError as error:
@@ -748,27 +221,24 @@ class LoopAwareLauncher:
         # cannot subscribe RPCs; name a communicator in load_context_extra then.
         return None
 
-    # endregion
-
-    # region on the loop
-
     async def _run(self, request: _Request, delivered_by: Any) -> Any:
-        communicator = None if request.kind == CREATE_TASK else self._bridge(delivered_by)
-        if request.kind == CONTINUE_TASK:
-            process = self._load(request.pid, request.tag, communicator)
+        task = request.task
+        communicator = None if task.kind == CREATE_TASK else self._bridge(delivered_by)
+        if task.kind == CONTINUE_TASK:
+            process = self._load(task.pid, task.tag, communicator)
         else:
             assert request.process_class is not None
-            kwargs = dict(request.init_kwargs)
+            kwargs = dict(task.init_kwargs)
             kwargs["loop"] = self.loop
             if communicator is not None:
                 kwargs.setdefault("communicator", communicator)
-            process = request.process_class(*request.init_args, **kwargs)
-            if request.persist:
+            process = request.process_class(*task.init_args, **kwargs)
+            if task.persist:
                 # On the loop thread: plumpy bundles live process state.
                 self._persister.save_checkpoint(process)
-            if request.kind == CREATE_TASK:
+            if task.kind == CREATE_TASK:
                 return process.pid
-        if request.nowait:
+        if task.nowait:
             self._runner.spawn(process.step_until_terminated, name=f"process {process.pid}")
             return process.pid
         await process.step_until_terminated()
@@ -793,8 +263,3 @@ class LoopAwareLauncher:
             )
             raise LoopBoundaryError(msg, paths=["_loop"])
         return process
-
-    # endregion
-
-
-# endregion

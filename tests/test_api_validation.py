@@ -45,7 +45,7 @@ from loopaware_persist import (
     restore_futures,
     unbundle,
 )
-from loopaware_persist._worker import open_fencing_persister
+from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist.storage import CheckpointKey, open_storage
 from loopaware_persist.storage.memory import MemoryStorage
 from tests.processes import drive

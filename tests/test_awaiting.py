@@ -558,3 +558,27 @@ def test_aload_process_takes_the_relink_hook(
         assert target.run_until_complete(load_and_run()) == {"value": ("from", "value")}
     finally:
         target.close()
+
+
+class _CancelledAfterTheCheck(concurrent.futures.Future[Any]):
+    """A future another thread cancels between copy_outcome's done() check and its set."""
+
+    def done(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("outcome", ["result", "exception", "cancelled"])
+def test_copy_outcome_lets_a_cancel_from_another_thread_win(outcome: str) -> None:
+    from loopaware_persist._awaiting import copy_outcome
+
+    source: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    if outcome == "result":
+        source.set_result(1)
+    elif outcome == "exception":
+        source.set_exception(ValueError("boom"))
+    else:
+        source.cancel()
+    target = _CancelledAfterTheCheck()
+    assert target.cancel()
+    copy_outcome(source, target)  # no InvalidStateError: the cancel stands
+    assert target.cancelled()

@@ -15,9 +15,9 @@ from loopaware_persist import (
     StaleCheckpointError,
     StaleFencedError,
     UnavailableFencedError,
-    _worker as worker_module,
+    _fencing as fencing_module,
 )
-from loopaware_persist._worker import open_fencing_persister
+from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist.storage import CheckpointKey
 from tests.processes import drive
 
@@ -48,7 +48,7 @@ def test_a_stale_copy_is_refused_and_once_fenced_never_saves(
 def test_stale_marks_are_bounded_and_never_repeat(
     loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker_module, "_STALE_MARKS_KEPT", 8)
+    monkeypatch.setattr(fencing_module, "_STALE_MARKS_KEPT", 8)
     with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
         seen: list[int] = []
         for _ in range(30):
@@ -97,3 +97,23 @@ def test_a_fencing_load_checks_its_loop_before_reading(loop: asyncio.AbstractEve
         with pytest.raises(ArgumentTypeError, match=r"load_process\(\) takes an asyncio"):
             persister.load_process(process.pid, loop="x")  # type: ignore[arg-type]
         assert persister.storage.get(CheckpointKey(process.pid)).version == 1  # not claimed
+
+
+def test_a_load_that_does_not_claim_only_reads(loop: asyncio.AbstractEventLoop) -> None:
+    """``claim=False`` (how a worker reads a process another one finished) neither saves
+    nor watches: the owner's next save is not stale, and the read copy is not fenced."""
+    with open_fencing_persister("memory://", allow=["tests.processes"]) as persister:
+        process = drive("chain", loop)
+        persister.save_checkpoint(process)
+        key = CheckpointKey(process.pid)
+        owner = persister.load_process(process.pid, loop=loop)
+        version = persister.storage.get(key).version
+        read = persister.load_process(process.pid, loop=loop, claim=False)
+        assert read is not owner
+        assert read.pid == owner.pid
+        assert persister.storage.get(key).version == version  # nothing was written
+        assert persister.fenced(read) is None
+        assert read not in persister.watched()
+        persister.save_checkpoint(owner)  # still the owner: not stale
+        with pytest.raises(ArgumentTypeError, match="claim"):
+            persister.load_process(process.pid, loop=loop, claim="no")  # type: ignore[arg-type]

@@ -37,7 +37,8 @@ from loopaware_persist import (
     default_registry,
     open_persister,
 )
-from loopaware_persist._launcher import LoopAwareLauncher, LoopBridge
+from loopaware_persist._bridge import LoopBridge
+from loopaware_persist._launcher import LoopAwareLauncher
 from loopaware_persist.storage import open_storage
 
 TIMEOUT = 10.0

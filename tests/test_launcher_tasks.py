@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from plumpy import process_comms
 
-from loopaware_persist import open_persister
+from loopaware_persist import ArgumentTypeError, open_persister
 from loopaware_persist._launcher import LoopAwareLauncher
 
 
@@ -46,6 +46,7 @@ def test_malformed_launch_task_is_a_type_error(
     with pytest.raises(TypeError, match=message) as info:
         launcher(None, body)
     assert "'launch' task" in str(info.value)
+    assert isinstance(info.value, ArgumentTypeError)  # typed, and still a TypeError
     assert not asyncio.all_tasks(loop)  # nothing was scheduled
 
 

@@ -28,8 +28,9 @@ from typing import IO
 import msgpack
 import pytest
 
+from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
+from loopaware_persist._client import WorkerClient
 from loopaware_persist._messages import MESSAGE_MAGIC
-from loopaware_persist._worker import DEFAULT_TASK_EXCHANGE, WorkerClient
 
 pytestmark = pytest.mark.integration
 

@@ -31,14 +31,11 @@ from loopaware_persist import (
     StaleCheckpointError,
     StorageError,
 )
+from loopaware_persist._client import WorkerClient
+from loopaware_persist._errors import FencedError
+from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist._messages import MessageCodec
-from loopaware_persist._worker import (
-    FencedError,
-    Worker,
-    WorkerClient,
-    open_fencing_persister,
-    run_worker,
-)
+from loopaware_persist._worker import Worker, run_worker
 from loopaware_persist.storage import CheckpointKey
 
 from .conftest import (

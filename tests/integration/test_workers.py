@@ -14,13 +14,11 @@ import aio_pika
 import pytest
 
 from loopaware_persist import StaleCheckpointError
+from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
+from loopaware_persist._client import WorkerClient
+from loopaware_persist._errors import FencedError
+from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist._messages import MessageCodec
-from loopaware_persist._worker import (
-    DEFAULT_TASK_EXCHANGE,
-    FencedError,
-    WorkerClient,
-    open_fencing_persister,
-)
 from loopaware_persist.storage import CheckpointKey
 
 from .conftest import (

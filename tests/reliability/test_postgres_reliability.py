@@ -196,7 +196,7 @@ def test_malformed_input_on_postgresql(codec: str) -> None:
 
 def _hostile(tmp: Path, url: str, schema: str) -> dict[str, Any]:
     """The corpus of ``_hostile_worker``, stored in PostgreSQL (in a fresh interpreter)."""
-    from loopaware_persist._worker import open_fencing_persister
+    from loopaware_persist._fencing import open_fencing_persister
 
     from ._hostile_worker import _warm_up, corpus, judge, plant_evil_module
 
