@@ -16,11 +16,11 @@ demo: $(STAMP)
 	$(BIN)/loopaware-persist demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check loopaware_persist tests
-	$(BIN)/ruff format --check loopaware_persist tests
+	$(BIN)/ruff check loopaware_persist benchmarks tests
+	$(BIN)/ruff format --check loopaware_persist benchmarks tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict loopaware_persist
+	$(BIN)/mypy --strict loopaware_persist benchmarks
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest --cov=loopaware_persist --cov-branch --cov-report=term $(PYTEST_ARGS)
@@ -31,7 +31,7 @@ BENCH_OUT ?= benchmarks/results
 BENCH_ARGS ?=
 
 bench: $(STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b
-	$(BIN)/loopaware-persist bench --out $(BENCH_OUT) $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import logging
 import os
-import pathlib
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -393,34 +392,6 @@ def _header_lines(found: Inspection) -> list[tuple[str, str]]:
     if "converted_from" in meta:
         rows.append(("converted", str(meta["converted_from"])))
     return rows
-
-
-@cli.command()
-@click.option(
-    "--quick",
-    is_flag=True,
-    help="CI-sized run: large cases at 1 MB, fewer checkpoints and rounds (about a minute).",
-)
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, writable=True, path_type=pathlib.Path),
-    default="bench-results",
-    show_default=True,
-    help="Directory for results.json, results.md and results.png (created if missing).",
-)
-@click.option(
-    "--profile", is_flag=True, help="Profile each missed target with pyinstrument into --out."
-)
-def bench(quick: bool, out_dir: pathlib.Path, profile: bool) -> None:
-    """Benchmark codecs, storages and loop re-materialisation against plumpy's own.
-
-    Prints a Markdown report (with a progress bar on a terminal) and writes
-    results.json, results.md and results.png. Timings need a quiet machine.
-    """
-    from ._bench import run
-
-    sys.exit(run(quick=quick, out_dir=out_dir, progress=True, profile=profile))
 
 
 @cli.command()

@@ -32,12 +32,24 @@ import plumpy
 from plumpy.utils import AttributesDict
 from plumpy.workchains import WorkChainSpec
 
-from ._launcher import LoopAwareLauncher
-from ._persister import LoopAwarePersister, open_persister
-from ._unbundle import check_loop_bound
+# The public names, as a user's script would import them (the demo is imported only
+# when the command runs, after the package itself).
+from loopaware_persist import (
+    LoopAwareLauncher,
+    LoopAwarePersister,
+    check_loop_bound,
+    open_persister,
+)
+
 from .storage._url import redact_url
 
-__all__ = ("DemoWorkChain", "WaitingDemo", "main")
+__all__ = ("ALLOW", "DemoWorkChain", "WaitingDemo", "main")
+
+#: What the demo's persisters allow: this module's process classes. The default
+#: allow-list leaves them out, so no task message can make a worker run them; the demo
+#: stays in the package (rather than an ``examples/`` module) because
+#: ``loopaware-persist demo`` is a command of the installed package, wheel included.
+ALLOW: tuple[str, ...] = ("loopaware_persist._demo",)
 
 #: The persister the running demo checkpoints into (set per Python process).
 _PERSISTER: LoopAwarePersister | None = None
@@ -137,7 +149,7 @@ class WaitingDemo(plumpy.Process):
 def _child(store: str) -> None:
     global _PERSISTER, _CRASH_AFTER
     _CRASH_AFTER = "compute"
-    _PERSISTER = open_persister(store, allow=["loopaware_persist._demo"])
+    _PERSISTER = open_persister(store, allow=ALLOW)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # the child is plain plumpy usage: one loop, current
     workchain = DemoWorkChain(inputs={"n": 5}, loop=loop)
@@ -180,7 +192,7 @@ def _describe_futures(process: plumpy.Process, loop: asyncio.AbstractEventLoop) 
 
 def _continue(store: str, pid: str) -> None:
     global _PERSISTER
-    persister = open_persister(store, allow=["loopaware_persist._demo"])
+    persister = open_persister(store, allow=ALLOW)
     _PERSISTER = persister
     loop, thread = _run_loop_in_thread()
     try:
@@ -212,7 +224,7 @@ def _codec_roundtrip(codec: str, directory: Path) -> None:
     persister = open_persister(
         f"sqlite:///{directory / f'codec-{codec}.db'}",
         codec=codec,
-        allow=["loopaware_persist._demo"],
+        allow=ALLOW,
     )
     loop_a = asyncio.new_event_loop()
     process = WaitingDemo(loop=loop_a)
@@ -271,7 +283,7 @@ def main(store: str | None = None) -> int:
     # Open the store here first, so that a bad URL or another application's
     # database is refused in this process as one typed error (the CLI prints
     # it as one line), not as the child's traceback.
-    open_persister(store, allow=["loopaware_persist._demo"]).close()
+    open_persister(store, allow=ALLOW).close()
     _say(f"store: {redact_url(store)}")
     _say("1) a child process runs DemoWorkChain, checkpointing each step, and dies part-way:")
     env = dict(os.environ)

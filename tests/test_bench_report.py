@@ -10,10 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from loopaware_persist._bench._config import Config
-from loopaware_persist._bench._report import NA, X, fmt_ratio, fmt_time, markdown, write_json
-from loopaware_persist._bench._targets import evaluate
-from loopaware_persist._bench._timing import Progress
+from benchmarks._config import Config
+from benchmarks._report import NA, X, fmt_ratio, fmt_time, markdown, write_json
+from benchmarks._targets import evaluate
+from benchmarks._timing import Progress
 
 
 def test_times_and_ratios_without_a_measurement_are_a_dash() -> None:

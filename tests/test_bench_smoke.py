@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from loopaware_persist._bench import run
-from loopaware_persist._bench._codecs import BASELINE, VARIANTS
-from loopaware_persist._bench._config import Config
-from loopaware_persist._bench._storage import PLUMPY
-from loopaware_persist._bench._suite import JSON_NAME, MARKDOWN_NAME, PNG_NAME, run_suite
+from benchmarks import run
+from benchmarks._codecs import BASELINE, VARIANTS
+from benchmarks._config import Config
+from benchmarks._storage import PLUMPY
+from benchmarks._suite import JSON_NAME, MARKDOWN_NAME, PNG_NAME, run_suite
 
 CASE_NAMES = ("small", "medium", "big", "futures", "dense", "floats", "strings")
 
@@ -208,8 +208,8 @@ def test_unknown_preset(tmp_path: Path) -> None:
 
 def test_profile_missed_targets(tmp_path: Path) -> None:
     pytest.importorskip("pyinstrument")
-    from loopaware_persist._bench._cases import build_cases
-    from loopaware_persist._bench._profile import profile_missed
+    from benchmarks._cases import build_cases
+    from benchmarks._profile import profile_missed
 
     loop = asyncio.new_event_loop()
     try:

@@ -443,6 +443,7 @@ def test_the_group_lists_every_command_and_keeps_demo() -> None:
     assert result.exit_code == 0
     for command in ("convert", "demo", "ls", "prune", "rm", "show", "verify"):
         assert f"  {command} " in result.stdout
+    assert "  bench " not in result.stdout  # python -m benchmarks, from a checkout
 
 
 # endregion

@@ -877,8 +877,8 @@ def test_the_launcher_walks_what_its_persister_class_may_have_touched(
 @pytest.mark.parametrize(
     "process_class",
     [
-        "loopaware_persist._bench._workers:BenchSteps",
-        "loopaware_persist._bench._cases:BenchChain",
+        "benchmarks._workers:BenchSteps",
+        "benchmarks._cases:BenchChain",
         "loopaware_persist._demo:DemoWorkChain",
         "loopaware_persist._demo:WaitingDemo",
     ],

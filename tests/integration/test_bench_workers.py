@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._config import Config
+from benchmarks._report import _worker_lines
+from benchmarks._timing import Progress
+from benchmarks._workers import STEPS, run_workers
 from loopaware_persist import open_persister
-from loopaware_persist._bench._config import Config
-from loopaware_persist._bench._report import _worker_lines
-from loopaware_persist._bench._timing import Progress
-from loopaware_persist._bench._workers import STEPS, run_workers
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,11 @@ import attrs
 
 __all__ = ("ALLOW", "Config")
 
-#: What the benchmark's loads and workers allow: its own process classes. The default
-#: allow-list leaves them out, so that no task message can launch them on a worker
+#: What the benchmark's loads allow: the module of its case processes. The default
+#: allow-list leaves them out, and the worker section allows its one process class by
+#: name (``_workers.WORKER_ALLOW``), so that no task message can launch them on a worker
 #: that was not started by the benchmark.
-ALLOW: tuple[str, ...] = ("loopaware_persist._bench",)
+ALLOW: tuple[str, ...] = ("benchmarks._cases",)
 
 KB = 1_000
 MB = 1_000_000

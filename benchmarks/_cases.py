@@ -16,7 +16,7 @@
 * ``strings``: ~10 MB of short strings (a few non-ASCII).
 
 Every context is generated from a fixed seed, so runs compare like with like.
-Classes are named ``loopaware_persist._bench._cases:...`` in checkpoints, which
+Classes are named ``benchmarks._cases:...`` in checkpoints, which
 the default allow-list refuses: every load here passes ``allow=_config.ALLOW``.
 """
 
@@ -34,7 +34,8 @@ import attrs
 import plumpy
 from plumpy.workchains import WorkChainSpec
 
-from .._snapshot import FutureSnapshot
+from loopaware_persist import FutureSnapshot
+
 from ._config import Config
 
 __all__ = ("CASES", "Case", "build_cases", "make_snapshots", "state_label")

@@ -35,12 +35,13 @@ from typing import Any
 
 import plumpy
 
-from .._persister import open_persister
-from ._config import ALLOW, Config
+from loopaware_persist import WorkerClient, open_persister
+
+from ._config import Config
 from ._storage import POSTGRES_ENV
 from ._timing import Progress, summarise
 
-__all__ = ("AMQP_ENV", "BenchSteps", "run_workers", "steps")
+__all__ = ("AMQP_ENV", "WORKER_ALLOW", "BenchSteps", "run_workers", "steps")
 
 #: Where the broker's URL comes from (the test servers' variable, then the CLI's).
 AMQP_ENV = "LOOPAWARE_TEST_AMQP_URL"
@@ -51,6 +52,11 @@ STEPS = 3
 PREFETCH = 8
 #: How long a worker may take to start, and the batch to finish, before the run fails.
 DEADLINE_S = 300.0
+#: What the workers and the client allow: this one class, by name (the ``--allow
+#: module:Class`` form), not the default allow-list and not the whole package.
+WORKER_ALLOW: tuple[str, ...] = ("benchmarks._workers:BenchSteps",)
+#: The checkout the workers import ``benchmarks`` from, whatever their working directory.
+_CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 @plumpy.auto_persist("_i", "_total")
@@ -102,6 +108,14 @@ def steps(config: Config) -> int:
     return stores * len(config.worker_counts)
 
 
+def _worker_env() -> dict[str, str]:
+    """:return: this environment, with the checkout first on ``PYTHONPATH`` (so a worker
+    can import :class:`BenchSteps` when started from another directory)"""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_CHECKOUT), env.get("PYTHONPATH"))))
+    return env
+
+
 class _Pool:
     """N worker OS processes on one queue; every one is stopped on exit."""
 
@@ -125,7 +139,7 @@ class _Pool:
                     [
                         sys.executable,
                         "-m",
-                        "loopaware_persist._cli",
+                        "loopaware_persist",
                         "worker",
                         "--broker",
                         self.broker,
@@ -137,11 +151,12 @@ class _Pool:
                         str(PREFETCH),
                         "--grace",
                         "5",
-                        *(arg for module in ALLOW for arg in ("--allow", module)),
+                        *(arg for name in WORKER_ALLOW for arg in ("--allow", name)),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
+                    env=_worker_env(),
                 )
             self.procs.append((popen, log))
         deadline = time.monotonic() + DEADLINE_S
@@ -222,13 +237,11 @@ def _forget(store: str, pids: list[str]) -> None:
 
 
 def _one_run(broker: str, store: str, workers: int, config: Config, logs: Path) -> dict[str, Any]:
-    from .._worker import WorkerClient  # aio-pika: imported only when used
-
     pids: list[str] = []
     try:
         with (
             _pool(broker, store, workers, logs) as pool,
-            WorkerClient(broker_url=broker, task_queue=pool.queue, allow=ALLOW) as client,
+            WorkerClient(broker_url=broker, task_queue=pool.queue, allow=WORKER_ALLOW) as client,
         ):
             _e, _l, warm = _batch(client, 2 * workers * PREFETCH)
             pids += warm

@@ -30,12 +30,17 @@ from typing import Any
 
 import plumpy
 
-from .._loop import LoopContext
-from .._persister import open_persister
-from .._snapshot import _materialise, restore_future, restore_futures
-from .._unbundle import unbundle
+from loopaware_persist import (
+    LoopContext,
+    open_persister,
+    restore_future,
+    restore_futures,
+    unbundle,
+)
+
 from ._cases import Case, make_snapshots
 from ._config import ALLOW, Config
+from ._private import materialise
 from ._timing import Progress, calibrate, summarise, time_batch
 
 __all__ = ("UNBUNDLE_CASES", "run_loop", "steps")
@@ -128,7 +133,7 @@ def run_loop(
         RESTORE_BASELINE: direct,
         "restore_future": lambda: [restore_future(snap, ctx) for snap in snapshots],
         "restore_futures": lambda: restore_futures(snapshots, ctx),
-        "_materialise": lambda: [_materialise(snap, loop) for snap in snapshots],
+        "_materialise": lambda: [materialise(snap, loop) for snap in snapshots],
     }
     skipped: dict[str, str] = {}
     try:

@@ -30,9 +30,9 @@ import attrs
 import plumpy
 from plumpy.persistence import PersistedCheckpoint, PersistedPickle
 
-from .._persister import LoopAwarePersister, open_persister
-from .._registry import class_name
-from ..storage import CheckpointKey
+from loopaware_persist import LoopAwarePersister, open_persister
+from loopaware_persist.storage import CheckpointKey
+
 from ._cases import Case, state_label
 from ._config import ALLOW, Config
 from ._timing import Progress, summarise, time_each
@@ -149,7 +149,7 @@ def _stores(
 
 def _meta(process: plumpy.Process) -> dict[str, Any]:
     return {
-        "process_class": class_name(type(process)),
+        "process_class": f"{type(process).__module__}:{type(process).__qualname__}",
         "state": state_label(process),
         "saved_at": time.time(),
     }

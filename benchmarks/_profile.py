@@ -11,14 +11,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .._envelope import decode_envelope, encode_envelope
-from .._loop import LoopContext
-from .._persister import open_persister
-from .._snapshot import restore_future
-from .._unbundle import unbundle
-from ..codecs import get_codec
+from loopaware_persist import LoopContext, get_codec, open_persister, restore_future, unbundle
+
 from ._cases import Case, make_snapshots
 from ._config import ALLOW
+from ._private import decode_envelope, encode_envelope
 from ._report import write_text
 
 __all__ = ("profile_missed",)

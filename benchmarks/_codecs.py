@@ -23,11 +23,11 @@ from typing import Any
 
 import attrs
 
-from .._envelope import decode_envelope, encode_envelope
-from .._errors import LoopAwarePersistError
-from ..codecs import get_codec
+from loopaware_persist import LoopAwarePersistError, get_codec
+
 from ._cases import Case, state_label
 from ._config import ALLOW, Config
+from ._private import decode_envelope, encode_envelope
 from ._timing import Progress, calibrate, summarise, time_batch
 
 __all__ = ("BASELINE", "VARIANTS", "run_codecs")

@@ -1,9 +1,10 @@
-"""The benchmark suite behind ``loopaware-persist bench`` (issue 4; see ``benchmarks/README.md``).
+"""The benchmark suite: ``python -m benchmarks`` or ``make bench`` (see ``README.md``).
 
-It lives inside the package, not in the top-level ``benchmarks/`` directory,
-so that the command works from a wheel as well as from an editable install:
-the wheel ships ``loopaware_persist`` only. ``benchmarks/`` holds the README
-and the committed results. Nothing here is imported until the command runs.
+It lives beside the package, not in it (as attrs' ``bench/`` and msgspec's
+``benchmarks/`` do): the wheel ships ``loopaware_persist`` only, and the suite
+uses its public API (``_private`` names the two exceptions and why). Run it
+from a checkout with the ``bench`` extra installed. Nothing heavy is imported
+until :func:`run` is called.
 """
 
 from __future__ import annotations
