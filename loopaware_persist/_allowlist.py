@@ -46,8 +46,8 @@ DEFAULT_MODULES: tuple[str, ...] = ("plumpy", "kiwipy")
 #: This package's own modules a load may import by default, exactly (not their
 #: submodules). Checkpoints and messages name this package's classes by the public
 #: module (``loopaware_persist:FutureSnapshot``, the errors); the demo's and benchmark's
-#: process classes in ``loopaware_persist._demo``/``._bench`` must not be launchable by a
-#: task message to any worker, so those are allowed only by the commands that run them.
+#: process classes (``loopaware_persist._demo``, the ``benchmarks`` suite) must not be
+#: launchable by a task message to any worker: only the commands that run them allow them.
 OWN_MODULES: frozenset[str] = frozenset({"loopaware_persist"})
 # For the library modules above, reviving is limited to inert kinds: a class
 # reference, an exception, an enum member, a Savable (which plumpy rebuilds

@@ -47,7 +47,6 @@ from ._broker import (
     check_broker_url,
     probe_broker,
 )
-from ._client import WorkerClient as WorkerClient  # _bench imports it from here
 from ._errors import (
     ArgumentTypeError,
     BackendUnavailableError,
