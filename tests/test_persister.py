@@ -12,6 +12,7 @@ import itertools
 import logging
 import sqlite3
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -551,24 +552,35 @@ def test_asave_does_not_block_other_tasks(
     make_persister: PersisterFactory,
     loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
 ) -> None:
-    """The write runs in a thread: a task scheduled meanwhile gets to run before it returns."""
+    """The write runs in a thread: while it waits, another task of the loop runs.
+
+    The write waits for that task (a blocking save would wait in vain); the order of two
+    awaits alone would not show it, as a fast enough thread may finish before the await.
+    """
     a, _ = loops
     persister = make_persister("sqlite")
+    other_ran = threading.Event()
+    seen_by_write: list[bool] = []
+    put = persister.storage.put
 
-    async def main() -> list[str]:
-        order: list[str] = []
+    def slow_put(*args: Any, **kwargs: Any) -> int:
+        seen_by_write.append(other_ran.wait(timeout=30))
+        return put(*args, **kwargs)
+
+    persister.storage.put = slow_put  # type: ignore[method-assign]
+
+    async def main() -> None:
         process = Finisher(loop=asyncio.get_running_loop())
 
         async def other() -> None:
-            order.append("other task ran")
+            other_ran.set()
 
         task = asyncio.ensure_future(other())
         await persister.asave_checkpoint(process)
-        order.append("saved")
         await task
-        return order
 
-    assert a.run_until_complete(main()) == ["other task ran", "saved"]
+    a.run_until_complete(main())
+    assert seen_by_write == [True]
 
 
 # endregion
