@@ -148,6 +148,21 @@ class WorkerClient:
         CheckpointKey(pid).token  # type: ignore[arg-type]  # noqa: B018 - refuses a bad pid now
         return name, dict(inputs or {}), pid
 
+    def _init_task(
+        self,
+        kind: str,
+        call: str,
+        process_class: type[plumpy.Process] | str,
+        inputs: Mapping[str, Any] | None,
+        pid: Hashable,
+    ) -> tuple[dict[str, Any], Hashable]:
+        """The body of a launch or create task, and the pid it names."""
+        name, inputs, pid = self._task_args(call, process_class, inputs, pid)
+        body = ProcessTask(
+            kind=kind, process_class=name, persist=True, init_kwargs={"inputs": inputs, "pid": pid}
+        ).to_dict()
+        return body, pid
+
     def launch(
         self,
         process_class: type[plumpy.Process] | str,
@@ -166,13 +181,7 @@ class WorkerClient:
         :return: a future of its outputs; a failed process's error arrives as a
             ``kiwipy.RemoteException``. Its ``.pid`` attribute names the process.
         """
-        name, inputs, pid = self._task_args("launch()", process_class, inputs, pid)
-        body = ProcessTask(
-            kind=LAUNCH_TASK,
-            process_class=name,
-            persist=True,
-            init_kwargs={"inputs": inputs, "pid": pid},
-        ).to_dict()
+        body, pid = self._init_task(LAUNCH_TASK, "launch()", process_class, inputs, pid)
         future = self._send(body, pid)
         future.pid = pid  # type: ignore[attr-defined]
         return future
@@ -191,13 +200,7 @@ class WorkerClient:
         :param pid: its pid (default: a UUID string)
         :return: a future of its pid, once its checkpoint is stored
         """
-        name, inputs, pid = self._task_args("create()", process_class, inputs, pid)
-        body = ProcessTask(
-            kind=CREATE_TASK,
-            process_class=name,
-            persist=True,
-            init_kwargs={"inputs": inputs, "pid": pid},
-        ).to_dict()
+        body, pid = self._init_task(CREATE_TASK, "create()", process_class, inputs, pid)
         return self._send(body, ("create", pid))
 
     def continue_(self, pid: Hashable, *, tag: str | None = None) -> concurrent.futures.Future[Any]:

@@ -291,6 +291,18 @@ def test_listener_defined_in_a_function_is_refused_at_save(
         assert [type(x) for x in loaded._event_helper.listeners] == [RecordingListener]
 
 
+def _run_script(script: str) -> str:
+    """Run ``script`` as ``__main__`` of a fresh interpreter; :return: its stdout."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ).stdout
+
+
 @pytest.mark.parametrize(
     "value",
     ["Local()", "[Local]", "Kind.A"],
@@ -315,15 +327,7 @@ def test_classes_of_a_script_are_refused_at_save(codec_name: str, value: str) ->
             print(error)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    path, message = done.stdout.split("\n", 1)
+    path, message = _run_script(script).split("\n", 1)
     assert path.startswith("['x']")
     assert "__main__" in message
     assert "importable module" in message
@@ -355,15 +359,7 @@ def test_a_process_class_of_a_script_is_refused_at_save(codec_name: str, verify:
             print(list(p.get_checkpoints()))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    message, stored = done.stdout.splitlines()
+    message, stored = _run_script(script).splitlines()
     assert "'__main__:Hello'" in message
     assert "importable module" in message
     assert stored == "[]"
