@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loopaware_persist import CorruptStoredRecordError, StorageError
-from loopaware_persist.storage import CheckpointKey, open_storage
+from loopaware_persist.storage import CheckpointKey, local_path, open_storage
 
 KEY = CheckpointKey("p", "t")
 
@@ -63,6 +63,30 @@ def test_sqlite_refuses_another_applications_database_unchanged(
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "file"])
+def test_create_false_refuses_a_missing_store_and_creates_nothing(
+    tmp_path: Path, kind: str
+) -> None:
+    missing = tmp_path / "sub" / ("none.db" if kind == "sqlite" else "none")
+    url = f"sqlite:///{missing}" if kind == "sqlite" else missing.as_uri()
+    with pytest.raises(StorageError, match=r"does not exist\. Nothing was created"):
+        open_storage(url, create=False)
+    assert list(tmp_path.iterdir()) == []
+    # An existing store opens for writing as usual.
+    open_storage(url).close()
+    with open_storage(url, create=False) as storage:
+        storage.put(KEY, b"x")
+
+
+def test_each_storage_names_its_own_local_path(tmp_path: Path) -> None:
+    assert local_path(f"sqlite:///{tmp_path}/a.db") == f"{tmp_path}/a.db"
+    assert local_path(tmp_path.as_uri()) == str(tmp_path)
+    assert local_path("memory://") is None
+    assert local_path("postgresql://user:secret@host/db") is None
+    with pytest.raises(StorageError, match="no scheme"):
+        local_path("checkpoints.db")
 
 
 def test_sqlite_read_only_creates_nothing_where_nothing_is(tmp_path: Path) -> None:
@@ -217,7 +241,7 @@ def test_file_read_only_reads_and_changes_nothing(tmp_path: Path) -> None:
 _FIFO_SCRIPT = """
 import os, sys
 from loopaware_persist import CorruptStoredRecordError
-from loopaware_persist.storage import CheckpointKey, open_storage
+from loopaware_persist.storage import CheckpointKey, local_path, open_storage
 root = sys.argv[1]
 with open_storage("file://" + root) as storage:
     storage.put(CheckpointKey("healthy"), b"data")

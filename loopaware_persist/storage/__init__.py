@@ -42,6 +42,7 @@ __all__ = (
     "StorageFactory",
     "StoredRecord",
     "available_schemes",
+    "local_path",
     "open_storage",
     "pid_from_token",
     "pid_token",
@@ -111,14 +112,47 @@ def _factory(scheme: str, url: str) -> StorageFactory:
     return loaded
 
 
+def _accepts(factory: StorageFactory, name: str) -> bool:
+    try:
+        return name in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _scheme(url: str) -> str:
+    match = _SCHEME.match(url)
+    if match is None:
+        known = ", ".join(f"{name}://" for name in available_schemes())
+        msg = (
+            f"{_redact(url)!r} is not a storage URL: it has no scheme. Known schemes: {known}, "
+            f"e.g. 'sqlite:///checkpoints.db'."
+        )
+        raise StorageError(msg)
+    return match.group(1).lower()
+
+
+def local_path(url: str) -> str | None:
+    """The file or directory a store lives in, as its storage reads the URL.
+
+    Each built-in storage answers for its own scheme (``sqlite:`` names a file,
+    ``file:`` a directory); a store that is not a local path (``memory:``,
+    ``postgresql:``, a plugin's) has none.
+
+    :param url: the store URL
+    :raises StorageError: if the URL has no scheme, or its storage refuses it
+    :return: the path, or ``None``
+    """
+    module_name = _BUILTIN.get(_scheme(url))
+    if module_name is None:
+        return None
+    answer = getattr(importlib.import_module(module_name), "local_path", None)
+    return None if answer is None else str(answer(url))
+
+
 def _open_read_only(factory: StorageFactory, url: str, durability: Durability) -> Storage:
     # Plugins written before read_only existed do not take it: asking one to
     # open a store it might create or migrate would break the promise.
-    try:
-        accepts = "read_only" in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    if not accepts:
+    if not _accepts(factory, "read_only"):
         msg = (
             f"The storage for {_redact(url)!r} cannot be opened read-only (its factory takes "
             f"no read_only argument). Upgrade the package that provides it."
@@ -128,7 +162,7 @@ def _open_read_only(factory: StorageFactory, url: str, durability: Durability) -
 
 
 def open_storage(
-    url: str, *, durability: Durability = "normal", read_only: bool = False
+    url: str, *, durability: Durability = "normal", read_only: bool = False, create: bool = True
 ) -> Storage:
     """Open the storage a URL names.
 
@@ -139,6 +173,10 @@ def open_storage(
     :param read_only: create, migrate, lock and write nothing (what inspecting
         commands use): a missing store, or a file or directory that is not a
         checkpoint store, is refused rather than created or changed
+    :param create: create the store if it is missing; with ``False`` a storage whose
+        store can be missing (a SQLite file, a directory) refuses it and creates
+        nothing; one that cannot tell (``memory:``, a PostgreSQL database, which the
+        server itself refuses when missing, a plugin without ``create``) opens as usual
     :raises ConfigurationError: if no installed storage serves the URL's scheme
     :raises StorageError: if the URL is invalid, the backend cannot open the storage,
         or it cannot open it read-only
@@ -148,17 +186,11 @@ def open_storage(
         msg = f"A storage URL must be a str, got {type(url)!r}. Use e.g. 'sqlite:///ckpt.db'."
         raise StorageError(msg)
     durability = check_durability(durability)
-    match = _SCHEME.match(url)
-    if match is None:
-        known = ", ".join(f"{name}://" for name in available_schemes())
-        msg = (
-            f"{_redact(url)!r} is not a storage URL: it has no scheme. Known schemes: {known}, "
-            f"e.g. 'sqlite:///checkpoints.db'."
-        )
-        raise StorageError(msg)
-    factory = _factory(match.group(1).lower(), url)
+    factory = _factory(_scheme(url), url)
     if read_only:
         storage = _open_read_only(factory, url, durability)
+    elif not create and _accepts(factory, "create"):
+        storage = factory(url, durability=durability, create=False)  # type: ignore[call-arg]
     else:
         storage = factory(url, durability=durability)
     if not isinstance(storage, Storage):

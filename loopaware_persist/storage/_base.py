@@ -255,7 +255,12 @@ class StorageFactory(Protocol):
     A factory that can open its store read-only also takes a keyword
     ``read_only: bool = False`` (create, migrate, lock and write nothing; refuse
     a missing store); ``open_storage(url, read_only=True)`` refuses a factory
-    without it rather than risk a write.
+    without it rather than risk a write. A factory whose store can be missing
+    (a file, a directory) also takes ``create: bool = True``: with ``False`` it
+    refuses a missing store instead of creating it.
+
+    A backend module may also define ``local_path(url) -> str | None``: the file or
+    directory its store lives in, for :func:`loopaware_persist.storage.local_path`.
     """
 
     def __call__(self, url: str, /, *, durability: Durability) -> Storage:
@@ -642,12 +647,14 @@ def _check_expected_version(expected: object) -> int | None:
     return expected
 
 
-def check_store_exists(url: str, path: str, *, directory: bool) -> None:
-    """Refuse to open for reading a store that is not there: reading creates nothing.
+def check_store_exists(url: str, path: str, *, directory: bool, reading: bool = True) -> None:
+    """Refuse to open a store that is not there, for reading or with ``create=False``.
 
     :param url: the store's URL, for the message
     :param path: where the store's directory (or file) should be
     :param directory: whether the store is a directory (else a file)
+    :param reading: whether the store is opened read-only (else for writing, without
+        creating it); it only changes the message
     :raises StorageError: if ``path`` does not exist or is not of that kind
     """
     if os.path.isdir(path) if directory else os.path.isfile(path):
@@ -655,8 +662,9 @@ def check_store_exists(url: str, path: str, *, directory: bool) -> None:
     kind = "a directory" if directory else "a file"
     what = "does not exist" if not os.path.exists(path) else f"is not {kind}"
     msg = (
-        f"No checkpoint store at {url!r}: {path} {what}. Reading creates "
-        f"nothing; check the URL (--store, LOOPAWARE_PERSIST_STORE)."
+        f"No checkpoint store at {url!r}: {path} {what}. "
+        f"{'Reading creates nothing' if reading else 'Nothing was created'}; check the URL "
+        f"(--store, LOOPAWARE_PERSIST_STORE)."
     )
     raise StorageError(msg)
 

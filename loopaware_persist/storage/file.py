@@ -404,8 +404,9 @@ class FileStorage(Storage):
         process crash, not against power loss)
     :param io: the OS-call layer; tests pass a fault-injecting :class:`FileIO`
     :param read_only: create, lock and sweep nothing; writes raise :class:`StorageError`
+    :param create: create the directory if it is missing (else refuse it)
     :raises StorageError: if the URL is invalid, the directory is not a
-        checkpoint store, or (``read_only``) it does not exist
+        checkpoint store, or (``read_only`` or not ``create``) it does not exist
     :raises DurabilityError: if the directory cannot be created
     """
 
@@ -416,6 +417,7 @@ class FileStorage(Storage):
         durability: Durability = "normal",
         io: FileIO | None = None,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(url=url, durability=durability)
         self.root = path_from_url(url)
@@ -426,6 +428,8 @@ class FileStorage(Storage):
             check_store_exists(url, self.root, directory=True)
             self._check_owner()
             return
+        if not create:
+            check_store_exists(url, self.root, directory=True, reading=False)
         if os.path.isdir(self.root):
             self._check_owner()
         try:
@@ -925,6 +929,7 @@ def open_storage(
     durability: Durability = "normal",
     io: FileIO | None = None,
     read_only: bool = False,
+    create: bool = True,
 ) -> FileStorage:
     """Open a ``file:///abs/dir`` storage, creating the directory if needed.
 
@@ -932,9 +937,17 @@ def open_storage(
     :param durability: ``"normal"`` or ``"full"`` (fsync files and directory)
     :param io: the OS-call layer, for fault injection in tests
     :param read_only: create, lock and sweep nothing; refuse a missing directory
-    :raises StorageError: if the URL is not a local absolute file URL, or the
-        directory is not a checkpoint store
+    :param create: create a missing directory (else refuse it, creating nothing)
+    :raises StorageError: if the URL is not a local absolute file URL, the
+        directory is not a checkpoint store, or (``read_only`` or not ``create``)
+        it does not exist
     :raises DurabilityError: if the directory cannot be created
     :return: the storage
     """
-    return FileStorage(url, durability=durability, io=io, read_only=read_only)
+    return FileStorage(url, durability=durability, io=io, read_only=read_only, create=create)
+
+
+def local_path(url: str) -> str:
+    """:return: the directory a ``file:`` URL names
+    :raises StorageError: if it is not a local absolute file URL"""
+    return path_from_url(url)

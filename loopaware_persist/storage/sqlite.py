@@ -289,6 +289,7 @@ class SqliteStorage(Storage):
         :class:`BackendUnavailableError`
     :param read_only: open with ``mode=ro``: create, migrate and write nothing;
         every write operation raises :class:`StorageError`
+    :param create: create the database file if it is missing (else refuse it)
     :raises StorageError: if the URL is invalid, the file is not a SQLite
         database, holds another application's tables, its schema is newer than
         this version supports, or (``read_only``) it does not exist or holds no
@@ -304,6 +305,7 @@ class SqliteStorage(Storage):
         durability: Durability = "normal",
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         super().__init__(url=url, durability=durability)
         self.path = path_from_url(url)
@@ -314,6 +316,8 @@ class SqliteStorage(Storage):
         if self.read_only:
             self._open_read_only()
             return
+        if not create:
+            check_store_exists(url, self.path, directory=False, reading=False)
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         except OSError as exc:
@@ -737,6 +741,7 @@ def open_storage(
     durability: Durability = "normal",
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
     read_only: bool = False,
+    create: bool = True,
 ) -> SqliteStorage:
     """Open a SQLite storage, creating the database and its directory if needed.
 
@@ -744,8 +749,18 @@ def open_storage(
     :param durability: ``"normal"`` or ``"full"``
     :param busy_timeout: seconds to wait for other writers
     :param read_only: open it read-only: create, change and lock nothing
-    :raises StorageError: if the URL is invalid or the file is not a usable database
+    :param create: create a missing database (else refuse it, creating nothing)
+    :raises StorageError: if the URL is invalid, the file is not a usable database,
+        or (``read_only`` or not ``create``) it does not exist
     :raises BackendUnavailableError: if the database cannot be opened or stays locked
     :return: the storage
     """
-    return SqliteStorage(url, durability=durability, busy_timeout=busy_timeout, read_only=read_only)
+    return SqliteStorage(
+        url, durability=durability, busy_timeout=busy_timeout, read_only=read_only, create=create
+    )
+
+
+def local_path(url: str) -> str:
+    """:return: the database file a ``sqlite:`` URL names
+    :raises StorageError: if the URL is invalid"""
+    return path_from_url(url)
