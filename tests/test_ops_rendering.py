@@ -35,9 +35,9 @@ from loopaware_persist._ops import (
     OpsError,
     PickleSource,
     StoreSource,
-    check_store_exists,
     inspect_record,
     list_entries,
+    open_store,
     pickle_dir_from_url,
     plan_prune,
     render_tree,
@@ -271,9 +271,12 @@ def test_url_helpers(tmp_path: Path) -> None:
     assert not same_store("memory://", f"sqlite:///{db}")
     assert same_store("postgresql://h/db", "postgresql://h/db")
     # Non-local stores cannot be checked for existence; they are not refused.
-    check_store_exists("memory://")
-    with pytest.raises(OpsError, match="does not exist"):
-        check_store_exists((tmp_path / "nope").as_uri())
+    open_store("memory://", read_only=False).close()
+    # A missing local store is refused by its storage, and nothing is created.
+    for missing in ((tmp_path / "nope").as_uri(), f"sqlite:///{tmp_path}/nope.db"):
+        with pytest.raises(StorageError, match=r"does not exist\. Nothing was created"):
+            open_store(missing, read_only=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert pickle_dir_from_url(f"plumpy-pickle://{tmp_path}") == str(tmp_path)
     for bad in (f"file://{tmp_path}", "plumpy-pickle", "sqlite:///x.db"):
         with pytest.raises(StorageError, match="Not a plumpy-pickle: URL"):

@@ -1,0 +1,80 @@
+"""Operator operations on checkpoint stores: list, inspect, verify, convert, delete, prune.
+
+These are the library calls behind the ``loopaware-persist`` command line; they
+print nothing and know nothing of click, so they can be scripted and tested
+directly. Every read goes through the persister's safe path: the envelope is
+verified, the payload decoded with the allow-list, and the bundle audited as
+data with :func:`audit_bundle` -- nothing a checkpoint names is imported unless
+the allow-list permits it, and nothing is run. One module per operation:
+
+- :mod:`._common`: durations, store URLs, pids as typed, one-line failure reasons
+- :mod:`._listing`: listing checkpoints from their headers, filtered
+- :mod:`._inspect`: reading one checkpoint safely (``show``, ``verify``)
+- :mod:`._render`: a bundle as a bounded tree or as JSON-ready data
+- :mod:`._prune`: choosing what a prune deletes, and deleting exactly that
+- :mod:`._convert`: copying a store, or a plumpy pickle directory, into another
+"""
+
+from __future__ import annotations
+
+from .._errors import OpsError as OpsError
+from ._common import (
+    READ_CODECS as READ_CODECS,
+    Problem as Problem,
+    one_line as one_line,
+    open_store as open_store,
+    parse_duration as parse_duration,
+    resolve_pid as resolve_pid,
+    same_store as same_store,
+)
+from ._convert import (
+    CONVERTED_FROM as CONVERTED_FROM,
+    CONVERTED_SHA256 as CONVERTED_SHA256,
+    PLUMPY_PICKLE_SCHEME as PLUMPY_PICKLE_SCHEME,
+    Converter as Converter,
+    ConvertResult as ConvertResult,
+    PickleSource as PickleSource,
+    Source as Source,
+    SourceItem as SourceItem,
+    Status as Status,
+    StoreSource as StoreSource,
+    pickle_dir_from_url as pickle_dir_from_url,
+)
+from ._inspect import Inspection as Inspection, inspect_record as inspect_record
+from ._listing import Entry as Entry, list_entries as list_entries
+from ._prune import delete_keys as delete_keys, plan_prune as plan_prune
+from ._render import (
+    _yaml_exception as _yaml_exception,  # tests/test_yaml_audit.py imports it from here
+    render_tree as render_tree,
+    to_jsonable as to_jsonable,
+)
+
+__all__ = (
+    "CONVERTED_FROM",
+    "CONVERTED_SHA256",
+    "PLUMPY_PICKLE_SCHEME",
+    "READ_CODECS",
+    "ConvertResult",
+    "Converter",
+    "Entry",
+    "Inspection",
+    "OpsError",
+    "PickleSource",
+    "Problem",
+    "Source",
+    "SourceItem",
+    "Status",
+    "StoreSource",
+    "delete_keys",
+    "inspect_record",
+    "list_entries",
+    "one_line",
+    "open_store",
+    "parse_duration",
+    "pickle_dir_from_url",
+    "plan_prune",
+    "render_tree",
+    "resolve_pid",
+    "same_store",
+    "to_jsonable",
+)
