@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Hashable, Iterable
 from typing import Any, Literal, Self
 
+import attrs
 import plumpy
 from plumpy.persistence import PersistedCheckpoint
 
@@ -40,7 +41,6 @@ from ._awaiting import (
 from ._envelope import (
     HEADER_PEEK,
     MAX_EXPANSION,
-    Header,
     available_compressions,
     decode_envelope,
     encode_envelope,
@@ -63,10 +63,10 @@ from ._unbundle import LoopAwareBundle, _rebind, unbundle
 from .codecs import Codec, available_codecs, check_codec_name, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
+    CheckpointInfo,
     CheckpointKey,
     KeyToken,
     Pid,
-    RecordInfo,
     Storage,
     open_storage,
     pid_from_token,
@@ -143,48 +143,6 @@ def _check_compression(compression: object) -> None:
             "pip install 'loopaware-persist[zstd]'."
         )
     raise ConfigurationError(msg, option="compression", value=compression)
-
-
-class CheckpointInfo:
-    """What a listing shows of one checkpoint, read from its header only.
-
-    :param record: the storage's listing entry
-    :param header: the envelope header, or ``None`` if it could not be read
-    :param error: why the header could not be read, if it could not
-    """
-
-    __slots__ = ("error", "header", "record")
-
-    def __init__(self, record: RecordInfo, header: Header | None, error: str | None = None) -> None:
-        self.record = record
-        self.header = header
-        self.error = error
-
-    @property
-    def pid(self) -> Hashable:
-        """:return: the process id"""
-        return self.record.key.pid
-
-    @property
-    def tag(self) -> str | None:
-        """:return: the checkpoint tag"""
-        return self.record.key.tag
-
-    def as_dict(self) -> dict[str, Any]:
-        """:return: a JSON-ready summary"""
-        meta = dict(self.header.meta) if self.header is not None else {}
-        return {
-            "pid": str(self.pid),
-            "tag": self.tag,
-            "process_class": meta.get("process_class"),
-            "state": meta.get("state"),
-            "size": self.record.size,
-            "codec": self.header.codec if self.header is not None else None,
-            "compression": self.header.compression if self.header is not None else None,
-            "version": self.record.version,
-            "saved_at": self.record.saved_at,
-            "error": self.error,
-        }
 
 
 def _accepted(accept: str | Iterable[str] | None, codec: str) -> frozenset[str]:
@@ -622,9 +580,9 @@ class LoopAwarePersister(plumpy.Persister):
             except CheckpointNotFoundError:
                 continue  # deleted since the listing
             except LoopAwarePersistError as error:
-                infos.append(CheckpointInfo(record, None, str(error)))
+                infos.append(attrs.evolve(record, error=str(error)))
                 continue
-            infos.append(CheckpointInfo(record, header))
+            infos.append(attrs.evolve(record, header=header))
         return infos
 
     async def asave_checkpoint(

@@ -132,8 +132,8 @@ def test_the_backends_are_known_to_the_storage_package() -> None:
     # ... and the import walk sees relative imports between them.
     sqlite = "loopaware_persist.storage.sqlite"
     assert "loopaware_persist.storage._base" in _imports(sqlite, _modules()[sqlite])
-    assert "loopaware_persist._ops._listing" in _imports(
-        "loopaware_persist._ops._prune", _modules()["loopaware_persist._ops._prune"]
+    assert "loopaware_persist._ops._common" in _imports(
+        "loopaware_persist._ops._listing", _modules()["loopaware_persist._ops._listing"]
     )
 
 

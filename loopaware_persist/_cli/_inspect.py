@@ -11,7 +11,7 @@ from .._errors import CheckpointNotFoundError
 from .._ops import (
     Inspection,
     inspect_record,
-    list_entries,
+    list_checkpoints,
     one_line,
     open_store,
     render_tree,
@@ -31,8 +31,8 @@ from ._output import (
     format_time,
     key_label,
     print_damaged,
-    print_entries,
     print_json,
+    print_listing,
     progress,
     state_text,
     style,
@@ -63,16 +63,16 @@ def ls_command(
     """
     settings = command_settings(ctx)
     with open_store(settings.store, allow=settings.allow, read_only=True) as persister:
-        entries = list_entries(persister, pids=pids, states=states, classes=classes)
+        infos = list_checkpoints(persister, pids=pids, states=states, classes=classes)
         damaged = [] if pids else persister.storage.find_damaged()
     print_damaged(damaged)
     if as_json:
-        print_json([entry.as_dict() for entry in entries])
+        print_json([info.as_dict() for info in infos])
         return
-    if not entries:
+    if not infos:
         echo(f"no checkpoints in {redact_url(settings.store)}", err=True)
         return
-    print_entries(entries)
+    print_listing(infos)
 
 
 def _header_lines(found: Inspection) -> list[tuple[str, str]]:
@@ -194,7 +194,7 @@ def verify(
     settings = command_settings(ctx)
     results: list[Inspection] = []
     with open_store(settings.store, allow=settings.allow, read_only=True) as persister:
-        keys = [entry.key for entry in list_entries(persister, pids=pids)]
+        keys = [info.key for info in list_checkpoints(persister, pids=pids)]
         # Records the listing skipped (a torn file header, a row of the wrong
         # types, a FIFO named like a checkpoint) are problems too.
         skipped = [] if pids else persister.storage.find_damaged()

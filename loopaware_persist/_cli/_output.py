@@ -13,10 +13,9 @@ import click
 
 from .._errors import LoopAwarePersistError
 from .._ops import (
-    Entry,
     one_line,
 )
-from ..storage import CheckpointKey
+from ..storage import CheckpointInfo, CheckpointKey
 
 T = TypeVar("T")
 
@@ -100,8 +99,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, err: bool = 
         echo(line(row), err=err)
 
 
-def _entry_row(entry: Entry) -> list[str]:
-    data = entry.as_dict()
+def _listing_row(info: CheckpointInfo) -> list[str]:
+    data = info.as_dict()
     codec = data["codec"] or "?"
     if data["compression"]:
         codec += f"+{data['compression']}"
@@ -109,23 +108,23 @@ def _entry_row(entry: Entry) -> list[str]:
         data["pid"],
         "-" if data["tag"] is None else data["tag"],
         data["process_class"] or "?",
-        state_text(entry.state),
+        state_text(info.state),
         format_size(data["size"]),
         codec,
         str(data["version"]),
-        format_time(entry.saved_at),
+        format_time(info.saved_at),
     ]
 
 
-_ENTRY_HEADERS = ("PID", "TAG", "CLASS", "STATE", "SIZE", "CODEC", "VER", "SAVED (UTC)")
+_LISTING_HEADERS = ("PID", "TAG", "CLASS", "STATE", "SIZE", "CODEC", "VER", "SAVED (UTC)")
 
 
-def print_entries(entries: Sequence[Entry], *, err: bool = False) -> None:
-    table(_ENTRY_HEADERS, [_entry_row(e) for e in entries], err=err)
-    for entry in entries:
-        if entry.info.error is not None:
+def print_listing(infos: Sequence[CheckpointInfo], *, err: bool = False) -> None:
+    table(_LISTING_HEADERS, [_listing_row(e) for e in infos], err=err)
+    for info in infos:
+        if info.error is not None:
             echo(
-                style(f"! {entry.key.pid} tag={entry.key.tag!r}: {entry.info.error}", fg="red"),
+                style(f"! {info.key.pid} tag={info.key.tag!r}: {info.error}", fg="red"),
                 err=err,
             )
 

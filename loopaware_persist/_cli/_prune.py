@@ -10,15 +10,15 @@ import click
 
 from .._errors import CheckpointNotFoundError
 from .._ops import (
-    Entry,
     delete_keys,
-    list_entries,
+    list_checkpoints,
     open_store,
     parse_duration,
     plan_prune,
     resolve_pid,
 )
 from .._persister import LoopAwarePersister
+from ..storage import CheckpointInfo
 from ..storage._url import redact_url
 from ._options import (
     Command,
@@ -28,22 +28,22 @@ from ._options import (
 )
 from ._output import (
     echo,
-    print_entries,
     print_json,
+    print_listing,
 )
 
 
 def _delete(
     ctx: click.Context,
     persister: LoopAwarePersister,
-    entries: Sequence[Entry],
+    infos: Sequence[CheckpointInfo],
     *,
     yes: bool,
     dry_run: bool,
     as_json: bool,
 ) -> None:
     url = persister.storage.url
-    if not entries:
+    if not infos:
         if as_json:
             print_json({"store": url, "dry_run": dry_run, "deleted": []})
         else:
@@ -51,18 +51,18 @@ def _delete(
         return
     if dry_run:
         if as_json:
-            print_json({"store": url, "dry_run": True, "deleted": [e.as_dict() for e in entries]})
+            print_json({"store": url, "dry_run": True, "deleted": [e.as_dict() for e in infos]})
         else:
-            echo(f"would delete {len(entries)} checkpoint(s) from {url}:")
-            print_entries(entries)
+            echo(f"would delete {len(infos)} checkpoint(s) from {url}:")
+            print_listing(infos)
         return
     if not yes:
-        echo(f"about to delete {len(entries)} checkpoint(s) from {url}:", err=True)
-        print_entries(entries, err=True)
-        click.confirm(f"Delete these {len(entries)} checkpoint(s)?", abort=True, err=True)
-    deleted = delete_keys(persister, [e.key for e in entries])
+        echo(f"about to delete {len(infos)} checkpoint(s) from {url}:", err=True)
+        print_listing(infos, err=True)
+        click.confirm(f"Delete these {len(infos)} checkpoint(s)?", abort=True, err=True)
+    deleted = delete_keys(persister, [e.key for e in infos])
     if as_json:
-        print_json({"store": url, "dry_run": False, "deleted": [e.as_dict() for e in entries]})
+        print_json({"store": url, "dry_run": False, "deleted": [e.as_dict() for e in infos]})
     else:
         echo(f"deleted {deleted} checkpoint(s) from {url}")
 
@@ -99,17 +99,17 @@ def rm(
     settings = command_settings(ctx)
     with open_store(settings.store, allow=settings.allow, read_only=False) as persister:
         stored_pid = resolve_pid(persister, pid)
-        entries = [Entry(info=info) for info in persister.list_info(stored_pid)]
+        infos = persister.list_info(stored_pid)
         if tag is not None or untagged:
-            entries = [e for e in entries if e.key.tag == tag]
-            if not entries:
+            infos = [e for e in infos if e.key.tag == tag]
+            if not infos:
                 msg = (
                     f"Pid {pid!r} has no checkpoint with tag {tag!r} in "
                     f"{redact_url(settings.store)}. "
                     "Run 'loopaware-persist ls --pid PID' to see its tags."
                 )
                 raise CheckpointNotFoundError(msg, pid=stored_pid, tag=tag)
-        _delete(ctx, persister, entries, yes=yes, dry_run=dry_run, as_json=as_json)
+        _delete(ctx, persister, infos, yes=yes, dry_run=dry_run, as_json=as_json)
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
@@ -165,9 +165,9 @@ def prune(
         raise click.UsageError(msg)
     settings = command_settings(ctx)
     with open_store(settings.store, allow=settings.allow, read_only=False) as persister:
-        entries = list_entries(persister, pids=pids, states=states, classes=classes)
+        infos = list_checkpoints(persister, pids=pids, states=states, classes=classes)
         doomed = plan_prune(
-            entries,
+            infos,
             keep=keep,
             older_than=older_than,
             now=time.time(),

@@ -41,7 +41,7 @@ from ._convert import (
     pickle_dir_from_url as pickle_dir_from_url,
 )
 from ._inspect import Inspection as Inspection, inspect_record as inspect_record
-from ._listing import Entry as Entry, list_entries as list_entries
+from ._listing import list_checkpoints as list_checkpoints
 from ._prune import delete_keys as delete_keys, plan_prune as plan_prune
 from ._render import (
     _yaml_exception as _yaml_exception,  # tests/test_yaml_audit.py imports it from here
@@ -56,7 +56,6 @@ __all__ = (
     "READ_CODECS",
     "ConvertResult",
     "Converter",
-    "Entry",
     "Inspection",
     "OpsError",
     "PickleSource",
@@ -67,7 +66,7 @@ __all__ = (
     "StoreSource",
     "delete_keys",
     "inspect_record",
-    "list_entries",
+    "list_checkpoints",
     "one_line",
     "open_store",
     "parse_duration",

@@ -85,13 +85,14 @@ class SourceItem:
     :param ref: stable name of the record in its source, stored as the resume marker
     :param label: how to show it
     :param key: its key, if known without decoding it (pickles are keyed inside)
-    :param saved_at: when it was saved, if the source knows
+    :param stored_at: when the source wrote it (a store's ``stored_at``, a pickle file's
+        modification time), if it knows: the ``saved_at`` of a record whose header has none
     """
 
     ref: str
     label: str
     key: CheckpointKey | None = None
-    saved_at: float | None = None
+    stored_at: float | None = None
 
 
 class Source(Protocol):
@@ -140,7 +141,7 @@ class StoreSource:
                 label=str(record.key.pid)
                 + ("" if record.key.tag is None else f" tag={record.key.tag}"),
                 key=record.key,
-                saved_at=record.saved_at,
+                stored_at=record.stored_at,
             )
             for record in self.persister.storage.list()
         ]
@@ -157,8 +158,8 @@ class StoreSource:
         assert item.key is not None
         bundle = self.persister.loads(data, key=item.key)
         meta = dict(read_header(data).meta)
-        if "saved_at" not in meta and item.saved_at is not None:
-            meta["saved_at"] = item.saved_at
+        if "saved_at" not in meta and item.stored_at is not None:
+            meta["saved_at"] = item.stored_at
         return item.key, bundle, meta
 
 
@@ -202,7 +203,7 @@ class PickleSource:
                     SourceItem(
                         ref=json.dumps([self.url, name]),
                         label=name,
-                        saved_at=os.stat(path).st_mtime,
+                        stored_at=os.stat(path).st_mtime,
                     )
                 )
         return items
@@ -245,7 +246,7 @@ class PickleSource:
                 if isinstance(state_meta, dict)
                 else None
             ),
-            "saved_at": item.saved_at,
+            "saved_at": item.stored_at,
         }
         return key, bundle, meta
 
@@ -402,15 +403,15 @@ class Converter:
             meta = info.header.meta if info.header is not None else {}
             ref = meta.get(CONVERTED_FROM)
             existing = _Existing(
-                version=info.record.version,
+                version=info.version,
                 ref=ref if isinstance(ref, str) else None,
                 sha256=meta.get(CONVERTED_SHA256) if isinstance(ref, str) else None,
                 codec=info.header.codec if info.header is not None else None,
                 compression=info.header.compression if info.header is not None else None,
             )
-            self._by_key[info.record.key] = existing
+            self._by_key[info.key] = existing
             if existing.ref is not None:
-                self._by_ref[existing.ref] = info.record.key
+                self._by_ref[existing.ref] = info.key
 
     def items(self) -> list[SourceItem]:
         """:return: the source records, in order"""

@@ -17,6 +17,7 @@ import re
 
 from loopaware_persist._errors import ConfigurationError, StorageError
 from loopaware_persist.storage._base import (
+    CheckpointInfo as CheckpointInfo,
     CheckpointKey as CheckpointKey,
     Durability as Durability,
     KeyToken as KeyToken,
@@ -33,6 +34,7 @@ from loopaware_persist.storage._url import redact_url as _redact
 
 __all__ = (
     "ENTRY_POINT_GROUP",
+    "CheckpointInfo",
     "CheckpointKey",
     "Durability",
     "KeyToken",

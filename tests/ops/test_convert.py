@@ -102,7 +102,7 @@ def test_convert_keeps_the_source_time_of_a_record_saved_without_one() -> None:
             assert converter.convert(item).status == "copied"
             (info,) = dst.list_info()
     assert info.header is not None
-    assert info.header.meta["saved_at"] == record.saved_at
+    assert info.header.meta["saved_at"] == record.stored_at
 
 
 def test_convert_does_not_overwrite_a_record_another_writer_just_stored() -> None:

@@ -18,7 +18,7 @@ from loopaware_persist import (
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist._ops import (
     inspect_record,
-    list_entries,
+    list_checkpoints,
 )
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import FileIO, FileStorage
@@ -30,8 +30,8 @@ def test_inspect_and_list_of_a_missing_or_class_filtered_store() -> None:
         per.save_checkpoint(drive("finished", loop, pid="a"))
         with pytest.raises(CheckpointNotFoundError):
             inspect_record(per, CheckpointKey("nope"))
-        assert [e.key.pid for e in list_entries(per, classes=["Finisher"])] == ["a"]
-        assert list_entries(per, classes=["Waiter"]) == []
+        assert [e.key.pid for e in list_checkpoints(per, classes=["Finisher"])] == ["a"]
+        assert list_checkpoints(per, classes=["Waiter"]) == []
 
 
 class _PreadFails(FileIO):
@@ -77,5 +77,5 @@ def test_class_filter_never_matches_a_record_whose_header_is_unreadable() -> Non
     with new_loop() as loop, open_persister("memory://", allow=["tests.processes"]) as per:
         per.save_checkpoint(drive("finished", loop, pid="a"))
         per.storage.put(CheckpointKey("damaged"), b"not an envelope")
-        assert {e.key.pid for e in list_entries(per)} == {"a", "damaged"}
-        assert [e.key.pid for e in list_entries(per, classes=["*"])] == ["a"]
+        assert {e.key.pid for e in list_checkpoints(per)} == {"a", "damaged"}
+        assert [e.key.pid for e in list_checkpoints(per, classes=["*"])] == ["a"]

@@ -426,3 +426,35 @@ def test_a_damaged_postgresql_row_is_skipped_by_listings_and_reported(
         (damaged,) = storage.find_damaged()
         assert isinstance(damaged, CorruptStoredRecordError)
         assert re.search(message, str(damaged))
+
+
+def test_one_listing_class_with_saved_at_from_the_header_and_stored_at_from_the_store() -> None:
+    from loopaware_persist import CheckpointInfo, open_persister
+
+    assert RecordInfo is CheckpointInfo
+    key = CheckpointKey("p", "t")
+    # A storage written before stored_at existed still builds its rows with saved_at=.
+    assert RecordInfo(key=key, version=1, size=3, saved_at=5.0) == CheckpointInfo(
+        key=key, version=1, size=3, stored_at=5.0
+    )
+    with pytest.raises(TypeError, match="stored_at"):
+        CheckpointInfo(key=key, version=1, size=3)
+    with pytest.raises(TypeError, match="once"):
+        CheckpointInfo(key=key, version=1, size=3, stored_at=1.0, saved_at=1.0)
+    with open_persister("memory://") as persister:
+        persister.storage.put(key, persister.dumps({"x": 1}, meta={"saved_at": 10.0}))
+        persister.storage.put(CheckpointKey("bad"), b"not an envelope")
+        (bad, info) = persister.list_info()
+        (row,) = persister.storage.list("p")
+    assert row.header is None  # a storage knows no header ...
+    assert row.saved_at == row.stored_at
+    assert info.key == key
+    assert info.record is info  # ``info.record.key`` still works
+    assert info.saved_at == 10.0  # when the process was bundled ...
+    assert info.stored_at == row.stored_at > 10.0  # ... and when the store wrote it
+    summary = info.as_dict()
+    assert (summary["saved_at"], summary["stored_at"]) == (10.0, row.stored_at)
+    assert (summary["pid_token"], summary["state"], summary["error"]) == ("s:p", None, None)
+    assert bad.state == "damaged"
+    assert bad.error
+    assert bad.saved_at == bad.stored_at
