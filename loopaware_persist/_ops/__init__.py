@@ -2,8 +2,8 @@
 
 These are the library calls behind the ``loopaware-persist`` command line; they
 print nothing and know nothing of click, so they can be scripted and tested
-directly. Every read goes through the persister's safe path: the envelope is
-verified, the payload decoded with the allow-list, and the bundle audited as
+directly. Every read goes through the persister's safe path: the envelope's
+checksums are checked, the payload decoded with the allow-list, and the bundle audited as
 data with :func:`audit_bundle` -- nothing a checkpoint names is imported unless
 the allow-list permits it, and nothing is run. One module per operation:
 

@@ -14,7 +14,7 @@ for a pickle; the store is its real path for ``sqlite:``/``file:`` and its URL,
 password redacted, otherwise) and ``converted_sha256`` (the SHA-256 of the
 source record's bytes). A later run reads the destination's headers once, and
 skips a source record whose marker matches, whose format is the one asked for
-and whose envelope still verifies. Content hashes, not versions, because two
+and whose envelope still decodes (checksums intact). Content hashes, not versions, because two
 stores number their versions independently and a store that was emptied and
 refilled starts again at version 1. The store is part of the marker because
 pids repeat across stores (AiiDA's are ints): converting a second store into

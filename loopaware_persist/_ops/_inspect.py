@@ -84,7 +84,7 @@ def _try_load(bundle: Any, registry: HookRegistry) -> None:
 def inspect_record(
     persister: LoopAwarePersister, key: CheckpointKey, *, load: bool = False
 ) -> Inspection:
-    """Read one checkpoint safely: verify its envelope, decode it, audit it.
+    """Read one checkpoint safely: check its envelope, decode it, audit it.
 
     :param persister: the store (its allow-list decides what is safe)
     :param key: which checkpoint
