@@ -14,7 +14,6 @@ from .._ops import (
     PickleSource,
     Source,
     StoreSource,
-    one_line,
     open_store,
     pickle_dir_from_url,
     same_store,
@@ -155,12 +154,7 @@ def convert(
             items = converter.items()
             with progress(items, "converting") as bar:
                 results.extend(converter.convert(item) for item in bar)
-            if src_persister is not None:
-                # Records the source's listing skipped cannot be converted: say so.
-                results.extend(
-                    ConvertResult(source="(a damaged record)", status="failed", reason=one_line(e))
-                    for e in src_persister.storage.find_damaged()
-                )
+            results.extend(converter.damaged())
     finally:
         if src_persister is not None:
             src_persister.close()

@@ -12,7 +12,8 @@ the allow-list permits it, and nothing is run. One module per operation:
 - :mod:`._inspect`: reading one checkpoint safely (``show``, ``verify``)
 - :mod:`._render`: a bundle as a bounded tree or as JSON-ready data
 - :mod:`._prune`: choosing what a prune deletes, and deleting exactly that
-- :mod:`._convert`: copying a store, or a plumpy pickle directory, into another
+- :mod:`._sources`: what a convert reads, a store or a plumpy pickle directory
+- :mod:`._convert`: copying a source into a store, resumably
 """
 
 from __future__ import annotations
@@ -30,15 +31,9 @@ from ._common import (
 from ._convert import (
     CONVERTED_FROM as CONVERTED_FROM,
     CONVERTED_SHA256 as CONVERTED_SHA256,
-    PLUMPY_PICKLE_SCHEME as PLUMPY_PICKLE_SCHEME,
     Converter as Converter,
     ConvertResult as ConvertResult,
-    PickleSource as PickleSource,
-    Source as Source,
-    SourceItem as SourceItem,
     Status as Status,
-    StoreSource as StoreSource,
-    pickle_dir_from_url as pickle_dir_from_url,
 )
 from ._inspect import Inspection as Inspection, inspect_record as inspect_record
 from ._listing import list_checkpoints as list_checkpoints
@@ -47,6 +42,14 @@ from ._render import (
     _yaml_exception as _yaml_exception,  # tests/test_yaml_audit.py imports it from here
     render_tree as render_tree,
     to_jsonable as to_jsonable,
+)
+from ._sources import (
+    PLUMPY_PICKLE_SCHEME as PLUMPY_PICKLE_SCHEME,
+    PickleSource as PickleSource,
+    Source as Source,
+    SourceItem as SourceItem,
+    StoreSource as StoreSource,
+    pickle_dir_from_url as pickle_dir_from_url,
 )
 
 __all__ = (
