@@ -143,6 +143,21 @@ def test_verify_load_exits_1_on_a_file_store_with_a_torn_record(tmp_path: Path) 
     assert "s:w.ckpt" in listed.stderr
 
 
+def test_convert_reports_the_torn_record_it_cannot_copy(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    save_processes(store.as_uri())
+    (record,) = [p for p in store.iterdir() if p.name.startswith("s:w")]
+    record.write_bytes(record.read_bytes()[:20])  # torn inside its header
+    dst = f"sqlite:///{tmp_path}/dst.db"
+    result = run("convert", store.as_uri(), dst, "--json", "--allow", ALLOW)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert (report["copied"], report["failed"]) == (1, 1)
+    (failed,) = [r for r in report["results"] if r["status"] == "failed"]
+    assert failed["source"] == "(a damaged record)"
+    assert "s:w.ckpt" in failed["reason"]
+
+
 @pytest.mark.parametrize("command", [["show"], ["show", "--json"], ["rm", "--yes"]])
 def test_show_and_rm_of_a_torn_record_name_the_damage_not_a_missing_pid(
     tmp_path: Path, command: list[str]
