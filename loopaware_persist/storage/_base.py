@@ -1,4 +1,7 @@
-"""The storage contract: keys, records and the :class:`Storage` base class.
+"""The storage contract: the :class:`Storage` base class and what it returns.
+
+Keys are defined in :mod:`._keys` and the listing in :mod:`._listing`; both are
+re-exported here, where backends import them.
 
 A storage keeps opaque ``bytes`` under a :class:`CheckpointKey` (a process id
 plus an optional tag) and gives each key a version that starts at 1 and grows
@@ -16,13 +19,10 @@ from __future__ import annotations
 
 import abc
 import builtins
-import math
 import os
-import re
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, TypeVar
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
 import attrs
 
@@ -35,10 +35,17 @@ from loopaware_persist._errors import (
     StaleCheckpointError,
     StorageError,
 )
-from loopaware_persist._uuid import uuid_from_int
-
-if TYPE_CHECKING:
-    from loopaware_persist._envelope import Header
+from loopaware_persist.storage._keys import (
+    CheckpointKey as CheckpointKey,
+    KeyToken as KeyToken,
+    Pid as Pid,
+    pid_from_token as pid_from_token,
+    pid_token as pid_token,
+)
+from loopaware_persist.storage._listing import (
+    CheckpointInfo as CheckpointInfo,
+    RecordInfo as RecordInfo,
+)
 
 __all__ = (
     "CheckpointInfo",
@@ -56,14 +63,6 @@ __all__ = (
 )
 
 
-#: What a process id may be: plumpy uses UUIDs, AiiDA uses ints, tests use strings.
-Pid: TypeAlias = int | str | uuid.UUID
-
-#: A stored key as :meth:`Storage.list_key_tokens` reports it: ``(pid token, tag)``,
-#: the token being :func:`pid_token` of the pid (turn it back with
-#: :func:`pid_from_token`) and the tag ``None`` for the untagged checkpoint.
-KeyToken: TypeAlias = tuple[str, str | None]
-
 #: ``"normal"`` survives a process crash; ``"full"`` also survives power loss
 #: (fsync before :meth:`Storage.put` returns).
 Durability: TypeAlias = Literal["normal", "full"]
@@ -71,156 +70,6 @@ Durability: TypeAlias = Literal["normal", "full"]
 _S = TypeVar("_S", bound="Storage")
 
 _DURABILITIES: tuple[Durability, ...] = ("normal", "full")
-
-# Canonical decimal only, so that every int has exactly one token ("i:012",
-# "i:+1" and "i:1_0" would otherwise all decode to ints that have another one).
-_INT_TOKEN = re.compile(r"-?[1-9][0-9]*|0", re.ASCII)
-_UUID_TOKEN = re.compile(r"[0-9a-f]{32}", re.ASCII)
-
-
-def _describe_accepted() -> str:
-    return "Use an int (not a bool), a str or a uuid.UUID"
-
-
-def _check_text(value: str, *, what: str) -> None:
-    # Backends store keys as UTF-8 (file names, SQLite TEXT, PostgreSQL text);
-    # a lone surrogate cannot be encoded there, so refuse it up front, the same
-    # way for every backend, instead of failing halfway through a write.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        msg = (
-            f"The checkpoint {what} {value!r} is not valid Unicode (it contains a lone "
-            f"surrogate at index {exc.start}), so no storage can keep it. "
-            f"Decode it with errors='replace' or use another {what}."
-        )
-        raise EncodeError(msg) from None
-
-
-def _validate_pid(_instance: object, _attribute: object, pid: Any) -> None:
-    if isinstance(pid, bool) or not isinstance(pid, (int, str, uuid.UUID)):
-        msg = (
-            f"Unsupported checkpoint pid type {type(pid)!r} ({pid!r}). "
-            f"{_describe_accepted()} as the process id."
-        )
-        raise EncodeError(msg)
-    if isinstance(pid, str):
-        _check_text(pid, what="pid")
-
-
-def _validate_tag(_instance: object, _attribute: object, tag: Any) -> None:
-    if tag is not None and not isinstance(tag, str):
-        msg = f"Unsupported checkpoint tag type {type(tag)!r} ({tag!r}). Use a str or None."
-        raise EncodeError(msg)
-    if tag is not None:
-        _check_text(tag, what="tag")
-
-
-@attrs.frozen
-class CheckpointKey:
-    """Where a checkpoint lives: a process id and an optional tag.
-
-    ``CheckpointKey(12)``, ``CheckpointKey("12")`` and ``CheckpointKey(12, "")``
-    are three different keys: pids keep their type and ``None`` is not ``""``.
-
-    :param pid: the process id; an ``int`` (``bool`` is refused), ``str`` or
-        :class:`uuid.UUID`
-    :param tag: the checkpoint tag, ``None`` for the untagged checkpoint
-    :raises EncodeError: if the pid or tag has an unsupported type or is not
-        valid Unicode
-    """
-
-    pid: Pid = attrs.field(validator=_validate_pid)
-    tag: str | None = attrs.field(default=None, validator=_validate_tag)
-    # Every backend needs the token (file names, SQL parameters, sorting), so
-    # it is computed once; it is a function of pid, hence left out of eq/hash.
-    _token: str = attrs.field(init=False, eq=False, repr=False)
-
-    def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "_token", pid_token(self.pid))
-
-    @classmethod
-    def _from_storage(cls, token: str, tag: str | None) -> CheckpointKey:
-        """Rebuild a key read back from a backend, skipping validation.
-
-        Listing thousands of records builds thousands of keys; those read back
-        are valid by construction (``pid_from_token`` checked the token, and
-        text decoded from UTF-8 holds no lone surrogate).
-
-        :param token: a pid token as stored
-        :param tag: the tag as stored
-        :raises StorageError: if ``token`` is malformed
-        :return: the key
-        """
-        key = object.__new__(cls)
-        object.__setattr__(key, "pid", pid_from_token(token))
-        object.__setattr__(key, "tag", tag)
-        object.__setattr__(key, "_token", token)
-        return key
-
-    @property
-    def token(self) -> str:
-        """The pid's typed text token, see :func:`pid_token`."""
-        return self._token
-
-    def sort_key(self) -> tuple[str, int, str]:
-        """The order every :meth:`Storage.list` returns: pid token, then tag, ``None`` first.
-
-        :return: a tuple that sorts keys deterministically across pid types
-        """
-        tag = self.tag
-        return (self._token, 0 if tag is None else 1, tag or "")
-
-
-def pid_token(pid: Pid) -> str:
-    """Turn a pid into a typed text token: ``"i:12"``, ``"u:<32 hex>"`` or ``"s:<text>"``.
-
-    The mapping is injective (``12`` and ``"12"`` differ) and reversed by
-    :func:`pid_from_token`, so listings give back pids with their original type.
-
-    :param pid: an ``int``, ``str`` or :class:`uuid.UUID`
-    :raises EncodeError: if ``pid`` has another type (``bool`` included)
-    :return: the token
-    """
-    if isinstance(pid, bool):
-        pass  # falls through to the error below: True is not the pid 1
-    elif isinstance(pid, int):
-        try:
-            # int() first: an IntEnum's str() would be its name, not its value.
-            return f"i:{int(pid)}"
-        except ValueError as exc:  # beyond sys.get_int_max_str_digits()
-            msg = f"The int pid is too large to store ({exc}). Use a str or uuid.UUID pid."
-            raise EncodeError(msg) from None
-    elif isinstance(pid, str):
-        return f"s:{pid}"
-    elif isinstance(pid, uuid.UUID):
-        return f"u:{pid.hex}"
-    msg = f"Unsupported checkpoint pid type {type(pid)!r} ({pid!r}). {_describe_accepted()}."
-    raise EncodeError(msg)
-
-
-def pid_from_token(token: str) -> Pid:
-    """Reverse :func:`pid_token`.
-
-    :param token: a token written by :func:`pid_token`
-    :raises StorageError: if ``token`` is not one (stored keys are damaged or
-        were written by something else)
-    :return: the pid, with its original type
-    """
-    kind, sep, rest = token.partition(":")
-    if sep:
-        if kind == "s":
-            return rest
-        if kind == "i" and _INT_TOKEN.fullmatch(rest):
-            return int(rest)
-        if kind == "u" and _UUID_TOKEN.fullmatch(rest):
-            return uuid_from_int(int(rest, 16))  # UUID(hex=) would re-parse what we checked
-    msg = (
-        f"Malformed pid token {token!r} in storage: expected 'i:<int>', 'u:<32 hex digits>' "
-        f"or 's:<text>'. The stored key was damaged or written by another program; "
-        f"remove that record."
-    )
-    raise StorageError(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -235,127 +84,6 @@ class StoredRecord:
     key: CheckpointKey
     data: bytes
     version: int
-
-
-def _finite_time(value: object) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-@attrs.frozen(init=False)
-class CheckpointInfo:
-    """What a listing shows of one checkpoint, without reading its payload.
-
-    A storage's :meth:`Storage.list` fills the key, version, size and ``stored_at``;
-    the persister's ``list_info`` adds the envelope header (process class, state,
-    codec, and ``saved_at``, when the process was bundled), or why it could not be read.
-
-    :param key: where it is stored
-    :param version: its version, 1 for the first put of the key
-    :param size: the length of its record in bytes
-    :param stored_at: when the store wrote the record, as a Unix timestamp (the writer's
-        clock; the database server's for a remote store)
-    :param header: its envelope header; ``None`` from a storage, or if it is damaged
-    :param error: why the header could not be read, if it could not
-    :param saved_at: the former name of ``stored_at`` (``RecordInfo(saved_at=...)``),
-        still accepted
-    """
-
-    key: CheckpointKey
-    version: int
-    size: int
-    stored_at: float
-    header: Header | None = None
-    error: str | None = None
-
-    def __init__(
-        self,
-        *,
-        key: CheckpointKey,
-        version: int,
-        size: int,
-        stored_at: float | None = None,
-        header: Header | None = None,
-        error: str | None = None,
-        saved_at: float | None = None,
-    ) -> None:
-        when = stored_at if saved_at is None else saved_at
-        if when is None or (stored_at is not None and saved_at is not None):
-            msg = (
-                "CheckpointInfo() takes stored_at (or its former name saved_at), once: "
-                "when the store wrote the record, as a Unix timestamp."
-            )
-            raise ArgumentTypeError(msg, argument="stored_at")
-        self.__attrs_init__(
-            key=key, version=version, size=size, stored_at=when, header=header, error=error
-        )
-
-    @property
-    def pid(self) -> Pid:
-        """:return: the process id"""
-        return self.key.pid
-
-    @property
-    def tag(self) -> str | None:
-        """:return: the checkpoint tag"""
-        return self.key.tag
-
-    @property
-    def record(self) -> CheckpointInfo:
-        """:return: itself: what ``info.record`` was when the storage's part of a listing
-        was a separate ``RecordInfo``"""
-        return self
-
-    @property
-    def meta(self) -> Mapping[str, Any]:
-        """:return: the header meta (empty without a header)"""
-        return self.header.meta if self.header is not None else {}
-
-    @property
-    def process_class(self) -> str | None:
-        """:return: ``module:qualname`` of the process, as its header says"""
-        value = self.meta.get("process_class")
-        return value if isinstance(value, str) else None
-
-    @property
-    def state(self) -> str | None:
-        """:return: the process state label, ``"damaged"`` if the header is unreadable"""
-        if self.error is not None:
-            return "damaged"
-        value = self.meta.get("state")
-        return value if isinstance(value, str) else None
-
-    @property
-    def saved_at(self) -> float:
-        """When the process was bundled: the header's ``saved_at``, which survives a
-        convert; without one (a storage's listing, a damaged header), ``stored_at``.
-
-        :return: a Unix timestamp
-        """
-        found = _finite_time(self.meta.get("saved_at"))
-        return self.stored_at if found is None else found
-
-    def as_dict(self) -> dict[str, Any]:
-        """:return: a JSON-ready summary; ``saved_at`` and ``stored_at`` as above"""
-        return {
-            "pid": str(self.pid),
-            "tag": self.tag,
-            "process_class": self.meta.get("process_class"),
-            "state": self.state,
-            "size": self.size,
-            "codec": self.header.codec if self.header is not None else None,
-            "compression": self.header.compression if self.header is not None else None,
-            "version": self.version,
-            "saved_at": self.saved_at,
-            "error": self.error,
-            "pid_token": pid_token(self.pid),
-            "stored_at": self.stored_at,
-        }
-
-
-#: The storage's part of a listing; the same class as :class:`CheckpointInfo`.
-RecordInfo = CheckpointInfo
 
 
 class StorageFactory(Protocol):
