@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.loops import loop_in_thread
 
 settings.register_profile("fast", max_examples=40, deadline=None)
 settings.register_profile(
@@ -44,13 +45,5 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 @pytest.fixture
 def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh event loop running forever in its own thread, stopped and closed afterwards."""
-    new = asyncio.new_event_loop()
-    started = threading.Event()
-    new.call_soon(started.set)
-    thread = threading.Thread(target=new.run_forever, name="running-loop", daemon=True)
-    thread.start()
-    started.wait()
-    yield new
-    new.call_soon_threadsafe(new.stop)
-    thread.join()
-    new.close()
+    with loop_in_thread("running-loop") as new:
+        yield new

@@ -33,6 +33,7 @@ from plumpy.utils import AttributesFrozendict, Frozendict
 
 from loopaware_persist import FutureSnapshot, FutureStatus
 from tests import user_types as ut
+from tests.loops import loop_in_thread
 
 __all__ = (
     "EXCEPTION_TYPES",
@@ -524,22 +525,6 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _loop_in_thread() -> Iterator[asyncio.AbstractEventLoop]:
-    new = asyncio.new_event_loop()
-    started = threading.Event()
-    new.call_soon(started.set)
-    thread = threading.Thread(target=new.run_forever, name="target-loop", daemon=True)
-    thread.start()
-    started.wait()
-    try:
-        yield new
-    finally:
-        new.call_soon_threadsafe(new.stop)
-        thread.join()
-        new.close()
-
-
-@contextlib.contextmanager
 def caller(kind: Caller) -> Iterator[CallerSetup]:
     """Set up a target loop B (and loop A where the position has one), closed afterwards.
 
@@ -548,7 +533,7 @@ def caller(kind: Caller) -> Iterator[CallerSetup]:
     """
     with contextlib.ExitStack() as stack:
         if kind is Caller.TARGET_RUNS_ELSEWHERE:
-            target = stack.enter_context(_loop_in_thread())
+            target = stack.enter_context(loop_in_thread())
         else:
             target = asyncio.new_event_loop()
             stack.callback(target.close)

@@ -28,7 +28,7 @@ import loopaware_persist as lp
 from loopaware_persist.codecs import available_codecs
 from tests import awaiting_processes as ap
 from tests.awaiting_processes import drive_to_waiting, save_child_chain
-from tests.processes import close_loop
+from tests.loops import close_loop
 from tests.strategies import EXCEPTION_TYPES, assert_same, exceptions, scalars
 
 ROOT = Path(__file__).resolve().parent.parent

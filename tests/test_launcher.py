@@ -40,6 +40,7 @@ from loopaware_persist import (
 from loopaware_persist._bridge import LoopBridge
 from loopaware_persist._launcher import LoopAwareLauncher
 from loopaware_persist.storage import open_storage
+from tests.loops import loop_in_thread
 
 TIMEOUT = 10.0
 WORKER = "launcher-loop"
@@ -159,47 +160,19 @@ class NotAProcess:
 # region fixtures
 
 
-def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    async def cancel_the_rest() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(TIMEOUT)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT)
-    assert not thread.is_alive()
-    loop.close()
-
-
-def _start(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
-    loop = asyncio.new_event_loop()
-    # Debug mode makes a non-thread-safe call on the loop from another thread raise
-    # (asyncio's _check_thread) instead of silently losing a wake-up.
-    loop.set_debug(True)
-    started = threading.Event()
-    loop.call_soon(started.set)
-    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
-    thread.start()
-    assert started.wait(TIMEOUT)
-    return loop, thread
-
-
 @pytest.fixture
 def worker_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """The launcher's loop, running forever in thread ``launcher-loop``."""
-    loop, thread = _start(WORKER)
-    yield loop
-    _stop(loop, thread)
+    # Debug mode: a non-thread-safe call on the loop from another thread raises.
+    with loop_in_thread(WORKER, debug=True) as loop:
+        yield loop
 
 
 @pytest.fixture
 def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """Another running loop, in its own thread: a caller that is a coroutine elsewhere."""
-    loop, thread = _start("other-loop")
-    yield loop
-    _stop(loop, thread)
+    with loop_in_thread("other-loop", debug=True) as loop:
+        yield loop
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from loopaware_persist import (
 )
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
+from tests.loops import new_loop, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
@@ -58,8 +59,6 @@ from tests.processes import (
     drive,
     expected_state,
     listeners_of,
-    new_loop,
-    run_on,
 )
 
 STORAGES = ("memory", "file", "sqlite")

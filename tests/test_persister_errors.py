@@ -26,7 +26,8 @@ from loopaware_persist import (
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey, RecordInfo
 from loopaware_persist.storage.memory import MemoryStorage
-from tests.processes import current_loop, drive, new_loop
+from tests.loops import current_loop, new_loop
+from tests.processes import drive
 
 
 class HoldsLock(plumpy.Process):

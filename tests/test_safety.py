@@ -35,17 +35,8 @@ from loopaware_persist import (
 )
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
-from tests.processes import (
-    EXPECTED_OUTPUTS,
-    LOAD_LOG,
-    CustomError,
-    Opaque,
-    complete,
-    current_loop,
-    drive,
-    in_thread,
-    new_loop,
-)
+from tests.loops import current_loop, in_thread, new_loop
+from tests.processes import EXPECTED_OUTPUTS, LOAD_LOG, CustomError, Opaque, complete, drive
 
 CODECS = ("msgpack", "pickle")
 ROOT = Path(__file__).resolve().parents[1]
@@ -489,7 +480,8 @@ def test_trusted_says_so_loudly() -> None:
 CHILD = """
 import os, sys, threading
 from loopaware_persist import DecodeError, open_persister
-from tests.processes import complete, new_loop
+from tests.processes import complete
+from tests.loops import new_loop
 
 url, codec, pid, expect, watchdog = sys.argv[1:6]
 outcome = []

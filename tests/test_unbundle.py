@@ -33,20 +33,16 @@ from loopaware_persist import (
     unbundle,
 )
 from loopaware_persist._unbundle import _Rebind
+from tests.loops import current_loop, in_thread, loop_in_thread, new_loop, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
     LIVE_KINDS,
     check_terminal,
     complete,
-    current_loop,
     drive,
     expected_state,
-    in_thread,
     listeners_of,
-    loop_in_thread,
-    new_loop,
-    run_on,
 )
 
 POSITIONS = (

@@ -28,7 +28,8 @@ from loopaware_persist import (
     unbundle,
 )
 from loopaware_persist._unbundle import _Rebind
-from tests.processes import EXPECTED_OUTPUTS, complete, drive, new_loop, run_on
+from tests.loops import new_loop, run_on
+from tests.processes import EXPECTED_OUTPUTS, complete, drive
 from tests.strategies import user_values_with_snapshots, values
 
 CODECS = pytest.mark.parametrize("codec", ["msgpack", "pickle"])

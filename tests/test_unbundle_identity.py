@@ -34,16 +34,8 @@ from loopaware_persist import (
 )
 from loopaware_persist._audit import SafeObjectLoader
 from loopaware_persist._unbundle import _Rebind
-from tests.processes import (
-    EXPECTED_OUTPUTS,
-    RESUME_VALUE,
-    Opaque,
-    Waiter,
-    complete,
-    drive,
-    new_loop,
-    run_on,
-)
+from tests.loops import new_loop, run_on
+from tests.processes import EXPECTED_OUTPUTS, RESUME_VALUE, Opaque, Waiter, complete, drive
 
 # region identity of hook-decoded values
 
