@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests import axes
+from tests.axes import CODECS, LOCAL_STORAGES, STORAGES
 from tests.loops import loop_in_thread
 
 settings.register_profile("fast", max_examples=40, deadline=None)
@@ -47,3 +50,34 @@ def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh event loop running forever in its own thread, stopped and closed afterwards."""
     with loop_in_thread("running-loop") as new:
         yield new
+
+
+# -- the test axes (tests/axes.py); the kinds are session-scoped: hypothesis tests use them
+
+
+@pytest.fixture(scope="session", params=CODECS)
+def codec_name(request: pytest.FixtureRequest) -> str:
+    """Each codec a checkpoint can be written with."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session", params=STORAGES)
+def storage(request: pytest.FixtureRequest) -> str:
+    """Each storage kind (PostgreSQL marked ``integration``, skipped without its server)."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="session", params=LOCAL_STORAGES)
+def local_storage(request: pytest.FixtureRequest) -> str:
+    """Each storage kind that needs no server."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store_url(storage: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of each kind, removed afterwards."""
+    with axes.store_url(storage, tmp_path) as url:
+        yield url

@@ -44,6 +44,7 @@ from loopaware_persist import (
 )
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
+from tests.axes import CODECS
 from tests.loops import new_loop, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
@@ -62,7 +63,6 @@ from tests.processes import (
 )
 
 STORAGES = ("memory", "file", "sqlite")
-CODECS = ("msgpack", "pickle")
 COMPRESSIONS = (None, "zstd")
 ALLOW = ["tests.processes"]
 PIDS = (7, "7", uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100"))

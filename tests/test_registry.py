@@ -26,8 +26,6 @@ from loopaware_persist import (
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests.strategies import assert_same
 
-CODECS = pytest.mark.parametrize("codec_name", ["msgpack", "pickle"])
-
 
 class Point:
     def __init__(self, x: int, y: int) -> None:
@@ -274,7 +272,6 @@ def test_unsupported_type_on_encode_is_encode_error(registry: HookRegistry) -> N
         registry.encode_value(Point(1, 2))
 
 
-@CODECS
 def test_user_hook_round_trips_through_codec(codec_name: str) -> None:
     registry = default_registry.copy()
     registry.register(
@@ -339,7 +336,6 @@ def _dec_plugin(fields: list[Any], registry: HookRegistry) -> Plugin:
 
 
 @pytest.mark.parametrize("how", ["class", "predicate"])
-@CODECS
 def test_a_hook_that_takes_the_registry_gets_the_one_in_use(codec_name: str, how: str) -> None:
     """takes_registry=True: the hook resolves names through the allow-list of the registry
     the codec uses (a copy made after registration included), never another one."""
@@ -531,7 +527,6 @@ _MARKER_MODULE = (
 )
 
 
-@CODECS
 def test_disallowed_exception_becomes_foreign_exception(
     codec_name: str, make_module: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -615,7 +610,6 @@ def _state(obj: Any) -> dict[str, Any]:
     return {n: getattr(obj, n) for n in names}
 
 
-@CODECS
 @pytest.mark.parametrize("cls", [Plain, Slotted, SlottedWithDict, Custom])
 def test_object_fallback_for_allowed_class(codec_name: str, cls: type) -> None:
     codec = get_codec(codec_name, allow=[cls])
@@ -643,7 +637,6 @@ class Counted:
         self.a = a
 
 
-@CODECS
 def test_object_fallback_does_not_call_init(codec_name: str) -> None:
     codec = get_codec(codec_name, allow=[Counted])
     data = codec.encode(Counted([1, 2]))

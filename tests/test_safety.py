@@ -35,10 +35,10 @@ from loopaware_persist import (
 )
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
+from tests.axes import CODECS
 from tests.loops import current_loop, in_thread, new_loop
 from tests.processes import EXPECTED_OUTPUTS, LOAD_LOG, CustomError, Opaque, complete, drive
 
-CODECS = ("msgpack", "pickle")
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -33,6 +33,7 @@ from loopaware_persist import (
     unbundle,
 )
 from loopaware_persist._unbundle import _Rebind
+from tests.axes import CODECS
 from tests.loops import current_loop, in_thread, loop_in_thread, new_loop, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
@@ -446,7 +447,7 @@ def futures_for_the_context(a: asyncio.AbstractEventLoop) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("position", ["worker-thread-no-loop", "coroutine-on-other-loop"])
-@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_futures_in_the_context_are_restored_on_the_target_loop(codec: str, position: str) -> None:
     with open_persister("memory://", codec=codec, allow=["tests.processes"]) as store:
         with new_loop() as a:

@@ -34,6 +34,7 @@ from loopaware_persist import (
 )
 from loopaware_persist._audit import SafeObjectLoader
 from loopaware_persist._unbundle import _Rebind
+from tests.axes import CODECS
 from tests.loops import new_loop, run_on
 from tests.processes import EXPECTED_OUTPUTS, RESUME_VALUE, Opaque, Waiter, complete, drive
 
@@ -317,7 +318,7 @@ def test_concurrent_loads_of_one_bundle_share_nothing(
 # region futures held by objects
 
 
-@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("how", list(LOADS))
 def test_futures_inside_an_object_come_back_as_futures(codec: str, how: str) -> None:
     """A future held by an allowed object (in an attribute, a list, a dict) was stored as a

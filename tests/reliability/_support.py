@@ -20,6 +20,7 @@ import attrs
 import plumpy
 
 from loopaware_persist import LoopAwarePersister, open_persister
+from tests.axes import CODECS as CODECS
 
 #: The allow-list entry for the processes below.
 ALLOW = "tests.reliability._support"
@@ -28,7 +29,6 @@ ALLOW = "tests.reliability._support"
 HEAVY = os.environ.get("LOOPAWARE_HEAVY", "") not in ("", "0")
 #: Per-test timeout for the modules with heavy variants (pyproject's 120 s is per test).
 HEAVY_TIMEOUT = 1200 if HEAVY else 120
-CODECS = ("msgpack", "pickle")
 #: Seconds a campaign may run before it stops early: it stops after its count *or* this,
 #: whichever comes first, so that no test needs pytest-timeout's 120 s to pass on a
 #: loaded 2-core machine. A test running several campaigns divides it among them.
