@@ -57,6 +57,8 @@ POSTGRESQL = pytest.param(
 
 #: Every storage: the local ones, then PostgreSQL (``postgres://`` is an alias of it).
 STORAGES: tuple[Any, ...] = (*LOCAL_STORAGES, POSTGRESQL)
+#: The storages whose records outlive the process that wrote them (what a kill tests).
+DURABLE_STORAGES: tuple[Any, ...] = (*(s for s in LOCAL_STORAGES if s != "memory"), POSTGRESQL)
 
 
 def postgres_url() -> str:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests import axes
-from tests.axes import CODECS, LOCAL_STORAGES, STORAGES
+from tests.axes import CODECS, DURABLE_STORAGES, LOCAL_STORAGES, STORAGES
 from tests.loops import loop_in_thread
 
 settings.register_profile("fast", max_examples=40, deadline=None)
@@ -72,6 +72,13 @@ def storage(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session", params=LOCAL_STORAGES)
 def local_storage(request: pytest.FixtureRequest) -> str:
     """Each storage kind that needs no server."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="session", params=DURABLE_STORAGES)
+def durable_storage(request: pytest.FixtureRequest) -> str:
+    """Each storage kind whose records outlive the writing process (not ``memory``)."""
     kind: str = request.param
     return kind
 

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
 from loopaware_persist._client import WorkerClient
 from loopaware_persist._messages import MESSAGE_MAGIC
+from tests.axes import postgres_schema, postgres_schema_url
 
 pytestmark = pytest.mark.integration
 
@@ -238,29 +238,12 @@ def fenced_in(log: str, pid: str, reason: str) -> bool:
 # region in-process helpers (test_worker_inprocess)
 
 
-def postgres_schema_url(url: str, schema: str) -> str:
-    """Point a PostgreSQL URL at a schema of its own.
-
-    :param url: a libpq URL
-    :param schema: the schema the storage should use (created on first open)
-    :return: ``url`` with ``schema=`` added to its query
-    """
-    parts = urllib.parse.urlsplit(url)
-    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
 @pytest.fixture
 def postgres_store(postgres_url: str) -> Iterator[str]:
     """:return: a PostgreSQL store URL in a schema of this test's own, dropped afterwards"""
-    import psycopg  # the postgres extra: a missing one fails here, it does not skip
-
-    schema = f"lap_it_{uuid.uuid4().hex[:12]}"
-    try:
+    # The postgres extra: a missing psycopg fails here, it does not skip.
+    with postgres_schema(postgres_url, "lap_it") as schema:
         yield postgres_schema_url(postgres_url, schema)
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def _publish(amqp_url: str, queue: str, bodies: list[bytes]) -> None:

@@ -37,12 +37,12 @@ from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist._messages import MessageCodec
 from loopaware_persist._worker import Worker, run_worker
 from loopaware_persist.storage import CheckpointKey
+from tests.axes import postgres_schema_url
 
 from .conftest import (
     ALLOW,
     DEADLINE,
     hostile_gadget_message,
-    postgres_schema_url,
     publish_raw,
     ready_count,
     side_lines,
