@@ -39,7 +39,7 @@ from tests.axes import CODECS
 from tests.loops import current_loop, in_thread, new_loop
 from tests.processes import EXPECTED_OUTPUTS, LOAD_LOG, CustomError, Opaque, complete, drive
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

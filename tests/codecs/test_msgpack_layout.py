@@ -45,7 +45,7 @@ from loopaware_persist import (
 from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES, MsgpackCodec
 from tests.strategies import assert_same, bundles, values
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pack(value: Any) -> bytes:
