@@ -120,7 +120,7 @@ def awaited(process: plumpy.Process) -> dict[str, asyncio.Future[Any]]:
     return {key: future for future, key in state._awaiting.items()}
 
 
-# region driving (the test side)
+# Driving (the test side)
 
 
 def drive_to_waiting(
@@ -151,9 +151,6 @@ def save_child_chain(loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePer
 
     drive_to_waiting(loop, parent, save)
     return parent
-
-
-# endregion
 
 
 def _describe(process: plumpy.Process) -> dict[str, Any]:

@@ -53,7 +53,7 @@ __all__ = (
     "values",
 )
 
-# region leaves
+# Leaves.
 
 #: Valid unicode only: lone surrogates cannot be stored as UTF-8 (that is an EncodeError).
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -137,9 +137,7 @@ def hashables() -> st.SearchStrategy[Any]:
     )
 
 
-# endregion
-
-# region exceptions and snapshots
+# Exceptions and snapshots.
 
 #: Builtin exception types whose constructor takes any positional arguments.
 EXCEPTION_TYPES: tuple[type[BaseException], ...] = (
@@ -227,9 +225,7 @@ def snapshots(
     )
 
 
-# endregion
-
-# region trees and bundles
+# Trees and bundles.
 
 
 def _bundle(mapping: dict[str, Any]) -> plumpy.Bundle:
@@ -321,9 +317,7 @@ def bundles() -> st.SearchStrategy[plumpy.Bundle]:
     )
 
 
-# endregion
-
-# region a user's own classes
+# A user's own classes.
 
 #: What a persister must allow for :func:`user_values` to load.
 USER_TYPES = ut.__name__
@@ -439,7 +433,7 @@ def user_values_with_snapshots() -> st.SearchStrategy[Any]:
     return st.recursive(leaves, _user_containers, max_leaves=10)
 
 
-# region caller positions
+# Caller positions.
 
 
 class Caller(enum.Enum):
@@ -544,9 +538,7 @@ def caller(kind: Caller) -> Iterator[CallerSetup]:
         yield CallerSetup(kind, target, other)
 
 
-# endregion
-
-# region exact comparison
+# Exact comparison.
 
 
 def _fail(path: str, why: str) -> None:
@@ -687,6 +679,3 @@ def _subclass_with_attributes(a: Any) -> bool:
         and hasattr(a, "__dict__")
         and not isinstance(a, (enum.Enum, plumpy.Bundle))
     )
-
-
-# endregion

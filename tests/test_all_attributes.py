@@ -106,7 +106,7 @@ def test_reexported_function_is_documented(name: str) -> None:
     assert getattr(loopaware_persist, name).__doc__
 
 
-# region error tree
+# Error tree.
 
 ERRORS = [
     ArgumentTypeError,
@@ -260,6 +260,3 @@ def test_old_homes_of_moved_errors_still_import() -> None:
     assert pickle.UnsafeLoadWarning is loopaware_persist.UnsafeLoadWarning
     assert _ops.OpsError is loopaware_persist.OpsError
     assert _hooks.ForeignException is loopaware_persist.ForeignException
-
-
-# endregion

@@ -64,7 +64,7 @@ def _codec(name: str) -> Codec:
     return get_codec(name, allow=["plumpy"] if name == "pickle" else ())
 
 
-# region property: exact round trips
+# Property: exact round trips.
 
 
 # The compression is drawn rather than parametrised: it cannot change what the codec
@@ -101,9 +101,7 @@ def test_encoding_is_deterministic(codec_name: str, value: Any) -> None:
     assert codec.encode(value) == codec.encode(value)
 
 
-# endregion
-
-# region specific shapes (each one also a regression test for a bug the property found)
+# Specific shapes (each one also a regression test for a bug the property found)
 
 
 def test_tuples_stay_tuples(codec_name: str) -> None:
@@ -245,9 +243,7 @@ def test_class_references_and_enums(codec_name: str) -> None:
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-# endregion
-
-# region futures are stored as snapshots
+# Futures are stored as snapshots.
 
 
 def _futures(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
@@ -316,9 +312,7 @@ def test_snapshot_round_trips_as_snapshot(codec_name: str) -> None:
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-# endregion
-
-# region errors
+# Errors.
 
 
 class NotAllowed:
@@ -480,9 +474,7 @@ def test_crafted_msgpack_trees_of_the_earlier_layout_raise_only_decode_errors(
         get_codec("msgpack").decode(data)
 
 
-# endregion
-
-# region get_codec
+# Get_codec.
 
 
 def test_unknown_codec_is_value_error() -> None:
@@ -533,10 +525,7 @@ def test_restricted_codecs_do_not_warn() -> None:
         get_codec("msgpack")
 
 
-# endregion
-
-
-# region the comparison the properties rely on must itself be strict
+# The comparison the properties rely on must itself be strict.
 
 
 @pytest.mark.parametrize(
@@ -582,9 +571,6 @@ def test_assert_same_detects_chain_difference() -> None:
     b.__context__ = KeyError("d")
     with pytest.raises(AssertionError, match="__context__"):
         assert_same(a, b)
-
-
-# endregion
 
 
 def test_pickle_resolves_class_references_inside_snapshot_and_chained_exceptions() -> None:

@@ -134,7 +134,7 @@ def test_decode_of_a_non_bytes_payload_is_a_decode_error(name: str, payload: obj
         get_codec(name).decode(payload)  # type: ignore[arg-type]
 
 
-# region envelope: compressed payloads expand at most MAX_EXPANSION times
+# Envelope: compressed payloads expand at most MAX_EXPANSION times.
 
 
 def _bomb(compression: str, size: int) -> bytes:

@@ -102,7 +102,7 @@ class Point:
     __hash__ = None  # type: ignore[assignment]
 
 
-# region the bytes
+# The bytes.
 
 
 @pytest.mark.parametrize(
@@ -262,9 +262,7 @@ def test_pure_python_msgpack_refuses_the_same_payloads() -> None:
             assert isinstance(info.value, expected), info.value
 
 
-# endregion
-
-# region nesting limits
+# Nesting limits.
 
 
 def test_values_nested_as_deep_as_allowed_round_trip() -> None:
@@ -391,9 +389,7 @@ def test_deep_lists_across_levels_cannot_exhaust_the_c_stack_when_encoding() -> 
     assert out == "[True]"
 
 
-# endregion
-
-# region pooling: registry changes, threads, re-entrancy, sizes
+# Pooling: registry changes, threads, re-entrancy, sizes.
 
 
 def test_a_hook_registered_after_first_use_is_used() -> None:
@@ -509,6 +505,3 @@ def test_encoding_does_not_depend_on_what_was_encoded_before() -> None:
     first = codec.encode(value)
     codec.encode({"other": (frozenset({(1, 2)}), ValueError("x"))})
     assert codec.encode(value) == first == get_codec("msgpack").encode(value)
-
-
-# endregion

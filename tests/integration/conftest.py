@@ -235,7 +235,7 @@ def fenced_in(log: str, pid: str, reason: str) -> bool:
     return re.search(rf"fenced {re.escape(pid)}: {reason}", log) is not None
 
 
-# region in-process helpers (test_worker_inprocess)
+# In-process helpers (test_worker_inprocess)
 
 
 @pytest.fixture
@@ -282,9 +282,6 @@ def ready_count(amqp_url: str, queue: str) -> int:
     """:return: how many messages of ``queue`` wait for delivery (unacknowledged ones
     held by a consumer are not counted)"""
     return asyncio.run(_ready_count(amqp_url, queue))
-
-
-# endregion
 
 
 def hostile_gadget_message(marker: Path) -> bytes:

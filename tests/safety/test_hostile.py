@@ -77,7 +77,7 @@ def _legacy(tag: str) -> msgpack.ExtType:
     return msgpack.ExtType(1, tag.encode())
 
 
-# region pickle gadgets
+# Pickle gadgets.
 
 
 def _p0(text: str) -> bytes:
@@ -214,9 +214,7 @@ def test_pickle_class_reference_to_process_loads_without_being_callable() -> Non
         codec.decode(crafted)
 
 
-# endregion
-
-# region msgpack payloads
+# Msgpack payloads.
 
 
 @functools.cache
@@ -417,9 +415,6 @@ def test_msgpack_codec_stays_usable_after_refusals(marker: Path, marker_module: 
         with pytest.raises(REFUSALS):
             codec.decode(payload)
         assert codec.decode(good) == {"t": (1, (2, (3,))), "s": {frozenset({(4,)})}}
-
-
-# endregion
 
 
 def test_msgpack_timestamp_ext_is_inert() -> None:

@@ -253,7 +253,7 @@ def test_one_bundle_unbundled_onto_two_loops_gives_independent_graphs(
         check_restored(third, b3, kind)
 
 
-# region no usable loop
+# No usable loop.
 
 
 def test_no_loop_given_and_none_running_is_an_error_and_creates_no_loop(
@@ -309,9 +309,7 @@ def test_target_loop_closed_after_running_in_another_thread(
         persister.load_process(pid, loop=b)
 
 
-# endregion
-
-# region check_loop_bound
+# Check_loop_bound.
 
 
 def test_check_loop_bound_names_a_foreign_future_planted_in_the_context(
@@ -362,9 +360,7 @@ def test_check_loop_bound_looks_at_the_attributes_of_builtin_subclasses() -> Non
         assert sorted(caught.value.paths) == [f"['held'][{i}].awaited" for i in range(4)]
 
 
-# endregion
-
-# region the contrast: plumpy's own loading
+# The contrast: plumpy's own loading.
 
 
 def test_plumpy_alone_leaves_futures_on_the_current_loop() -> None:
@@ -393,9 +389,6 @@ def test_plumpy_alone_in_a_worker_thread_cannot_load_a_waiting_process() -> None
         in_thread(in_worker)
 
 
-# endregion
-
-
 def test_concurrent_loads_onto_one_running_loop(
     persister: LoopAwarePersister, saved: Callable[[str], Any]
 ) -> None:
@@ -420,7 +413,7 @@ def test_concurrent_loads_onto_one_running_loop(
             check_restored(process, b, "waiting")
 
 
-# region futures held in a WorkChain context
+# Futures held in a WorkChain context.
 
 
 def futures_for_the_context(a: asyncio.AbstractEventLoop) -> dict[str, Any]:
@@ -507,10 +500,7 @@ def test_pickle_keeps_a_future_shared_between_two_places_shared() -> None:
             assert ctx.first is ctx.others[1]["again"]
 
 
-# endregion
-
-
-# region the single walk: audit, copy and rebind together, then the check
+# The single walk: audit, copy and rebind together, then the check.
 
 
 def test_a_live_foreign_future_planted_in_a_bundle_is_caught(
@@ -564,6 +554,3 @@ def test_a_refused_bundle_leaves_no_unretrieved_future(
         gc.collect()
     assert "'os:system'" in message
     assert "never retrieved" not in caplog.text
-
-
-# endregion

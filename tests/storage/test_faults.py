@@ -40,7 +40,7 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStorage]:
     store.close()
 
 
-# region SQLite
+# SQLite.
 
 
 def test_sqlite_refuses_a_url_with_a_nul_byte(tmp_path: Path) -> None:
@@ -102,9 +102,7 @@ def test_sqlite_reports_every_operation_on_a_damaged_schema(
         assert not isinstance(info.value, CorruptCheckpointError)
 
 
-# endregion
-
-# region file storage
+# File storage.
 
 
 class FaultyIO(FileIO):
@@ -229,9 +227,7 @@ def test_damaged_file_headers_are_corrupt_records(tmp_path: Path, case: str) -> 
             store.read_prefix(KEY, 4)
 
 
-# endregion
-
-# region the conformance kit reports a backend's wrong errors precisely
+# The conformance kit reports a backend's wrong errors precisely.
 
 
 class _KeyErrorWhenMissing(MemoryStorage):
@@ -271,9 +267,6 @@ class _LosesEmptyTag(MemoryStorage):
 def test_conformance_kit_names_the_wrong_error(broken: type[MemoryStorage], message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check_storage(broken)
-
-
-# endregion
 
 
 def test_process_check_catches_a_store_each_process_sees_separately() -> None:

@@ -45,7 +45,7 @@ from tests.loops import loop_in_thread
 TIMEOUT = 10.0
 WORKER = "launcher-loop"
 
-# region processes (named tests.test_launcher:<Name> in tasks and checkpoints)
+# Processes (named tests.workers.test_launcher:<Name> in tasks and checkpoints).
 
 
 def _where() -> dict[str, Any]:
@@ -155,9 +155,7 @@ class NotAProcess:
         Path(marker).touch()
 
 
-# endregion
-
-# region fixtures
+# Fixtures.
 
 
 @pytest.fixture
@@ -201,9 +199,7 @@ def bridge(
     return LoopBridge(communicator, loop=worker_loop)
 
 
-# endregion
-
-# region call sites
+# Call sites.
 
 SITES = ("foreign-thread", "other-loop", "loop-thread")
 
@@ -245,9 +241,7 @@ def _launch_body(cls: type[plumpy.Process], **kwargs: Any) -> dict[str, Any]:
     return process_comms.create_launch_body(cls, **kwargs)
 
 
-# endregion
-
-# region launcher
+# Launcher.
 
 
 @pytest.mark.parametrize("site", SITES)
@@ -531,9 +525,7 @@ def test_a_closed_loop_fails_the_future_instead_of_losing_it(
         future.result(TIMEOUT)
 
 
-# endregion
-
-# region bridge
+# Bridge.
 
 
 def _subscribers(
@@ -790,10 +782,7 @@ def test_forty_replies_through_kiwipy_rmq_thread_wrapping(
         assert all(reply["thread"] == WORKER and reply["loop"] is worker_loop for reply in replies)
 
 
-# endregion
-
-
-# region the launcher's own loop check
+# The launcher's own loop check.
 
 
 class _Planting(LoopAwarePersister):
@@ -842,9 +831,6 @@ def test_the_launcher_walks_what_its_persister_class_may_have_touched(
         else:
             assert outcome.result(TIMEOUT) == pid
             assert walks == []
-
-
-# endregion
 
 
 @pytest.mark.parametrize(
