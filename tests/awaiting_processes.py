@@ -62,7 +62,7 @@ class ChildChain(plumpy.WorkChain):
         spec.outline(cls.launch_children, cls.collect)
         spec.output("total", valid_type=int)
 
-    def launch_children(self) -> ToContext:
+    def launch_children(self) -> ToContext[str, Any]:
         children = {}
         for key, x in CHILD_INPUTS.items():
             child = self.launch(Child, inputs={"x": x})
@@ -85,7 +85,7 @@ class FutureChain(plumpy.WorkChain):
         spec.outline(cls.wait, cls.finish)
         spec.output("value")
 
-    def wait(self) -> ToContext:
+    def wait(self) -> ToContext[str, Any]:
         future = self.loop.create_future()
         PLAIN_FUTURES.append(future)
         return ToContext(value=future)
@@ -106,7 +106,7 @@ class ManyFutureChain(plumpy.WorkChain):
         super().define(spec)
         spec.outline(cls.wait, cls.finish)
 
-    def wait(self) -> ToContext:
+    def wait(self) -> ToContext[str, Any]:
         return ToContext(**{key: self.loop.create_future() for key in FUTURE_KEYS})
 
     def finish(self) -> None:

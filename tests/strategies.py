@@ -665,7 +665,8 @@ def _by_attributes(a: Any) -> bool:
     """Whether ``a`` is an instance of a plain class, with no ``__eq__`` of its own."""
     return (
         hasattr(a, "__dict__")
-        and type(a).__eq__ is object.__eq__
+        # mypy types the two as different callables; at runtime it is the same function.
+        and type(a).__eq__ is object.__eq__  # type: ignore[comparison-overlap]
         and not isinstance(a, (BaseException, enum.Enum, type))
     )
 

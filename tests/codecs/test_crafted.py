@@ -31,7 +31,8 @@ def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
 
 
 def _record(tag: str, *fields: Any) -> bytes:
-    return msgpack.packb(_ext(tag, *fields), use_bin_type=True)
+    packed: bytes = msgpack.packb(_ext(tag, *fields), use_bin_type=True)
+    return packed
 
 
 MALFORMED = {

@@ -275,6 +275,7 @@ def test_what_passes_the_scan_is_bounded_by_the_reference_parser(
             for op, arg, _pos in pickletools.genops(bytes(data)):
                 # BINPUT's one-byte index grows the memo to 512 entries at most: unchecked.
                 if op.name in ("PUT", "LONG_BINPUT"):
+                    assert arg is not None
                     assert arg < len(data)
     except ValueError as error:
         # The reference parser stops where the unpickler refuses too, but never for a

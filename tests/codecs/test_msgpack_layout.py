@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def _ext(tag: str, *fields: Any) -> msgpack.ExtType:

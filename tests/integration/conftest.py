@@ -292,4 +292,5 @@ def hostile_gadget_message(marker: Path) -> bytes:
     """
     gadget = msgpack.ExtType(2, msgpack.packb(["object", "os:system", f"touch {marker}"]))
     body = msgpack.ExtType(2, msgpack.packb(["tuple", gadget, True], use_bin_type=True))
-    return MESSAGE_MAGIC + msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return MESSAGE_MAGIC + packed

@@ -55,7 +55,8 @@ def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
 
 
 def _pack(tree: Any) -> bytes:
-    return msgpack.packb(tree, use_bin_type=True)
+    packed: bytes = msgpack.packb(tree, use_bin_type=True)
+    return packed
 
 
 def _pickle_gadgets(marker: str, evil: str) -> dict[str, bytes]:

@@ -61,7 +61,8 @@ def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: Path)
 
 
 def _pack(tree: Any) -> bytes:
-    return msgpack.packb(tree, use_bin_type=True)
+    packed: bytes = msgpack.packb(tree, use_bin_type=True)
+    return packed
 
 
 def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
@@ -228,7 +229,7 @@ def _nesting_bomb() -> bytes:
 
 def _msgpack_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[DecodeError]]]:
     m = str(marker)
-    exc_fields = ["m", [], "msg", None, None, None, False, None]
+    exc_fields: list[Any] = ["m", [], "msg", None, None, None, False, None]
     u, k, c = UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError
     deep: Any = None
     for _ in range(MAX_EXT_DEPTH + 1):

@@ -263,7 +263,7 @@ def test_no_loop_given_and_none_running_is_an_error_and_creates_no_loop(
 
     def in_fresh_thread() -> list[str]:
         errors = []
-        attempts = (
+        attempts: tuple[Callable[[], object], ...] = (
             lambda: persister.load_process(pid),
             lambda: persister.load_checkpoint(pid).unbundle(),
             lambda: persister.load_checkpoint(pid).unbundle(plumpy.LoadSaveContext()),
@@ -424,7 +424,7 @@ def futures_for_the_context(a: asyncio.AbstractEventLoop) -> dict[str, Any]:
     failed.exception()  # retrieved, so loop A does not log it
     cancelled = a.create_future()
     cancelled.cancel("stop")
-    kiwi = concurrent.futures.Future()  # what kiwipy hands back
+    kiwi: concurrent.futures.Future[Any] = concurrent.futures.Future()  # what kiwipy hands back
     kiwi.set_result(5)
     savable = plumpy.SavableFuture(loop=a)
     savable.set_result("s")

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ def test_sqlite_reports_every_operation_on_a_damaged_schema(
     with sqlite3.connect(sqlite_store.path) as conn:
         conn.execute("DROP TABLE checkpoints")
     conn.close()
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "read pid 'p' with tag 't'": lambda: sqlite_store.get(KEY),
         "read pid 'p' with tag 't' ": lambda: sqlite_store.read_prefix(KEY, 4),
         "delete pid 'p' with tag 't'": lambda: sqlite_store.delete(KEY),
@@ -150,7 +150,7 @@ def _saved_store(tmp_path: Path, io: FileIO) -> FileStorage:
 @pytest.mark.parametrize("call", ["pread", "fstat", "open-read"])
 def test_file_read_errors_name_the_record_and_the_store(tmp_path: Path, call: str) -> None:
     with _saved_store(tmp_path, FaultyIO(errno.EIO, call)) as store:
-        operations = [lambda: store.get(KEY)]
+        operations: list[Callable[[], object]] = [lambda: store.get(KEY)]
         if call != "fstat":  # only get() sizes the file; the others read the header
             operations += [lambda: store.read_prefix(KEY, 4), lambda: store.list()]
         for operation in operations:
