@@ -1,7 +1,8 @@
 """Shared helpers of the reliability campaign: real plumpy checkpoints, figures, forks.
 
-Every class here is named ``tests.reliability._support:<Name>`` in a checkpoint, so
-persisters that load them are opened with ``allow=[ALLOW]``.
+The processes are the suite's own (:mod:`tests.processes`), named
+``tests.processes:<Name>`` in a checkpoint, so persisters that load them are opened
+with ``allow=[ALLOW]``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -21,9 +21,11 @@ import plumpy
 
 from loopaware_persist import LoopAwarePersister, open_persister
 from tests.axes import CODECS as CODECS
+from tests.loops import new_loop as new_loop
+from tests.processes import Finisher, Raiser, Waiter
 
-#: The allow-list entry for the processes below.
-ALLOW = "tests.reliability._support"
+#: The allow-list entry for the processes the campaigns save.
+ALLOW = "tests.processes"
 #: Heavier variants (more kills, more mutations, more saves): LOOPAWARE_HEAVY=1.
 #: About 3 minutes on 2 cores, so CI=true alone does not switch them on.
 HEAVY = os.environ.get("LOOPAWARE_HEAVY", "") not in ("", "0")
@@ -93,69 +95,22 @@ def figure(name: str, **data: Any) -> dict[str, Any]:
     return line
 
 
-class Doubler(plumpy.Process):
-    """Doubles ``x`` and finishes."""
-
-    @classmethod
-    def define(cls, spec: plumpy.ProcessSpec) -> None:
-        super().define(spec)
-        spec.input("x", valid_type=int, default=1)
-        spec.outputs.dynamic = True
-
-    def run(self) -> None:
-        self.out("doubled", self.inputs["x"] * 2)
-        self.out("echo", {"x": self.inputs["x"], "pair": (1, 2), "half": 0.5})
-
-
-class Failer(plumpy.Process):
-    """Raises in ``run``: an EXCEPTED process, whose state plumpy stores as YAML."""
-
-    def run(self) -> None:
-        raise ValueError("boom", 42)
-
-
-class Sleeper(plumpy.Process):
-    """Waits (a plumpy ``Wait`` with a future) until resumed."""
-
-    @classmethod
-    def define(cls, spec: plumpy.ProcessSpec) -> None:
-        super().define(spec)
-        spec.outputs.dynamic = True
-
-    def run(self) -> plumpy.Wait:
-        self.out("before", 1)
-        return plumpy.Wait(self.resumed, "waiting", data={"why": ("test", 1.5)})
-
-    def resumed(self, value: Any = None) -> None:
-        self.out("after", value)
-
-
-@contextmanager
-def new_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """A fresh loop, closed afterwards (never set as current)."""
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-
-
 def make_process(kind: str, loop: asyncio.AbstractEventLoop, pid: Any, x: int = 1) -> Any:
     """A real plumpy process driven to ``kind``: created, finished, excepted or waiting."""
 
     async def drive() -> plumpy.Process:
         process: plumpy.Process
         if kind == "created":
-            return Doubler(inputs={"x": x}, pid=pid, loop=loop)
+            return Finisher(inputs={"x": x}, pid=pid, loop=loop)
         if kind == "finished":
-            process = Doubler(inputs={"x": x}, pid=pid, loop=loop)
+            process = Finisher(inputs={"x": x}, pid=pid, loop=loop)
             await process.step_until_terminated()
         elif kind == "excepted":
-            process = Failer(pid=pid, loop=loop)
+            process = Raiser(pid=pid, loop=loop)
             await process.step_until_terminated()
             process.future().exception()  # retrieved: no "never retrieved" log
         elif kind == "waiting":
-            process = Sleeper(pid=pid, loop=loop)
+            process = Waiter(pid=pid, loop=loop)
             for _ in range(20):
                 if process.state is plumpy.ProcessState.WAITING:
                     break
