@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from plumpy.workchains import ToContext, WorkChainSpec
 
 import loopaware_persist as lp
 from loopaware_persist.storage import open_storage
+from tests.loops import running_in_thread
 
 #: The persister a :class:`ChildChain` checkpoints its children with, at their creation
 #: (as AiiDA and ``ProcessLauncher(persist=True)`` do); ``None``: not checkpointed.
@@ -197,17 +197,12 @@ def _continue(spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("via") == "launcher":
             # As in a worker: the loop runs in its own thread, tasks arrive from another.
             launcher = lp.LoopAwareLauncher(persister, loop=loop)
-            thread = threading.Thread(target=loop.run_forever, name="worker-loop")
-            thread.start()
-            try:
+            with running_in_thread(loop, "worker-loop"):
                 # The parent first: it waits for children the launcher has not loaded yet.
                 replies = [
                     launcher(None, create_continue_body(pid)) for pid in [parent_pid, *children]
                 ]
                 outputs = [reply.result(timeout=60) for reply in replies]
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join()
             return {"state": "finished", "outputs": dict(outputs[0])}
         if spec.get("via") == "plumpy-launcher":
             # plumpy's own launcher unbundles the LoopAwareBundle itself.

@@ -39,17 +39,14 @@ def close_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 @contextlib.contextmanager
-def loop_in_thread(
-    name: str = "target-loop", *, debug: bool = False
+def running_in_thread(
+    loop: asyncio.AbstractEventLoop, name: str = "target-loop"
 ) -> Iterator[asyncio.AbstractEventLoop]:
-    """A fresh loop running forever in its own thread; stopped, joined and closed after.
+    """Run ``loop`` forever in a thread of its own for the block; stop it and join the
+    thread afterwards, leaving the loop open for its owner.
 
     :param name: the thread's name (some tests assert where code ran by it)
-    :param debug: asyncio debug mode, which makes a non-thread-safe call on the loop from
-        another thread raise (asyncio's ``_check_thread``) instead of losing a wake-up
     """
-    loop = asyncio.new_event_loop()
-    loop.set_debug(debug)
     started = threading.Event()
     loop.call_soon(started.set)
     thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
@@ -61,6 +58,24 @@ def loop_in_thread(
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
         assert not thread.is_alive(), "the loop thread did not stop"
+
+
+@contextlib.contextmanager
+def loop_in_thread(
+    name: str = "target-loop", *, debug: bool = False
+) -> Iterator[asyncio.AbstractEventLoop]:
+    """A fresh loop running forever in its own thread; stopped, joined and closed after.
+
+    :param name: the thread's name (some tests assert where code ran by it)
+    :param debug: asyncio debug mode, which makes a non-thread-safe call on the loop from
+        another thread raise (asyncio's ``_check_thread``) instead of losing a wake-up
+    """
+    loop = asyncio.new_event_loop()
+    loop.set_debug(debug)
+    try:
+        with running_in_thread(loop, name):
+            yield loop
+    finally:
         close_loop(loop)
 
 
