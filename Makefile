@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check loopaware_persist benchmarks tests
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict loopaware_persist benchmarks
+	$(BIN)/mypy --strict loopaware_persist benchmarks tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest --cov=loopaware_persist --cov-branch --cov-report=term $(PYTEST_ARGS)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +23,7 @@ from plumpy.workchains import ToContext, WorkChainSpec
 
 import loopaware_persist as lp
 from loopaware_persist.storage import open_storage
+from tests.loops import running_in_thread
 
 #: The persister a :class:`ChildChain` checkpoints its children with, at their creation
 #: (as AiiDA and ``ProcessLauncher(persist=True)`` do); ``None``: not checkpointed.
@@ -62,7 +62,7 @@ class ChildChain(plumpy.WorkChain):
         spec.outline(cls.launch_children, cls.collect)
         spec.output("total", valid_type=int)
 
-    def launch_children(self) -> ToContext:
+    def launch_children(self) -> ToContext[str, Any]:
         children = {}
         for key, x in CHILD_INPUTS.items():
             child = self.launch(Child, inputs={"x": x})
@@ -85,7 +85,7 @@ class FutureChain(plumpy.WorkChain):
         spec.outline(cls.wait, cls.finish)
         spec.output("value")
 
-    def wait(self) -> ToContext:
+    def wait(self) -> ToContext[str, Any]:
         future = self.loop.create_future()
         PLAIN_FUTURES.append(future)
         return ToContext(value=future)
@@ -106,7 +106,7 @@ class ManyFutureChain(plumpy.WorkChain):
         super().define(spec)
         spec.outline(cls.wait, cls.finish)
 
-    def wait(self) -> ToContext:
+    def wait(self) -> ToContext[str, Any]:
         return ToContext(**{key: self.loop.create_future() for key in FUTURE_KEYS})
 
     def finish(self) -> None:
@@ -120,7 +120,7 @@ def awaited(process: plumpy.Process) -> dict[str, asyncio.Future[Any]]:
     return {key: future for future, key in state._awaiting.items()}
 
 
-# region driving (the test side)
+# Driving (the test side)
 
 
 def drive_to_waiting(
@@ -151,9 +151,6 @@ def save_child_chain(loop: asyncio.AbstractEventLoop, persister: lp.LoopAwarePer
 
     drive_to_waiting(loop, parent, save)
     return parent
-
-
-# endregion
 
 
 def _describe(process: plumpy.Process) -> dict[str, Any]:
@@ -200,17 +197,12 @@ def _continue(spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("via") == "launcher":
             # As in a worker: the loop runs in its own thread, tasks arrive from another.
             launcher = lp.LoopAwareLauncher(persister, loop=loop)
-            thread = threading.Thread(target=loop.run_forever, name="worker-loop")
-            thread.start()
-            try:
+            with running_in_thread(loop, "worker-loop"):
                 # The parent first: it waits for children the launcher has not loaded yet.
                 replies = [
                     launcher(None, create_continue_body(pid)) for pid in [parent_pid, *children]
                 ]
                 outputs = [reply.result(timeout=60) for reply in replies]
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join()
             return {"state": "finished", "outputs": dict(outputs[0])}
         if spec.get("via") == "plumpy-launcher":
             # plumpy's own launcher unbundles the LoopAwareBundle itself.

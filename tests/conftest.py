@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests import axes
+from tests.axes import CODECS, DURABLE_STORAGES, LOCAL_STORAGES, STORAGES
+from tests.loops import loop_in_thread
 
 settings.register_profile("fast", max_examples=40, deadline=None)
 settings.register_profile(
@@ -44,13 +48,43 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 @pytest.fixture
 def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh event loop running forever in its own thread, stopped and closed afterwards."""
-    new = asyncio.new_event_loop()
-    started = threading.Event()
-    new.call_soon(started.set)
-    thread = threading.Thread(target=new.run_forever, name="running-loop", daemon=True)
-    thread.start()
-    started.wait()
-    yield new
-    new.call_soon_threadsafe(new.stop)
-    thread.join()
-    new.close()
+    with loop_in_thread("running-loop") as new:
+        yield new
+
+
+# -- the test axes (tests/axes.py); the kinds are session-scoped: hypothesis tests use them
+
+
+@pytest.fixture(scope="session", params=CODECS)
+def codec_name(request: pytest.FixtureRequest) -> str:
+    """Each codec a checkpoint can be written with."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session", params=STORAGES)
+def storage(request: pytest.FixtureRequest) -> str:
+    """Each storage kind (PostgreSQL marked ``integration``, skipped without its server)."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="session", params=LOCAL_STORAGES)
+def local_storage(request: pytest.FixtureRequest) -> str:
+    """Each storage kind that needs no server."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="session", params=DURABLE_STORAGES)
+def durable_storage(request: pytest.FixtureRequest) -> str:
+    """Each storage kind whose records outlive the writing process (not ``memory``)."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store_url(storage: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh store of each kind, removed afterwards."""
+    with axes.store_url(storage, tmp_path) as url:
+        yield url

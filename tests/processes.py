@@ -12,15 +12,22 @@ running on the loop afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import plumpy
 from plumpy.process_comms import MessageBuilder
 from plumpy.workchains import WorkChainSpec, if_, while_
+
+# The loop helpers live in tests.loops; several suites import them from here too.
+from tests.loops import (
+    close_loop as close_loop,
+    current_loop as current_loop,
+    in_thread as in_thread,
+    loop_in_thread as loop_in_thread,
+    new_loop as new_loop,
+    run_on as run_on,
+)
 
 T = TypeVar("T")
 
@@ -262,99 +269,6 @@ EXPECTED_OUTPUTS: dict[str, dict[str, Any]] = {
 }
 
 
-# region loops
-
-
-@contextlib.contextmanager
-def new_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """A fresh loop, neither running nor current, closed afterwards."""
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        close_loop(loop)
-
-
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel what is left on ``loop`` (plumpy leaves nothing when driven here) and close it."""
-    if loop.is_closed():
-        return
-    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-    for task in pending:
-        task.cancel()
-    if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-
-
-@contextlib.contextmanager
-def loop_in_thread(name: str = "target-loop") -> Iterator[asyncio.AbstractEventLoop]:
-    """A fresh loop running forever in its own thread; stopped, joined and closed after."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    loop.call_soon(started.set)
-    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
-    thread.start()
-    assert started.wait(30), "the loop thread did not start"
-    try:
-        yield loop
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        assert not thread.is_alive(), "the loop thread did not stop"
-        close_loop(loop)
-
-
-@contextlib.contextmanager
-def current_loop(loop: asyncio.AbstractEventLoop | None) -> Iterator[None]:
-    """Make ``loop`` this thread's current loop for the block, then unset it."""
-    asyncio.set_event_loop(loop)
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop(None)
-
-
-def run_on(loop: asyncio.AbstractEventLoop, coro: Awaitable[T], timeout: float = 30) -> T:
-    """Run ``coro`` on ``loop``: in place if it is idle, through its thread if it is running.
-
-    :param timeout: how long to wait for a loop running in another thread
-    :return: what the coroutine returned
-    """
-    if loop.is_running():
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)  # type: ignore[arg-type]
-    return loop.run_until_complete(coro)
-
-
-def in_thread(fn: Callable[[], T], name: str = "worker", timeout: float = 30) -> T:
-    """Call ``fn`` in a new thread that has no event loop; re-raise what it raised.
-
-    :return: what ``fn`` returned
-    """
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(fn())
-        except BaseException as error:  # handed back to the caller below
-            failure.append(error)
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    assert not thread.is_alive(), f"thread {name!r} did not finish within {timeout}s"
-    if failure:
-        raise failure[0]
-    return outcome[0]
-
-
-# endregion
-
-# region driving
-
-
 async def _step_until(process: plumpy.Process, state: plumpy.ProcessState) -> None:
     for _ in range(50):
         if process.state is state:
@@ -482,6 +396,3 @@ def check_terminal(process: plumpy.Process, kind: str) -> None:
         assert process.killed()
         assert isinstance(future.exception(), plumpy.KilledError)
         assert process.killed_msg()[plumpy.process_comms.MESSAGE_TEXT_KEY] == KILL_TEXT
-
-
-# endregion

@@ -33,6 +33,7 @@ from plumpy.utils import AttributesFrozendict, Frozendict
 
 from loopaware_persist import FutureSnapshot, FutureStatus
 from tests import user_types as ut
+from tests.loops import loop_in_thread
 
 __all__ = (
     "EXCEPTION_TYPES",
@@ -52,7 +53,7 @@ __all__ = (
     "values",
 )
 
-# region leaves
+# Leaves.
 
 #: Valid unicode only: lone surrogates cannot be stored as UTF-8 (that is an EncodeError).
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
@@ -136,9 +137,7 @@ def hashables() -> st.SearchStrategy[Any]:
     )
 
 
-# endregion
-
-# region exceptions and snapshots
+# Exceptions and snapshots.
 
 #: Builtin exception types whose constructor takes any positional arguments.
 EXCEPTION_TYPES: tuple[type[BaseException], ...] = (
@@ -226,9 +225,7 @@ def snapshots(
     )
 
 
-# endregion
-
-# region trees and bundles
+# Trees and bundles.
 
 
 def _bundle(mapping: dict[str, Any]) -> plumpy.Bundle:
@@ -320,9 +317,7 @@ def bundles() -> st.SearchStrategy[plumpy.Bundle]:
     )
 
 
-# endregion
-
-# region a user's own classes
+# A user's own classes.
 
 #: What a persister must allow for :func:`user_values` to load.
 USER_TYPES = ut.__name__
@@ -438,7 +433,7 @@ def user_values_with_snapshots() -> st.SearchStrategy[Any]:
     return st.recursive(leaves, _user_containers, max_leaves=10)
 
 
-# region caller positions
+# Caller positions.
 
 
 class Caller(enum.Enum):
@@ -524,22 +519,6 @@ def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _loop_in_thread() -> Iterator[asyncio.AbstractEventLoop]:
-    new = asyncio.new_event_loop()
-    started = threading.Event()
-    new.call_soon(started.set)
-    thread = threading.Thread(target=new.run_forever, name="target-loop", daemon=True)
-    thread.start()
-    started.wait()
-    try:
-        yield new
-    finally:
-        new.call_soon_threadsafe(new.stop)
-        thread.join()
-        new.close()
-
-
-@contextlib.contextmanager
 def caller(kind: Caller) -> Iterator[CallerSetup]:
     """Set up a target loop B (and loop A where the position has one), closed afterwards.
 
@@ -548,7 +527,7 @@ def caller(kind: Caller) -> Iterator[CallerSetup]:
     """
     with contextlib.ExitStack() as stack:
         if kind is Caller.TARGET_RUNS_ELSEWHERE:
-            target = stack.enter_context(_loop_in_thread())
+            target = stack.enter_context(loop_in_thread())
         else:
             target = asyncio.new_event_loop()
             stack.callback(target.close)
@@ -559,9 +538,7 @@ def caller(kind: Caller) -> Iterator[CallerSetup]:
         yield CallerSetup(kind, target, other)
 
 
-# endregion
-
-# region exact comparison
+# Exact comparison.
 
 
 def _fail(path: str, why: str) -> None:
@@ -688,7 +665,8 @@ def _by_attributes(a: Any) -> bool:
     """Whether ``a`` is an instance of a plain class, with no ``__eq__`` of its own."""
     return (
         hasattr(a, "__dict__")
-        and type(a).__eq__ is object.__eq__
+        # mypy types the two as different callables; at runtime it is the same function.
+        and type(a).__eq__ is object.__eq__  # type: ignore[comparison-overlap]
         and not isinstance(a, (BaseException, enum.Enum, type))
     )
 
@@ -702,6 +680,3 @@ def _subclass_with_attributes(a: Any) -> bool:
         and hasattr(a, "__dict__")
         and not isinstance(a, (enum.Enum, plumpy.Bundle))
     )
-
-
-# endregion

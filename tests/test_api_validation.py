@@ -124,7 +124,7 @@ def test_standard_library_classes_are_names_not_constructors() -> None:
     assert not registry.may_revive(datetime.tzinfo, "object")
 
 
-# region wrong-type arguments: one table over the public callables
+# Wrong-type arguments: one table over the public callables.
 
 
 @attrs.frozen
@@ -332,9 +332,7 @@ def test_allow_takes_a_string_as_one_module(allow: Any, loop: asyncio.AbstractEv
     )
 
 
-# endregion
-
-# region options refused when opening
+# Options refused when opening.
 
 
 @pytest.mark.parametrize(
@@ -383,9 +381,6 @@ def test_a_refused_argument_leaves_no_store_open(tmp_path: Path) -> None:
         open_persister(url, allow=[3])  # type: ignore[list-item]
     with contextlib.closing(open_persister(url)) as persister:  # not locked by the first
         assert persister.get_checkpoints() == []
-
-
-# endregion
 
 
 @pytest.mark.parametrize("name", [3, None, ["a:b"], b"os:system"])

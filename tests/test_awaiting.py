@@ -25,10 +25,10 @@ import pytest
 from hypothesis import given, strategies as st
 
 import loopaware_persist as lp
-from loopaware_persist.codecs import available_codecs
 from tests import awaiting_processes as ap
 from tests.awaiting_processes import drive_to_waiting, save_child_chain
-from tests.processes import close_loop
+from tests.axes import CODECS
+from tests.loops import close_loop
 from tests.strategies import EXCEPTION_TYPES, assert_same, exceptions, scalars
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,15 +41,11 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'checkpoints.db'}"
 
 
-# pickle-unrestricted is pickle without the allow-list: the same records.
-CODECS = [name for name in available_codecs() if name != "pickle-unrestricted"]
-
-
-@pytest.fixture(params=CODECS)
-def persister(url: str, request: pytest.FixtureRequest) -> Iterator[lp.LoopAwarePersister]:
+@pytest.fixture
+def persister(url: str, codec_name: str) -> Iterator[lp.LoopAwarePersister]:
     """A persister on ``url``, per codec, that also checkpoints ChildChain's children at
     creation. The fresh process reads each record with the codec its header names."""
-    with lp.open_persister(url, codec=request.param, allow=["tests.awaiting_processes"]) as opened:
+    with lp.open_persister(url, codec=codec_name, allow=["tests.awaiting_processes"]) as opened:
         ap.SAVE_CHILDREN_WITH[:] = [opened]
         yield opened
     ap.SAVE_CHILDREN_WITH.clear()

@@ -61,7 +61,7 @@ def _only_corrupt(data: bytes) -> None:
         decode_envelope(data)
 
 
-# region round trips
+# Round trips.
 
 
 @COMPRESSIONS
@@ -120,9 +120,7 @@ def test_available_compressions() -> None:
     assert available_compressions() == (None, "zlib", "zstd")
 
 
-# endregion
-
-# region read_header
+# Read_header.
 
 
 def test_read_header_from_prefix() -> None:
@@ -156,9 +154,7 @@ def test_read_header_does_not_check_payload() -> None:
     _only_corrupt(bytes(record))  # ... loading does not
 
 
-# endregion
-
-# region damage
+# Damage.
 
 
 def _small_record() -> bytes:
@@ -272,7 +268,7 @@ def test_bad_magic() -> None:
     _only_corrupt(b"XXXX" + record[4:])
 
 
-# region crafted records: valid checksums around invalid fields
+# Crafted records: valid checksums around invalid fields.
 
 
 def test_crafted_unknown_flags() -> None:
@@ -343,10 +339,7 @@ def test_crafted_huge_lengths_allocate_nothing() -> None:
     _only_corrupt(head + b"msgpack" + struct.pack(">II", zlib.crc32(head + b"msgpack"), 0))
 
 
-# endregion
-# endregion
-
-# region validation on encode
+# Validation on encode.
 
 
 @pytest.mark.parametrize("compression", ["gzip", "ZLIB", "", "none", 1])
@@ -401,6 +394,3 @@ def test_meta_is_plain_msgpack() -> None:
     start = _FIXED.size + len(b"msgpack")
     raw_meta = record[start : header.header_size - 8]
     assert msgpack.unpackb(raw_meta) == {"a": 1}
-
-
-# endregion

@@ -16,8 +16,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import urllib.parse
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,59 +35,25 @@ from loopaware_persist import (
 )
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests import user_types as ut
+from tests.axes import CODECS, STORAGES, store_url
 from tests.strategies import USER_TYPES, assert_same, user_values
-
-CODECS = ("msgpack", "pickle")
-PG_URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
-STORAGES = (
-    "memory",
-    "file",
-    "sqlite",
-    pytest.param(
-        "postgresql",
-        marks=pytest.mark.skipif(not PG_URL, reason="LOOPAWARE_TEST_POSTGRES_URL is not set"),
-    ),
-)
-
-
-# region fixtures: the codec and storage axes
-
-
-@pytest.fixture(params=CODECS)
-def codec_name(request: pytest.FixtureRequest) -> str:
-    name: str = request.param
-    return name
 
 
 @pytest.fixture(scope="module", params=STORAGES)
-def store_url(
+def module_store_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A fresh store of each kind, for the whole module (hypothesis reuses it per example)."""
-    kind: str = request.param
-    if kind == "memory":
-        yield f"memory://fidelity-{uuid.uuid4().hex}"
-    elif kind == "file":
-        yield (tmp_path_factory.mktemp("files") / "store").as_uri()
-    elif kind == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('sqlite')}/store.db"
-    else:
-        pytest.importorskip("psycopg")
-        import psycopg
-
-        assert PG_URL is not None
-        schema = f"lap_fid_{uuid.uuid4().hex[:12]}"
-        parts = urllib.parse.urlsplit(PG_URL)
-        query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
-        yield urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with store_url(request.param, tmp_path_factory.mktemp("store"), "fidelity") as url:
+        yield url
 
 
 @pytest.fixture(scope="module", params=CODECS)
-def persister(request: pytest.FixtureRequest, store_url: str) -> Iterator[LoopAwarePersister]:
+def persister(
+    request: pytest.FixtureRequest, module_store_url: str
+) -> Iterator[LoopAwarePersister]:
     """A persister per storage and codec, allowing the user's module."""
-    with open_persister(store_url, codec=request.param, allow=[USER_TYPES]) as opened:
+    with open_persister(module_store_url, codec=request.param, allow=[USER_TYPES]) as opened:
         yield opened
 
 
@@ -119,11 +83,6 @@ def reload_context(
     assert isinstance(loaded, ut.Keeper)
     assert loaded.ctx is not None
     return loaded.ctx.value
-
-
-# endregion
-
-# region exact round trips
 
 
 @settings(
@@ -211,11 +170,6 @@ def test_records_of_the_object_layout_still_load() -> None:
     decoded = get_codec("msgpack", allow=[USER_TYPES]).decode(data)
     assert type(decoded) is ut.Structure
     assert vars(decoded) == {"note": "old"}
-
-
-# endregion
-
-# region refusals at save time, naming the path
 
 
 @pytest.mark.parametrize(
@@ -365,11 +319,6 @@ def test_a_process_class_of_a_script_is_refused_at_save(codec_name: str, verify:
     assert stored == "[]"
 
 
-# endregion
-
-# region shared references and nesting depth: both sides agree, or the save refuses
-
-
 def _doubling(depth: int, make: Any) -> Any:
     value: Any = [1.5, "data"]
     for _ in range(depth):
@@ -500,9 +449,6 @@ def test_msgpack_decodes_every_depth_it_encodes(wrap: Any) -> None:
     del data
 
 
-# endregion
-
-
 def _refused_naming_where_or_exact(codec: Any, value: Any, *, match: str, prefix: str) -> bool:
     """Pickle's depth limit is the interpreter's: Python 3.11 refuses ~500 levels of lists,
     3.13 and 3.14 (whose C recursion limit is no longer Python's) pickle and load far
@@ -584,8 +530,6 @@ def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:
         codec.encode({"a": deep, "b": (((deep,),),)})
 
 
-# region futures inside the user's containers, through every road a load takes
-
 LOAD_ROADS = ("load_process", "bundle.unbundle", "bundle.unbundle twice", "unbundle")
 
 
@@ -652,9 +596,6 @@ def test_futures_in_user_containers_come_back_as_futures_on_the_target_loop(
     finally:
         a.close()
         b.close()
-
-
-# endregion
 
 
 @pytest.mark.parametrize("road", LOAD_ROADS)

@@ -30,7 +30,8 @@ from loopaware_persist import (
     open_persister,
     unbundle,
 )
-from tests.processes import RESUME_VALUE, in_thread, loop_in_thread, new_loop, run_on
+from tests.loops import in_thread, loop_in_thread, new_loop, run_on
+from tests.processes import RESUME_VALUE
 
 #: A per-thread resource, like AiiDA's SQLAlchemy session.
 SESSION = threading.local()

@@ -64,7 +64,7 @@ def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
     new.close()
 
 
-# region resolving the loop
+# Resolving the loop.
 
 
 def test_no_running_loop_is_no_event_loop_error() -> None:
@@ -153,9 +153,7 @@ def test_context_is_frozen(loop: asyncio.AbstractEventLoop) -> None:
         ctx.loop = None  # type: ignore[misc]
 
 
-# endregion
-
-# region load_context
+# Load_context.
 
 
 def test_load_context_carries_loop_and_extras(loop: asyncio.AbstractEventLoop) -> None:
@@ -201,9 +199,7 @@ def test_savable_future_recreated_from_load_context_lands_on_target(
     assert fut.get_loop() is loop
 
 
-# endregion
-
-# region run / arun from every caller position
+# Run / arun from every caller position.
 
 
 def _where() -> dict[str, Any]:
@@ -348,7 +344,7 @@ def test_run_from_coroutine_on_a_onto_b_running_elsewhere(
     assert where["loopless_future"].get_loop() is running_loop
 
 
-# region arun
+# Arun.
 
 
 def test_arun_from_another_loop(
@@ -448,7 +444,3 @@ def test_arun_onto_closed_loop(other_loop: asyncio.AbstractEventLoop) -> None:
 
     with pytest.raises(NoEventLoopError):
         other_loop.run_until_complete(main())
-
-
-# endregion
-# endregion

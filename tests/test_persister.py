@@ -44,6 +44,8 @@ from loopaware_persist import (
 )
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
+from tests.axes import CODECS, LOCAL_STORAGES, local_store_url
+from tests.loops import new_loop, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
@@ -58,24 +60,11 @@ from tests.processes import (
     drive,
     expected_state,
     listeners_of,
-    new_loop,
-    run_on,
 )
 
-STORAGES = ("memory", "file", "sqlite")
-CODECS = ("msgpack", "pickle")
 COMPRESSIONS = (None, "zstd")
 ALLOW = ["tests.processes"]
 PIDS = (7, "7", uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100"))
-
-
-def url_for(storage: str, directory: Path, name: str = "store") -> str:
-    """:return: the URL of a fresh store of kind ``storage`` under ``directory``"""
-    if storage == "memory":
-        return "memory://"
-    if storage == "file":
-        return (directory / name).as_uri()
-    return f"sqlite:///{directory}/{name}.db"
 
 
 PersisterFactory = Callable[..., LoopAwarePersister]
@@ -96,7 +85,10 @@ def make_persister(tmp_path: Path) -> Iterator[PersisterFactory]:
     ) -> LoopAwarePersister:
         options.setdefault("allow", ALLOW)
         persister = open_persister(
-            url_for(storage, tmp_path, name), codec=codec, compression=compression, **options
+            local_store_url(storage, tmp_path, name),
+            codec=codec,
+            compression=compression,
+            **options,
         )
         opened.append(persister)
         return persister
@@ -119,12 +111,12 @@ def finish_on(loop: asyncio.AbstractEventLoop, process: plumpy.Process) -> dict[
     return run_on(loop, complete(process))
 
 
-# region the core round trip: every state, storage, codec and compression
+# The core round trip: every state, storage, codec and compression.
 
 
 @pytest.mark.parametrize("compression", COMPRESSIONS, ids=["raw", "zstd"])
 @pytest.mark.parametrize("codec", CODECS)
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", LOCAL_STORAGES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_state_round_trips_and_runs_to_completion(
     make_persister: PersisterFactory,
@@ -252,13 +244,11 @@ def test_workchain_mid_loop_keeps_its_context(
     assert finish_on(b, restored) == chain_outputs(4)
 
 
-# endregion
-
-# region plumpy's six Persister methods
+# Plumpy's six Persister methods.
 
 
 @pytest.mark.parametrize("codec", CODECS)
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", LOCAL_STORAGES)
 def test_the_six_plumpy_persister_methods(
     make_persister: PersisterFactory,
     loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
@@ -317,7 +307,7 @@ def test_the_six_plumpy_persister_methods(
     assert persister.get_checkpoints() == []
 
 
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", LOCAL_STORAGES)
 @pytest.mark.parametrize("tag", [None, "t"])
 def test_missing_checkpoint_is_checkpoint_not_found(
     make_persister: PersisterFactory,
@@ -339,7 +329,7 @@ def test_missing_checkpoint_is_checkpoint_not_found(
             persister.load_process(pid, tag, loop=b)
 
 
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", LOCAL_STORAGES)
 def test_versions_and_compare_and_set(
     make_persister: PersisterFactory,
     loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
@@ -440,9 +430,7 @@ def test_list_info_reports_class_and_state_from_the_header(
     assert {s["tag"] for s in summary.values()} == {"waiting", "finished", "chain"}
 
 
-# endregion
-
-# region verify=True and check_save
+# Verify=True and check_save.
 
 
 def chain_with_unloadable_value(loop: asyncio.AbstractEventLoop) -> plumpy.Process:
@@ -507,13 +495,11 @@ def test_verify_passes_a_good_checkpoint(
     assert finish_on(b, persister.load_process(chain.pid, loop=b)) == chain_outputs(3)
 
 
-# endregion
-
-# region async API
+# Async API.
 
 
 @pytest.mark.parametrize("codec", CODECS)
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", LOCAL_STORAGES)
 def test_asave_and_aload_from_a_coroutine(
     make_persister: PersisterFactory,
     loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
@@ -583,9 +569,7 @@ def test_asave_does_not_block_other_tasks(
     assert seen_by_write == [True]
 
 
-# endregion
-
-# region plumpy's own ProcessLauncher
+# Plumpy's own ProcessLauncher.
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -613,9 +597,7 @@ def test_plumpy_process_launcher_continues_onto_its_loop(
     assert dict(result) == EXPECTED_OUTPUTS[kind]
 
 
-# endregion
-
-# region stateful: save / load / list / delete against a dict model
+# Stateful: save / load / list / delete against a dict model.
 
 
 class PersisterMachine(RuleBasedStateMachine):
@@ -630,7 +612,7 @@ class PersisterMachine(RuleBasedStateMachine):
         super().__init__()
         name = f"machine-{next(self._counter)}"
         self.persister = open_persister(
-            url_for(self.storage, self.directory, name), codec=self.codec, allow=ALLOW
+            local_store_url(self.storage, self.directory, name), codec=self.codec, allow=ALLOW
         )
         self.a = asyncio.new_event_loop()
         self.b = asyncio.new_event_loop()
@@ -714,7 +696,7 @@ def canon(pid: Any, tag: str | None) -> tuple[str, Any, str | None]:
 
 
 @pytest.mark.parametrize("codec", CODECS)
-@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("storage", LOCAL_STORAGES)
 def test_persister_state_machine(tmp_path: Path, storage: str, codec: str) -> None:
     machine = type(
         f"PersisterMachine_{storage}_{codec}",
@@ -729,6 +711,3 @@ def test_persister_state_machine(tmp_path: Path, storage: str, codec: str) -> No
             deadline=None,
         ),
     )
-
-
-# endregion

@@ -26,7 +26,9 @@ from loopaware_persist import (
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey, RecordInfo
 from loopaware_persist.storage.memory import MemoryStorage
-from tests.processes import current_loop, drive, new_loop
+from tests.axes import CODECS
+from tests.loops import current_loop, new_loop
+from tests.processes import drive
 
 
 class HoldsLock(plumpy.Process):
@@ -82,7 +84,7 @@ def test_a_process_class_that_cannot_be_imported_cannot_be_saved() -> None:
         assert persister.get_checkpoints() == []
 
 
-@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_verify_refuses_a_checkpoint_whose_process_class_a_load_refuses(codec: str) -> None:
     """verify=True promises that "a checkpoint that will not reload fails now ... instead
     of at restart". A process class missing from allow=[...] is exactly such a
@@ -99,7 +101,7 @@ def test_verify_refuses_a_checkpoint_whose_process_class_a_load_refuses(codec: s
         assert persister.get_process_checkpoints("x") == [PersistedCheckpoint("x", "unverified")]
 
 
-@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_check_save_refuses_a_checkpoint_whose_process_class_a_load_refuses(codec: str) -> None:
     with new_loop() as a, open_persister("memory://", codec=codec) as persister:
         process = drive("finished", a, pid="x", listener=False)

@@ -24,9 +24,9 @@ import pytest
 
 from loopaware_persist import FutureStatus, UnsafeCheckpointError, default_registry, get_codec
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
+from tests.axes import CODECS
 
 DATA = Path(__file__).parent / "data" / "stdlib_names"
-CODECS = ("msgpack", "pickle")
 STDLIB_CLASSES: tuple[type, ...] = (
     pathlib.PurePath,
     pathlib.PurePosixPath,

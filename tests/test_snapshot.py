@@ -116,7 +116,7 @@ def _cases() -> list[tuple[str, str]]:
     return cases
 
 
-# region snapshot_future
+# Snapshot_future.
 
 
 @pytest.mark.parametrize(("kind", "state"), _cases())
@@ -201,9 +201,7 @@ def test_snapshot_of_coroutine_is_encode_error() -> None:
         pending.close()
 
 
-# endregion
-
-# region restore_future
+# Restore_future.
 
 
 @pytest.mark.parametrize(("kind", "state"), _cases())
@@ -304,9 +302,7 @@ def test_restored_pending_future_completes_on_target(kind: Caller) -> None:
         assert got == "done"
 
 
-# endregion
-
-# region invalid snapshots
+# Invalid snapshots.
 
 
 def _boom() -> BaseException:
@@ -351,9 +347,6 @@ def test_snapshot_is_frozen() -> None:
     snap = FutureSnapshot.pending()
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         snap.status = FutureStatus.FINISHED  # type: ignore[misc]
-
-
-# endregion
 
 
 def test_restore_futures_restores_a_batch_in_order_on_the_target_loop(

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
 from loopaware_persist._client import WorkerClient
 from loopaware_persist._messages import MESSAGE_MAGIC
+from tests.axes import postgres_schema, postgres_schema_url
 
 pytestmark = pytest.mark.integration
 
@@ -235,32 +235,15 @@ def fenced_in(log: str, pid: str, reason: str) -> bool:
     return re.search(rf"fenced {re.escape(pid)}: {reason}", log) is not None
 
 
-# region in-process helpers (test_worker_inprocess)
-
-
-def postgres_schema_url(url: str, schema: str) -> str:
-    """Point a PostgreSQL URL at a schema of its own.
-
-    :param url: a libpq URL
-    :param schema: the schema the storage should use (created on first open)
-    :return: ``url`` with ``schema=`` added to its query
-    """
-    parts = urllib.parse.urlsplit(url)
-    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+# In-process helpers (test_worker_inprocess)
 
 
 @pytest.fixture
 def postgres_store(postgres_url: str) -> Iterator[str]:
     """:return: a PostgreSQL store URL in a schema of this test's own, dropped afterwards"""
-    import psycopg  # the postgres extra: a missing one fails here, it does not skip
-
-    schema = f"lap_it_{uuid.uuid4().hex[:12]}"
-    try:
+    # The postgres extra: a missing psycopg fails here, it does not skip.
+    with postgres_schema(postgres_url, "lap_it") as schema:
         yield postgres_schema_url(postgres_url, schema)
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def _publish(amqp_url: str, queue: str, bodies: list[bytes]) -> None:
@@ -301,9 +284,6 @@ def ready_count(amqp_url: str, queue: str) -> int:
     return asyncio.run(_ready_count(amqp_url, queue))
 
 
-# endregion
-
-
 def hostile_gadget_message(marker: Path) -> bytes:
     """:param marker: the file a successful gadget would create
     :return: a message in our format whose body is a tuple holding an ``object`` value
@@ -312,4 +292,5 @@ def hostile_gadget_message(marker: Path) -> bytes:
     """
     gadget = msgpack.ExtType(2, msgpack.packb(["object", "os:system", f"touch {marker}"]))
     body = msgpack.ExtType(2, msgpack.packb(["tuple", gadget, True], use_bin_type=True))
-    return MESSAGE_MAGIC + msgpack.packb(body, use_bin_type=True)
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    return MESSAGE_MAGIC + packed

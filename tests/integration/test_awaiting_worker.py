@@ -13,7 +13,7 @@ import loopaware_persist as lp
 from loopaware_persist import WorkerClient
 from tests import awaiting_processes as ap
 from tests.integration.conftest import DEADLINE, Workers
-from tests.processes import close_loop
+from tests.loops import close_loop
 
 
 @pytest.fixture

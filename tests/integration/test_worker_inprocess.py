@@ -37,12 +37,12 @@ from loopaware_persist._fencing import open_fencing_persister
 from loopaware_persist._messages import MessageCodec
 from loopaware_persist._worker import Worker, run_worker
 from loopaware_persist.storage import CheckpointKey
+from tests.axes import postgres_schema_url
 
 from .conftest import (
     ALLOW,
     DEADLINE,
     hostile_gadget_message,
-    postgres_schema_url,
     publish_raw,
     ready_count,
     side_lines,
@@ -144,7 +144,7 @@ def _messages(caplog: pytest.LogCaptureFixture, needle: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if needle in r.getMessage()]
 
 
-# region tasks
+# Tasks.
 
 
 def test_launch_create_continue_and_wait(
@@ -267,9 +267,7 @@ def test_a_redelivered_launch_continues_its_checkpoint(
     assert client._send(no_pid, "no-pid").result(timeout=DEADLINE)["doubled"] == 10
 
 
-# endregion
-
-# region refusals
+# Refusals.
 
 
 def test_hostile_messages_are_refused_and_nothing_runs(
@@ -360,9 +358,7 @@ def test_prefetch_is_validated_and_zero_means_unlimited(
     assert worker.worker.prefetch == 0
 
 
-# endregion
-
-# region shutdown
+# Shutdown.
 
 
 def test_stop_event_fences_what_outlives_grace_and_another_worker_resumes_it(
@@ -513,9 +509,7 @@ def test_sigint_stops_a_worker_running_in_the_main_thread(
     assert _messages(caplog, "SIGINT, shutting down")
 
 
-# endregion
-
-# region fencing
+# Fencing.
 
 
 def test_two_workers_given_one_pid_the_stale_copy_follows_the_owner(
@@ -640,9 +634,7 @@ def test_fencing_persister_edges(sqlite_store: str) -> None:
         loop_b.close()
 
 
-# endregion
-
-# region the store unavailable, and follow()
+# The store unavailable, and follow()
 
 
 def test_an_unavailable_store_hands_the_task_back_and_a_retry_succeeds(
@@ -762,9 +754,6 @@ def test_a_follower_still_waiting_at_shutdown_hands_its_task_back(
     handle.join()
     with pytest.raises(kiwipy.TaskRejected, match="shutting down"):
         outcome.result(timeout=0)
-
-
-# endregion
 
 
 def test_postgres_schema_url_keeps_the_query() -> None:

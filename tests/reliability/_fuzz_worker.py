@@ -8,15 +8,17 @@ prints one JSON line of counts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import resource
 import struct
 import sys
 import time
+import urllib.parse
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from loopaware_persist import (
@@ -29,6 +31,7 @@ from loopaware_persist import (
 )
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
+from tests.axes import local_store_url
 
 from ._support import ALLOW, Budget, canonical, real_records
 
@@ -123,25 +126,49 @@ def classify(error: BaseException) -> str:
     return f"untyped: {type(error).__name__}: {error}"[:200]
 
 
+@contextlib.contextmanager
+def _sql_writer(url: str) -> Iterator[Callable[[bytes], None]]:
+    """For PostgreSQL: a function that damages the stored row by SQL ``UPDATE`` of its
+    ``data`` column, as another program or a damaged page would."""
+    import psycopg
+
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query)
+    schema = dict(query)["schema"]
+    server = parts._replace(query=urllib.parse.urlencode([q for q in query if q[0] != "schema"]))
+    update = f'UPDATE "{schema}".checkpoints SET data = %s, size = %s, version = version + 1'
+    with psycopg.connect(urllib.parse.urlunsplit(server), autocommit=True) as conn:
+
+        def write(data: bytes) -> None:
+            conn.execute(update, (data, len(data)))
+
+        yield write
+
+
 def run(
-    codec: str, storage: str, count: int, seed: int, tmp: Path, seconds: float
+    codec: str, storage: str, count: int, seed: int, tmp: Path, seconds: float, url: str = ""
 ) -> dict[str, object]:
+    """One campaign: mutations of real records stored in ``storage`` and loaded.
+
+    :param url: the store (a PostgreSQL one is made by the caller); empty for a local
+        storage, made in ``tmp``
+    """
     rng = random.Random(f"{seed}-{codec}-{storage}")
     # Most of the time budget for the stored mutations, the rest for the codec fuzz.
     budget = Budget(count, 0, seconds=0.85 * seconds)
     compressions = (None, "zlib", "zstd")
     records = [data for _, data in real_records(codec, compressions, pid=PID)]
-    url = {
-        "memory": "memory://",
-        "file": (tmp / "store").as_uri(),
-        "sqlite": f"sqlite:///{tmp}/store.db",
-    }[storage]
+    url = url or local_store_url(storage, tmp)
+    written: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     by_kind: Counter[str] = Counter()
     listing_failures = 0
     silent_wrong = identical = 0
     examples: list[str] = []
-    with open_persister(url, codec=codec, allow=[ALLOW]) as per:
+    with contextlib.ExitStack() as stack:
+        per = stack.enter_context(open_persister(url, codec=codec, allow=[ALLOW]))
+        # PostgreSQL: half the damage written by SQL, half through the storage's put.
+        sql = stack.enter_context(_sql_writer(url)) if storage == "postgresql" else None
         originals = [canonical(per, data) for data in records]
         file_path = None
         if storage == "file":
@@ -155,12 +182,18 @@ def run(
             sources = file_records
         else:
             sources = records
-        for _, (kind, _index, data) in zip(budget, mutations(sources, count, rng), strict=False):
+            per.storage.put(KEY, records[0])  # the row the SQL writes damage
+        for i, (kind, _index, data) in zip(budget, mutations(sources, count, rng), strict=False):
             by_kind[kind] += 1
             if file_path is not None:
                 file_path.write_bytes(data)
+                written["file"] += 1
+            elif sql is not None and not i % 2:
+                sql(data)
+                written["sql update"] += 1
             else:
                 per.storage.put(KEY, data)
+                written["storage.put"] += 1
             try:
                 loaded = per.load_checkpoint(PID)
             except BaseException as error:
@@ -179,8 +212,11 @@ def run(
             try:
                 per.get_checkpoints()
                 per.list_info()
-            except CorruptCheckpointError:
-                listing_failures += 1  # the file storage refuses to list a damaged file
+            except CorruptCheckpointError as error:
+                if file_path is None:  # only a damaged file's own header breaks a listing
+                    outcomes[f"listing {classify(error)}"] += 1
+                else:
+                    listing_failures += 1  # the file storage refuses to list a damaged file
             except BaseException as error:
                 outcomes[f"listing {classify(error)}"] += 1
         # Below the checksums: the codec must refuse with a DecodeError subclass too.
@@ -204,6 +240,7 @@ def run(
         "storage": storage,
         "mutations": total,
         "campaign": budget.report(),
+        "written_via": dict(written),
         "by_kind": dict(by_kind),
         "corrupt_error": refused,
         "named_valid_record": outcomes["UnsafeCheckpointError"] + outcomes["UnknownTagError"],
@@ -229,9 +266,10 @@ def run(
 
 
 def main() -> None:
-    codec, storage, count, seed, tmp, seconds = sys.argv[1:7]
+    codec, storage, count, seed, tmp, seconds, *url = sys.argv[1:]
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    print(json.dumps(run(codec, storage, int(count), int(seed), Path(tmp), float(seconds))))
+    result = run(codec, storage, int(count), int(seed), Path(tmp), float(seconds), *url)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

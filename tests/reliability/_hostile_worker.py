@@ -2,11 +2,11 @@
 
 A fresh interpreter, so ``sys.modules`` can be compared before and after: it
 warms every load path up with benign checkpoints, snapshots ``sys.modules``,
-then stores >= 50 crafted checkpoints in each storage and drives each through
-every read path (``load_checkpoint``, ``Bundle.unbundle``, ``load_process``,
-listings) and crafted launch bodies through ``LoopAwareLauncher``. Every
-gadget creates a marker file if it runs; the hostile module creates one when
-imported. Prints one JSON line.
+then stores >= 50 crafted checkpoints in the storage it is given and drives each
+through every read path (``load_checkpoint``, ``Bundle.unbundle``, ``load_process``,
+the worker's ``FencingPersister.load_process``, listings) and crafted launch
+bodies through ``LoopAwareLauncher``. Every gadget creates a marker file if it
+runs; the hostile module creates one when imported. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from loopaware_persist import (
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.storage import CheckpointKey
+from tests.axes import local_store_url
 
 from ._support import ALLOW, CODECS, make_process, new_loop
 
@@ -54,7 +55,8 @@ def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
 
 
 def _pack(tree: Any) -> bytes:
-    return msgpack.packb(tree, use_bin_type=True)
+    packed: bytes = msgpack.packb(tree, use_bin_type=True)
+    return packed
 
 
 def _pickle_gadgets(marker: str, evil: str) -> dict[str, bytes]:
@@ -303,61 +305,72 @@ def judge(
     return len(attempts)
 
 
-def main() -> None:
-    tmp = Path(sys.argv[1])
+def run(tmp: Path, storage: str, url: str = "") -> dict[str, Any]:
+    """The corpus stored in one storage and driven through every read path.
+
+    :param tmp: a directory for the planted module, its marker and a local store
+    :param storage: the storage's kind
+    :param url: the store (a PostgreSQL one is made by the caller); empty for a local one
+    :return: the counts, JSON-able
+    """
+    from loopaware_persist._fencing import open_fencing_persister
+
     marker, evil = plant_evil_module(tmp)
     records = corpus(str(marker), evil)
+    classes = ("os:system", "builtins:exec", "subprocess:Popen", f"{evil}:Thing", f"{evil}:f")
     launch_bodies = {
-        f"launch {cls}": {"task": "launch", "args": {"process_class": cls}}
-        for cls in (
-            "os:system",
-            "builtins:exec",
-            "subprocess:Popen",
-            f"{evil}:Thing",
-            f"{evil}:f",
-            "plumpy.persistence:PicklePersister",
-        )
+        f"{kind} {cls}": {"task": kind, "args": {"process_class": cls}}
+        for kind in ("launch", "create")
+        for cls in classes
     }
-    launch_bodies.update(
-        {
-            f"create {cls}": {"task": "create", "args": {"process_class": cls}}
-            for cls in ("os:system", f"{evil}:Thing")
-        }
+    launch_bodies["launch plumpy.persistence:PicklePersister"] = {
+        "task": "launch",
+        "args": {"process_class": "plumpy.persistence:PicklePersister"},
+    }
+    # A named memory store, so that the fencing persister reads the same records.
+    url = url or (
+        "memory://hostile-corpus" if storage == "memory" else local_store_url(storage, tmp)
     )
 
     outcomes: Counter[str] = Counter()
     wrong: list[str] = []
     paths = 0
-    with new_loop() as b:
-        urls = {
-            "memory": "memory://",
-            "file": (tmp / "files").as_uri(),
-            "sqlite": f"sqlite:///{tmp}/h.db",
-        }
+    with (
+        new_loop() as b,
         # Both codecs accepted, so pickle gadgets reach the restricted unpickler (a default
-        # persister refuses them by codec before that: tests/test_accept.py).
-        persisters = {s: open_persister(u, allow=[ALLOW], accept=CODECS) for s, u in urls.items()}
-        for per in persisters.values():
-            _warm_up(per, b)
-        launcher = LoopAwareLauncher(persisters["memory"], loop=b)
+        # persister refuses them by codec before that: tests/test_accept.py); the worker's
+        # persister accepts msgpack only and refuses them by codec.
+        open_persister(url, allow=[ALLOW], accept=CODECS) as per,
+        open_fencing_persister(url, allow=[ALLOW]) as fencing,
+    ):
+        _warm_up(per, b)
+        _warm_up(fencing, b)
+        launcher = LoopAwareLauncher(per, loop=b)
         before = set(sys.modules)
-        for storage, per in persisters.items():
-            for name, (_codec, data, expected) in records.items():
-                key = CheckpointKey(f"{name}")
-                per.storage.put(key, data)
-                attempts = {
-                    "load_checkpoint": lambda per=per, key=key: per.load_checkpoint(key.pid),
-                    "Bundle.unbundle": lambda per=per, key=key: per.load_checkpoint(
-                        key.pid
-                    ).unbundle(plumpy.LoadSaveContext(loop=b)),
-                    "load_process": lambda per=per, key=key: per.load_process(key.pid, loop=b),
-                }
-                paths += judge(f"{storage} {name}", expected, attempts, outcomes, wrong)
-            # Listing reads headers only: it must list every hostile record, running nothing.
-            listed = {c.pid for c in per.get_checkpoints()}
-            infos = per.list_info()
-            assert all(f"{n}" in listed for n in records), "listing lost a record"
-            assert not [i for i in infos if i.error], "a hostile payload broke a header read"
+        for name, (_codec, data, expected) in records.items():
+            key = CheckpointKey(name)
+            per.storage.put(key, data)
+            attempts = {
+                "load_checkpoint": lambda key=key: per.load_checkpoint(key.pid),
+                "Bundle.unbundle": lambda key=key: per.load_checkpoint(key.pid).unbundle(
+                    plumpy.LoadSaveContext(loop=b)
+                ),
+                "load_process": lambda key=key: per.load_process(key.pid, loop=b),
+                # The worker's read path: a claim must never follow a refused load.
+                "FencingPersister.load_process": lambda key=key: fencing.load_process(
+                    key.pid, loop=b
+                ),
+            }
+            paths += judge(f"{storage} {name}", expected, attempts, outcomes, wrong)
+            # A refused load claimed nothing: the record is the one written.
+            if per.storage.get(key).data != data:
+                wrong.append(f"{name}: the stored record changed")
+        # Listing reads headers only: it must list every hostile record, running nothing.
+        listed = {c.pid for c in per.get_checkpoints()}
+        if not all(name in listed for name in records):
+            wrong.append("listing lost a record")
+        if [i for i in per.list_info() if i.error]:
+            wrong.append("a hostile payload broke a header read")
         for name, body in launch_bodies.items():
             paths += 1
             try:
@@ -370,24 +383,24 @@ def main() -> None:
             else:
                 wrong.append(f"{name}: accepted")
         new_modules = sorted(set(sys.modules) - before - ALLOWED_NEW_MODULES)
-        for per in persisters.values():
-            per.close()
-    print(
-        json.dumps(
-            {
-                "checkpoints": len(records),
-                "launch_bodies": len(launch_bodies),
-                "storages": sorted(urls),
-                "load_attempts": paths,
-                "outcomes": dict(outcomes),
-                "executions": int(marker.exists()),
-                "evil_module_imported": evil in sys.modules,
-                "new_modules": new_modules,
-                "wrong": wrong[:20],
-                "wrong_count": len(wrong),
-            }
-        )
-    )
+    return {
+        "storage": storage,
+        "checkpoints": len(records),
+        "launch_bodies": len(launch_bodies),
+        "load_attempts": paths,
+        "outcomes": dict(outcomes),
+        "executions": int(marker.exists()),
+        "evil_module_imported": evil in sys.modules,
+        "new_modules": new_modules,
+        "wrong": wrong[:20],
+        "wrong_count": len(wrong),
+    }
+
+
+def main() -> None:
+    """``TMP STORAGE [URL]``: print :func:`run`'s counts as one JSON line."""
+    tmp, storage, *url = sys.argv[1:]
+    print(json.dumps(run(Path(tmp), storage, *url), default=str))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Shared helpers of the reliability campaign: real plumpy checkpoints, figures, forks.
 
-Every class here is named ``tests.reliability._support:<Name>`` in a checkpoint, so
-persisters that load them are opened with ``allow=[ALLOW]``.
+The processes are the suite's own (:mod:`tests.processes`), named
+``tests.processes:<Name>`` in a checkpoint, so persisters that load them are opened
+with ``allow=[ALLOW]``.
 """
 
 from __future__ import annotations
@@ -13,22 +14,23 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import attrs
 import plumpy
 
 from loopaware_persist import LoopAwarePersister, open_persister
+from tests.axes import CODECS as CODECS
+from tests.loops import new_loop as new_loop
+from tests.processes import Finisher, Raiser, Waiter
 
-#: The allow-list entry for the processes below.
-ALLOW = "tests.reliability._support"
+#: The allow-list entry for the processes the campaigns save.
+ALLOW = "tests.processes"
 #: Heavier variants (more kills, more mutations, more saves): LOOPAWARE_HEAVY=1.
 #: About 3 minutes on 2 cores, so CI=true alone does not switch them on.
 HEAVY = os.environ.get("LOOPAWARE_HEAVY", "") not in ("", "0")
 #: Per-test timeout for the modules with heavy variants (pyproject's 120 s is per test).
 HEAVY_TIMEOUT = 1200 if HEAVY else 120
-CODECS = ("msgpack", "pickle")
 #: Seconds a campaign may run before it stops early: it stops after its count *or* this,
 #: whichever comes first, so that no test needs pytest-timeout's 120 s to pass on a
 #: loaded 2-core machine. A test running several campaigns divides it among them.
@@ -93,69 +95,22 @@ def figure(name: str, **data: Any) -> dict[str, Any]:
     return line
 
 
-class Doubler(plumpy.Process):
-    """Doubles ``x`` and finishes."""
-
-    @classmethod
-    def define(cls, spec: plumpy.ProcessSpec) -> None:
-        super().define(spec)
-        spec.input("x", valid_type=int, default=1)
-        spec.outputs.dynamic = True
-
-    def run(self) -> None:
-        self.out("doubled", self.inputs["x"] * 2)
-        self.out("echo", {"x": self.inputs["x"], "pair": (1, 2), "half": 0.5})
-
-
-class Failer(plumpy.Process):
-    """Raises in ``run``: an EXCEPTED process, whose state plumpy stores as YAML."""
-
-    def run(self) -> None:
-        raise ValueError("boom", 42)
-
-
-class Sleeper(plumpy.Process):
-    """Waits (a plumpy ``Wait`` with a future) until resumed."""
-
-    @classmethod
-    def define(cls, spec: plumpy.ProcessSpec) -> None:
-        super().define(spec)
-        spec.outputs.dynamic = True
-
-    def run(self) -> plumpy.Wait:
-        self.out("before", 1)
-        return plumpy.Wait(self.resumed, "waiting", data={"why": ("test", 1.5)})
-
-    def resumed(self, value: Any = None) -> None:
-        self.out("after", value)
-
-
-@contextmanager
-def new_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """A fresh loop, closed afterwards (never set as current)."""
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-
-
 def make_process(kind: str, loop: asyncio.AbstractEventLoop, pid: Any, x: int = 1) -> Any:
     """A real plumpy process driven to ``kind``: created, finished, excepted or waiting."""
 
     async def drive() -> plumpy.Process:
         process: plumpy.Process
         if kind == "created":
-            return Doubler(inputs={"x": x}, pid=pid, loop=loop)
+            return Finisher(inputs={"x": x}, pid=pid, loop=loop)
         if kind == "finished":
-            process = Doubler(inputs={"x": x}, pid=pid, loop=loop)
+            process = Finisher(inputs={"x": x}, pid=pid, loop=loop)
             await process.step_until_terminated()
         elif kind == "excepted":
-            process = Failer(pid=pid, loop=loop)
+            process = Raiser(pid=pid, loop=loop)
             await process.step_until_terminated()
             process.future().exception()  # retrieved: no "never retrieved" log
         elif kind == "waiting":
-            process = Sleeper(pid=pid, loop=loop)
+            process = Waiter(pid=pid, loop=loop)
             for _ in range(20):
                 if process.state is plumpy.ProcessState.WAITING:
                     break
@@ -219,65 +174,3 @@ def run_forked(child: Callable[[], int | None]) -> int:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
-
-
-# region PostgreSQL (test_postgres_*)
-
-#: How to start the throwaway servers, as tests/integration/conftest.py says it.
-HOW_TO_START_POSTGRES = "bash .ci/servers/start-postgres.sh && source .ci/servers/postgres.env"
-
-
-def postgres_url() -> str:
-    """The test server's URL, from ``LOOPAWARE_TEST_POSTGRES_URL``.
-
-    Unset, a test skips locally and fails under CI (``CI`` set), as the integration
-    scenarios do: a skipped campaign there would pass a build that measured nothing.
-
-    :return: the URL
-    """
-    import pytest
-
-    url = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL", "")
-    if url:
-        return url
-    msg = f"LOOPAWARE_TEST_POSTGRES_URL is not set. Start the server with: {HOW_TO_START_POSTGRES}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{msg} (under CI a missing server is a failure, not a skip)")
-    pytest.skip(msg)
-
-
-def postgres_schema_url(url: str, schema: str) -> str:
-    """Point a PostgreSQL URL at a schema of its own.
-
-    :param url: a libpq URL
-    :param schema: the schema the storage should use (created on first open)
-    :return: ``url`` with ``schema=`` added to its query
-    """
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
-@contextmanager
-def postgres_schema(url: str, prefix: str) -> Iterator[str]:
-    """A schema no other test uses, dropped (with its tables) afterwards.
-
-    :param url: the server's URL (without ``schema=``)
-    :param prefix: the start of the schema's name (lower-case letters, ``_``)
-    :return: the schema's name
-    """
-    import uuid
-
-    import psycopg
-
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-# endregion

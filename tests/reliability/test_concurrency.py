@@ -27,6 +27,7 @@ from loopaware_persist import (
     open_persister,
 )
 from loopaware_persist.storage import CheckpointKey, Storage, open_storage
+from tests.axes import local_store_url
 
 from ._support import ALLOW, BUDGET_S, HEAVY, HEAVY_TIMEOUT, figure, record_for
 
@@ -177,11 +178,7 @@ def _run(url: str, mode: str, writers: int, tmp: Path) -> dict[str, Any]:
     ],
 )
 def test_concurrent_writers(tmp_path: Path, storage: str, mode: str) -> None:
-    url = {
-        "memory": "memory://",
-        "file": (tmp_path / "files").as_uri(),
-        "sqlite": f"sqlite:///{tmp_path}/c.db",
-    }[storage]
+    url = local_store_url(storage, tmp_path, "files" if storage == "file" else "c")
     rows = {}
     for writers in WRITERS:
         work = tmp_path / f"w{writers}"

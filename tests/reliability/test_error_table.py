@@ -13,12 +13,12 @@ or with malformed keys, non-regular files and torn headers. Each must be typed
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import resource
 import signal
 import sqlite3
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,19 +43,16 @@ from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey, open_storage
 from loopaware_persist.storage.file import FileIO, FileStorage, checkpoint_filename
 from loopaware_persist.storage.sqlite import SqliteStorage
+from tests.axes import local_store_url, store_url
 
 from ._support import (
     ALLOW,
     figure,
     make_process,
     new_loop,
-    postgres_schema,
-    postgres_schema_url,
-    postgres_url,
     run_forked,
 )
 
-STORAGES = ("memory", "file", "sqlite")
 EXPECTED: dict[str, type[LoopAwarePersistError]] = {
     "missing": CheckpointNotFoundError,
     "corrupt": CorruptCheckpointError,
@@ -93,11 +90,7 @@ class FailingIO(FileIO):
 
 
 def _url(storage: str, tmp: Path) -> str:
-    return {
-        "memory": "memory://",
-        "file": (tmp / "files").as_uri(),
-        "sqlite": f"sqlite:///{tmp}/store.db",
-    }[storage]
+    return local_store_url(storage, tmp, "files" if storage == "file" else "store")
 
 
 def _saved(per: LoopAwarePersister, pid: str = "p") -> Any:
@@ -272,8 +265,8 @@ NOT_APPLICABLE = {
 SPECIFIC = {("sqlite", "backend_down"): BackendUnavailableError}
 
 
-@pytest.mark.parametrize("storage", STORAGES)
-def test_typed_error_table(tmp_path: Path, storage: str) -> None:
+def test_typed_error_table(tmp_path: Path, local_storage: str) -> None:
+    storage = local_storage
     table: dict[str, str] = {}
     ok = 0
     for name, scenario in SCENARIOS.items():
@@ -299,8 +292,6 @@ def test_typed_error_table(tmp_path: Path, storage: str) -> None:
 
 
 # -- the second campaign's damage, on every storage -----------------------------------------
-
-STORAGES_2 = ("memory", "file", "sqlite", "postgresql")
 
 
 def _sql(url: str, statement: str) -> None:
@@ -416,7 +407,7 @@ SCENARIOS_2: dict[str, tuple[Callable[[str, str, str], None], type[LoopAwarePers
 APPLICABLE_2 = {
     "foreign_store": {"file", "sqlite", "postgresql"},
     "no_store_read_only": {"file", "sqlite", "postgresql"},
-    "write_read_only": set(STORAGES_2),
+    "write_read_only": {"memory", "file", "sqlite", "postgresql"},
     "row_wrong_types": {"sqlite"},
     "malformed_key_row": {"sqlite", "postgresql"},
     "non_regular_record": {"file"},
@@ -424,15 +415,7 @@ APPLICABLE_2 = {
 }
 
 
-@pytest.mark.parametrize(
-    "storage",
-    [
-        pytest.param(name, marks=pytest.mark.integration) if name == "postgresql" else name
-        for name in STORAGES_2
-    ],
-)
 def test_typed_error_table_of_store_damage(tmp_path: Path, storage: str) -> None:
-    base = postgres_url() if storage == "postgresql" else ""
     table: dict[str, str] = {}
     ok = applicable = 0
     for name, (scenario, expected) in SCENARIOS_2.items():
@@ -442,17 +425,9 @@ def test_typed_error_table_of_store_damage(tmp_path: Path, storage: str) -> None
         applicable += 1
         work = tmp_path / name
         work.mkdir()
-        with contextlib.ExitStack() as stack:
-            schema = ""
-            if storage == "postgresql":
-                schema = stack.enter_context(postgres_schema(base, "lap_tbl"))
-                url = postgres_schema_url(base, schema)
-            else:
-                url = {
-                    "memory": "memory://",
-                    "file": (work / "files").as_uri(),
-                    "sqlite": f"sqlite:///{work}/store.db",
-                }[storage]
+        with store_url(storage, work, "files" if storage == "file" else "tbl") as url:
+            query = urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)
+            schema = dict(query).get("schema", "")  # PostgreSQL's, for the SQL damage
             with pytest.raises(LoopAwarePersistError) as info:
                 scenario(storage, url, schema)
         error = info.value

@@ -2,8 +2,9 @@
 
 Pickle gadgets, YAML apply tags in an ``Excepted`` state, class references,
 object loaders, callbacks and launch bodies naming modules outside the
-allow-list, and ext types with unknown tags, stored in every storage and
-driven through every read path. See ``_hostile_worker`` for the corpus.
+allow-list, and ext types with unknown tags, stored in each storage
+(PostgreSQL marked ``integration``) and driven through every read path, the worker's
+``FencingPersister`` included. See ``_hostile_worker`` for the corpus.
 """
 
 from __future__ import annotations
@@ -13,20 +14,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.axes import store_url
+
 from ._support import figure
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_hostile_corpus(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tests.reliability._hostile_worker", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+def test_hostile_corpus(tmp_path: Path, storage: str) -> None:
+    with store_url(storage, tmp_path, "hostile") as url:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability._hostile_worker",
+                str(tmp_path),
+                storage,
+                # A local store is made by the worker in tmp_path, a PostgreSQL one here.
+                *([url] if storage == "postgresql" else []),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     outcomes = result["outcomes"]

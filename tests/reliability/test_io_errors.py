@@ -30,6 +30,7 @@ from loopaware_persist import (
 )
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import TEMP_PREFIX, FileIO, FileStorage
+from tests.axes import LOCAL_STORAGES, local_store_url
 
 from ._support import ALLOW, figure, record_for, run_forked
 
@@ -207,9 +208,10 @@ def test_kth_call_fails(tmp_path: Path, persistent: bool) -> None:
     assert line["fsync_retried_or_renamed_after_failure"] == 0
 
 
-@pytest.mark.parametrize("storage", ["file", "sqlite"])
+# Disk-full and read-only are faked on the local file system: the durable local storages.
+@pytest.mark.parametrize("storage", [s for s in LOCAL_STORAGES if s != "memory"])
 def test_disk_full_and_read_only(tmp_path: Path, storage: str) -> None:
-    url = (tmp_path / "files").as_uri() if storage == "file" else f"sqlite:///{tmp_path}/s.db"
+    url = local_store_url(storage, tmp_path, "files" if storage == "file" else "s")
     with open_persister(url, allow=[ALLOW]) as per:
         old = record_for(per, "victim", 1)
         per.storage.put(KEY, old)

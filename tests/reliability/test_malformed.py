@@ -9,6 +9,7 @@ fields, garbage) are stored and loaded; for the file storage the whole file,
 its own header included, is damaged on disk. A load must raise
 ``CorruptCheckpointError`` (or ``UnsafeCheckpointError``/``UnknownTagError`` if the
 mutation left a valid record naming something), or return exactly the original.
+On PostgreSQL (marked ``integration``) half the damage is written by SQL ``UPDATE``.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import pytest
 from loopaware_persist import CorruptCheckpointError
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import FileIO, FileStorage, checkpoint_filename
+from tests.axes import store_url
 
 from ._fuzz_worker import DAMAGE_KINDS
 from ._support import BUDGET_S, CODECS, HEAVY, HEAVY_TIMEOUT, figure
 
 pytestmark = pytest.mark.timeout(HEAVY_TIMEOUT)
 
-STORAGES = ("memory", "file", "sqlite")
 COUNT = 50_000 if HEAVY else 5_000
 #: Mutations a loaded 2-core machine still reaches in the budget: past every truncation
 #: of the first record (~1,300), so that every kind of damage is in it.
@@ -39,12 +40,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("codec", CODECS)
-def test_malformed_input(tmp_path: Path, codec: str) -> None:
-    procs = {}
-    for storage in STORAGES:
-        workdir = tmp_path / storage
-        workdir.mkdir()
-        procs[storage] = subprocess.Popen(
+def test_malformed_input(tmp_path: Path, storage: str, codec: str) -> None:
+    with store_url(storage, tmp_path, "fuzz") as url:
+        proc = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -53,39 +51,39 @@ def test_malformed_input(tmp_path: Path, codec: str) -> None:
                 storage,
                 str(COUNT),
                 str(SEED),
-                str(workdir),
-                str(BUDGET_S),  # the three storages run side by side, each in this budget
+                str(tmp_path),
+                str(BUDGET_S),
+                # A local store is made by the worker in tmp_path, a PostgreSQL one here.
+                *([url] if storage == "postgresql" else []),
             ],
             cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
+            timeout=HEAVY_TIMEOUT,  # a safety net only: the worker stops after BUDGET_S
+            check=False,
         )
-    results = []
-    for storage, proc in procs.items():
-        # A safety net only: the worker stops itself after BUDGET_S.
-        out, err = proc.communicate(timeout=HEAVY_TIMEOUT)
-        assert proc.returncode == 0, f"{storage}: {err[-3000:]}"
-        result = json.loads(out.strip().splitlines()[-1])
-        # CPython's own _pickle prints this for some forged (checksum-valid) payloads
-        # using protocol-5 buffer opcodes; reported, see the README's Reliability notes.
-        result["interpreter_errors_on_stderr"] = err.count("SystemError")
-        result["campaign"]["minimum"] = MIN_COUNT  # the worker runs; this test judges
-        results.append(result)
-        figure("malformed_input", address_space_limit="1GiB", seed=SEED, **result)
-    for r in results:
-        total = r["mutations"]
-        assert total == r["campaign"]["ran"]
-        assert total >= MIN_COUNT, r["campaign"]
-        assert set(r["by_kind"]) == set(DAMAGE_KINDS), r["by_kind"]
-        assert r["memory_errors"] == 0, r
-        assert r["silent_wrong_loads"] == 0, r
-        assert r["other"] == {}, r
-        assert r["corrupt_error"] + r["named_valid_record"] + r["loaded_identical"] == total, r
-        # The seeded campaign really damages records: nearly all must be refused.
-        assert r["corrupt_error"] >= 0.99 * total, r
-        sealed = r["resealed_codec_fuzz"]
-        assert not [k for k in sealed if k.startswith(("untyped", "MemoryError"))], sealed
+    assert proc.returncode == 0, f"{storage}: {proc.stderr[-3000:]}"
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    # CPython's own _pickle prints this for some forged (checksum-valid) payloads
+    # using protocol-5 buffer opcodes; reported, see the README's Reliability notes.
+    r["interpreter_errors_on_stderr"] = proc.stderr.count("SystemError")
+    r["campaign"]["minimum"] = MIN_COUNT  # the worker runs; this test judges
+    figure("malformed_input", address_space_limit="1GiB", seed=SEED, **r)
+    total = r["mutations"]
+    assert total == r["campaign"]["ran"]
+    assert total >= MIN_COUNT, r["campaign"]
+    assert set(r["by_kind"]) == set(DAMAGE_KINDS), r["by_kind"]
+    if storage == "postgresql":
+        assert r["written_via"]["storage.put"] > 0
+        assert r["written_via"]["sql update"] > 0
+    assert r["memory_errors"] == 0, r
+    assert r["silent_wrong_loads"] == 0, r
+    assert r["other"] == {}, r  # every refusal is a typed LoopAwarePersistError
+    assert r["corrupt_error"] + r["named_valid_record"] + r["loaded_identical"] == total, r
+    # The seeded campaign really damages records: nearly all must be refused.
+    assert r["corrupt_error"] >= 0.99 * total, r
+    sealed = r["resealed_codec_fuzz"]
+    assert not [k for k in sealed if k.startswith(("untyped", "MemoryError"))], sealed
 
 
 def test_file_header_length_is_bounded_by_the_file(tmp_path: Path) -> None:

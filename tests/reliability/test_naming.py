@@ -15,6 +15,7 @@ from hypothesis import given, settings, strategies as st
 
 from loopaware_persist.storage import CheckpointKey, open_storage
 from loopaware_persist.storage.file import checkpoint_filename
+from tests.axes import LOCAL_STORAGES, local_store_url
 
 from ._support import BUDGET_S, HEAVY, Budget, figure
 
@@ -108,7 +109,9 @@ def test_names_are_injective_and_confined(tmp_path: Path) -> None:
 def test_round_trip_through_storages(tmp_path: Path) -> None:
     stats: dict[str, Any] = {"keys": 0, "collisions": 0, "outside_root": 0}
     root = tmp_path / "files"
-    urls = {"file": root.as_uri(), "sqlite": f"sqlite:///{tmp_path}/n.db", "memory": "memory://"}
+    urls = {
+        s: local_store_url(s, tmp_path, "files" if s == "file" else "n") for s in LOCAL_STORAGES
+    }
     stores = {name: open_storage(url) for name, url in urls.items()}
     budget = _budgeted(EXAMPLES // 3, BUDGET_S / 2)
     try:

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStorage]:
     store.close()
 
 
-# region SQLite
+# SQLite.
 
 
 def test_sqlite_refuses_a_url_with_a_nul_byte(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_sqlite_reports_every_operation_on_a_damaged_schema(
     with sqlite3.connect(sqlite_store.path) as conn:
         conn.execute("DROP TABLE checkpoints")
     conn.close()
-    calls = {
+    calls: dict[str, Callable[[], object]] = {
         "read pid 'p' with tag 't'": lambda: sqlite_store.get(KEY),
         "read pid 'p' with tag 't' ": lambda: sqlite_store.read_prefix(KEY, 4),
         "delete pid 'p' with tag 't'": lambda: sqlite_store.delete(KEY),
@@ -102,9 +102,7 @@ def test_sqlite_reports_every_operation_on_a_damaged_schema(
         assert not isinstance(info.value, CorruptCheckpointError)
 
 
-# endregion
-
-# region file storage
+# File storage.
 
 
 class FaultyIO(FileIO):
@@ -152,7 +150,7 @@ def _saved_store(tmp_path: Path, io: FileIO) -> FileStorage:
 @pytest.mark.parametrize("call", ["pread", "fstat", "open-read"])
 def test_file_read_errors_name_the_record_and_the_store(tmp_path: Path, call: str) -> None:
     with _saved_store(tmp_path, FaultyIO(errno.EIO, call)) as store:
-        operations = [lambda: store.get(KEY)]
+        operations: list[Callable[[], object]] = [lambda: store.get(KEY)]
         if call != "fstat":  # only get() sizes the file; the others read the header
             operations += [lambda: store.read_prefix(KEY, 4), lambda: store.list()]
         for operation in operations:
@@ -229,9 +227,7 @@ def test_damaged_file_headers_are_corrupt_records(tmp_path: Path, case: str) -> 
             store.read_prefix(KEY, 4)
 
 
-# endregion
-
-# region the conformance kit reports a backend's wrong errors precisely
+# The conformance kit reports a backend's wrong errors precisely.
 
 
 class _KeyErrorWhenMissing(MemoryStorage):
@@ -271,9 +267,6 @@ class _LosesEmptyTag(MemoryStorage):
 def test_conformance_kit_names_the_wrong_error(broken: type[MemoryStorage], message: str) -> None:
     with pytest.raises(AssertionError, match=message):
         check_storage(broken)
-
-
-# endregion
 
 
 def test_process_check_catches_a_store_each_process_sees_separately() -> None:

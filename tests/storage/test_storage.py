@@ -54,18 +54,18 @@ from loopaware_persist.testing import (
     check_storage_processes,
     storage_state_machine,
 )
+from tests.axes import LOCAL_STORAGES, local_store_url
 
 REPO_ROOT = pathlib.Path(loopaware_persist.__file__).resolve().parents[1]
 NO_DB = settings(database=None, deadline=None)
 
 # -- backends -------------------------------------------------------------------
 
+#: Each local storage, the durable ones at both durability levels.
 BACKENDS = [
-    "memory",
-    "file-normal",
-    "file-full",
-    "sqlite-normal",
-    "sqlite-full",
+    f"{kind}-{durability}" if kind != "memory" else kind
+    for kind in LOCAL_STORAGES
+    for durability in (("normal", "full") if kind != "memory" else ("normal",))
 ]
 
 
@@ -75,11 +75,8 @@ def backend_durability(backend: str) -> Durability:
 
 def backend_url(backend: str, tmp_path: pathlib.Path) -> str:
     kind = backend.partition("-")[0]
-    if kind == "memory":
-        return "memory://"
-    if kind == "file":
-        return (tmp_path / "store dir").as_uri()
-    return f"sqlite:///{tmp_path}/checkpoints.db"
+    # A space in the directory's name: file URLs must quote it.
+    return local_store_url(kind, tmp_path, "store dir" if kind == "file" else "checkpoints")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -32,14 +32,13 @@ from loopaware_persist._envelope import decode_envelope, encode_envelope
 from loopaware_persist.codecs import available_codecs
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
+from tests.axes import CODECS
 from tests.strategies import assert_same, bundles, values
 
-CODEC_NAMES = ("msgpack", "pickle")
 COMPRESSIONS = (None, "zlib", "zstd")
-CODECS = pytest.mark.parametrize("codec_name", CODEC_NAMES)
 VIA_ENVELOPE = pytest.mark.parametrize(
     ("codec_name", "compression"),
-    [(c, z) for c in CODEC_NAMES for z in COMPRESSIONS],
+    [(c, z) for c in CODECS for z in COMPRESSIONS],
     ids=lambda v: str(v),
 )
 
@@ -65,12 +64,11 @@ def _codec(name: str) -> Codec:
     return get_codec(name, allow=["plumpy"] if name == "pickle" else ())
 
 
-# region property: exact round trips
+# Property: exact round trips.
 
 
 # The compression is drawn rather than parametrised: it cannot change what the codec
 # sees, and one failing example per codec is enough to shrink (shrinking dominates runtime).
-@CODECS
 @settings(report_multiple_bugs=False)
 @given(value=values(), compression=st.sampled_from(COMPRESSIONS))
 def test_values_round_trip_exactly(codec_name: str, compression: str | None, value: Any) -> None:
@@ -78,7 +76,6 @@ def test_values_round_trip_exactly(codec_name: str, compression: str | None, val
     assert_same(value, _roundtrip(codec, value, compression))
 
 
-@CODECS
 @settings(report_multiple_bugs=False)
 @given(bundle=bundles(), compression=st.sampled_from(COMPRESSIONS))
 def test_bundles_round_trip_exactly(
@@ -97,7 +94,6 @@ def test_envelope_round_trip_each_compression(codec_name: str, compression: str 
     assert_same(value, _roundtrip(codec, value, compression))
 
 
-@CODECS
 @given(value=values())
 def test_encoding_is_deterministic(codec_name: str, value: Any) -> None:
     """Same value, same bytes: listings and dedup compare records byte for byte."""
@@ -105,19 +101,15 @@ def test_encoding_is_deterministic(codec_name: str, value: Any) -> None:
     assert codec.encode(value) == codec.encode(value)
 
 
-# endregion
-
-# region specific shapes (each one also a regression test for a bug the property found)
+# Specific shapes (each one also a regression test for a bug the property found)
 
 
-@CODECS
 def test_tuples_stay_tuples(codec_name: str) -> None:
     codec = _codec(codec_name)
     value = {"t": (1, (2, [3, (4,)]), ()), (1, 2): "tuple key"}
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-@CODECS
 def test_bundle_stays_bundle_and_keeps_key_order(codec_name: str) -> None:
     codec = _codec(codec_name)
     inner = _bundle({"z": 1, "a": 2, "m": {"y": 1, "b": 2}})
@@ -131,14 +123,12 @@ def test_bundle_stays_bundle_and_keeps_key_order(codec_name: str) -> None:
     assert_same(value, decoded)
 
 
-@CODECS
 def test_mixed_key_types_and_order(codec_name: str) -> None:
     codec = _codec(codec_name)
     value = {3: "a", "3": "b", b"3": "c", None: "d", (3,): "e", 2**70: "f", 3.5: "g", True: "h"}
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-@CODECS
 def test_ordered_dict_and_frozendict(codec_name: str) -> None:
     codec = _codec(codec_name)
     value = [
@@ -162,7 +152,6 @@ def test_bytearray_loads_as_bytes_with_msgpack() -> None:
     assert decoded["buf"] == b"\x00\x01"
 
 
-@CODECS
 def test_os_error_keeps_filename(codec_name: str) -> None:
     codec = _codec(codec_name)
     error = OSError(2, "No such file or directory", "/tmp/missing", None)
@@ -172,7 +161,6 @@ def test_os_error_keeps_filename(codec_name: str) -> None:
     assert decoded.filename == "/tmp/missing"
 
 
-@CODECS
 @pytest.mark.parametrize(
     ("error", "attribute", "expected"),
     [
@@ -192,7 +180,6 @@ def test_exception_attributes_set_by_init_survive(
     assert getattr(decoded, attribute) == expected
 
 
-@CODECS
 def test_exception_chain_survives(codec_name: str) -> None:
     codec = _codec(codec_name)
     try:
@@ -213,7 +200,6 @@ def test_exception_chain_survives(codec_name: str) -> None:
     assert decoded.__suppress_context__ is True
 
 
-@CODECS
 def test_raised_exception_keeps_traceback_text(codec_name: str) -> None:
     codec = _codec(codec_name)
     try:
@@ -225,7 +211,6 @@ def test_raised_exception_keeps_traceback_text(codec_name: str) -> None:
     assert decoded.args == ("with traceback",)
 
 
-@CODECS
 @pytest.mark.parametrize("key", ["Europe/Paris", "America/New_York", "UTC"])
 def test_zoneinfo_datetime(codec_name: str, key: str) -> None:
     codec = _codec(codec_name)
@@ -236,7 +221,6 @@ def test_zoneinfo_datetime(codec_name: str, key: str) -> None:
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-@CODECS
 @pytest.mark.parametrize(
     "value",
     [2**64, -(2**63) - 1, 10**200, -(10**4000), 10**5000, -(2**20000)],
@@ -250,7 +234,6 @@ def test_ints_of_any_size(codec_name: str, value: int) -> None:
     assert decoded[0] - value == 0  # no repr: these ints have no decimal str()
 
 
-@CODECS
 def test_class_references_and_enums(codec_name: str) -> None:
     codec = _codec(codec_name)
     value = {
@@ -260,9 +243,7 @@ def test_class_references_and_enums(codec_name: str) -> None:
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-# endregion
-
-# region futures are stored as snapshots
+# Futures are stored as snapshots.
 
 
 def _futures(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
@@ -296,7 +277,6 @@ def _futures(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     return futures
 
 
-@CODECS
 def test_futures_encode_as_snapshots(codec_name: str, loop: asyncio.AbstractEventLoop) -> None:
     codec = _codec(codec_name)
     futures = _futures(loop)
@@ -326,16 +306,13 @@ def test_futures_encode_as_snapshots(codec_name: str, loop: asyncio.AbstractEven
     assert futures["failed"].exception().args == ("k",)
 
 
-@CODECS
 def test_snapshot_round_trips_as_snapshot(codec_name: str) -> None:
     codec = _codec(codec_name)
     value = [FutureSnapshot.cancelled("m"), FutureSnapshot.finished(FutureSnapshot.pending())]
     assert_same(value, codec.decode(codec.encode(value)))
 
 
-# endregion
-
-# region errors
+# Errors.
 
 
 class NotAllowed:
@@ -392,7 +369,6 @@ def test_pickle_keeps_shared_references_and_cycles() -> None:
     assert decoded[2] is decoded
 
 
-@CODECS
 def test_codec_usable_after_failed_encode(codec_name: str) -> None:
     codec = _codec(codec_name)
     with pytest.raises(EncodeError):
@@ -400,7 +376,6 @@ def test_codec_usable_after_failed_encode(codec_name: str) -> None:
     assert codec.decode(codec.encode({"good": (1,)})) == {"good": (1,)}
 
 
-@CODECS
 @given(value=values())
 def test_no_prefix_decodes(codec_name: str, value: Any) -> None:
     """A truncated payload never yields a (partial) value."""
@@ -412,7 +387,6 @@ def test_no_prefix_decodes(codec_name: str, value: Any) -> None:
             codec.decode(data[:end])
 
 
-@CODECS
 def test_trailing_bytes_are_refused(codec_name: str) -> None:
     codec = _codec(codec_name)
     data = codec.encode({"a": (1, 2)})
@@ -420,7 +394,6 @@ def test_trailing_bytes_are_refused(codec_name: str) -> None:
         codec.decode(data + data)
 
 
-@CODECS
 @given(data=st.binary(max_size=256))
 def test_arbitrary_bytes_raise_only_decode_errors(codec_name: str, data: bytes) -> None:
     codec = _codec(codec_name)
@@ -501,9 +474,7 @@ def test_crafted_msgpack_trees_of_the_earlier_layout_raise_only_decode_errors(
         get_codec("msgpack").decode(data)
 
 
-# endregion
-
-# region get_codec
+# Get_codec.
 
 
 def test_unknown_codec_is_value_error() -> None:
@@ -516,7 +487,6 @@ def test_available_codecs() -> None:
     assert {"msgpack", "pickle", "pickle-unrestricted"} <= set(available_codecs())
 
 
-@CODECS
 def test_codec_protocol_and_name(codec_name: str) -> None:
     codec = get_codec(codec_name)
     assert isinstance(codec, Codec)
@@ -555,10 +525,7 @@ def test_restricted_codecs_do_not_warn() -> None:
         get_codec("msgpack")
 
 
-# endregion
-
-
-# region the comparison the properties rely on must itself be strict
+# The comparison the properties rely on must itself be strict.
 
 
 @pytest.mark.parametrize(
@@ -606,9 +573,6 @@ def test_assert_same_detects_chain_difference() -> None:
         assert_same(a, b)
 
 
-# endregion
-
-
 def test_pickle_resolves_class_references_inside_snapshot_and_chained_exceptions() -> None:
     # Without an allow for plumpy, classes travel as ClassRef and are resolved after the
     # unpickling; a failed ToContext future's exception is such a place.
@@ -624,7 +588,6 @@ def test_pickle_resolves_class_references_inside_snapshot_and_chained_exceptions
     assert_same(codec.decode(codec.encode(value)), value)
 
 
-@CODECS
 @pytest.mark.parametrize(
     "make",
     [

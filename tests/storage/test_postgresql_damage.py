@@ -20,6 +20,9 @@ from loopaware_persist.storage import CheckpointKey, open_storage
 
 psycopg = pytest.importorskip("psycopg")
 
+# Needs the PostgreSQL server: the chroot legs deselect it with the other integration tests.
+pytestmark = pytest.mark.integration
+
 URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
 
 

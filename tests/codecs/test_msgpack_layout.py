@@ -45,11 +45,12 @@ from loopaware_persist import (
 from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES, MsgpackCodec
 from tests.strategies import assert_same, bundles, values
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
@@ -102,7 +103,7 @@ class Point:
     __hash__ = None  # type: ignore[assignment]
 
 
-# region the bytes
+# The bytes.
 
 
 @pytest.mark.parametrize(
@@ -262,9 +263,7 @@ def test_pure_python_msgpack_refuses_the_same_payloads() -> None:
             assert isinstance(info.value, expected), info.value
 
 
-# endregion
-
-# region nesting limits
+# Nesting limits.
 
 
 def test_values_nested_as_deep_as_allowed_round_trip() -> None:
@@ -391,9 +390,7 @@ def test_deep_lists_across_levels_cannot_exhaust_the_c_stack_when_encoding() -> 
     assert out == "[True]"
 
 
-# endregion
-
-# region pooling: registry changes, threads, re-entrancy, sizes
+# Pooling: registry changes, threads, re-entrancy, sizes.
 
 
 def test_a_hook_registered_after_first_use_is_used() -> None:
@@ -509,6 +506,3 @@ def test_encoding_does_not_depend_on_what_was_encoded_before() -> None:
     first = codec.encode(value)
     codec.encode({"other": (frozenset({(1, 2)}), ValueError("x"))})
     assert codec.encode(value) == first == get_codec("msgpack").encode(value)
-
-
-# endregion

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -15,7 +11,6 @@ import pytest
 from loopaware_persist import (
     ArgumentTypeError,
     EncodeError,
-    ForeignException,
     Hook,
     HookRegistry,
     UnknownTagError,
@@ -23,10 +18,7 @@ from loopaware_persist import (
     default_registry,
     get_codec,
 )
-from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests.strategies import assert_same
-
-CODECS = pytest.mark.parametrize("codec_name", ["msgpack", "pickle"])
 
 
 class Point:
@@ -65,24 +57,7 @@ def registry() -> HookRegistry:
     return HookRegistry()
 
 
-@pytest.fixture
-def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], str]]:
-    """Write a throwaway module into tmp_path (on sys.path); return its unique name."""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    names: list[str] = []
-
-    def make(source: str) -> str:
-        name = f"lap_throwaway_{uuid.uuid4().hex}"
-        (tmp_path / f"{name}.py").write_text(source)
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        sys.modules.pop(name, None)
-
-
-# region registration and dispatch
+# Registration and dispatch.
 
 
 def test_register_roundtrip(registry: HookRegistry) -> None:
@@ -231,8 +206,9 @@ def test_copy_is_independent(registry: HookRegistry) -> None:
     assert "sub" not in registry.tags
     assert clone.hook_for(Leaf).tag == "sub"  # type: ignore[union-attr]
     assert "leaf" not in clone.tags
-    assert registry.allowed == ("myapp", "thirdapp")
-    assert clone.allowed == ("myapp", "otherapp")
+    # list(): mypy narrowed .allowed to a 1-tuple at the assert above.
+    assert list(registry.allowed) == ["myapp", "thirdapp"]
+    assert list(clone.allowed) == ["myapp", "otherapp"]
 
 
 def test_copy_of_default_registry_is_independent() -> None:
@@ -274,7 +250,6 @@ def test_unsupported_type_on_encode_is_encode_error(registry: HookRegistry) -> N
         registry.encode_value(Point(1, 2))
 
 
-@CODECS
 def test_user_hook_round_trips_through_codec(codec_name: str) -> None:
     registry = default_registry.copy()
     registry.register(
@@ -339,7 +314,6 @@ def _dec_plugin(fields: list[Any], registry: HookRegistry) -> Plugin:
 
 
 @pytest.mark.parametrize("how", ["class", "predicate"])
-@CODECS
 def test_a_hook_that_takes_the_registry_gets_the_one_in_use(codec_name: str, how: str) -> None:
     """takes_registry=True: the hook resolves names through the allow-list of the registry
     the codec uses (a copy made after registration included), never another one."""
@@ -384,198 +358,7 @@ def test_a_class_hook_for_the_class_only_leaves_subclasses_to_the_allow_list() -
         get_codec("msgpack", registry=registry).encode({"s": Sub()})
 
 
-# endregion
-
-# region allow-list
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "os:system",
-        "builtins:exec",
-        "builtins:eval",
-        "builtins:getattr",
-        "builtins:object",
-        "builtins:type",
-        "subprocess:Popen",
-        "posix:system",
-        "pickle:loads",
-        "importlib:import_module",
-    ],
-)
-def test_resolve_refuses_unsafe_names(name: str) -> None:
-    with pytest.raises(UnsafeCheckpointError) as info:
-        default_registry.resolve(name)
-    assert info.value.name == name
-    assert "allow" in str(info.value)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "a",
-        "a:",
-        ":b",
-        "a:__class__",
-        "builtins:__import__",
-        "plumpy:__builtins__",
-        "plumpy:Process.__init__",
-        "plumpy:Process.__subclasses__",
-        "a b:c",
-        "a:b c",
-        "a..b:c",
-        "a:b:c",
-        "a:b.",
-        "1a:b",
-        "",
-    ],
-)
-def test_resolve_refuses_malformed_names(name: str) -> None:
-    with pytest.raises(UnsafeCheckpointError):
-        default_registry.resolve(name)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "plumpy.processes:Process.run",  # a function
-        "plumpy:ProcessState.WAITING",  # an enum member
-        "collections:namedtuple",  # a function in an allowed stdlib module
-        "plumpy.persistence:pickle",  # a module reached through an attribute
-    ],
-)
-def test_resolve_refuses_non_classes(name: str) -> None:
-    with pytest.raises(UnsafeCheckpointError):
-        default_registry.resolve(name)
-
-
-def test_resolve_refuses_foreign_class_reached_through_allowed_module() -> None:
-    # plumpy.persistence imports pickle; pickle.Unpickler's own module is not allowed.
-    with pytest.raises(UnsafeCheckpointError):
-        default_registry.resolve("plumpy.persistence:pickle.Unpickler")
-
-
-@pytest.mark.parametrize(
-    ("name", "kind", "expected"),
-    [
-        ("plumpy.processes:Process", "class", plumpy.Process),
-        ("plumpy.workchains:WorkChain", "class", plumpy.WorkChain),
-        ("plumpy.processes:Process", "savable", plumpy.Process),
-        ("plumpy.process_states:ProcessState", "enum", plumpy.ProcessState),
-        ("plumpy.exceptions:KilledError", "exception", plumpy.KilledError),
-        ("builtins:ValueError", "exception", ValueError),
-        ("builtins:KeyError", "class", KeyError),
-        ("builtins:OSError", "exception", OSError),
-        ("loopaware_persist:FutureSnapshot", "class", None),
-    ],
-)
-def test_resolve_allows_library_classes(name: str, kind: Any, expected: type | None) -> None:
-    cls = default_registry.resolve(name, kind)
-    if expected is not None:
-        assert cls is expected
-    assert isinstance(cls, type)
-
-
-@pytest.mark.parametrize(
-    ("name", "kind"),
-    [
-        ("plumpy.processes:Process", "exception"),  # not an exception
-        ("builtins:ValueError", "enum"),  # not an enum
-        ("plumpy.persistence:PicklePersister", "object"),  # side effects when built
-        ("builtins:int", "exception"),
-    ],
-)
-def test_resolve_checks_kind(name: str, kind: Any) -> None:
-    with pytest.raises(UnsafeCheckpointError):
-        default_registry.resolve(name, kind)
-
-
-def test_user_allow_by_module_name_and_class(make_module: Callable[[str], str]) -> None:
-    source = "class Thing:\n    pass\n\nclass Other:\n    pass\n"
-    by_module, by_name, by_class = make_module(source), make_module(source), make_module(source)
-    registry = default_registry.copy()
-    for mod in (by_module, by_name, by_class):
-        with pytest.raises(UnsafeCheckpointError):
-            registry.resolve(f"{mod}:Thing")
-        assert mod not in sys.modules  # refused before import
-
-    registry.allow(by_module, f"{by_name}:Thing")
-    assert registry.resolve(f"{by_module}:Thing", "object").__name__ == "Thing"
-    assert registry.resolve(f"{by_module}:Other", "object").__name__ == "Other"
-    assert registry.resolve(f"{by_name}:Thing", "object").__name__ == "Thing"
-    with pytest.raises(UnsafeCheckpointError):
-        registry.resolve(f"{by_name}:Other", "object")  # only the named class
-
-    module = __import__(by_class)
-    registry.allow(module.Thing)
-    assert registry.resolve(f"{by_class}:Thing", "object") is module.Thing
-    with pytest.raises(UnsafeCheckpointError):
-        registry.resolve(f"{by_class}:Other", "object")
-
-
-def test_allow_module_covers_submodules_not_prefixes() -> None:
-    registry = HookRegistry(allow=["myapp"])
-    assert registry.may_import("myapp.sub", "X")
-    assert registry.may_import("myapp", "X")
-    assert not registry.may_import("myapplication", "X")
-
-
-def test_allow_malformed_name_is_refused() -> None:
-    with pytest.raises(UnsafeCheckpointError):
-        HookRegistry(allow=["a b:c"])
-
-
-_MARKER_MODULE = (
-    "import pathlib\npathlib.Path({marker!r}).touch()\n\nclass Boom(Exception):\n    pass\n"
-)
-
-
-@CODECS
-def test_disallowed_exception_becomes_foreign_exception(
-    codec_name: str, make_module: Callable[[str], str], tmp_path: Path
-) -> None:
-    marker = tmp_path / "imported.marker"
-    name = make_module(_MARKER_MODULE.format(marker=str(marker)))
-    codec = get_codec(codec_name)
-    data = codec.encode({"e": __import__(name).Boom("it broke", 3)})
-    # The saving process had the module; the loading one has not imported it.
-    marker.unlink()
-    del sys.modules[name]
-    # msgpack stands in on load; pickle already wrote the stand-in (the restricted
-    # unpickler would refuse the class), so both give the same documented result.
-    decoded = codec.decode(data)["e"]
-    assert type(decoded) is ForeignException
-    assert decoded.type_name == f"{name}:Boom"
-    assert "it broke" in decoded.message
-    assert f"{name}:Boom" in str(decoded)
-    assert name not in sys.modules
-    assert not marker.exists()
-
-
-def test_foreign_exception_from_handmade_payload(
-    make_module: Callable[[str], str], tmp_path: Path
-) -> None:
-    marker = tmp_path / "imported.marker"
-    name = make_module(
-        f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nclass Boom(Exception): pass\n"
-    )
-    fields = [f"{name}:Boom", ["m"], "the message", None, None, None, False, None]
-    payload = msgpack.packb(
-        msgpack.ExtType(WELL_KNOWN_CODES["exception"], msgpack.packb(fields, use_bin_type=True)),
-        use_bin_type=True,
-    )
-    decoded = get_codec("msgpack").decode(payload)
-    assert type(decoded) is ForeignException
-    assert decoded.type_name == f"{name}:Boom"
-    assert decoded.message == "the message"
-    assert name not in sys.modules
-    assert not marker.exists()
-
-
-# endregion
-
-# region object fallback
+# Object fallback.
 
 
 class Plain:
@@ -615,7 +398,6 @@ def _state(obj: Any) -> dict[str, Any]:
     return {n: getattr(obj, n) for n in names}
 
 
-@CODECS
 @pytest.mark.parametrize("cls", [Plain, Slotted, SlottedWithDict, Custom])
 def test_object_fallback_for_allowed_class(codec_name: str, cls: type) -> None:
     codec = get_codec(codec_name, allow=[cls])
@@ -643,7 +425,6 @@ class Counted:
         self.a = a
 
 
-@CODECS
 def test_object_fallback_does_not_call_init(codec_name: str) -> None:
     codec = get_codec(codec_name, allow=[Counted])
     data = codec.encode(Counted([1, 2]))
@@ -688,6 +469,3 @@ def test_non_allowed_class_refused_by_pickle_on_save_and_load() -> None:
     data = get_codec("pickle", allow=[Plain]).encode({"x": [Plain(1, 2)]})
     with pytest.raises(UnsafeCheckpointError, match="Plain"):
         codec.decode(data)  # and a safe load without the allow will not revive it
-
-
-# endregion

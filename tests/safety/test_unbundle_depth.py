@@ -28,15 +28,15 @@ from loopaware_persist import (
     unbundle,
 )
 from loopaware_persist._unbundle import _Rebind
-from tests.processes import EXPECTED_OUTPUTS, complete, drive, new_loop, run_on
+from tests.axes import CODECS
+from tests.loops import new_loop, run_on
+from tests.processes import EXPECTED_OUTPUTS, complete, drive
 from tests.strategies import user_values_with_snapshots, values
 
-CODECS = pytest.mark.parametrize("codec", ["msgpack", "pickle"])
 
-
-@pytest.fixture(params=["msgpack", "pickle"])
-def store(request: pytest.FixtureRequest) -> Iterator[LoopAwarePersister]:
-    with open_persister("memory://", codec=request.param, allow=["tests.processes"]) as s:
+@pytest.fixture
+def store(codec_name: str) -> Iterator[LoopAwarePersister]:
+    with open_persister("memory://", codec=codec_name, allow=["tests.processes"]) as s:
         yield s
 
 
@@ -149,12 +149,11 @@ def test_shared_references_are_walked_once() -> None:
         assert node[0].get_loop() is b
 
 
-@CODECS
-def test_verify_refuses_what_the_load_would_refuse(codec: str) -> None:
+def test_verify_refuses_what_the_load_would_refuse(codec_name: str) -> None:
     """verify=True runs the load's own walk (audit included) on the record it will store."""
     with (
-        open_persister("memory://", codec=codec) as narrow,
-        open_persister("memory://", codec=codec, allow=["tests.processes"]) as wide,
+        open_persister("memory://", codec=codec_name) as narrow,
+        open_persister("memory://", codec=codec_name, allow=["tests.processes"]) as wide,
         new_loop() as a,
     ):
         chain = drive("chain", a, listener=False)
@@ -210,7 +209,7 @@ def test_shared_references_round_trip_through_the_pickle_codec() -> None:
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=values(), codec=st.sampled_from(["msgpack", "pickle"]))
+@given(value=values(), codec=st.sampled_from(CODECS))
 def test_property_what_verify_accepts_loads(value: Any, codec: str) -> None:
     """Any tree of registered types in a WorkChain's context: ``verify=True`` refuses it
     with an ``EncodeError``, or ``load_process`` and ``bundle.unbundle`` both load it onto

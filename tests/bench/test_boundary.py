@@ -15,7 +15,7 @@ from benchmarks._config import ALLOW
 from benchmarks._workers import WORKER_ALLOW
 from loopaware_persist import default_registry, open_persister
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = Path(benchmarks.__file__).resolve().parent
 #: The one module allowed to name private parts of the package; its docstring says why.
 PRIVATE_GATE = "_private.py"

@@ -34,18 +34,11 @@ from loopaware_persist import (
 )
 from loopaware_persist._audit import SafeObjectLoader
 from loopaware_persist._unbundle import _Rebind
-from tests.processes import (
-    EXPECTED_OUTPUTS,
-    RESUME_VALUE,
-    Opaque,
-    Waiter,
-    complete,
-    drive,
-    new_loop,
-    run_on,
-)
+from tests.axes import CODECS
+from tests.loops import new_loop, run_on
+from tests.processes import EXPECTED_OUTPUTS, RESUME_VALUE, Opaque, Waiter, complete, drive
 
-# region identity of hook-decoded values
+# Identity of hook-decoded values.
 
 
 class Node:
@@ -167,9 +160,7 @@ def test_the_walk_copies_plain_containers_only() -> None:
         assert with_snapshot["pending"].get_loop() is b
 
 
-# endregion
-
-# region the bundle's own allow-list
+# The bundle's own allow-list.
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +185,7 @@ def test_unbundle_uses_the_registry_the_bundle_was_decoded_with(
             unbundle(store.load_checkpoint(process.pid), LoopContext(b), registry=default_registry)
 
 
-# endregion
-
-# region a plumpy ObjectLoader in the load context
+# A plumpy ObjectLoader in the load context.
 
 #: Every Forbidden plumpy rebuilt: must stay empty.
 FORBIDDEN_LOADED: list[Any] = []
@@ -296,9 +285,6 @@ def test_an_object_loader_that_cannot_resolve_is_a_typed_error(
         store.load_process(short_pid, loop=b, loader=ShortNames({}))
 
 
-# endregion
-
-
 def test_concurrent_loads_of_one_bundle_share_nothing(
     node_store: LoopAwarePersister, node_pid: Any
 ) -> None:
@@ -322,10 +308,10 @@ def test_concurrent_loads_of_one_bundle_share_nothing(
             b.close()
 
 
-# region futures held by objects
+# Futures held by objects.
 
 
-@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("how", list(LOADS))
 def test_futures_inside_an_object_come_back_as_futures(codec: str, how: str) -> None:
     """A future held by an allowed object (in an attribute, a list, a dict) was stored as a
@@ -394,9 +380,6 @@ def test_a_deep_chain_of_objects_is_walked_without_recursion(copy: bool) -> None
             link = link.following["next"]
         assert link[0].get_loop() is b
         assert link[0].result() == "end"
-
-
-# endregion
 
 
 def test_the_bundle_check_save_returns_still_loads_anywhere() -> None:

@@ -35,20 +35,11 @@ from loopaware_persist import (
 )
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
-from tests.processes import (
-    EXPECTED_OUTPUTS,
-    LOAD_LOG,
-    CustomError,
-    Opaque,
-    complete,
-    current_loop,
-    drive,
-    in_thread,
-    new_loop,
-)
+from tests.axes import CODECS
+from tests.loops import current_loop, in_thread, new_loop
+from tests.processes import EXPECTED_OUTPUTS, LOAD_LOG, CustomError, Opaque, complete, drive
 
-CODECS = ("msgpack", "pickle")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +135,7 @@ def assert_refused(persister: LoopAwarePersister, pid: Any) -> UnsafeCheckpointE
     return error
 
 
-# region class names
+# Class names.
 
 
 @pytest.mark.parametrize("where", ["root", "state"])
@@ -194,9 +185,7 @@ def test_process_class_outside_the_allow_list_is_not_instantiated(tmp_path: Path
     assert allowed.pid in LOAD_LOG
 
 
-# endregion
-
-# region plumpy's Excepted state: YAML read with the unsafe yaml.Loader
+# Plumpy's Excepted state: YAML read with the unsafe yaml.Loader.
 
 
 YAML_PAYLOADS = {
@@ -279,9 +268,7 @@ def test_an_exception_class_outside_the_allow_list_is_refused_not_imported(
     assert "CustomError" in str(error)
 
 
-# endregion
-
-# region method names plumpy looks up with getattr()
+# Method names plumpy looks up with getattr()
 
 
 @pytest.mark.parametrize(
@@ -351,9 +338,7 @@ def test_continue_command_cannot_run_a_library_function(
     assert_refused(persister, pid)
 
 
-# endregion
-
-# region pickle
+# Pickle.
 
 
 class Gadget:
@@ -430,9 +415,7 @@ def test_pickle_payload_cannot_call_a_plumpy_class(pickle_persister: LoopAwarePe
     assert in_thread(load_in_fresh_thread) == "refused"
 
 
-# endregion
-
-# region trusted=True, the documented opt-out
+# Trusted=True, the documented opt-out.
 
 
 def trusted_persister(url: str, codec: str) -> LoopAwarePersister:
@@ -481,15 +464,14 @@ def test_trusted_says_so_loudly() -> None:
         open_persister("memory://", codec="pickle-unrestricted").close()
 
 
-# endregion
-
-# region loads that must terminate (run in a child process: a bug here is a hang)
+# Loads that must terminate (run in a child process: a bug here is a hang)
 
 
 CHILD = """
 import os, sys, threading
 from loopaware_persist import DecodeError, open_persister
-from tests.processes import complete, new_loop
+from tests.processes import complete
+from tests.loops import new_loop
 
 url, codec, pid, expect, watchdog = sys.argv[1:6]
 outcome = []
@@ -581,6 +563,3 @@ def test_pickle_keeps_a_reference_cycle_in_the_context(tmp_path: Path) -> None:
     assert load_in_child(url, "pickle", "cyclic", "cycle") == (
         f"loaded {sorted(EXPECTED_OUTPUTS['chain'])}"
     )
-
-
-# endregion

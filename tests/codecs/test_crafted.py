@@ -18,6 +18,7 @@ from loopaware_persist import CorruptCheckpointError, EncodeError, get_codec
 from loopaware_persist._snapshot import FutureSnapshot, FutureStatus
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
+from tests.axes import CODECS
 from tests.processes import Opaque
 
 
@@ -30,7 +31,8 @@ def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
 
 
 def _record(tag: str, *fields: Any) -> bytes:
-    return msgpack.packb(_ext(tag, *fields), use_bin_type=True)
+    packed: bytes = msgpack.packb(_ext(tag, *fields), use_bin_type=True)
+    return packed
 
 
 MALFORMED = {
@@ -114,7 +116,7 @@ def test_msgpack_puts_back_exception_state_a_property_refuses() -> None:
     assert exc.__dict__["characters_written"] == "many"
 
 
-@pytest.mark.parametrize("name", ["msgpack", "pickle"])
+@pytest.mark.parametrize("name", CODECS)
 def test_a_zoneinfo_without_a_key_is_refused_at_save_time(name: str) -> None:
     with open("/usr/share/zoneinfo/UTC", "rb") as file:
         zone = zoneinfo.ZoneInfo.from_file(file)
@@ -160,7 +162,7 @@ def test_unrestricted_pickle_resolves_class_references_by_import() -> None:
     assert out == {"cls": [plumpy.Process]}
 
 
-@pytest.mark.parametrize("name", ["msgpack", "pickle"])
+@pytest.mark.parametrize("name", CODECS)
 def test_an_unstorable_dict_key_is_named_in_the_path(name: str) -> None:
     with pytest.raises(EncodeError, match=r"Unsupported type .*Opaque") as info:
         get_codec(name).encode({"ctx": {Opaque(1): 2}})

@@ -40,6 +40,7 @@ from loopaware_persist.codecs._pickle_scan import check_opcodes
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 from tests import strategies
 from tests._peak import MIB, run_peak
+from tests.axes import CODECS
 
 #: What a refused bomb may add to the peak: far below any bomb here, above the noise.
 NOISE = 32 * MIB
@@ -118,7 +119,7 @@ def test_long_binput_of_a_real_pickle_passes() -> None:
     assert pickle.loads(data) == value
 
 
-@pytest.mark.parametrize("name", ["msgpack", "pickle"])
+@pytest.mark.parametrize("name", CODECS)
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_decode_takes_any_bytes_like_payload(name: str, kind: type) -> None:
     codec = get_codec(name)
@@ -126,14 +127,14 @@ def test_decode_takes_any_bytes_like_payload(name: str, kind: type) -> None:
     assert codec.decode(kind(codec.encode(value))) == value
 
 
-@pytest.mark.parametrize("name", ["msgpack", "pickle"])
+@pytest.mark.parametrize("name", CODECS)
 @pytest.mark.parametrize("payload", ["str", None, 3, ["x"]])
 def test_decode_of_a_non_bytes_payload_is_a_decode_error(name: str, payload: object) -> None:
     with pytest.raises(DecodeError, match="payload must be bytes"):
         get_codec(name).decode(payload)  # type: ignore[arg-type]
 
 
-# region envelope: compressed payloads expand at most MAX_EXPANSION times
+# Envelope: compressed payloads expand at most MAX_EXPANSION times.
 
 
 def _bomb(compression: str, size: int) -> bytes:
@@ -274,6 +275,7 @@ def test_what_passes_the_scan_is_bounded_by_the_reference_parser(
             for op, arg, _pos in pickletools.genops(bytes(data)):
                 # BINPUT's one-byte index grows the memo to 512 entries at most: unchecked.
                 if op.name in ("PUT", "LONG_BINPUT"):
+                    assert arg is not None
                     assert arg < len(data)
     except ValueError as error:
         # The reference parser stops where the unpickler refuses too, but never for a

@@ -61,7 +61,8 @@ def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: Path)
 
 
 def _pack(tree: Any) -> bytes:
-    return msgpack.packb(tree, use_bin_type=True)
+    packed: bytes = msgpack.packb(tree, use_bin_type=True)
+    return packed
 
 
 def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
@@ -77,7 +78,7 @@ def _legacy(tag: str) -> msgpack.ExtType:
     return msgpack.ExtType(1, tag.encode())
 
 
-# region pickle gadgets
+# Pickle gadgets.
 
 
 def _p0(text: str) -> bytes:
@@ -214,9 +215,7 @@ def test_pickle_class_reference_to_process_loads_without_being_callable() -> Non
         codec.decode(crafted)
 
 
-# endregion
-
-# region msgpack payloads
+# Msgpack payloads.
 
 
 @functools.cache
@@ -230,7 +229,7 @@ def _nesting_bomb() -> bytes:
 
 def _msgpack_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[DecodeError]]]:
     m = str(marker)
-    exc_fields = ["m", [], "msg", None, None, None, False, None]
+    exc_fields: list[Any] = ["m", [], "msg", None, None, None, False, None]
     u, k, c = UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError
     deep: Any = None
     for _ in range(MAX_EXT_DEPTH + 1):
@@ -417,9 +416,6 @@ def test_msgpack_codec_stays_usable_after_refusals(marker: Path, marker_module: 
         with pytest.raises(REFUSALS):
             codec.decode(payload)
         assert codec.decode(good) == {"t": (1, (2, (3,))), "s": {frozenset({(4,)})}}
-
-
-# endregion
 
 
 def test_msgpack_timestamp_ext_is_inert() -> None:

@@ -20,7 +20,8 @@ from loopaware_persist._hooks import default_registry
 from loopaware_persist._ops import _yaml_exception
 from loopaware_persist._yaml_audit import MAX_YAML_DEPTH, audit_yaml
 from tests._peak import MIB, run_peak
-from tests.processes import Raiser, new_loop
+from tests.loops import new_loop
+from tests.processes import Raiser
 
 HEAD = "!!python/object/apply:builtins.ValueError\n"
 

@@ -21,7 +21,8 @@ from loopaware_persist import (
     UnsafeCheckpointError,
     open_persister,
 )
-from tests.processes import drive, new_loop
+from tests.loops import new_loop
+from tests.processes import drive
 
 ALLOW = ["tests.processes"]
 

@@ -27,8 +27,7 @@ from loopaware_persist._messages import (
     decode_message,
     encode_message,
 )
-
-from .processes import CustomError
+from tests.processes import CustomError
 
 TASK = {
     "task": "launch",

@@ -40,11 +40,12 @@ from loopaware_persist import (
 from loopaware_persist._bridge import LoopBridge
 from loopaware_persist._launcher import LoopAwareLauncher
 from loopaware_persist.storage import open_storage
+from tests.loops import loop_in_thread
 
 TIMEOUT = 10.0
 WORKER = "launcher-loop"
 
-# region processes (named tests.test_launcher:<Name> in tasks and checkpoints)
+# Processes (named tests.workers.test_launcher:<Name> in tasks and checkpoints).
 
 
 def _where() -> dict[str, Any]:
@@ -154,52 +155,22 @@ class NotAProcess:
         Path(marker).touch()
 
 
-# endregion
-
-# region fixtures
-
-
-def _stop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
-    async def cancel_the_rest() -> None:
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(cancel_the_rest(), loop).result(TIMEOUT)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(TIMEOUT)
-    assert not thread.is_alive()
-    loop.close()
-
-
-def _start(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
-    loop = asyncio.new_event_loop()
-    # Debug mode makes a non-thread-safe call on the loop from another thread raise
-    # (asyncio's _check_thread) instead of silently losing a wake-up.
-    loop.set_debug(True)
-    started = threading.Event()
-    loop.call_soon(started.set)
-    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
-    thread.start()
-    assert started.wait(TIMEOUT)
-    return loop, thread
+# Fixtures.
 
 
 @pytest.fixture
 def worker_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """The launcher's loop, running forever in thread ``launcher-loop``."""
-    loop, thread = _start(WORKER)
-    yield loop
-    _stop(loop, thread)
+    # Debug mode: a non-thread-safe call on the loop from another thread raises.
+    with loop_in_thread(WORKER, debug=True) as loop:
+        yield loop
 
 
 @pytest.fixture
 def other_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """Another running loop, in its own thread: a caller that is a coroutine elsewhere."""
-    loop, thread = _start("other-loop")
-    yield loop
-    _stop(loop, thread)
+    with loop_in_thread("other-loop", debug=True) as loop:
+        yield loop
 
 
 @pytest.fixture
@@ -228,9 +199,7 @@ def bridge(
     return LoopBridge(communicator, loop=worker_loop)
 
 
-# endregion
-
-# region call sites
+# Call sites.
 
 SITES = ("foreign-thread", "other-loop", "loop-thread")
 
@@ -272,9 +241,7 @@ def _launch_body(cls: type[plumpy.Process], **kwargs: Any) -> dict[str, Any]:
     return process_comms.create_launch_body(cls, **kwargs)
 
 
-# endregion
-
-# region launcher
+# Launcher.
 
 
 @pytest.mark.parametrize("site", SITES)
@@ -558,9 +525,7 @@ def test_a_closed_loop_fails_the_future_instead_of_losing_it(
         future.result(TIMEOUT)
 
 
-# endregion
-
-# region bridge
+# Bridge.
 
 
 def _subscribers(
@@ -817,10 +782,7 @@ def test_forty_replies_through_kiwipy_rmq_thread_wrapping(
         assert all(reply["thread"] == WORKER and reply["loop"] is worker_loop for reply in replies)
 
 
-# endregion
-
-
-# region the launcher's own loop check
+# The launcher's own loop check.
 
 
 class _Planting(LoopAwarePersister):
@@ -869,9 +831,6 @@ def test_the_launcher_walks_what_its_persister_class_may_have_touched(
         else:
             assert outcome.result(TIMEOUT) == pid
             assert walks == []
-
-
-# endregion
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,8 @@ from plumpy import process_comms
 
 from loopaware_persist import ArgumentTypeError
 from loopaware_persist._tasks import ProcessTask
-
-from .processes import Finisher
-from .strategies import hashables
+from tests.processes import Finisher
+from tests.strategies import hashables
 
 NAME = "tests.processes:Finisher"
 

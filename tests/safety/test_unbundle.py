@@ -33,20 +33,17 @@ from loopaware_persist import (
     unbundle,
 )
 from loopaware_persist._unbundle import _Rebind
+from tests.axes import CODECS
+from tests.loops import current_loop, in_thread, loop_in_thread, new_loop, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
     LIVE_KINDS,
     check_terminal,
     complete,
-    current_loop,
     drive,
     expected_state,
-    in_thread,
     listeners_of,
-    loop_in_thread,
-    new_loop,
-    run_on,
 )
 
 POSITIONS = (
@@ -256,7 +253,7 @@ def test_one_bundle_unbundled_onto_two_loops_gives_independent_graphs(
         check_restored(third, b3, kind)
 
 
-# region no usable loop
+# No usable loop.
 
 
 def test_no_loop_given_and_none_running_is_an_error_and_creates_no_loop(
@@ -266,7 +263,7 @@ def test_no_loop_given_and_none_running_is_an_error_and_creates_no_loop(
 
     def in_fresh_thread() -> list[str]:
         errors = []
-        attempts = (
+        attempts: tuple[Callable[[], object], ...] = (
             lambda: persister.load_process(pid),
             lambda: persister.load_checkpoint(pid).unbundle(),
             lambda: persister.load_checkpoint(pid).unbundle(plumpy.LoadSaveContext()),
@@ -312,9 +309,7 @@ def test_target_loop_closed_after_running_in_another_thread(
         persister.load_process(pid, loop=b)
 
 
-# endregion
-
-# region check_loop_bound
+# Check_loop_bound.
 
 
 def test_check_loop_bound_names_a_foreign_future_planted_in_the_context(
@@ -365,9 +360,7 @@ def test_check_loop_bound_looks_at_the_attributes_of_builtin_subclasses() -> Non
         assert sorted(caught.value.paths) == [f"['held'][{i}].awaited" for i in range(4)]
 
 
-# endregion
-
-# region the contrast: plumpy's own loading
+# The contrast: plumpy's own loading.
 
 
 def test_plumpy_alone_leaves_futures_on_the_current_loop() -> None:
@@ -396,9 +389,6 @@ def test_plumpy_alone_in_a_worker_thread_cannot_load_a_waiting_process() -> None
         in_thread(in_worker)
 
 
-# endregion
-
-
 def test_concurrent_loads_onto_one_running_loop(
     persister: LoopAwarePersister, saved: Callable[[str], Any]
 ) -> None:
@@ -423,7 +413,7 @@ def test_concurrent_loads_onto_one_running_loop(
             check_restored(process, b, "waiting")
 
 
-# region futures held in a WorkChain context
+# Futures held in a WorkChain context.
 
 
 def futures_for_the_context(a: asyncio.AbstractEventLoop) -> dict[str, Any]:
@@ -434,7 +424,7 @@ def futures_for_the_context(a: asyncio.AbstractEventLoop) -> dict[str, Any]:
     failed.exception()  # retrieved, so loop A does not log it
     cancelled = a.create_future()
     cancelled.cancel("stop")
-    kiwi = concurrent.futures.Future()  # what kiwipy hands back
+    kiwi: concurrent.futures.Future[Any] = concurrent.futures.Future()  # what kiwipy hands back
     kiwi.set_result(5)
     savable = plumpy.SavableFuture(loop=a)
     savable.set_result("s")
@@ -450,7 +440,7 @@ def futures_for_the_context(a: asyncio.AbstractEventLoop) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("position", ["worker-thread-no-loop", "coroutine-on-other-loop"])
-@pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+@pytest.mark.parametrize("codec", CODECS)
 def test_futures_in_the_context_are_restored_on_the_target_loop(codec: str, position: str) -> None:
     with open_persister("memory://", codec=codec, allow=["tests.processes"]) as store:
         with new_loop() as a:
@@ -510,10 +500,7 @@ def test_pickle_keeps_a_future_shared_between_two_places_shared() -> None:
             assert ctx.first is ctx.others[1]["again"]
 
 
-# endregion
-
-
-# region the single walk: audit, copy and rebind together, then the check
+# The single walk: audit, copy and rebind together, then the check.
 
 
 def test_a_live_foreign_future_planted_in_a_bundle_is_caught(
@@ -567,6 +554,3 @@ def test_a_refused_bundle_leaves_no_unretrieved_future(
         gc.collect()
     assert "'os:system'" in message
     assert "never retrieved" not in caplog.text
-
-
-# endregion

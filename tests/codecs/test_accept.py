@@ -23,7 +23,8 @@ from loopaware_persist import (
 from loopaware_persist._cli import cli
 from loopaware_persist._envelope import encode_envelope
 from loopaware_persist.storage import CheckpointKey
-from tests.processes import Finisher, new_loop
+from tests.loops import new_loop
+from tests.processes import Finisher
 
 ALLOW = "tests.processes"
 # A pickle payload that would grow the C unpickler's memo by 512 MiB, were it read.

@@ -1,0 +1,1 @@
+"""Tests of the benchmarks suite (benchmarks/): its boundary, its report, a smoke run."""

@@ -1,0 +1,1 @@
+"""Tests of the safety core: the type registry and allow-list, the load audit, hostile input."""

@@ -1,0 +1,1 @@
+"""Tests of loopaware_persist.storage: the conformance kit on every backend, faults, PostgreSQL."""
