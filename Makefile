@@ -4,20 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck docs unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres,bench,docs]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/loopaware-persist demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check loopaware_persist benchmarks tests
-	$(BIN)/ruff format --check loopaware_persist benchmarks tests
+	$(BIN)/ruff check loopaware_persist benchmarks tests docs
+	$(BIN)/ruff format --check loopaware_persist benchmarks tests docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopaware_persist benchmarks tests
@@ -25,7 +25,12 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest --cov=loopaware_persist --cov-branch --cov-report=term $(PYTEST_ARGS)
 
-test: lint typecheck unit
+DOCS_OUT ?= docs/_build/html
+
+docs: $(STAMP)  # the Sphinx site, read afresh (-E); any warning fails the build
+	$(BIN)/sphinx-build -E -W --keep-going -q -b html docs $(DOCS_OUT)
+
+test: lint typecheck docs unit
 
 BENCH_OUT ?= benchmarks/results
 BENCH_ARGS ?=
@@ -34,4 +39,4 @@ bench: $(STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b
 	$(BIN)/python -m benchmarks --out $(BENCH_OUT) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -379,9 +379,9 @@ class HookRegistry:
 
     @property
     def generation(self) -> int:
-        """:return: a number that changes whenever a registration or the allow-list could
-        change which hook :meth:`hook_for` picks; codecs that keep :meth:`encoder`
-        results drop them when it does
+        """A number that changes whenever a registration or the allow-list could change
+        which hook :meth:`hook_for` picks; codecs that keep :meth:`encoder` results drop
+        them when it does.
         """
         return self._generation
 

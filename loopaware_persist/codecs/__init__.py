@@ -10,7 +10,7 @@ limited (msgpack's ext depth; pickle's unpickler is iterative), and memory is at
 most one Python object per payload byte: about 250 bytes per byte at worst (a
 pickle ``EMPTY_SET`` opcode; about 75 for msgpack's one-byte empty containers;
 ``tests/reliability/test_decode_memory.py`` measures it), nothing sized by a number
-the payload states: the pickle codec scans opcodes first (:mod:`._pickle_scan`),
+the payload states: the pickle codec scans opcodes first (``codecs._pickle_scan``),
 msgpack caps every length at the payload's size.
 """
 
