@@ -48,6 +48,6 @@ nitpick_ignore_regex = [
     (r"py:class", r"loopaware_persist\.[\w.]+\.[A-Z]"),
     # Private types that appear in public signatures; what they hold is documented where
     # they are used (CheckpointInfo.header, load_process's ``relink=``).
-    (r"py:class", r"loopaware_persist\._envelope\.Header"),
+    (r"py:class", r"(loopaware_persist\._envelope\.)?Header"),
     (r"py:class", r"RelinkHook"),
 ]

@@ -59,7 +59,7 @@ def test_demo_refuses_a_bad_store_in_one_line_without_a_password(
     repo = Path(__file__).resolve().parent.parent
     url = store.format(tmp=tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "loopaware_persist._cli", "demo", "--store", url],
+        [sys.executable, "-m", "loopaware_persist", "demo", "--store", url],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -39,7 +39,6 @@ from ._inspect import Inspection as Inspection, inspect_record as inspect_record
 from ._listing import list_checkpoints as list_checkpoints
 from ._prune import delete_keys as delete_keys, plan_prune as plan_prune
 from ._render import (
-    _yaml_exception as _yaml_exception,  # tests/test_yaml_audit.py imports it from here
     render_tree as render_tree,
     to_jsonable as to_jsonable,
 )

@@ -27,8 +27,8 @@ def _finite_time(value: object) -> float | None:
 class CheckpointInfo:
     """What a listing shows of one checkpoint, without reading its payload.
 
-    A storage's :meth:`Storage.list` fills the key, version, size and ``stored_at``;
-    the persister's ``list_info`` adds the envelope header (process class, state,
+    A storage's :meth:`~loopaware_persist.storage.Storage.list` fills the key, version,
+    size and ``stored_at``; the persister's ``list_info`` adds the envelope header (process class, state,
     codec, and ``saved_at``, when the process was bundled), or why it could not be read.
 
     :param key: where it is stored
@@ -83,8 +83,11 @@ class CheckpointInfo:
 
     @property
     def record(self) -> CheckpointInfo:
-        """:return: itself: what ``info.record`` was when the storage's part of a listing
-        was a separate ``RecordInfo``"""
+        """Itself: what ``info.record`` was when the storage's part of a listing was a
+        separate ``RecordInfo``.
+
+        :returns: ``self``
+        """
         return self
 
     @property

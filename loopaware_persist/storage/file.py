@@ -103,14 +103,16 @@ from loopaware_persist.storage._file_format import (
     may_hold_pid,
 )
 
-__all__ = ("FileIO", "FileStorage", "checkpoint_filename", "open_storage", "path_from_url")
+__all__ = (
+    "FileIO",
+    "FileStorage",
+    "checkpoint_filename",
+    "local_path",
+    "open_storage",
+    "path_from_url",
+)
 
 _LOG = logging.getLogger(__name__)
-
-# tests/test_storage.py reaches these by their names from before the layout moved to
-# _file_format; they go once it imports them from there.
-_escape = escape
-_may_hold_pid = may_hold_pid
 
 
 class FileIO:

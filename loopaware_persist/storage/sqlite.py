@@ -66,7 +66,7 @@ from loopaware_persist.storage._base import (
     read_rows,
 )
 
-__all__ = ("SCHEMA_VERSION", "SqliteStorage", "open_storage", "path_from_url")
+__all__ = ("SCHEMA_VERSION", "SqliteStorage", "local_path", "open_storage", "path_from_url")
 
 _LOG = logging.getLogger(__name__)
 

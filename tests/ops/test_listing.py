@@ -17,7 +17,6 @@ import pathlib
 import re
 import shutil
 import sqlite3
-import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -43,9 +42,7 @@ from loopaware_persist.storage import (
 from loopaware_persist.storage.file import FileIO, FileStorage, checkpoint_filename
 from loopaware_persist.storage.memory import MemoryStorage
 from loopaware_persist.testing import check_storage
-
-PG_URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
-BACKENDS = ["memory", "file", "sqlite", "postgresql"]
+from tests import axes
 
 # Every pid type, and text that needs escaping in a file name or sorts awkwardly.
 PIDS: tuple[Pid, ...] = (
@@ -65,41 +62,27 @@ TAGS: tuple[str | None, ...] = (None, "", "t", "x.y", "日本", "z" * 300)
 
 
 def _pg_url(schema: str) -> str:
-    assert PG_URL is not None
-    parts = urllib.parse.urlsplit(PG_URL)
-    query = [*urllib.parse.parse_qsl(parts.query), ("schema", schema)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+    return axes.postgres_schema_url(axes.postgres_url(), schema)
 
 
 def _pg_sql(statement: str) -> None:
     import psycopg
 
-    assert PG_URL is not None
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
+    with psycopg.connect(axes.postgres_url(), autocommit=True) as conn:
         conn.execute(statement)
 
 
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip("LOOPAWARE_TEST_POSTGRES_URL is not set")
     pytest.importorskip("psycopg")
-    name = f"lap_lst_{uuid.uuid4().hex[:12]}"
-    yield name
-    _pg_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    with axes.postgres_schema(axes.postgres_url(), "lap_lst") as name:
+        yield name
 
 
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> str:
-    backend: str = request.param
-    if backend == "memory":
-        return f"memory://listing-{uuid.uuid4().hex}"
-    if backend == "file":
-        return (tmp_path / "files").as_uri()
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path}/store.db"
-    schema: str = request.getfixturevalue("pg_schema")
-    return _pg_url(schema)
+@pytest.fixture(params=axes.STORAGES)
+def url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[str]:
+    with axes.store_url(request.param, tmp_path, "listing") as store:
+        yield store
 
 
 @pytest.fixture
@@ -408,6 +391,7 @@ def test_a_damaged_sqlite_row_is_skipped_by_listings_and_reported(
         ("tag", "\\x3aff", "Malformed tag column value"),  # ':' then not UTF-8
     ],
 )
+@pytest.mark.integration
 def test_a_damaged_postgresql_row_is_skipped_by_listings_and_reported(
     pg_schema: str, column: str, value: str, message: str
 ) -> None:

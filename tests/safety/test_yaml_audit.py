@@ -17,7 +17,7 @@ import yaml
 
 from loopaware_persist import CorruptCheckpointError, UnsafeCheckpointError, open_persister
 from loopaware_persist._hooks import default_registry
-from loopaware_persist._ops import _yaml_exception
+from loopaware_persist._ops._render import _yaml_exception
 from loopaware_persist._yaml_audit import MAX_YAML_DEPTH, audit_yaml
 from tests._peak import MIB, run_peak
 from tests.loops import new_loop

@@ -36,6 +36,7 @@ from loopaware_persist.storage import (
     CheckpointKey,
     Durability,
     Storage,
+    _file_format,
     available_schemes,
     file as file_backend,
     memory as memory_backend,
@@ -337,7 +338,7 @@ def test_file_names_are_injective_and_contained(key_list: list[CheckpointKey]) -
         assert len(name.encode()) <= 255
         assert os.path.dirname(os.path.normpath(os.path.join(root, name))) == root
         # list(pid) pre-filters names; it must keep the key's own file.
-        assert file_backend._may_hold_pid(name, file_backend._escape(key.token))
+        assert _file_format.may_hold_pid(name, _file_format.escape(key.token))
 
 
 @given(st.lists(keys, unique=True, min_size=1, max_size=12))
