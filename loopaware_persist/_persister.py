@@ -30,13 +30,7 @@ from ._arguments import (
     check_process,
     describe,
 )
-from ._awaiting import (
-    RelinkHook,
-    awaiting_snapshots,
-    check_relinkable,
-    note_process,
-    relink_awaited,
-)
+from ._awaiting import awaiting_snapshots, check_relinkable
 from ._envelope import (
     HEADER_PEEK,
     MAX_EXPANSION,
@@ -58,7 +52,9 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
+from ._owners import note_process
 from ._registry import HookRegistry, check_registry, class_name
+from ._relink import RelinkHook, relink_awaited
 from ._unbundle import LoopAwareBundle, _rebind, unbundle
 from .codecs import Codec, available_codecs, check_codec_name, get_codec
 from .codecs.pickle import UnsafeLoadWarning
