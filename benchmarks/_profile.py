@@ -15,8 +15,8 @@ from loopaware_persist import LoopContext, get_codec, open_persister, restore_fu
 
 from ._cases import Case, make_snapshots
 from ._config import ALLOW
+from ._output import write_text
 from ._private import decode_envelope, encode_envelope
-from ._report import write_text
 
 __all__ = ("profile_missed",)
 

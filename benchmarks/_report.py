@@ -1,148 +1,24 @@
-"""What a run leaves behind: machine info, the Markdown report, the JSON file and the chart."""
+"""The Markdown report of a run: machine, targets, codecs, storage, loop and workers."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
-import json
-import math
-import os
-import platform
-import sqlite3
-import sys
-from pathlib import Path
 from typing import Any
 
+from ._format import (
+    NA,
+    X,
+    _basis,
+    _limit,
+    _measured,
+    _status,
+    _table,
+    fmt_ratio,
+    fmt_size,
+    fmt_time,
+)
 from ._storage import PLUMPY
 
-__all__ = ("machine_info", "markdown", "write_chart", "write_json", "write_text")
-
-# Written as escapes: ruff flags these look-alike characters in literals (RUF001).
-X = "\N{MULTIPLICATION SIGN}"
-NA = "\N{EN DASH}"
-
-_PACKAGES = (
-    "loopaware-persist",
-    "plumpy",
-    "kiwipy",
-    "msgpack",
-    "zstandard",
-    "attrs",
-    "psycopg",
-    "matplotlib",
-    "pyinstrument",
-)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _memory_bytes() -> int | None:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    """:return: CPU, cores, memory, OS, Python, package versions and the current load"""
-    import msgpack
-
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": affinity,
-        "memory_bytes": _memory_bytes(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "python_build": " ".join(platform.python_build()),
-        "packages": {name: _version(name) for name in _PACKAGES},
-        "msgpack_extension": msgpack.Packer.__module__,
-        "sqlite": sqlite3.sqlite_version,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-# region formatting
-
-
-def fmt_time(seconds: float | None) -> str:
-    """:param seconds: a duration
-    :return: it with three significant digits in ns, µs, ms or s
-    """
-    if seconds is None or math.isnan(seconds):
-        return NA
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        # 999.7 µs would print as "1e+03 µs": round first, then pick the unit.
-        if float(f"{seconds:.3g}") >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def fmt_size(size: float) -> str:
-    """:param size: bytes
-    :return: it in B, KB or MB (decimal)
-    """
-    for unit, scale in (("MB", 1e6), ("KB", 1e3)):
-        if float(f"{size:.3g}") >= scale:
-            return f"{size / scale:.3g} {unit}"
-    return f"{size:.0f} B"
-
-
-def fmt_ratio(ratio: float | None) -> str:
-    """:param ratio: a ratio
-    :return: e.g. ``1.23x`` (with a multiplication sign)
-    """
-    if ratio is None or math.isnan(ratio):
-        return NA
-    return f"{ratio:.2f}{X}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def _measured(target: dict[str, Any]) -> str:
-    value = target["measured"]
-    if value is None:
-        return NA
-    return fmt_time(value) if target["unit"] == "s" else f"{value:.2f}{X} ({target['unit'][2:]})"
-
-
-def _limit(target: dict[str, Any]) -> str:
-    return fmt_time(target["limit"]) if target["unit"] == "s" else f"≤ {target['limit']:.2f}{X}"
-
-
-def _basis(target: dict[str, Any]) -> str:
-    return "; ".join(part for part in (target["basis"], target["note"]) if part)
-
-
-def _status(target: dict[str, Any]) -> str:
-    if target["met"] is None:
-        return "n/a"
-    if target["met"]:
-        return "met"
-    return f"**missed** ({target['margin']:.2f}{X} the limit)"
-
-
-# endregion
+__all__ = ("markdown",)
 
 
 def _machine_lines(results: dict[str, Any]) -> list[str]:
@@ -422,120 +298,3 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [f"- `{tid}`: {path}" for tid, path in results["profiles"].items()]
         lines.append("")
     return "\n".join(lines)
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (a reader sees the old file or the new one).
-
-    :param path: the destination
-    :param text: the content
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def write_json(path: Path, results: dict[str, Any]) -> None:
-    """:param path: the destination
-    :param results: one run's results (non-finite floats become ``null``)
-    """
-    write_text(path, json.dumps(_clean(results), indent=1, allow_nan=False) + "\n")
-
-
-def write_chart(path: Path, results: dict[str, Any]) -> bool:
-    """Draw the codec, storage and loop ratios into a PNG (matplotlib, Agg backend).
-
-    :param path: the destination
-    :param results: one run's results
-    :return: whether a chart was written (``False`` without matplotlib)
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
-    codecs = results.get("codecs", {}).get("cases", {})
-    variants = [v for v in results.get("codecs", {}).get("variants", []) if v != "pickle-5"]
-    names = list(codecs)
-    width = 0.8 / max(1, len(variants))
-    for panel, key, title in (
-        (axes[0][0], "total", "encode+decode time (record) vs pickle-5"),
-        (axes[0][1], "record_size", "stored size vs pickle-5"),
-    ):
-        for i, variant in enumerate(variants):
-            values = [codecs[n]["variants"][variant].get("ratio", {}).get(key, 0.0) for n in names]
-            panel.bar([x + i * width for x in range(len(names))], values, width, label=variant)
-        panel.axhline(1.0, color="black", linewidth=0.8)
-        panel.set_xticks([x + width * (len(variants) - 1) / 2 for x in range(len(names))])
-        panel.set_xticklabels(names)
-        panel.set_ylabel("x pickle protocol 5 (lower is better)")
-        panel.set_title(title)
-        panel.legend(fontsize=8)
-    storage = results.get("storage", {})
-    ops = storage.get("operations", {})
-    panel = axes[1][0]
-    stores = [store["name"] for store in storage.get("stores", [])]
-    groups = [(op, size) for size in ("small", "medium", "big") for op in ("save", "load")]
-    listing = storage.get("listing", {})
-    for size, by_count in listing.items():
-        top = max(by_count, key=int)
-        groups.append((f"list {int(top):,}", size))
-    width = 0.8 / max(1, len(stores))
-    for i, store in enumerate(stores):
-        values = []
-        for op, size in groups:
-            if op.startswith("list"):
-                top = max(listing[size], key=int)
-                stats = listing[size][top].get(store)
-            else:
-                stats = ops.get(op, {}).get(size, {}).get(store)
-            values.append(stats["p50_s"] * 1e3 if stats else 0.0)
-        panel.bar([x + i * width for x in range(len(groups))], values, width, label=store)
-    panel.set_yscale("log")
-    panel.set_xticks([x + width * (len(stores) - 1) / 2 for x in range(len(groups))])
-    panel.set_xticklabels([f"{op}\n{size}" for op, size in groups], fontsize=8)
-    panel.set_ylabel("p50, ms (log)")
-    panel.set_title("storage operations")
-    panel.legend(fontsize=7, ncol=2)
-    panel = axes[1][1]
-    loop = results.get("loop", {})
-    labels: list[str] = []
-    values = []
-    for name, entry in loop.get("restore", {}).get("variants", {}).items():
-        if name != "direct":
-            labels.append(f"restore: {name}")
-            values.append(entry["ratio"])
-    for case, entry in loop.get("unbundle", {}).items():
-        labels.append(f"unbundle {case}")
-        values.append(entry["unbundle"]["variants"]["unbundle"]["ratio"])
-        labels.append(f"load_process {case}")
-        values.append(entry["load"]["variants"]["load_process"]["ratio"])
-    panel.barh(labels, values, color="tab:purple")
-    panel.axvline(1.0, color="black", linewidth=0.8)
-    panel.set_xscale("log")
-    panel.set_xlabel("x baseline (direct futures / plumpy unbundle / PicklePersister), log")
-    panel.set_title("loop re-materialisation and whole-graph load")
-    machine = results.get("machine", {})
-    fig.suptitle(
-        f"loopaware_persist benchmarks ({results.get('config', {}).get('name')}) — "
-        f"{machine.get('cpu')}, {machine.get('cores')} cores, Python {machine.get('python')}"
-    )
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return True

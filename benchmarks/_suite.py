@@ -12,9 +12,12 @@ from typing import Any, TextIO
 
 from . import _rematerialise, _storage, _workers
 from ._cases import CASES, build_cases
+from ._chart import write_chart
 from ._codecs import VARIANTS, run_codecs
 from ._config import Config
-from ._report import machine_info, markdown, write_chart, write_json, write_text
+from ._machine import machine_info
+from ._output import write_json, write_text
+from ._report import markdown
 from ._targets import evaluate
 from ._timing import Progress
 

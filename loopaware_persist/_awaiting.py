@@ -54,33 +54,33 @@ a pending future that no known process owns (:func:`check_relinkable`).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import functools
-import logging
-import threading
-import weakref
-from collections.abc import Callable, Hashable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
-import attrs
 import plumpy
 from plumpy import process_states, workchains
 
-from ._arguments import check_instance, check_process, describe
-from ._errors import (
-    ArgumentTypeError,
-    CheckpointNotFoundError,
-    CorruptCheckpointError,
-    EncodeError,
-    StorageError,
-    UnlinkedAwaitableError,
+from ._arguments import check_instance
+from ._errors import CorruptCheckpointError, EncodeError
+from ._outcome import _FUTURES
+from ._owners import _LOCK, _OWNERS, _owner_of, note_process
+from ._relink import (
+    _MIRRORS,
+    _RESTORED,
+    _SOURCES,
+    RelinkHook,
+    _link_in_memory,
+    _mirror,
+    _notify,
+    _Restored,
+    relink_awaited,
 )
 from ._snapshot import FutureSnapshot, _materialise, snapshot_future
 
-if TYPE_CHECKING:
-    from ._persister import LoopAwarePersister
-
+# note_process and relink_awaited live in _owners.py and _relink.py; named here too
+# for the modules that import them from here.
 __all__ = (
     "AwaitedFutures",
     "RelinkHook",
@@ -90,116 +90,10 @@ __all__ = (
     "relink_awaited",
 )
 
-#: ``relink(process, key, owner)``: a future to wait for instead, or ``None`` to give up.
-RelinkHook = Callable[
-    [plumpy.Process, Any, Hashable | None],
-    "asyncio.Future[Any] | concurrent.futures.Future[Any] | None",
-]
-
-_LOGGER = logging.getLogger(__name__)
 
 # The members of plumpy's Waiting states that hold {future: ctx key} dicts
 # (process_states.Waiting: 'data'; workchains.Waiting adds '_awaiting').
 _MEMBERS = ("_awaiting", "data")
-# What a Waiting state's member may be keyed by for the stand-in to take its place.
-_FUTURES = (asyncio.Future, concurrent.futures.Future)
-# Header states (plumpy's ProcessState values) of a terminated process.
-_TERMINAL = frozenset({"finished", "excepted", "killed"})
-
-
-# region who owns which future (this Python process only)
-
-_LOCK = threading.Lock()
-#: future -> pid of the process whose ``future()`` it is
-_OWNERS: weakref.WeakKeyDictionary[Any, Hashable] = weakref.WeakKeyDictionary()
-#: pid -> the latest process object with that pid a persister saved or loaded
-_LIVE: weakref.WeakValueDictionary[Hashable, plumpy.Process] = weakref.WeakValueDictionary()
-#: pid -> restored futures waiting for that process to be loaded
-_WANTED: dict[Hashable, weakref.WeakSet[asyncio.Future[Any]]] = {}
-_PRUNE_AT = 1024
-
-
-def note_process(process: plumpy.Process) -> None:
-    """Record ``process`` as the owner of its future, and complete what waits for it.
-
-    Persisters call this for every process they save or load, so that a parent
-    saved later names this process as the owner of the future it awaits, and a
-    parent loaded earlier is chained to it now.
-
-    :param process: a process being saved or just loaded
-    """
-    future = process.future()
-    pid = process.pid
-    with _LOCK:
-        with contextlib.suppress(TypeError):  # an unhashable or non-weakrefable future
-            _OWNERS[future] = pid
-        with contextlib.suppress(TypeError):
-            _LIVE[pid] = process
-        waiting = _WANTED.pop(pid, None)
-    for target in list(waiting or ()):
-        _chain(future, target)
-
-
-def _owner_of(future: Any) -> Hashable | None:
-    with _LOCK:
-        try:
-            return _OWNERS.get(future)
-        except TypeError:
-            return None
-
-
-def copy_outcome(source: Any, target: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
-    """Copy a finished future's outcome into ``target``, an asyncio or concurrent
-    future (unless it is done already: a cancel may have got there first)."""
-    if target.done():
-        return
-    # A concurrent future can also be cancelled or resolved from another thread between
-    # the check above and the set below; then whoever did so wins and nobody waits here.
-    with contextlib.suppress(asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
-        if source.cancelled():
-            target.cancel()
-        elif (error := source.exception()) is not None:
-            target.set_exception(error)
-        else:
-            target.set_result(source.result())
-
-
-def _chain(source: Any, target: asyncio.Future[Any]) -> None:
-    """Complete ``target`` (an asyncio future) like ``source`` once ``source`` is done.
-
-    ``source`` may be an ``asyncio`` future of any loop or a ``concurrent.futures``
-    future; ``target`` is only ever touched on its own loop's thread.
-    """
-    loop = target.get_loop()
-
-    def done(finished: Any) -> None:
-        if isinstance(finished, asyncio.Future) and finished.get_loop() is loop:
-            copy_outcome(finished, target)  # already on the target loop's thread
-            return
-        with contextlib.suppress(RuntimeError):  # the target loop closed: nobody waits
-            loop.call_soon_threadsafe(copy_outcome, finished, target)
-
-    if isinstance(source, asyncio.Future):
-        source_loop = source.get_loop()
-        if source_loop.is_running() and _running_loop() is not source_loop:
-            # asyncio futures are not thread-safe: a child running on another thread's
-            # loop gets the callback added on that thread.
-            with contextlib.suppress(RuntimeError):
-                source_loop.call_soon_threadsafe(source.add_done_callback, done)
-            return
-    source.add_done_callback(done)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-# endregion
-
-# region saving
 
 
 class AwaitedFutures(plumpy.Savable):
@@ -319,29 +213,6 @@ class AwaitedFutures(plumpy.Savable):
         return awaiting
 
 
-def _mirror(process: plumpy.Process, same_as: Any) -> dict[Any, Any]:
-    """An equal copy of ``process``'s restored ``_awaiting``, now or once it is loaded."""
-    if same_as != "_awaiting":
-        msg = f"Awaited futures stored as the same as {same_as!r:.100}: damaged or crafted."
-        raise CorruptCheckpointError(msg)
-    with _LOCK:
-        source = _SOURCES.get(process)
-        if source is None:
-            mirror: dict[Any, Any] = {}
-            _MIRRORS.setdefault(process, []).append(mirror)
-            return mirror
-    return dict(source)
-
-
-# A load of a state sets its members in no fixed order (plumpy iterates a set).
-#: process -> its restored ``_awaiting`` dict
-_SOURCES: weakref.WeakKeyDictionary[plumpy.Process, dict[Any, Any]] = weakref.WeakKeyDictionary()
-#: process -> members stored as ``same_as='_awaiting'`` loaded before it
-_MIRRORS: weakref.WeakKeyDictionary[plumpy.Process, list[dict[Any, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 @contextlib.contextmanager
 def awaiting_snapshots(process: plumpy.Process) -> Iterator[None]:
     """For the duration of a save, let plumpy save ``process``'s awaited futures.
@@ -402,243 +273,3 @@ def check_relinkable(process: plumpy.Process) -> None:
                 "and load with load_process(..., relink=fn)."
             )
             raise EncodeError(msg, path=path)
-
-
-# endregion
-
-# region loading
-
-
-@attrs.define
-class _Restored:
-    """One awaited future of a loaded process, until it is re-linked."""
-
-    key: Any
-    future: asyncio.Future[Any]
-    owner: Hashable | None
-    linked: bool = False
-
-
-#: process -> token -> restored awaited future, from the load until relink_awaited
-_RESTORED: weakref.WeakKeyDictionary[plumpy.Process, dict[int, _Restored]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _notify(process: plumpy.Process, future: asyncio.Future[Any]) -> None:
-    # What workchains.Waiting.enter() would have registered: plumpy's own callback,
-    # if the process still waits on this future in a WorkChain Waiting state.
-    state = process._state  # plumpy has no public accessor for the state object
-    if isinstance(state, workchains.Waiting) and future in state._awaiting:
-        state._awaitable_done(future)
-
-
-def _link_in_memory(entry: _Restored) -> None:
-    """Link what needs no store: done already, or a child live in this Python process."""
-    if entry.future.done() or entry.owner is None:
-        entry.linked = entry.future.done()
-        return
-    with _LOCK:
-        try:
-            child = _LIVE.get(entry.owner)
-        except TypeError:  # an unhashable pid from a crafted record
-            return
-        if child is None:
-            if len(_WANTED) > _PRUNE_AT:
-                for pid in [pid for pid, futures in _WANTED.items() if not futures]:
-                    del _WANTED[pid]  # their parents are gone
-            _WANTED.setdefault(entry.owner, weakref.WeakSet()).add(entry.future)
-    if child is not None:
-        _chain(child.future(), entry.future)
-        entry.linked = True
-
-
-def _stored_state(persister: LoopAwarePersister, pid: Hashable) -> str | None:
-    """:return: the state the untagged checkpoint of ``pid`` was saved in, from its header
-    only ('' if the header does not say), or ``None`` if there is no such checkpoint"""
-    for info in persister.list_info(pid):  # type: ignore[arg-type] # plumpy pids: Hashable
-        if info.tag is None:
-            return str(info.as_dict().get("state") or "")
-    return None
-
-
-#: Watchers of children's checkpoints; asyncio keeps only weak references to tasks.
-_WATCHERS: set[asyncio.Task[None]] = set()
-
-
-def _watch_store(persister: LoopAwarePersister, entry: _Restored) -> None:
-    """Poll the store for a child continued elsewhere (another worker), on the future's loop."""
-    interval = getattr(persister, "child_poll_interval", None)
-    if interval is None:
-        return
-    loop, owner = entry.future.get_loop(), entry.owner
-    future_ref = weakref.ref(entry.future)
-
-    def start() -> None:
-        task = loop.create_task(
-            _follow_child(persister, future_ref, owner, interval), name=f"follow child {owner}"
-        )
-        _WATCHERS.add(task)
-        task.add_done_callback(_WATCHERS.discard)
-
-    if loop.is_running() and _running_loop() is not loop:
-        with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody waits
-            loop.call_soon_threadsafe(start)
-    else:
-        start()
-
-
-async def _follow_child(
-    persister: LoopAwarePersister,
-    future_ref: weakref.ref[asyncio.Future[Any]],
-    owner: Hashable,
-    interval: float,
-) -> None:
-    """Until the future is done or gone: read the child's stored state every ``interval``
-    seconds; a terminated child's stored outcome completes the future.
-
-    Only a weak reference to the future is held, so a parent nobody runs any more is
-    not kept alive by its watcher. A store that fails is retried; a child checkpoint
-    that disappears or cannot be loaded fails the future with the typed error.
-    """
-    from ._persister import LoopAwarePersister
-
-    woken = asyncio.Event()
-    future = future_ref()
-    if future is None:
-        return
-    future.add_done_callback(lambda _: woken.set())  # linked here meanwhile: stop at once
-    del future
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(woken.wait(), interval)
-        future = future_ref()
-        if future is None or future.done():
-            return
-        del future
-        try:
-            state = await asyncio.to_thread(_stored_state, persister, owner)
-            if state is None:
-                msg = (
-                    f"The checkpoint of child process {owner}, which a loaded WorkChain "
-                    f"awaits, disappeared from {persister!r}."
-                )
-                raise UnlinkedAwaitableError(msg, owner=owner)
-            if state not in _TERMINAL:
-                continue
-            child = await LoopAwarePersister.aload_process(persister, owner)
-        except StorageError as error:
-            if isinstance(error, CheckpointNotFoundError):
-                _fail(future_ref, error)
-                return
-            _LOGGER.warning("Reading the checkpoint of %s failed; retrying: %s", owner, error)
-            continue
-        except Exception as error:  # the parent fails with it, rather than wait forever
-            _fail(future_ref, error)
-            return
-        future = future_ref()
-        if future is not None:
-            _chain(child.future(), future)
-        return
-
-
-def _fail(future_ref: weakref.ref[asyncio.Future[Any]], error: BaseException) -> None:
-    future = future_ref()
-    if future is not None and not future.done():
-        future.set_exception(error)
-
-
-def relink_awaited(
-    process: plumpy.Process,
-    persister: LoopAwarePersister | None = None,
-    *,
-    relink: RelinkHook | None = None,
-) -> None:
-    """Make sure every pending future a loaded WorkChain awaits will complete.
-
-    ``load_process`` calls this; call it yourself after ``bundle.unbundle()``. A
-    future of a child process not live here is looked up in ``persister``'s store:
-    a terminated child is loaded and its stored outcome completes the future; a
-    child not yet terminated is waited for. It completes the future when a
-    persister loads it here (e.g. a ``LoopAwareLauncher`` continue task), and,
-    continued anywhere else (another worker), when its checkpoint is found
-    terminated: the store is read every ``persister.child_poll_interval`` seconds
-    (``None``: never) until then, from a task on the future's loop.
-
-    :param process: a process just loaded
-    :param persister: the store children's checkpoints are in (``None``: in memory only;
-        children's futures are then kept for a later call that names the store, as
-        ``LoopAwareBundle.unbundle`` leaves them)
-    :param relink: ``relink(process, key, owner)`` returns a future to wait for in
-        place of one that cannot be re-linked, or ``None``
-    :raises UnlinkedAwaitableError: for a pending future that nothing can complete
-    :raises ArgumentTypeError: if an argument has the wrong type
-    """
-    from ._persister import LoopAwarePersister
-
-    check_process(process, call="relink_awaited()")
-    if persister is not None:
-        check_instance(
-            persister,
-            LoopAwarePersister,
-            call="relink_awaited()",
-            argument="persister",
-            wanted="a LoopAwarePersister or None",
-            hint="Pass the persister the process was loaded from.",
-        )
-    if relink is not None and not callable(relink):
-        msg = (
-            f"relink_awaited() takes a callable or None as relink, got {describe(relink)}. "
-            "Pass fn(process, key, owner) returning a future to wait for, or None."
-        )
-        raise ArgumentTypeError(msg, argument="relink")
-    with _LOCK:
-        entries = _RESTORED.pop(process, {})
-        _SOURCES.pop(process, None)
-        _MIRRORS.pop(process, None)
-    unchecked: dict[int, _Restored] = {}
-    for token, entry in entries.items():
-        if entry.linked or entry.future.done():
-            continue
-        reason = None
-        if entry.owner is None:
-            reason = (
-                "it belongs to no process known here (a plain future, or a child that was "
-                "not saved or loaded through a persister before the parent was saved)"
-            )
-        elif persister is None:
-            unchecked[token] = entry  # for a later call that names the store
-        else:
-            state = _stored_state(persister, entry.owner)
-            if state is None:
-                reason = f"its child process {entry.owner} has no checkpoint in {persister!r}"
-            elif state in _TERMINAL:
-                # The base class's load: a terminated child is read, not claimed (a
-                # FencingPersister's load_process would save it again).
-                from ._persister import LoopAwarePersister
-
-                loop = entry.future.get_loop()
-                child = LoopAwarePersister.load_process(persister, entry.owner, loop=loop)
-                _chain(child.future(), entry.future)
-            else:
-                _watch_store(persister, entry)
-        if reason is None:
-            continue
-        source = relink(process, entry.key, entry.owner) if relink is not None else None
-        if not isinstance(source, _FUTURES):
-            got = "" if source is None else f" (the relink hook returned {source!r:.100})"
-            msg = (
-                f"Process {process.pid} awaits a pending future for {entry.key!r} that cannot "
-                f"be re-linked: {reason}{got}. It would wait forever. Pass "
-                "load_process(..., relink=fn) with fn(process, key, owner) returning an "
-                "asyncio or concurrent.futures future to wait for, or checkpoint children "
-                "before their parent waits."
-            )
-            raise UnlinkedAwaitableError(msg, pid=process.pid, key=entry.key, owner=entry.owner)
-        _chain(source, entry.future)
-    if unchecked:
-        with _LOCK:
-            _RESTORED[process] = unchecked
-
-
-# endregion

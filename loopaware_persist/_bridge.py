@@ -48,8 +48,8 @@ import kiwipy
 from plumpy.communications import LoopCommunicator
 
 from ._arguments import check_loop
-from ._awaiting import copy_outcome
 from ._errors import ArgumentTypeError, NoEventLoopError
+from ._outcome import copy_outcome
 
 __all__ = ("LoopBridge",)
 

@@ -13,7 +13,6 @@ import plumpy
 from plumpy.process_comms import CONTINUE_TASK, CREATE_TASK, LAUNCH_TASK
 
 from ._arguments import check_allow, check_instance, check_pid, describe
-from ._awaiting import copy_outcome
 from ._broker import (
     DEFAULT_MESSAGE_EXCHANGE,
     DEFAULT_TASK_EXCHANGE,
@@ -23,6 +22,7 @@ from ._broker import (
 )
 from ._errors import ArgumentTypeError
 from ._messages import MessageCodec
+from ._outcome import copy_outcome
 from ._registry import class_name
 from ._tasks import ProcessTask
 from .storage import CheckpointKey

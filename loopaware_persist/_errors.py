@@ -37,7 +37,7 @@ callers of the operation would naturally catch::
     └── ForeignException                       not raised: the value a stored exception of
                                                a class outside the allow-list loads as
 
-The codecs' internal signals (``codecs._base``: ``NestingError``, ``SharedValueError``)
+The codecs' internal signals (``codecs._paths``: ``NestingError``, ``SharedValueError``)
 are ``EncodeError`` subclasses that never reach a caller: each becomes an
 :class:`EncodeError` naming the path before the codec returns.
 

@@ -47,7 +47,6 @@ from ._arguments import (
     check_optional_loop,
     check_process,
 )
-from ._awaiting import RelinkHook
 from ._errors import (
     BackendUnavailableError,
     CorruptCheckpointError,
@@ -59,6 +58,7 @@ from ._errors import (
 )
 from ._loop import LoopContext
 from ._persister import LoopAwarePersister
+from ._relink import RelinkHook
 from ._unbundle import unbundle
 from .codecs import check_codec_name
 from .storage import CheckpointKey, open_storage

@@ -38,7 +38,6 @@ from plumpy.process_comms import (
 )
 
 from ._arguments import check_allow, describe
-from ._awaiting import copy_outcome
 from ._bridge import LoopBridge
 from ._broker import (
     DEFAULT_MESSAGE_EXCHANGE,
@@ -57,6 +56,7 @@ from ._errors import (
 from ._fencing import open_fencing_persister
 from ._launcher import LoopAwareLauncher
 from ._messages import MessageCodec, RefusedMessage
+from ._outcome import copy_outcome
 from ._tasks import ProcessTask
 
 if TYPE_CHECKING:

@@ -565,7 +565,7 @@ class _CancelledAfterTheCheck(concurrent.futures.Future[Any]):
 
 @pytest.mark.parametrize("outcome", ["result", "exception", "cancelled"])
 def test_copy_outcome_lets_a_cancel_from_another_thread_win(outcome: str) -> None:
-    from loopaware_persist._awaiting import copy_outcome
+    from loopaware_persist._outcome import copy_outcome
 
     source: concurrent.futures.Future[Any] = concurrent.futures.Future()
     if outcome == "result":

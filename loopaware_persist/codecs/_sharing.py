@@ -224,7 +224,7 @@ def _items(value: Any) -> Iterator[tuple[Any, Any, bool]]:
 
 def _path_to_shared(roots: list[Any]) -> str:
     """The path of the first container (breadth first) that is reached twice."""
-    from ._base import _render
+    from ._paths import _render
 
     paths: dict[int, str] = {}
     frontier: list[tuple[Any, str]] = []
@@ -255,7 +255,7 @@ def path_deeper_than(roots: list[Any], limit: int) -> str:
     """:return: the path of a container nested more than ``limit`` containers deep in
     ``roots`` (depth first, each container once), or ``""`` if there is none
     """
-    from ._base import _render
+    from ._paths import _render
 
     done: set[int] = set()
     for root in roots:

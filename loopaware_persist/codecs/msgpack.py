@@ -41,7 +41,8 @@ import msgpack
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
 from .._hooks import default_registry
 from .._registry import HookRegistry
-from ._base import NestingError, SharedValueError, check_payload, decode_errors, encode_error
+from ._base import check_payload, decode_errors
+from ._paths import NestingError, SharedValueError, encode_error
 from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
 
 __all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")

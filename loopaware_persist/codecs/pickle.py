@@ -42,7 +42,8 @@ from .._hooks import default_registry
 from .._named_hooks import _message
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
-from ._base import check_payload, decode_errors, encode_error, path_nested_deeper
+from ._base import check_payload, decode_errors
+from ._paths import encode_error, path_nested_deeper
 from ._pickle_scan import check_opcodes
 
 __all__ = (

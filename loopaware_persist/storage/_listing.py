@@ -28,8 +28,9 @@ class CheckpointInfo:
     """What a listing shows of one checkpoint, without reading its payload.
 
     A storage's :meth:`~loopaware_persist.storage.Storage.list` fills the key, version,
-    size and ``stored_at``; the persister's ``list_info`` adds the envelope header (process class, state,
-    codec, and ``saved_at``, when the process was bundled), or why it could not be read.
+    size and ``stored_at``; the persister's ``list_info`` adds the envelope header
+    (process class, state, codec, and ``saved_at``, when the process was bundled), or why
+    it could not be read.
 
     :param key: where it is stored
     :param version: its version, 1 for the first put of the key

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._config import Config
-from benchmarks._report import NA, X, fmt_ratio, fmt_time, markdown, write_json
+from benchmarks._format import NA, X, fmt_ratio, fmt_time
+from benchmarks._output import write_json
+from benchmarks._report import markdown
 from benchmarks._targets import evaluate
 from benchmarks._timing import Progress
 

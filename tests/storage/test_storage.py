@@ -49,12 +49,11 @@ from loopaware_persist.storage.file import FileIO, FileStorage, checkpoint_filen
 from loopaware_persist.storage.memory import MemoryStorage
 from loopaware_persist.storage.sqlite import SqliteStorage
 from loopaware_persist.testing import (
-    _payload_ok,
-    _self_checking_payload,
     check_storage,
     check_storage_processes,
     storage_state_machine,
 )
+from loopaware_persist.testing._check_concurrency import _payload_ok, _self_checking_payload
 from tests.axes import LOCAL_STORAGES, local_store_url
 
 REPO_ROOT = pathlib.Path(loopaware_persist.__file__).resolve().parents[1]
@@ -849,7 +848,7 @@ def test_writers_in_several_processes(tmp_path: pathlib.Path, backend: str) -> N
 REWRITER = """
 import sys
 from loopaware_persist.storage import CheckpointKey, open_storage
-from loopaware_persist.testing import _self_checking_payload
+from loopaware_persist.testing._check_concurrency import _self_checking_payload
 with open_storage(sys.argv[1]) as storage:
     for n in range(1, 301):
         storage.put(CheckpointKey("torn"), _self_checking_payload(n))
