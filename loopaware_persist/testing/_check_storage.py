@@ -32,7 +32,7 @@ from ._check_concurrency import (
 )
 
 MIB = 1024 * 1024
-# saved_at is the writer's clock (a database server's, for remote storages), so
+# stored_at is the writer's clock (a database server's, for remote storages), so
 # it is only checked to be a plausible "now", not compared tightly.
 _CLOCK_SLACK = 600.0
 
@@ -201,9 +201,9 @@ def _check_list(c: _Check) -> None:
             )
             c.expect_equal((info.version, info.size), expected[info.key], f"{info.key!r} listed")
             c.expect(
-                isinstance(info.saved_at, float)
-                and before - _CLOCK_SLACK <= info.saved_at <= after + _CLOCK_SLACK,
-                f"saved_at {info.saved_at!r} of {info.key!r} is not a Unix time near now",
+                isinstance(info.stored_at, float)
+                and before - _CLOCK_SLACK <= info.stored_at <= after + _CLOCK_SLACK,
+                f"stored_at {info.stored_at!r} of {info.key!r} is not a Unix time near now",
             )
     everything = s.list()
     keys = [info.key for info in everything]
