@@ -141,7 +141,7 @@ class _Encoding:
         :param data: a record
         :param key: the checkpoint it was read from, named in errors
         :raises DecodeError: (a subclass) for damaged, unknown or unsafe content;
-            :class:`UnsafeCheckpointError` for a codec outside :attr:`accept`
+            :class:`UnsafeCheckpointError` for a codec outside ``accept``
         :raises ArgumentTypeError: if ``data`` is not bytes
         :return: the bundle
         """

@@ -16,6 +16,7 @@ And no module outside ``storage/`` names a storage backend (``storage.sqlite``,
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -46,11 +47,11 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"_errors"}),
     frozenset({"_arguments", "_uuid"}),
     frozenset({"_allowlist", "_loop", "_envelope", "_tasks", "storage"}),
-    frozenset({"_registry", "_snapshot"}),
+    frozenset({"_registry", "_snapshot", "_outcome", "_owners"}),
     frozenset({"_named_hooks", "_hooks", "_yaml_audit", "_audit"}),
     frozenset({"codecs", "_messages"}),
     # The load and the persister (the awaiting machinery sits between them).
-    frozenset({"_unbundle", "_awaiting", "_persister"}),
+    frozenset({"_unbundle", "_awaiting", "_relink", "_encoding", "_persister"}),
     # The kiwipy half.
     frozenset({"_bridge", "_broker", "_launcher", "_fencing", "_client", "_worker"}),
     frozenset({"_ops", "testing"}),
@@ -180,3 +181,24 @@ def test_a_safety_module_imports_no_layer_above_it(module: str) -> None:
 def test_the_allow_list_knows_nothing_of_hooks_or_codecs() -> None:
     imported = _package_imports("_allowlist")
     assert imported <= {"_errors", "_arguments"}
+
+
+def _top_levels() -> set[str]:
+    """:return: every top-level module and subpackage of the package (``_ops``, ``_loop``)"""
+    return {_top(name) for name in _modules() if _top(name)}
+
+
+@pytest.mark.parametrize(
+    ("document", "pattern"),
+    [
+        # README's layer table: ``_loop.py`` or ``_ops/``.
+        ("README.rst", r"``(?:storage/)?(_?[a-z_]+)(?:\.py|/)``"),
+        # The docs' layer page: :src:`loopaware_persist._loop`.
+        ("docs/layers.rst", r":src:`loopaware_persist\.([a-z_]+)`"),
+    ],
+)
+def test_the_layer_tables_name_every_module(document: str, pattern: str) -> None:
+    text = (PACKAGE.parent / document).read_text(encoding="utf-8")
+    named = set(re.findall(pattern, text))
+    missing = _top_levels() - named - {"__main__"}
+    assert missing == set(), f"{document}'s layer table names no row for {sorted(missing)}"

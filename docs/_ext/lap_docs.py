@@ -190,9 +190,17 @@ def _check_all_documented(app: Sphinx, env: BuildEnvironment) -> None:
             logger.warning("%s is in %s.__all__ but not documented", full, modname)
 
 
+def _public_bases(app: Sphinx, name: str, obj: object, options: object, bases: list[type]) -> None:
+    """Show a class's public bases only: a private base (``_Encoding``, the encoding half
+    of ``LoopAwarePersister``) is an implementation detail; its members are documented
+    on the public class with ``:inherited-members:``."""
+    bases[:] = [base for base in bases if not base.__name__.startswith("_")]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("error-tree", ErrorTree)
     app.add_role("src", _src_role)
     app.connect("missing-reference", _resolve_alias)
+    app.connect("autodoc-process-bases", _public_bases)
     app.connect("env-check-consistency", _check_all_documented)
     return {"version": loopaware_persist.__version__, "parallel_read_safe": True}
