@@ -406,31 +406,36 @@ class PostgresStorage(PooledStorage):
                 return version
         raise self._stale(key, expected=expected_version or 0, actual=expected_version or 0)
 
-    def _get(self, key: CheckpointKey) -> StoredRecord:
-        params = (key.token.encode("utf-8"), _encode_tag(key.tag))
+    def _select_key(
+        self, key: CheckpointKey, query: sql.Composed, *first: object
+    ) -> tuple[Any, ...]:
+        """Read the row of one checkpoint.
+
+        :param query: a ``SELECT`` whose last parameters are the pid and the tag
+        :param first: its parameters before them
+        :raises CheckpointNotFoundError: if there is no such checkpoint
+        :return: the row
+        """
+        params = (*first, key.token.encode("utf-8"), _encode_tag(key.tag))
 
         def body(conn: _Connection) -> tuple[Any, ...] | None:
             # Binary results: a bytea comes back as its bytes, not as hex text
             # twice its size to parse.
             with conn.cursor(binary=True) as cursor:
-                return cursor.execute(self._queries.get, params).fetchone()
+                return cursor.execute(query, params).fetchone()
 
         row = self._run_read(f"read pid {key.pid!r} with tag {key.tag!r}", body)
         if row is None:
             raise self._not_found(key)
-        return StoredRecord(key=key, data=bytes(row[1]), version=int(row[0]))
+        return row
+
+    def _get(self, key: CheckpointKey) -> StoredRecord:
+        version, data = self._select_key(key, self._queries.get)
+        return StoredRecord(key=key, data=bytes(data), version=int(version))
 
     def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
-        params = (min(size, _INT32_MAX), key.token.encode("utf-8"), _encode_tag(key.tag))
-
-        def body(conn: _Connection) -> tuple[Any, ...] | None:
-            with conn.cursor(binary=True) as cursor:
-                return cursor.execute(self._queries.read_prefix, params).fetchone()
-
-        row = self._run_read(f"read pid {key.pid!r} with tag {key.tag!r}", body)
-        if row is None:
-            raise self._not_found(key)
-        return bytes(row[0])
+        (prefix,) = self._select_key(key, self._queries.read_prefix, min(size, _INT32_MAX))
+        return bytes(prefix)
 
     def _delete(self, key: CheckpointKey) -> bool:
         params = (key.token.encode("utf-8"), _encode_tag(key.tag))
@@ -450,17 +455,24 @@ class PostgresStorage(PooledStorage):
 
         return self._run_write(f"delete the checkpoints of pid {pid!r}", body)
 
-    def _rows(self, pid: Pid | None) -> builtins.list[tuple[Any, ...]]:
-        """:return: the (pid, tag, version, size, saved_at) rows of ``pid``, or of all"""
+    def _select(
+        self, pid: Pid | None, every: sql.Composed, of_pid: sql.Composed
+    ) -> builtins.list[tuple[Any, ...]]:
+        """:return: the rows ``of_pid`` selects for ``pid``, or (``pid`` is ``None``)
+        those ``every`` selects"""
 
         def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
             with conn.cursor(binary=True) as cursor:
                 if pid is None:
-                    return cursor.execute(self._queries.list_all).fetchall()
+                    return cursor.execute(every).fetchall()
                 token = pid_token(pid).encode("utf-8")
-                return cursor.execute(self._queries.list_pid, (token,)).fetchall()
+                return cursor.execute(of_pid, (token,)).fetchall()
 
         return self._run_read("list the checkpoints", body)
+
+    def _rows(self, pid: Pid | None) -> builtins.list[tuple[Any, ...]]:
+        """:return: the (pid, tag, version, size, saved_at) rows of ``pid``, or of all"""
+        return self._select(pid, self._queries.list_all, self._queries.list_pid)
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:
         infos, damaged = read_rows(self._rows(pid), self._row_info)
@@ -489,14 +501,7 @@ class PostgresStorage(PooledStorage):
         return read_rows(self._rows(pid), self._row_info)[1]
 
     def _list_key_tokens(self, pid: Pid | None) -> builtins.list[KeyToken]:
-        def body(conn: _Connection) -> builtins.list[tuple[Any, ...]]:
-            with conn.cursor(binary=True) as cursor:
-                if pid is None:
-                    return cursor.execute(self._queries.list_keys_all).fetchall()
-                token = pid_token(pid).encode("utf-8")
-                return cursor.execute(self._queries.list_keys_pid, (token,)).fetchall()
-
-        rows = self._run_read("list the checkpoints", body)
+        rows = self._select(pid, self._queries.list_keys_all, self._queries.list_keys_pid)
         try:
             # Inline for the usual column values: UTF-8, and b'' or b':<tag>'.
             return [
