@@ -198,18 +198,16 @@ def _dec_attribute_dict(fields: list[Any], registry: HookRegistry) -> Any:
 
 
 def _enc_awaitable(value: Any) -> list[Any]:
-    return [dict.copy(value)]
+    return [dict(vars(value))]  # plumpy's AttributesDict: a SimpleNamespace
 
 
 def _dec_awaitable(fields: list[Any]) -> Any:
     from aiida.engine.processes.workchains.awaitable import Awaitable
 
     if len(fields) != 1 or not isinstance(fields[0], dict):
-        msg = f"Malformed Awaitable {fields!r} in checkpoint: expected [items]."
+        msg = f"Malformed Awaitable {fields!r} in checkpoint: expected [attributes]."
         raise CorruptCheckpointError(msg)
-    new: Any = dict.__new__(Awaitable)  # type: ignore[type-var] # a dict subclass
-    dict.update(new, fields[0])
-    return new
+    return Awaitable(**fields[0])
 
 
 def _opaque_types() -> tuple[type, ...]:

@@ -9,6 +9,15 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, while_
 
 
+class Crash(BaseException):
+    """Stands for the worker dying mid-step: plumpy does not catch it, the node stays
+    unsealed and its last checkpoint is what a resume starts from."""
+
+
+#: ``{"at": i}``: the ``accumulate`` step of round ``i`` raises :class:`Crash`, once.
+CRASH: dict[str, int | None] = {"at": None}
+
+
 @calcfunction
 def add(x: orm.Int, y: orm.Int) -> orm.Int:
     return orm.Int(x.value + y.value)
@@ -65,6 +74,9 @@ class ParentChain(WorkChain):
         return bool(self.ctx.i < self.inputs.rounds.value)
 
     def accumulate(self) -> None:
+        if CRASH["at"] == self.ctx.i:
+            CRASH["at"] = None
+            raise Crash
         self.ctx.total = add(self.ctx.total, orm.Int(1))
         self.ctx.history.append(self.ctx.total)
         self.ctx.i += 1
