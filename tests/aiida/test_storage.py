@@ -56,6 +56,11 @@ def test_compare_and_set_and_no_tags(persister: Any) -> None:
     assert storage.put(CheckpointKey(pid=node.pk), b"x", expected_version=version) == version + 1
     with pytest.raises(StorageError, match="untagged"):
         storage.put(CheckpointKey(pid=node.pk, tag="t"), b"x")
+    node.seal()
+    with pytest.raises(StorageError, match="sealed"):
+        storage.put(CheckpointKey(pid=node.pk), b"x")
+    with pytest.raises(StorageError, match="not a ProcessNode"):
+        storage.get(CheckpointKey(pid=node.inputs.x.pk))
 
 
 def test_deleting_the_node_deletes_the_record(persister: Any) -> None:
