@@ -184,6 +184,11 @@ def _audit_savable(
             _check_method(state.get(key), target, f"{path}.{key}", f"{cls.__name__}.{key}")
     if issubclass(cls, plumpy.process_states.Excepted):
         _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
+    # YAML an application's loading code parses unsafely (AiiDA's INPUTS_RAW...).
+    for key, tags in registry.yaml_fields(cls):
+        if key in state:
+            where = f"{path}[{key!r}]"
+            _audit_yaml(state[key], registry, where, tags=tags, what=f"{cls.__qualname__}.{key}")
 
 
 def audit_bundle(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar, overload
 
 import attrs
@@ -25,9 +25,23 @@ from ._allowlist import AllowList, Kind, class_name
 from ._arguments import check_allow, check_flag, check_instance, describe
 from ._errors import ArgumentTypeError, EncodeError, UnknownTagError
 
-__all__ = ("Hook", "HookRegistry", "check_registry", "class_name", "solid_base")
+__all__ = (
+    "Hook",
+    "HookRegistry",
+    "YamlTagCheck",
+    "YamlTags",
+    "check_registry",
+    "class_name",
+    "solid_base",
+)
 
 T = TypeVar("T")
+
+#: A YAML tag's check: called with the tagged scalar's text, or a tagged mapping's scalar
+#: key/value pairs, the registry and the path; raises ``UnsafeCheckpointError`` to refuse.
+YamlTagCheck = Callable[[Any, "HookRegistry", str], None]
+#: Application YAML tags a loader knows, each with its check (``None``: always passes).
+YamlTags = Mapping[str, YamlTagCheck | None]
 
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: allocated at run time (a class statement, or C)
@@ -99,6 +113,8 @@ class HookRegistry:
         self._generation = 0
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._unimportable: dict[type, str | None] = {}
+        self._opaque: tuple[type, ...] = ()
+        self._yaml_fields: list[tuple[type, tuple[str, ...], YamlTags]] = []
         self._allow_list = AllowList(hooked=self._hooked, class_hook_for=self._class_hook_for)
         self._approved = self._allow_list.approved
         self.allow(*check_allow(allow, call="HookRegistry()"))
@@ -313,12 +329,92 @@ class HookRegistry:
         """:return: an independent registry with the same hooks and allow-list"""
         new = HookRegistry()
         new._allow_list.update(self._allow_list)
+        new._opaque = self._opaque
+        new._yaml_fields = list(self._yaml_fields)
         for hook in reversed(self._predicates):
             new._add(hook)
         for hook in self._by_tag.values():
             if hook.cls is not None:
                 new._add(hook)
         return new
+
+    def declare_opaque(self, *types: type) -> None:
+        """Declare types whose instances the loop check never walks into.
+
+        An opaque value is handed over as is: :func:`~loopaware_persist.check_loop_bound`
+        and the load's walk of what hooks decoded skip it and everything it references.
+        For objects a loader supplies or a hook looks up rather than restores (AiiDA's ORM
+        entities, a storage backend, a database session, a runner): their graphs hold no
+        future a load made, and can be large.
+
+        :param types: the classes (their subclasses are opaque too)
+        :raises ArgumentTypeError: if one is not a class
+        """
+        for cls in types:
+            check_instance(
+                cls,
+                type,
+                call="HookRegistry.declare_opaque()",
+                argument="types",
+                wanted="a class",
+                hint="Pass the classes whose instances the loop check must not walk into.",
+            )
+        self._opaque = tuple(dict.fromkeys((*self._opaque, *types)))
+
+    @property
+    def opaque(self) -> tuple[type, ...]:
+        """:return: the types declared with :meth:`declare_opaque`"""
+        return self._opaque
+
+    def declare_yaml(self, cls: type, *keys: str, tags: YamlTags | None = None) -> None:
+        """Declare that savables of ``cls`` store YAML text under ``keys`` that their loading
+        code parses with an unsafe loader: a load audits that text first.
+
+        plumpy's ``Excepted`` state is declared by default; AiiDA's processes parse their
+        ``INPUTS_RAW``, ``INPUTS_PARSED`` and ``OUTPUTS`` this way. The audit refuses any
+        ``!!python/...`` tag naming what the allow-list does not permit, any other tag
+        not in ``tags``, and text too deep or expanding too far
+        (the same audit as plumpy's ``Excepted`` YAML).
+
+        :param cls: the savable class (subclasses included)
+        :param keys: the keys of its saved state that hold YAML text
+        :param tags: the application tags that loader knows, each with a check called
+            with the tagged scalar's text (or, for a tagged mapping, its scalar key/value
+            pairs) that raises :class:`UnsafeCheckpointError` to refuse; ``None`` as a
+            check lets the tag pass
+        :raises ArgumentTypeError: if ``cls`` is not a class or a key not a str
+        """
+        check_instance(
+            cls,
+            type,
+            call="HookRegistry.declare_yaml()",
+            argument="cls",
+            wanted="a class",
+            hint="Pass the savable class whose saved state holds the YAML.",
+        )
+        for key in keys:
+            check_instance(
+                key,
+                str,
+                call="HookRegistry.declare_yaml()",
+                argument="keys",
+                wanted="a str",
+                hint="Pass the keys of the saved state that hold YAML text.",
+            )
+        self._yaml_fields.append((cls, keys, dict(tags or {})))
+
+    def yaml_fields(self, cls: type) -> list[tuple[str, YamlTags]]:
+        """The keys of a savable of ``cls`` that hold YAML to audit (see :meth:`declare_yaml`).
+
+        :param cls: the savable's class
+        :returns: each key with the application tags its loader knows
+        """
+        return [
+            (key, tags)
+            for base, keys, tags in self._yaml_fields
+            if issubclass(cls, base)
+            for key in keys
+        ]
 
     def hook_for(self, cls: type) -> Hook | None:
         """Find the hook that stores instances of ``cls``.

@@ -138,6 +138,7 @@ class _Rebind:
     :param registry: audit against this allow-list (``None``: trusted, no audit)
     :param resolve: how the audit turns a stored class name into a class (default:
         ``registry.resolve``; an object loader's, checked against the allow-list)
+    :param opaque: types whose instances are handed over without walking into them
     """
 
     __slots__ = ("memo", "run", "verified")
@@ -148,6 +149,7 @@ class _Rebind:
         copy: bool,
         registry: HookRegistry | None,
         resolve: Callable[[str, Any], type] | None = None,
+        opaque: tuple[type, ...] = (),
     ) -> None:
         self.memo: dict[int, Any] = {}
         self.verified: set[int] = set()
@@ -160,13 +162,14 @@ class _Rebind:
                 _audit_savable(state, registry, "<bundle>", root, resolver)
 
         #: ``run(tree)``: the tree, rebound
-        self.run = self._walker(loop, copy, audit)
+        self.run = self._walker(loop, copy, audit, opaque)
 
     def _walker(  # one closure, so the recursion pays no attribute lookups
         self,
         loop: asyncio.AbstractEventLoop,
         copy: bool,
         audit: Callable[[dict[Any, Any]], None] | None,
+        opaque: tuple[type, ...],
     ) -> Callable[[Any], Any]:
         memo, verified = self.memo, self.verified
         atoms, atom_types = _ATOM_TYPES, _ATOMS
@@ -347,7 +350,9 @@ class _Rebind:
         def into(value: Any) -> Any:
             """Walk the attributes of an object a hook decoded, in place: a snapshot it
             holds becomes a future, and nothing of it is copied (an ORM node stays that
-            node, and containers inside it stay its own)."""
+            node, and containers inside it stay its own). An opaque one is not entered."""
+            if opaque and isinstance(value, opaque):
+                return value
             attrs = _attributes_of(value)
             if attrs is None:
                 return value
@@ -385,7 +390,7 @@ class _Rebind:
                 return True, future_of(value)
             if isinstance(value, (dict, list, Frozendict, tuple, set, frozenset)):
                 return False, None
-            if _attributes_of(value) is not None:
+            if _attributes_of(value) is not None and not (opaque and isinstance(value, opaque)):
                 return False, None
             return True, value
 
@@ -610,20 +615,27 @@ def _path_of(entry: tuple[Any, Any, Any]) -> str:
     return "".join(reversed(parts)).lstrip(".")
 
 
-def check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
+def check_loop_bound(
+    obj: Any, loop: asyncio.AbstractEventLoop, *, registry: HookRegistry | None = None
+) -> None:
     """Audit an object graph: every ``asyncio.Future``/``Task`` in it must belong to ``loop``.
 
     Walks containers, instance ``__dict__`` and ``__slots__``; it does not descend
     into loops, modules, classes, functions, loggers, threads or communicators
-    (which a loader supplies, rather than restores).
+    (which a loader supplies, rather than restores), nor into the types ``registry``
+    declares opaque (:meth:`HookRegistry.declare_opaque`: AiiDA's ORM and runners).
 
     :param obj: the root of the graph (a process, usually)
     :param loop: the loop every future must belong to
+    :param registry: whose opaque types to skip (default: ``default_registry``'s)
     :raises LoopBoundaryError: naming the path of each foreign future
-    :raises ArgumentTypeError: if ``loop`` is not an event loop
+    :raises ArgumentTypeError: if ``loop`` is not an event loop or ``registry`` not a
+        HookRegistry
     """
     check_loop(loop, call="check_loop_bound()")
-    _check_loop_bound(obj, loop, set())
+    check_registry(registry, call="check_loop_bound()")
+    opaque = (registry if registry is not None else default_registry).opaque
+    _check_loop_bound(obj, loop, set(), opaque)
 
 
 _SEQUENCES = frozenset({list, tuple, set, frozenset, collections.deque})
@@ -638,9 +650,12 @@ def _attribute_entries(value: Any, entry: Any) -> list[tuple[Any, Any, Any]]:
     ]
 
 
-def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int]) -> None:
+def _check_loop_bound(
+    obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int], opaque: tuple[type, ...] = ()
+) -> None:
     """:func:`check_loop_bound`, not entering any value whose id is in ``seen`` (which it
-    extends): what a :class:`_Rebind` walk made or verified."""
+    extends): what a :class:`_Rebind` walk made or verified; nor any ``opaque`` one."""
+    skip = _ATOMS + _SKIP + opaque
     # Paths are built only for containers walked into and for culprits: each stack
     # entry holds (value, parent entry, key), and atoms are filtered out by exact type
     # before they are pushed, so a context of a million floats costs one type check each.
@@ -673,7 +688,7 @@ def _check_loop_bound(obj: Any, loop: asyncio.AbstractEventLoop, seen: set[int])
             )
             if type(value) not in _SEQUENCES:  # a user's subclass, a namedtuple
                 stack.extend(_attribute_entries(value, entry))
-        elif not isinstance(value, _ATOMS + _SKIP) and not inspect.isroutine(value):
+        elif not isinstance(value, skip) and not inspect.isroutine(value):
             stack.extend(
                 (child, entry, ("attr", name))
                 for name, child in _attributes(value)
@@ -697,16 +712,18 @@ def _rebind(
     copy: bool,
     registry: HookRegistry | None,
     loader: loaders.ObjectLoader | None = None,
+    opaque: tuple[type, ...] = (),
 ) -> tuple[Any, _Rebind]:
     """Audit ``bundle`` and make its snapshots futures on ``loop``: the first half of a load.
 
     :param registry: audit against this allow-list (``None``: trusted, no audit)
     :param loader: the ``ObjectLoader`` the load resolves class names with
+    :param opaque: types the walk hands over without entering them
     :raises UnsafeCheckpointError: naming the path of the first name refused
     :return: the rebound tree and the walk (whose memo keeps what it verified alive)
     """
     resolve = _resolver(registry, loader) if registry is not None else None
-    walk = _Rebind(loop, copy, registry, resolve)
+    walk = _Rebind(loop, copy, registry, resolve, opaque)
     try:
         return walk.run(bundle), walk
     except LoopAwarePersistError:
@@ -799,7 +816,12 @@ def unbundle(
         # One walk audits, copies and rebinds; it runs where the loop is current, before
         # plumpy sees anything, and whatever it refuses fails the load before any import.
         tree, walk = _rebind(
-            bundle, loop, copy=copy, registry=None if trusted else registry, loader=loader
+            bundle,
+            loop,
+            copy=copy,
+            registry=None if trusted else registry,
+            loader=loader,
+            opaque=registry.opaque,
         )
         walks.append(walk)
         try:
@@ -818,7 +840,7 @@ def unbundle(
     obj = ctx.run(load)
     # What the walk built and found free of futures is not walked again (its memo keeps
     # those containers, and so their ids, alive until this check is done).
-    _check_loop_bound(obj, loop, set(walks[0].verified))
+    _check_loop_bound(obj, loop, set(walks[0].verified), registry.opaque)
     with contextlib.suppress(TypeError):  # not weak-referenceable or not hashable
         _VERIFIED[obj] = loop
     return obj

@@ -33,7 +33,7 @@ import yaml
 from yaml import events
 
 from ._errors import CorruptCheckpointError, UnsafeCheckpointError
-from ._registry import HookRegistry
+from ._registry import HookRegistry, YamlTags
 
 __all__ = ("MAX_YAML_DEPTH", "MAX_YAML_EXPANSION", "YAML_SLACK", "audit_yaml")
 
@@ -65,31 +65,40 @@ def _yaml_python_name(tag: str) -> str | None:
     return None
 
 
-def _check_tag(tag: str | None, registry: HookRegistry | None, path: str) -> None:
+def _check_tag(
+    tag: str | None, registry: HookRegistry | None, path: str, tags: YamlTags, what: str
+) -> None:
     # The loader resolves an absent or non-specific ("!") tag itself, to a plain type.
-    if registry is None or tag is None or tag == "!" or tag in _YAML_PLAIN:
+    if registry is None or tag is None or tag == "!" or tag in _YAML_PLAIN or tag in tags:
         return
     name = _yaml_python_name(tag)
     if name is None or "." not in name:
         msg = (
-            f"Excepted state at {path} holds YAML tag {tag!r}, which plumpy's unsafe "
-            "YAML loader would act on. Refused; nothing was run."
+            f"{what} at {path} holds YAML tag {tag!r}, which the unsafe YAML loader "
+            "reading it would act on. Refused; nothing was run."
         )
         raise UnsafeCheckpointError(msg, name=tag)
     module, _, qualname = name.rpartition(".")
     registry.resolve(f"{module}:{qualname}", "pickle")
 
 
-def _refuse(path: str, why: str) -> CorruptCheckpointError:
+def _refuse(path: str, why: str, what: str = "Excepted state") -> CorruptCheckpointError:
     msg = (
-        f"Excepted state at {path} holds YAML that {why}; plumpy's loader (or printing the "
+        f"{what} at {path} holds YAML that {why}; plumpy's loader (or printing the "
         "exception) would not finish in bounded time and memory. The record is damaged or "
         "crafted; nothing was loaded."
     )
     return CorruptCheckpointError(msg)
 
 
-def audit_yaml(text: Any, registry: HookRegistry | None, path: str) -> None:
+def audit_yaml(
+    text: Any,
+    registry: HookRegistry | None,
+    path: str,
+    *,
+    tags: YamlTags | None = None,
+    what: str = "Excepted state",
+) -> None:
     """Refuse YAML that would make ``yaml.Loader`` import or call anything not allowed, or
     that it could not construct (and print) in linear time at bounded depth.
 
@@ -97,15 +106,23 @@ def audit_yaml(text: Any, registry: HookRegistry | None, path: str) -> None:
     :param registry: whose allow-list decides the ``!!python/...`` tags; ``None`` checks
         only the shape (depth, expansion), for readers that never construct the tags
     :param path: where it sits in the bundle, for messages
+    :param tags: application tags the loader knows (AiiDA's ``!aiida_node``...), each
+        with the check its value must pass (see :meth:`HookRegistry.declare_yaml`); any
+        other tag outside YAML's own and ``!!python/...`` names the allow-list permits
+        is refused
+    :param what: what holds the text, for messages
     :raises UnsafeCheckpointError: for a tag naming what the allow-list refuses
     :raises CorruptCheckpointError: for text that is not YAML, is more than one
         document, nests deeper than :data:`MAX_YAML_DEPTH` or expands beyond the bound
     """
     if not isinstance(text, str):
-        msg = f"Excepted state at {path} stores {type(text).__name__}, not YAML text."
+        msg = f"{what} at {path} stores {type(text).__name__}, not YAML text."
         raise CorruptCheckpointError(msg)
+    tags = tags if tags is not None else {}
+    checked = {tag for tag, check in tags.items() if check is not None}
     budget = MAX_YAML_EXPANSION * len(text) + YAML_SLACK
-    # One open collection per level: [anchor, expanded size so far].
+    # One open collection per level: [anchor, expanded size so far, tag to check or None,
+    # its scalar children so far (a tagged mapping's pairs, for its check)].
     open_: list[list[Any]] = []
     sizes: dict[str, int] = {}  # anchor -> expanded size, once its node is complete
     total = documents = 0
@@ -119,32 +136,45 @@ def audit_yaml(text: Any, registry: HookRegistry | None, path: str) -> None:
                         # in an exception's arguments ("unconstructable recursive node").
                         inside = any(o[0] == alias for o in open_)
                         why = "refers to itself through" if inside else "uses the undefined"
-                        raise _refuse(path, f"{why} alias {alias!r}")
+                        raise _refuse(path, f"{why} alias {alias!r}", what)
                     size = sizes[alias]
                 else:
-                    _check_tag(event.tag, registry, path)
+                    _check_tag(event.tag, registry, path, tags, what)
+                    if event.tag in checked and registry is not None:
+                        check = tags[event.tag]
+                        assert check is not None
+                        check(event.value, registry, path)
                     size = len(event.value) + 1
                     if event.anchor is not None:
                         _anchor(sizes, open_, event.anchor, path)
                         sizes[event.anchor] = size
             elif isinstance(event, events.CollectionStartEvent):
-                _check_tag(event.tag, registry, path)
+                _check_tag(event.tag, registry, path, tags, what)
                 if len(open_) >= MAX_YAML_DEPTH:
-                    raise _refuse(path, f"nests collections more than {MAX_YAML_DEPTH} deep")
+                    raise _refuse(path, f"nests collections more than {MAX_YAML_DEPTH} deep", what)
                 if event.anchor is not None:
                     _anchor(sizes, open_, event.anchor, path)
-                open_.append([event.anchor, 1])
+                _note_child(open_, None)
+                tagged = event.tag if event.tag in checked and registry is not None else None
+                open_.append([event.anchor, 1, tagged, []])
                 continue
             elif isinstance(event, events.CollectionEndEvent):
-                anchor, size = open_.pop()
+                anchor, size, tagged, children = open_.pop()
                 if anchor is not None:
                     sizes[anchor] = size
+                if tagged is not None:
+                    check = tags[tagged]
+                    assert check is not None
+                    assert registry is not None
+                    check(_pairs(children), registry, path)
             else:
                 if isinstance(event, events.DocumentStartEvent):
                     documents += 1
                     if documents > 1:
-                        raise _refuse(path, "holds more than one document")
+                        raise _refuse(path, "holds more than one document", what)
                 continue
+            if not isinstance(event, events.CollectionEndEvent):
+                _note_child(open_, event.value if isinstance(event, events.ScalarEvent) else None)
             if open_:
                 open_[-1][1] += size
                 grown = open_[-1][1]
@@ -153,10 +183,31 @@ def audit_yaml(text: Any, registry: HookRegistry | None, path: str) -> None:
                 grown = total
             # Sizes only grow outwards, so checking where they grow bounds the document.
             if grown > budget:
-                raise _refuse(path, f"expands through aliases beyond {budget} characters")
+                raise _refuse(path, f"expands through aliases beyond {budget} characters", what)
     except yaml.YAMLError as error:
-        msg = f"Excepted state at {path} holds unreadable YAML ({error})."
+        msg = f"{what} at {path} holds unreadable YAML ({error})."
         raise CorruptCheckpointError(msg) from error
+    except UnsafeCheckpointError as error:
+        if f" at {path} " in str(error):
+            raise
+        msg = f"{what} at {path} holds YAML naming what a load may not run: {error}"
+        raise UnsafeCheckpointError(msg, name=error.name) from error
+
+
+def _note_child(open_: list[list[Any]], scalar: str | None) -> None:
+    """Record a child of the innermost open collection (``None``: not a scalar, or an
+    alias), if that collection's tag has a check."""
+    if open_ and open_[-1][2] is not None:
+        open_[-1][3].append(scalar)
+
+
+def _pairs(children: list[str | None]) -> dict[str, str]:
+    """A mapping's children, key and value alternating, as the pairs of scalars."""
+    return {
+        k: v
+        for k, v in zip(children[::2], children[1::2], strict=False)
+        if k is not None and v is not None
+    }
 
 
 def _anchor(sizes: dict[str, int], open_: list[list[Any]], anchor: str, path: str) -> None:

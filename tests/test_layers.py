@@ -55,6 +55,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     # The kiwipy half.
     frozenset({"_bridge", "_broker", "_launcher", "_fencing", "_client", "_worker"}),
     frozenset({"_ops", "testing"}),
+    # AiiDA: a registry, storages and install() over the persister and the kiwipy half.
+    frozenset({"aiida"}),
     frozenset({"_cli", "_demo", "__main__"}),
 )
 

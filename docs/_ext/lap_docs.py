@@ -36,6 +36,7 @@ PUBLIC_MODULES = (
     "loopaware_persist.codecs",
     "loopaware_persist.storage",
     "loopaware_persist.testing",
+    "loopaware_persist.aiida",
 )
 
 

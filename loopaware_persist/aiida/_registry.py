@@ -1,0 +1,274 @@
+"""The registry configured for AiiDA: ORM entities by UUID, AiiDA's dicts, its YAML.
+
+:func:`configure_registry` teaches a :class:`~loopaware_persist.HookRegistry` what an
+AiiDA process's checkpoint holds beyond plumpy's types:
+
+* **stored ORM entities** (nodes, groups, computers; users by email, which is how AiiDA
+  identifies them) are stored by identity only and reloaded from the loaded profile as
+  the stored objects themselves (``load_node(uuid=...)``), never copies, so provenance
+  links made after a resume point at the original nodes. An **unstored** node is
+  refused at save with :class:`~loopaware_persist.EncodeError` naming its path: AiiDA's
+  own persister refuses it too (``represent_node`` raises ``ValueError``, which AiiDA
+  only logs, leaving the process without a checkpoint); here the save fails, and
+  ``save_checkpoint(verify=True)`` callers learn of it at once;
+* AiiDA's ``AttributeDict`` (and its subclasses, by class name through the allow-list)
+  and the engine's ``Awaitable``, exactly: class, items, nothing else;
+* the names a checkpoint of an AiiDA process uses (``AwaitableAction``,
+  ``AwaitableTarget``, the ``ObjectLoader`` plumpy records, the CalcJob ``Waiting``
+  state) on the allow-list, each by its exact name;
+* the YAML AiiDA parses with its unsafe loader while loading (``INPUTS_RAW``,
+  ``INPUTS_PARSED``, ``OUTPUTS``) declared for the audit
+  (:meth:`~loopaware_persist.HookRegistry.declare_yaml`), with AiiDA's own tags
+  (:data:`AIIDA_YAML_TAGS`): ``!enum`` and ``!dataclass`` resolve their class only
+  through the allow-list;
+* ORM entities, storage backends, SQLAlchemy sessions, runners, managers and
+  communicators declared opaque (:meth:`~loopaware_persist.HookRegistry.declare_opaque`):
+  the post-load loop check does not walk AiiDA's database layer.
+
+Identifiers: AiiDA 2.9's ``ObjectLoader`` identifies classes as ``module:name``, the
+same strings the allow-list checks; a load resolves each through the allow-list before
+AiiDA's loader imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .._errors import CorruptCheckpointError, EncodeError, UnsafeCheckpointError
+from .._hooks import default_registry
+from .._registry import HookRegistry, YamlTagCheck, class_name
+
+__all__ = ("AIIDA_ALLOW", "AIIDA_YAML_TAGS", "configure_registry", "make_registry")
+
+#: Classes of aiida-core a checkpoint of an AiiDA process names, allowed by exact name.
+AIIDA_ALLOW: Final = (
+    "aiida.engine.persistence:ObjectLoader",
+    "aiida.engine.processes.workchains.awaitable:AwaitableAction",
+    "aiida.engine.processes.workchains.awaitable:AwaitableTarget",
+    "aiida.engine.processes.calcjobs.tasks:Waiting",
+    "aiida.common.extendeddicts:FixedFieldsAttributeDict",
+    "aiida.common.extendeddicts:DefaultFieldsAttributeDict",
+)
+
+#: The keys under which AiiDA's ``Process.encode_input_args`` stores YAML in a bundle
+#: (plumpy's ``BundleKeys``), read back by ``decode_input_args`` with ``yaml.Loader``.
+AIIDA_YAML_KEYS: Final = ("INPUTS_RAW", "INPUTS_PARSED", "OUTPUTS")
+
+
+def _dataclass_name(value: Any, registry: HookRegistry, path: str) -> None:
+    """AiiDA's ``!dataclass`` calls ``load_object(__type__)(**fields)``."""
+    name = value.get("__type__") if isinstance(value, Mapping) else None
+    if not isinstance(name, str):
+        msg = (
+            f"AiiDA YAML at {path} holds a '!dataclass' without a plain '__type__' name; "
+            "AiiDA's loader could not build it. Refused; nothing was run."
+        )
+        raise UnsafeCheckpointError(msg, name="!dataclass")
+    cls = registry.resolve(name, "object")
+    if not dataclasses.is_dataclass(cls):
+        msg = (
+            f"AiiDA YAML at {path} names {name!r} as a '!dataclass', which it is not. "
+            "Refused; nothing was run."
+        )
+        raise UnsafeCheckpointError(msg, name=name)
+
+
+def _enum_name(value: Any, registry: HookRegistry, path: str) -> None:
+    """AiiDA's ``!enum`` calls ``load_object(identifier)(value)`` for ``identifier|value``."""
+    parts = value.split("|") if isinstance(value, str) else []
+    if len(parts) != 2:
+        msg = (
+            f"AiiDA YAML at {path} holds an '!enum' that is not 'module:Name|value' "
+            f"({value!r}). Refused; nothing was run."
+        )
+        raise UnsafeCheckpointError(msg, name="!enum")
+    registry.resolve(parts[0], "enum")
+
+
+def _no_bundle(_value: Any, _registry: HookRegistry, path: str) -> None:
+    msg = (
+        f"AiiDA YAML at {path} holds a '!plumpy:bundle': a nested bundle whose class names "
+        "would be loaded later, past the audit. Refused; nothing was run."
+    )
+    raise UnsafeCheckpointError(msg, name="!plumpy:bundle")
+
+
+#: The tags of ``aiida.orm.utils.serialize.AiiDALoader`` (aiida-core 2.9), with the check
+#: each must pass; every other application tag is refused. The ORM tags only look an
+#: entity up by UUID; ``!enum`` and ``!dataclass`` import and call a named class.
+AIIDA_YAML_TAGS: Final[Mapping[str, YamlTagCheck | None]] = {
+    "!aiida_node": None,
+    "!aiida_group": None,
+    "!aiida_computer": None,
+    "!aiida_node_links_manager": None,
+    "!aiida_attributedict": None,
+    "!plumpy:attributes_frozendict": None,
+    "!enum": _enum_name,
+    "!dataclass": _dataclass_name,
+    "!plumpy:bundle": _no_bundle,
+}
+
+
+def _unstored(what: str, entity: Any) -> EncodeError:
+    msg = (
+        f"Cannot store the unstored {what} {entity!r}: a checkpoint refers to AiiDA "
+        "entities by UUID, so they must be stored first (call .store() on it before the "
+        "step returns, as AiiDA's own persister requires)."
+    )
+    return EncodeError(msg)
+
+
+def _enc_node(node: Any) -> list[Any]:
+    if not node.is_stored:
+        raise _unstored("node", node)
+    return [node.uuid]
+
+
+def _dec_node(fields: list[Any]) -> Any:
+    from aiida.orm import load_node
+
+    return load_node(uuid=_uuid_field(fields, "node"))
+
+
+def _enc_group(group: Any) -> list[Any]:
+    if not group.is_stored:
+        raise _unstored("group", group)
+    return [group.uuid]
+
+
+def _dec_group(fields: list[Any]) -> Any:
+    from aiida.orm import load_group
+
+    return load_group(uuid=_uuid_field(fields, "group"))
+
+
+def _enc_computer(computer: Any) -> list[Any]:
+    if not computer.is_stored:
+        raise _unstored("computer", computer)
+    return [computer.uuid]
+
+
+def _dec_computer(fields: list[Any]) -> Any:
+    from aiida.orm import Computer
+
+    return Computer.collection.get(uuid=_uuid_field(fields, "computer"))
+
+
+def _enc_user(user: Any) -> list[Any]:
+    if not user.is_stored:
+        raise _unstored("user", user)
+    return [user.email]
+
+
+def _dec_user(fields: list[Any]) -> Any:
+    from aiida.orm import User
+
+    return User.collection.get(email=_uuid_field(fields, "user"))
+
+
+def _uuid_field(fields: list[Any], what: str) -> str:
+    if len(fields) != 1 or not isinstance(fields[0], str):
+        msg = f"Malformed AiiDA {what} reference {fields!r} in checkpoint: expected [str]."
+        raise CorruptCheckpointError(msg)
+    return fields[0]
+
+
+def _enc_attribute_dict(value: Any, registry: HookRegistry) -> list[Any]:
+    cls = type(value)
+    registry.check_importable(cls, "an AttributeDict of class")
+    return [class_name(cls), dict.copy(value)]
+
+
+def _dec_attribute_dict(fields: list[Any], registry: HookRegistry) -> Any:
+    from aiida.common import AttributeDict
+
+    if len(fields) != 2 or not isinstance(fields[1], dict):
+        msg = f"Malformed AttributeDict {fields!r} in checkpoint: expected [class, items]."
+        raise CorruptCheckpointError(msg)
+    cls = registry.resolve(fields[0], "class")
+    if not issubclass(cls, AttributeDict):
+        msg = f"Checkpoint names {fields[0]!r} as an AttributeDict, which it is not. Refused."
+        raise UnsafeCheckpointError(msg, name=str(fields[0]))
+    # As pickle does (AttributeDict.__setstate__): no __init__ of a subclass runs.
+    new = dict.__new__(cls)
+    dict.update(new, fields[1])
+    return new
+
+
+def _enc_awaitable(value: Any) -> list[Any]:
+    return [dict(vars(value))]  # plumpy's AttributesDict: a SimpleNamespace
+
+
+def _dec_awaitable(fields: list[Any]) -> Any:
+    from aiida.engine.processes.workchains.awaitable import Awaitable
+
+    if len(fields) != 1 or not isinstance(fields[0], dict):
+        msg = f"Malformed Awaitable {fields!r} in checkpoint: expected [attributes]."
+        raise CorruptCheckpointError(msg)
+    return Awaitable(**fields[0])
+
+
+def _opaque_types() -> tuple[type, ...]:
+    from aiida.engine.runners import Runner
+    from aiida.manage.manager import Manager
+    from aiida.orm import Entity
+    from aiida.orm.implementation import StorageBackend
+    from aiida.orm.implementation.entities import BackendEntity
+    from aiida.orm.utils.managers import NodeLinksManager
+    from sqlalchemy.orm import Session
+
+    return (
+        Entity,
+        BackendEntity,
+        StorageBackend,
+        Session,
+        Runner,  # its communicator is a kiwipy.Communicator, which no walk enters
+        Manager,
+        NodeLinksManager,
+    )
+
+
+def configure_registry(registry: HookRegistry) -> None:
+    """Teach ``registry`` AiiDA's types, allow-list entries, YAML and opaque types.
+
+    :param registry: a registry (usually a copy of ``default_registry``); changed in place
+    :raises ValueError: if it already has AiiDA's tags
+    """
+    from aiida.common import AttributeDict
+    from aiida.engine.processes.process import Process
+    from aiida.engine.processes.workchains.awaitable import Awaitable
+    from aiida.orm import Computer, Group, Node, User
+
+    registry.register(Node, tag="aiida.node", encode=_enc_node, decode=_dec_node)
+    registry.register(Group, tag="aiida.group", encode=_enc_group, decode=_dec_group)
+    registry.register(Computer, tag="aiida.computer", encode=_enc_computer, decode=_dec_computer)
+    registry.register(User, tag="aiida.user", encode=_enc_user, decode=_dec_user)
+    registry.register(
+        AttributeDict,
+        tag="aiida.attributedict",
+        encode=_enc_attribute_dict,
+        decode=_dec_attribute_dict,
+        takes_registry=True,
+    )
+    registry.register(
+        Awaitable,
+        tag="aiida.awaitable",
+        encode=_enc_awaitable,
+        decode=_dec_awaitable,
+        subclasses=False,
+    )
+    registry.allow(*AIIDA_ALLOW)
+    registry.declare_yaml(Process, *AIIDA_YAML_KEYS, tags=AIIDA_YAML_TAGS)
+    registry.declare_opaque(*_opaque_types())
+
+
+def make_registry(*, allow: tuple[str | type, ...] = ()) -> HookRegistry:
+    """:param allow: the user's modules or classes (their process classes, plugins...)
+    :return: a copy of ``default_registry`` configured for AiiDA
+    """
+    registry = default_registry.copy()
+    configure_registry(registry)
+    registry.allow(*allow)
+    return registry
