@@ -119,9 +119,9 @@ run_inside() {
         "$chroot" "$root" /bin/bash -c "cd /src && $1"
 }
 
-echo "== Python $version: installing the package and its test extras"
+echo "== Python $version: installing the package and its test extras (aiida-core included: tests/aiida run on every leg)"
 phase=$SECONDS
-run_inside "$python -m venv /venv && python -m pip install --quiet -e '.[test,zstd,postgres,bench]'"
+run_inside "$python -m venv /venv && python -m pip install --quiet -e '.[test,zstd,postgres,bench,aiida]'"
 echo "== Python $version: installed in $((SECONDS - phase)) s"
 
 phase=$SECONDS
