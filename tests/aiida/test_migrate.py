@@ -1,0 +1,285 @@
+"""Migrating checkpoints AiiDA's own AiiDAPersister wrote, and back.
+
+Checkpoints come from real ParentChain runs "crashed" mid-way with AiiDA's persister
+(the default one: nothing is installed), are migrated, then resumed by ours to the same
+outputs and provenance; ``back=True`` writes them for AiiDA's persister again.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import plumpy
+import pytest
+from aiida import orm
+from aiida.engine.persistence import AiiDAPersister
+from aiida.manage import get_manager
+
+from loopaware_persist import UnsafeLoadWarning
+from loopaware_persist.aiida import installed
+from loopaware_persist.aiida._migrate import BACKUP_EXTRA, _Migration, migrate, prune_backups
+from loopaware_persist.aiida._storage import RECORD_PREFIX
+from loopaware_persist.aiida._yaml import dump_aiida_yaml, load_aiida_yaml_unsafe
+from tests.aiida.helpers import ALLOW, creator_chain_reaches
+from tests.aiida.workchains import CRASH, Crash, ParentChain
+
+pytestmark = pytest.mark.usefixtures("profile")
+
+
+@pytest.fixture(params=["aiida://", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    return None if request.param == "aiida://" else f"sqlite:///{tmp_path}/ck.db"
+
+
+def aiida_crashed(*, at: int, rounds: int = 2) -> orm.WorkChainNode:
+    """ParentChain crashed in round ``at``, checkpointed by AiiDA's own persister."""
+    runner = get_manager().get_runner()
+    assert type(runner.persister) is AiiDAPersister
+    CRASH["at"] = at
+    process = runner.instantiate_process(
+        ParentChain, x=orm.Int(1), rounds=orm.Int(rounds), big=orm.Bool(True)
+    )
+    with pytest.raises(Crash):
+        process.execute()
+    CRASH["at"] = None
+    process.close()
+    node = process.node
+    assert isinstance(node.checkpoint, str)
+    assert node.checkpoint.startswith("!plumpy:bundle")
+    return node
+
+
+def resume_with_ours(store: str | None, pk: int, *, crash_at: int | None = None) -> Any:
+    with installed(store=store, allow=ALLOW) as persister:
+        runner = get_manager().get_runner()
+        process = persister.load_checkpoint(pk).unbundle(plumpy.LoadSaveContext(runner=runner))
+        CRASH["at"] = crash_at
+        try:
+            if crash_at is None:
+                process.execute()
+            else:
+                with pytest.raises(Crash):
+                    process.execute()
+        finally:
+            CRASH["at"] = None
+        process.close()
+        return process
+
+
+def resume_with_aiida(pk: int) -> None:
+    runner = get_manager().get_runner()
+    assert type(runner.persister) is AiiDAPersister
+    bundle = AiiDAPersister().load_checkpoint(pk)
+    process = bundle.unbundle(plumpy.LoadSaveContext(runner=runner))
+    process.execute()
+
+
+def only(pks: list[int], results: list[Any]) -> dict[int, Any]:
+    return {r.pk: r for r in results if r.pk in pks}
+
+
+def test_migrated_checkpoints_resume_with_the_same_outputs_and_provenance(
+    store: str | None,
+) -> None:
+    node = aiida_crashed(at=1)
+    ctx_before = load_aiida_yaml_unsafe(node.checkpoint)["CONTEXT"]
+    original = node.checkpoint
+    results = only([node.pk], migrate(store=store, allow=ALLOW, pks=[node.pk]))
+    assert results[node.pk].status == "migrated", results
+    assert results[node.pk].process_class == "tests.aiida.workchains:ParentChain"
+    node = orm.load_node(node.pk)
+    if store is None:
+        assert node.checkpoint.startswith(RECORD_PREFIX)
+    else:
+        assert node.checkpoint is None
+    assert node.base.extras.get(BACKUP_EXTRA)["yaml"] == original
+    # AiiDA's own persister cannot pick up a migrated process by mistake: no checkpoint
+    # (another store), or a string that is no bundle (aiida://).
+    try:
+        loaded = AiiDAPersister().load_checkpoint(node.pk)
+    except plumpy.PersistenceError:
+        loaded = None
+    assert not isinstance(loaded, dict)
+
+    with installed(store=store, allow=ALLOW) as persister:
+        runner = get_manager().get_runner()
+        process = persister.load_checkpoint(node.pk).unbundle(plumpy.LoadSaveContext(runner=runner))
+        ctx = process.ctx
+        assert ctx["total"].pk == ctx_before["total"].pk
+        assert [n.pk for n in ctx["history"]] == [n.pk for n in ctx_before["history"]]
+        assert type(ctx["attrs"]).__name__ == "AttributeDict"
+        assert ctx["attrs"].nested.n == 2
+        assert dict(ctx["plain"]) == {"a": 1, "b": [1, 2, 3], "c": "text"}
+        assert len(ctx["table"]) == 1000
+        process.execute()
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.total.value == 3
+    assert node.outputs.child.value == 6
+    assert creator_chain_reaches(node.outputs.total, {node.inputs.x.pk})
+    assert node.outputs.total.creator.caller.pk == node.pk
+
+
+def test_rerun_is_idempotent_and_dry_run_writes_nothing(store: str | None) -> None:
+    node = aiida_crashed(at=1)
+    original = node.checkpoint
+    (dry,) = migrate(store=store, allow=ALLOW, pks=[node.pk], dry_run=True)
+    assert dry.status == "dry-run"
+    assert orm.load_node(node.pk).checkpoint == original
+    assert orm.load_node(node.pk).base.extras.get(BACKUP_EXTRA, None) is None
+    (first,) = migrate(store=store, allow=ALLOW, pks=[node.pk])
+    assert first.status == "migrated"
+    (again,) = migrate(store=store, allow=ALLOW, pks=[node.pk])
+    assert again.status == "skipped"
+    with installed(store=store, allow=ALLOW) as persister:
+        assert [i.version for i in persister.storage.list(node.pk)] == [1]
+
+
+class Interrupted(BaseException):
+    """Stands for Ctrl-C or a killed migration."""
+
+
+def test_an_interrupted_migration_finishes_on_the_next_run(
+    store: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = aiida_crashed(at=1), aiida_crashed(at=0)
+    original = second.checkpoint
+    swap = _Migration._swap
+
+    def die_on_second(self: _Migration, pk: int, *args: Any) -> None:
+        if pk == second.pk:  # after the record of `second` is written (another store)
+            raise Interrupted
+        swap(self, pk, *args)
+
+    monkeypatch.setattr(_Migration, "_swap", die_on_second)
+    with pytest.raises(Interrupted):
+        migrate(store=store, allow=ALLOW, pks=[first.pk, second.pk])
+    # Never half: the first is migrated, the second still holds its YAML, untouched.
+    assert orm.load_node(second.pk).checkpoint == original
+    assert orm.load_node(second.pk).base.extras.get(BACKUP_EXTRA, None) is None
+    monkeypatch.undo()
+    results = only([first.pk, second.pk], migrate(store=store, allow=ALLOW))
+    assert results[second.pk].status == "migrated"
+    assert first.pk not in results or results[first.pk].status == "skipped"
+    for node in (first, second):
+        resume_with_ours(store, node.pk)
+        assert orm.load_node(node.pk).is_finished_ok
+
+
+def _tampered(marker: Path) -> dict[str, Any]:
+    """Ways to make an AiiDA checkpoint run ``touch marker`` when AiiDA loads it."""
+
+    def apply_in_context(text: str) -> str:
+        return text.replace(
+            "\n  i: 1\n", f'\n  i: 1\n  evil: !!python/object/apply:os.system ["touch {marker}"]\n'
+        )
+
+    def enum_in_context(text: str) -> str:
+        return text.replace("\n  i: 1\n", f"\n  i: 1\n  evil: !enum 'os:system|touch {marker}'\n")
+
+    def apply_in_inputs_raw(text: str) -> str:
+        bundle = load_aiida_yaml_unsafe(text)
+        bundle["INPUTS_RAW"] = f'!!python/object/apply:os.system ["touch {marker}"]'
+        return dump_aiida_yaml(bundle)
+
+    return {
+        "python/object/apply in checkpoints": apply_in_context,
+        "enum os:system in checkpoints": enum_in_context,
+        "python/object/apply in INPUTS_RAW": apply_in_inputs_raw,
+    }
+
+
+def test_hostile_checkpoints_are_refused_per_process_and_run_nothing(
+    store: str | None, marker: Path
+) -> None:
+    clean = aiida_crashed(at=1)
+    hostile = {}
+    for name, tamper in _tampered(marker).items():
+        node = aiida_crashed(at=1)
+        text = tamper(node.checkpoint)
+        assert text != node.checkpoint
+        node.set_checkpoint(text)
+        hostile[node.pk] = (name, text)
+    results = only([clean.pk, *hostile], migrate(store=store, allow=ALLOW))
+    assert not marker.exists()
+    assert results[clean.pk].status == "migrated"
+    for pk, (name, text) in hostile.items():
+        assert results[pk].status == "refused", (name, results[pk])
+        assert "nothing was run" in str(results[pk].reason).lower()
+        node = orm.load_node(pk)
+        assert node.checkpoint == text  # left as it was
+        assert node.base.extras.get(BACKUP_EXTRA, None) is None
+    assert "INPUTS_RAW" in str(results[max(hostile)].reason)
+    resume_with_ours(store, clean.pk)
+    assert orm.load_node(clean.pk).is_finished_ok
+
+
+@pytest.mark.parametrize(
+    "name", ["python/object/apply in checkpoints", "enum os:system in checkpoints"]
+)
+def test_pinned_aiidas_own_loader_runs_them(marker: Path, name: str) -> None:
+    node = aiida_crashed(at=1)
+    text = _tampered(marker)[name](node.checkpoint)
+    node.set_checkpoint(text)
+    load_aiida_yaml_unsafe(text)
+    assert marker.exists()
+
+
+def test_trust_loads_the_old_way_loudly(store: str | None, marker: Path) -> None:
+    node = aiida_crashed(at=1)
+    node.set_checkpoint(_tampered(marker)["enum os:system in checkpoints"](node.checkpoint))
+    with pytest.warns(UnsafeLoadWarning, match="runs whatever they name"):
+        (result,) = migrate(store=store, allow=ALLOW, pks=[node.pk], trust=True)
+    assert marker.exists()  # that is what trust means
+    assert result.status == "migrated"  # os.system's return value, 0, is in the context
+    with installed(store=store, allow=ALLOW) as persister:
+        assert persister.load_checkpoint(node.pk)["CONTEXT"]["evil"] == 0
+
+
+def test_back_restores_the_original_yaml_byte_for_byte(store: str | None) -> None:
+    node = aiida_crashed(at=1)
+    original = node.checkpoint
+    migrate(store=store, allow=ALLOW, pks=[node.pk])
+    (result,) = migrate(store=store, allow=ALLOW, back=True, pks=[node.pk])
+    assert result.status == "migrated"
+    assert "original YAML" in str(result.reason)
+    node = orm.load_node(node.pk)
+    assert node.checkpoint == original
+    assert node.base.extras.get(BACKUP_EXTRA, None) is None
+    with installed(store=store, allow=ALLOW) as persister:
+        assert persister.storage.list(node.pk) == []
+    resume_with_aiida(node.pk)
+    assert node.is_finished_ok
+    assert node.outputs.child.value == 6
+
+
+def test_back_after_our_persister_advanced_resumes_with_aiidas_persister(
+    store: str | None,
+) -> None:
+    node = aiida_crashed(at=1, rounds=3)
+    migrate(store=store, allow=ALLOW, pks=[node.pk])
+    resume_with_ours(store, node.pk, crash_at=2)  # one more round, checkpointed by us
+    assert node.pk in prune_backups()
+    assert orm.load_node(node.pk).base.extras.get(BACKUP_EXTRA, None) is None
+    (result,) = migrate(store=store, allow=ALLOW, back=True, pks=[node.pk])
+    assert result.status == "migrated", result
+    assert "serialize" in str(result.reason)
+    node = orm.load_node(node.pk)
+    text = node.checkpoint
+    # Exactly what AiiDAPersister writes for the state it reads from it.
+    assert text == dump_aiida_yaml(load_aiida_yaml_unsafe(text))
+    assert load_aiida_yaml_unsafe(text)["CONTEXT"]["i"] == 2
+    resume_with_aiida(node.pk)
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.total.value == 4
+    assert node.outputs.child.value == 8
+    assert creator_chain_reaches(node.outputs.total, {node.inputs.x.pk})
+
+
+def test_prune_keeps_backups_of_nodes_holding_yaml() -> None:
+    node = aiida_crashed(at=1)
+    node.base.extras.set(BACKUP_EXTRA, {"yaml": "stale"})
+    with warnings.catch_warnings():
+        assert node.pk not in prune_backups()
+    assert node.base.extras.get(BACKUP_EXTRA) == {"yaml": "stale"}
