@@ -7,6 +7,7 @@ outputs and provenance; ``back=True`` writes them for AiiDA's persister again.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -283,3 +284,32 @@ def test_prune_keeps_backups_of_nodes_holding_yaml() -> None:
     with warnings.catch_warnings():
         assert node.pk not in prune_backups()
     assert node.base.extras.get(BACKUP_EXTRA) == {"yaml": "stale"}
+
+
+def test_the_command_line(store: str | None, profile: Any, marker: Path) -> None:
+    from click.testing import CliRunner
+
+    from loopaware_persist._cli_aiida_migrate import migrate_command
+
+    node, hostile = aiida_crashed(at=1), aiida_crashed(at=1)
+    hostile.set_checkpoint(_tampered(marker)["enum os:system in checkpoints"](hostile.checkpoint))
+    common = ["--profile", profile.name, "--allow", "tests.aiida"]
+    common += ["--store", store] if store else []
+    runner = CliRunner()
+    dry = runner.invoke(migrate_command, [*common, "--pk", str(node.pk), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "DRY-RUN" in dry.output
+    assert "ms per checkpoint" in dry.output
+    both = ["--pk", str(node.pk), "--pk", str(hostile.pk)]
+    done = runner.invoke(migrate_command, [*common, *both, "--json"])
+    assert done.exit_code == 1, done.output  # one refused
+    report = json.loads(done.output)
+    assert (report["migrated"], report["refused"]) == (1, 1)
+    assert not marker.exists()
+    back = runner.invoke(migrate_command, [*common, "--pk", str(node.pk), "--back"])
+    assert back.exit_code == 0, back.output
+    resume_with_aiida(node.pk)
+    assert node.is_finished_ok
+    pruned = runner.invoke(migrate_command, ["--profile", profile.name, "--prune", "--dry-run"])
+    assert pruned.exit_code == 0, pruned.output
+    assert "would drop" in pruned.output
