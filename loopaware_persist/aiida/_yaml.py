@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import plumpy
 import yaml
@@ -46,7 +46,7 @@ from plumpy.utils import AttributesFrozendict
 
 from .._errors import CorruptCheckpointError, UnsafeCheckpointError
 from .._registry import HookRegistry
-from .._yaml_audit import audit_yaml
+from .._yaml_audit import MAX_YAML_DEPTH, MAX_YAML_EXPANSION, YAML_SLACK, audit_yaml
 
 __all__ = ("AiidaCheckpointLoader", "dump_aiida_yaml", "load_aiida_yaml", "load_aiida_yaml_unsafe")
 
@@ -59,6 +59,16 @@ _PLAIN_PYTHON: Final = (
 )  # fmt: skip
 
 
+#: libyaml's parser when PyYAML has it: ten times the pure-Python one, its nesting bounded
+#: at 1,000 levels by libyaml itself; the depth and expansion are checked on the composed
+#: node graph (:func:`_check_shape`). Without it, the pure-Python parser, audited first.
+_C_PARSER: Final = bool(getattr(yaml, "__with_libyaml__", False))
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader  # the C one has the same API
+else:
+    _SafeLoader = yaml.CSafeLoader if _C_PARSER else yaml.SafeLoader
+
+
 def _refused(loader: AiidaCheckpointLoader, node: yaml.Node, why: str) -> UnsafeCheckpointError:
     mark = node.start_mark
     msg = (
@@ -68,7 +78,7 @@ def _refused(loader: AiidaCheckpointLoader, node: yaml.Node, why: str) -> Unsafe
     return UnsafeCheckpointError(msg, name=str(node.tag))
 
 
-class AiidaCheckpointLoader(yaml.SafeLoader):
+class AiidaCheckpointLoader(_SafeLoader):
     """A safe loader for the YAML ``AiiDAPersister`` writes (see the module docstring).
 
     :param text: the YAML
@@ -259,15 +269,64 @@ def load_aiida_yaml(text: str, registry: HookRegistry, *, where: str = "a proces
         through aliases, or referring to entities this profile does not hold
     :return: the bundle (a ``plumpy.Bundle`` if the root is AiiDA's ``!plumpy:bundle``)
     """
-    audit_yaml(text, None, "checkpoints", what=f"The AiiDA checkpoint of {where}")
+    what = f"The AiiDA checkpoint of {where}"
+    if not _C_PARSER:
+        audit_yaml(text, None, "checkpoints", what=what)
     loader = AiidaCheckpointLoader(text, registry, where)
     try:
-        return loader.get_single_data()
+        node = loader.get_single_node()
+        if node is None:
+            msg = f"{what} is empty."
+            raise CorruptCheckpointError(msg)
+        _check_shape(node, len(text), what)
+        return loader.construct_document(node)
     except yaml.YAMLError as error:
-        msg = f"The AiiDA checkpoint of {where} is not readable YAML ({error})."
+        msg = f"{what} is not readable YAML ({error})."
         raise CorruptCheckpointError(msg) from error
     finally:
         loader.dispose()
+
+
+def _check_shape(root: yaml.Node, length: int, what: str) -> None:
+    """Refuse a composed document nested deeper than ``MAX_YAML_DEPTH`` collections, with
+    a cycle, or whose aliases expand it beyond what :func:`audit_yaml` allows: counted
+    once per path that reaches each node (what a tree codec would write), in linear time."""
+    budget = MAX_YAML_EXPANSION * length + YAML_SLACK
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        ident = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            on_path.discard(ident)
+            sizes[ident] = min(1 + sum(sizes[id(child)] for child in children), budget + 1)
+            continue
+        if ident in sizes:
+            continue
+        if ident in on_path:
+            msg = f"{what} refers to itself through an alias; nothing was loaded."
+            raise CorruptCheckpointError(msg)
+        if isinstance(node, yaml.ScalarNode):
+            sizes[ident] = len(node.value) + 1
+            continue
+        if depth > MAX_YAML_DEPTH:
+            msg = f"{what} nests collections more than {MAX_YAML_DEPTH} deep; nothing was loaded."
+            raise CorruptCheckpointError(msg)
+        on_path.add(ident)
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children)
+    if sizes[id(root)] > budget:
+        msg = (
+            f"{what} expands through aliases beyond {budget} characters; the record is "
+            "damaged or crafted, nothing was loaded."
+        )
+        raise CorruptCheckpointError(msg)
 
 
 def load_aiida_yaml_unsafe(text: str) -> Any:
