@@ -7,6 +7,7 @@ outputs and provenance; ``back=True`` writes them for AiiDA's persister again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import warnings
 from pathlib import Path
@@ -313,3 +314,67 @@ def test_the_command_line(store: str | None, profile: Any, marker: Path) -> None
     pruned = runner.invoke(migrate_command, ["--profile", profile.name, "--prune", "--dry-run"])
     assert pruned.exit_code == 0, pruned.output
     assert "would drop" in pruned.output
+
+
+def _run_until(loop: asyncio.AbstractEventLoop, done: Any, *coros: Any) -> None:
+    """Run ``coros`` as tasks on ``loop`` until ``done()``; then drop the loop with them."""
+    tasks = [loop.create_task(coro) for coro in coros]
+
+    async def wait() -> None:
+        while not done():
+            assert not any(t.done() for t in tasks), [t.result() for t in tasks if t.done()]
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(asyncio.wait_for(wait(), 60))
+    for task in tasks:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+
+
+def test_a_workchain_waiting_on_its_child_migrates_and_resumes(store: str | None) -> None:
+    """AiiDA writes the ToContext awaitable with !!python/object/apply (Awaitable and its
+    enums): the safe loader takes exactly those; parent and child resume with ours."""
+    from aiida.engine.runners import Runner
+
+    from tests.aiida.waiting_chains import CHILD, WaitingParent
+
+    # A runner of our own, on a loop thrown away after the "crash": the dead parent's
+    # poll for its child must not outlive it. AiiDA's persister, polling fast.
+    loop = asyncio.new_event_loop()
+    try:
+        runner = Runner(poll_interval=0.01, loop=loop, persister=AiiDAPersister())
+        parent = runner.instantiate_process(WaitingParent, x=orm.Int(7))
+        CHILD["crash"] = True
+        _run_until(loop, lambda: CHILD["crashed"], parent.step_until_terminated())
+        runner.close()
+    finally:
+        CHILD.update(crash=False, crashed=False)
+        loop.close()
+    node = orm.load_node(parent.pid)
+    (child,) = node.called
+    assert "awaitable.Awaitable" in node.checkpoint
+    assert isinstance(child.checkpoint, str)
+    results = only([node.pk, child.pk], migrate(store=store, allow=ALLOW))
+    assert [results[pk].status for pk in (node.pk, child.pk)] == ["migrated"] * 2, results
+
+    loop = asyncio.new_event_loop()
+    try:
+        with installed(store=store, allow=ALLOW) as persister:
+            runner = Runner(poll_interval=0.01, loop=loop, persister=persister)
+            context = plumpy.LoadSaveContext(runner=runner)
+            processes = [
+                persister.load_checkpoint(pk).unbundle(context) for pk in (node.pk, child.pk)
+            ]
+            assert processes[0].ctx["attrs"]["tags"] == ["a", "b"]
+
+            async def finish() -> None:
+                await asyncio.gather(*(p.step_until_terminated() for p in processes))
+
+            loop.run_until_complete(asyncio.wait_for(finish(), 60))
+            runner.close()
+    finally:
+        loop.close()
+    assert child.is_finished_ok
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.child.value == 21
+    assert node.outputs.child.pk == child.outputs.result.pk
