@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+import types
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, Literal
 
 import attrs
@@ -49,7 +50,7 @@ from ._install import make_persister
 from ._storage import RECORD_PREFIX, AiidaNodeStorage, _encode
 from ._yaml import dump_aiida_yaml, load_aiida_yaml, load_aiida_yaml_unsafe
 
-__all__ = ("BACKUP_EXTRA", "MigrationResult", "migrate", "prune_backups")
+__all__ = ("BACKUP_EXTRA", "MigrationResult", "migrate", "prune_backups", "same_state")
 
 #: The node extra that keeps the YAML a migration replaced, until :func:`prune_backups`.
 BACKUP_EXTRA: Final = "loopaware_persist_yaml_backup"
@@ -170,15 +171,15 @@ class _Migration:
             )
         except LoopAwarePersistError as error:
             raise _Refused("failed", f"encode: {_why(error)}") from error
-        self.check_record(data, dump_aiida_yaml(bundle), pk)
+        self.check_record(data, bundle, pk)
         return data
 
-    def check_record(self, data: bytes, expected: str, pk: int) -> None:
-        """Decode ``data`` as a load would, audit it, and compare AiiDA's YAML of it."""
+    def check_record(self, data: bytes, expected: Any, pk: int) -> None:
+        """Decode ``data`` as a load would, audit it, and compare it with ``expected``."""
         try:
             decoded = self.persister.loads(data, key=CheckpointKey(pid=pk))
             audit_bundle(decoded, self.registry)
-            same = dump_aiida_yaml(decoded) == expected
+            same = same_state(decoded, expected)
         except Exception as error:
             raise _Refused("failed", f"the record does not read back: {_why(error)}") from error
         if not same:
@@ -279,7 +280,7 @@ class _Migration:
             except LoopAwarePersistError as error:
                 raise _Refused("refused", _why(error)) from error
             text = dump_aiida_yaml(bundle)
-            self._check_yaml(text, node.pk)
+            self._check_yaml(text, bundle, node.pk)
         if self.dry_run:
             return "dry-run", how, _class_of(bundle)
         with _transaction():
@@ -293,11 +294,12 @@ class _Migration:
             self.persister.storage.delete(key)
         return "migrated", how, _class_of(bundle)
 
-    def _check_yaml(self, text: str, pk: int) -> None:
-        """What AiiDA will read must hold only AiiDA's tags and read back to itself."""
+    def _check_yaml(self, text: str, bundle: Any, pk: int) -> None:
+        """What AiiDA will read must hold only AiiDA's tags and read back to ``bundle``
+        (but for the dicts that AiiDA's ``AttributeDict`` converts)."""
         try:
             again = load_aiida_yaml(text, self.registry, where=f"ProcessNode<{pk}>")
-            same = dump_aiida_yaml(again) == text
+            same = same_state(again, bundle, as_aiida_reads=True)
         except LoopAwarePersistError as error:
             reason = f"AiiDA's YAML of this record would not read back safely: {_why(error)}"
             raise _Refused("failed", reason) from error
@@ -305,6 +307,56 @@ class _Migration:
             raise _Refused("failed", "AiiDA's YAML of this record reads back to another state")
 
     # endregion
+
+
+def same_state(a: Any, b: Any, *, as_aiida_reads: bool = False) -> bool:
+    """Whether two bundles hold the same state: the same types and values, ORM entities
+    the same rows (by pk), the engine's ``Awaitable`` the same attributes (the bundles'
+    own classes aside: a decoded record is a ``LoopAwareBundle``).
+
+    :param a: a bundle
+    :param b: another
+    :param as_aiida_reads: ``a`` is what AiiDA's loader made of ``b``'s YAML: a plain
+        dict of ``b`` may be an ``AttributeDict`` in ``a`` (its constructor converts
+        the dicts it holds)
+    :return: whether they match
+    """
+    from aiida.common import AttributeDict
+    from aiida.orm import Entity
+    from aiida.orm.utils.managers import NodeLinksManager
+
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return False
+    stack: list[tuple[Any, Any]] = [(dict(a), dict(b))]
+    seen: set[tuple[int, int]] = set()
+    while stack:
+        x, y = stack.pop()
+        if (id(x), id(y)) in seen:
+            continue
+        seen.add((id(x), id(y)))
+        if type(x) is not type(y) and not (
+            as_aiida_reads and type(x) is AttributeDict and type(y) is dict
+        ):
+            return False
+        if isinstance(x, Entity):
+            if x.pk != y.pk:
+                return False
+        elif isinstance(x, NodeLinksManager):
+            if (x._node.pk, x._link_type, x._incoming) != (y._node.pk, y._link_type, y._incoming):
+                return False
+        elif isinstance(x, Mapping):
+            if x.keys() != y.keys():
+                return False
+            stack.extend((x[k], y[k]) for k in x)
+        elif isinstance(x, (list, tuple)):
+            if len(x) != len(y):
+                return False
+            stack.extend(zip(x, y, strict=True))
+        elif isinstance(x, types.SimpleNamespace):  # the engine's Awaitable
+            stack.append((vars(x), vars(y)))
+        elif x != y:
+            return False
+    return True
 
 
 def _candidates(back: bool, persister: LoopAwarePersister, pks: Iterable[int] | None) -> list[int]:

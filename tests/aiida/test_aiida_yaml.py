@@ -120,3 +120,23 @@ _LAUGHS = "\n".join(
 def test_damaged_or_crafted_shapes_are_refused(text: str, why: str) -> None:
     with pytest.raises(CorruptCheckpointError, match=why):
         load_aiida_yaml(text, make_registry())
+
+
+def test_same_state_compares_types_values_and_rows() -> None:
+    from loopaware_persist.aiida._migrate import same_state
+
+    one, two = orm.Int(1).store(), orm.Int(1).store()
+    a = _bundle(CONTEXT=AttributeDict({"n": one, "s": {1}}))
+    a["CONTEXT"].d = {"k": (1, 2)}  # as a WorkChain sets self.ctx.d: a plain dict
+    b = _bundle(CONTEXT=AttributeDict({"n": orm.load_node(one.pk), "s": {1}}))
+    b["CONTEXT"].d = {"k": (1, 2)}
+    assert type(a["CONTEXT"]["d"]) is dict
+    assert same_state(a, b)
+    assert not same_state(a, _bundle(CONTEXT=AttributeDict({**a["CONTEXT"], "n": two})))
+    assert not same_state(a, _bundle(CONTEXT=AttributeDict({**a["CONTEXT"], "d": {"k": [1, 2]}})))
+    assert not same_state(a, _bundle(CONTEXT=AttributeDict({**a["CONTEXT"], "s": {2}})))
+    # AiiDA's loader turns the dicts inside an AttributeDict into AttributeDicts.
+    read = load_aiida_yaml_unsafe(dump_aiida_yaml(a))
+    assert type(read["CONTEXT"]["d"]) is AttributeDict
+    assert not same_state(read, a)
+    assert same_state(read, a, as_aiida_reads=True)
