@@ -41,7 +41,7 @@ import attrs
 from plumpy.persistence import META, META__CLASS_NAME
 
 from .._audit import audit_bundle
-from .._errors import LoopAwarePersistError, UnsafeLoadWarning
+from .._errors import LoopAwarePersistError, OpsError, UnsafeLoadWarning
 from .._ops import CONVERTED_FROM, CONVERTED_SHA256
 from .._persister import LoopAwarePersister
 from ..storage import CheckpointKey
@@ -378,6 +378,22 @@ def _keys(persister: LoopAwarePersister) -> list[tuple[CheckpointKey, int]]:
     return [(info.key, info.version) for info in persister.storage.list() if info.key.tag is None]
 
 
+def _check_no_daemon() -> None:
+    from aiida.engine.daemon.client import DaemonClient
+
+    from ._storage import loaded_profile
+
+    chosen = loaded_profile()
+    if DaemonClient(chosen).is_daemon_running:
+        msg = (
+            f"The daemon of AiiDA profile {chosen.name!r} is running: its workers hold "
+            "processes in memory and would checkpoint them as YAML again after the "
+            "migration. Stop it ('verdi daemon stop'), migrate, then start the workers "
+            "that use the new store."
+        )
+        raise OpsError(msg)
+
+
 def migrate(
     profile: str | None = None,
     store: str | None = None,
@@ -415,6 +431,7 @@ def migrate(
     :param progress: called with each result as it is made
     :raises ConfigurationError: if another profile is loaded, or the store or the codec
         is unknown
+    :raises OpsError: if the profile's daemon is running (unless ``dry_run``)
     :return: one result per process, in pk order
     """
     if trust:
@@ -426,6 +443,8 @@ def migrate(
         )
     persister = make_persister(profile, store, allow=allow, codec=codec, compression=compression)
     try:
+        if not dry_run:
+            _check_no_daemon()
         migration = _Migration(persister, trust=trust, dry_run=dry_run)
         step = migration.back if back else migration.forward
         results = []

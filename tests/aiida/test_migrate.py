@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -378,3 +379,23 @@ def test_a_workchain_waiting_on_its_child_migrates_and_resumes(store: str | None
     assert node.is_finished_ok, node.exit_status
     assert node.outputs.child.value == 21
     assert node.outputs.child.pk == child.outputs.result.pk
+
+
+def test_refused_while_the_daemon_runs(profile: Any) -> None:
+    from aiida.engine.daemon.client import DaemonClient
+
+    from loopaware_persist import OpsError
+
+    node = aiida_crashed(at=1)
+    original = node.checkpoint
+    pid_file = Path(DaemonClient(profile).circus_pid_file)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(str(os.getpid()))  # what 'verdi daemon start' leaves
+    try:
+        with pytest.raises(OpsError, match="verdi daemon stop"):
+            migrate(allow=ALLOW, pks=[node.pk])
+        (dry,) = migrate(allow=ALLOW, pks=[node.pk], dry_run=True)
+        assert dry.status == "dry-run"
+    finally:
+        pid_file.unlink()
+    assert orm.load_node(node.pk).checkpoint == original
