@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.parse
+import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,34 @@ from tests.aiida.workchains import CRASH, Crash, ParentChain
 pytestmark = pytest.mark.usefixtures("profile")
 
 
-@pytest.fixture(params=["aiida://", "sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
-    return None if request.param == "aiida://" else f"sqlite:///{tmp_path}/ck.db"
+PG_URL = os.environ.get("LOOPAWARE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(
+    params=[
+        "aiida://",
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=pytest.mark.skipif(not PG_URL, reason="LOOPAWARE_TEST_POSTGRES_URL is not set"),
+        ),
+    ]
+)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    if request.param == "aiida://":
+        yield None
+    elif request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ck.db"
+    else:
+        import psycopg
+
+        assert PG_URL is not None
+        schema = f"lap_migrate_{uuid.uuid4().hex[:10]}"
+        parts = urllib.parse.urlsplit(PG_URL)
+        query = urllib.parse.urlencode([*urllib.parse.parse_qsl(parts.query), ("schema", schema)])
+        yield urllib.parse.urlunsplit(parts._replace(query=query))
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')  # type: ignore[arg-type]
 
 
 def aiida_crashed(*, at: int, rounds: int = 2) -> orm.WorkChainNode:
