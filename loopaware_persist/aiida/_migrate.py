@@ -30,6 +30,7 @@ is removed from the store after the node holds the YAML, and the backup extra wi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import types
@@ -42,8 +43,10 @@ from plumpy.persistence import META, META__CLASS_NAME
 
 from .._audit import audit_bundle
 from .._errors import LoopAwarePersistError, OpsError, UnsafeLoadWarning
+from .._loop import LoopContext
 from .._ops import CONVERTED_FROM, CONVERTED_SHA256
 from .._persister import LoopAwarePersister
+from .._unbundle import unbundle
 from ..storage import CheckpointKey
 from ..storage._url import redact_url
 from ._install import make_persister
@@ -184,6 +187,34 @@ class _Migration:
             raise _Refused("failed", f"the record does not read back: {_why(error)}") from error
         if not same:
             raise _Refused("failed", "the record reads back to another state than the YAML's")
+        try:
+            self._try_unbundle(self.persister.loads(data, key=CheckpointKey(pid=pk)))
+        except Exception as error:  # a resume would fail the same way
+            raise _Refused("failed", f"the record does not unbundle: {_why(error)}") from error
+
+    def _try_unbundle(self, bundle: Any) -> None:
+        """Unbundle as a resume would, with a runner of its own on a private loop (no
+        persister, no broker), and throw the process away: this runs the
+        ``load_instance_state`` of allowed classes only, and writes nothing."""
+        from aiida.engine.runners import Runner
+
+        loop = asyncio.new_event_loop()
+        # A WorkChain's loaded awaitables schedule a poll on this loop, dropped with it.
+        loop.set_exception_handler(lambda _loop, _context: None)
+        try:
+            runner = Runner(loop=loop)
+            process = unbundle(
+                bundle, LoopContext(loop=loop), registry=self.registry, copy=False, runner=runner
+            )
+            process.close()  # type: ignore[attr-defined]
+            runner.close()
+        finally:
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
 
     def forward(self, node: Any) -> tuple[Status, str | None, str | None]:
         text = node.checkpoint
@@ -208,8 +239,8 @@ class _Migration:
             self._read_back(node.pk, data, restore=(text, backup))
         else:
             key = CheckpointKey(pid=node.pk)
-            found = self.persister.storage.list(node.pk)
-            version = found[0].version if found else 0
+            found = [i.version for i in self.persister.storage.list(node.pk) if i.key == key]
+            version = found[0] if found else 0  # a copy an interrupted run left: replaced
             self.persister.storage.put(key, data, expected_version=version)
             self._read_back(node.pk, data, restore=None)
             try:

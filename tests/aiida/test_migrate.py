@@ -427,3 +427,17 @@ def test_refused_while_the_daemon_runs(profile: Any) -> None:
     finally:
         pid_file.unlink()
     assert orm.load_node(node.pk).checkpoint == original
+
+
+def test_a_checkpoint_that_would_not_resume_is_not_migrated(store: str | None) -> None:
+    """The record is unbundled as a resume would; an outline position the WorkChain does
+    not have (an edited outline, a damaged checkpoint) fails there, before any write."""
+    node = aiida_crashed(at=1)
+    text = node.checkpoint.replace("\n  _pos: 1\n", "\n  _pos: 99\n", 1)
+    assert text != node.checkpoint
+    node.set_checkpoint(text)
+    (result,) = migrate(store=store, allow=ALLOW, pks=[node.pk])
+    assert result.status == "failed"
+    assert "does not unbundle" in str(result.reason)
+    assert orm.load_node(node.pk).checkpoint == text
+    assert orm.load_node(node.pk).base.extras.get(BACKUP_EXTRA, None) is None
