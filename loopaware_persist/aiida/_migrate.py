@@ -188,7 +188,7 @@ class _Migration:
         if not same:
             raise _Refused("failed", "the record reads back to another state than the YAML's")
         try:
-            self._try_unbundle(self.persister.loads(data, key=CheckpointKey(pid=pk)))
+            self._try_unbundle(decoded)  # compared already: it may be consumed
         except Exception as error:  # a resume would fail the same way
             raise _Refused("failed", f"the record does not unbundle: {_why(error)}") from error
 

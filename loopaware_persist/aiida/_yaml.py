@@ -92,6 +92,7 @@ class AiidaCheckpointLoader(_SafeLoader):
         self.registry = registry
         self.where = where
         self._root: yaml.Node | None = None
+        self._entities: dict[tuple[str, str], Any] = {}
 
     def construct_document(self, node: yaml.Node) -> Any:
         self._root = node
@@ -111,8 +112,14 @@ class AiidaCheckpointLoader(_SafeLoader):
         from aiida.common.exceptions import MultipleObjectsError, NotExistent
 
         uuid = self._uuid(node)
+        # One query per entity: a context names its latest node twice or more (a total,
+        # and the last of a list), each reference a scalar of its own.
+        found = self._entities.get((what, uuid))
+        if found is not None:
+            return found
         try:
-            return get(uuid)
+            found = self._entities[what, uuid] = get(uuid)
+            return found
         except (NotExistent, MultipleObjectsError) as error:
             msg = (
                 f"AiiDA checkpoint YAML of {self.where} refers to the {what} {uuid}, which "
