@@ -441,3 +441,21 @@ def test_a_checkpoint_that_would_not_resume_is_not_migrated(store: str | None) -
     assert "does not unbundle" in str(result.reason)
     assert orm.load_node(node.pk).checkpoint == text
     assert orm.load_node(node.pk).base.extras.get(BACKUP_EXTRA, None) is None
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_leaving_after_starting_with_ours(store: str | None, big: bool) -> None:
+    """A process checkpointed only by this package goes back to AiiDA's persister."""
+    from tests.aiida.helpers import crashed_run
+
+    with installed(store=store, allow=ALLOW):
+        node = crashed_run(at=1, big=big)
+    assert node.base.extras.get(BACKUP_EXTRA, None) is None
+    (result,) = migrate(store=store, allow=ALLOW, back=True, pks=[node.pk])
+    assert result.status == "migrated", result
+    text = orm.load_node(node.pk).checkpoint
+    assert text.startswith("!plumpy:bundle")
+    resume_with_aiida(node.pk)
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.total.value == 3
+    assert creator_chain_reaches(node.outputs.total, {node.inputs.x.pk})
