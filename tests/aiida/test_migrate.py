@@ -459,3 +459,25 @@ def test_leaving_after_starting_with_ours(store: str | None, big: bool) -> None:
     assert node.is_finished_ok, node.exit_status
     assert node.outputs.total.value == 3
     assert creator_chain_reaches(node.outputs.total, {node.inputs.x.pk})
+
+
+def test_a_paused_process_migrates_paused(store: str | None) -> None:
+    runner = get_manager().get_runner()
+    assert type(runner.persister) is AiiDAPersister
+    process = runner.instantiate_process(ParentChain, x=orm.Int(1))
+    assert process.pause()
+    process.close()
+    node = orm.load_node(process.pid)
+    assert node.paused
+    assert "plumpy.persistence:SavableFuture" in node.checkpoint.split("_paused:")[1]
+    (result,) = migrate(store=store, allow=ALLOW, pks=[node.pk])
+    assert result.status == "migrated", result
+    with installed(store=store, allow=ALLOW) as persister:
+        runner = get_manager().get_runner()
+        resumed = persister.load_checkpoint(node.pk).unbundle(plumpy.LoadSaveContext(runner=runner))
+        assert resumed.paused
+        resumed.play()
+        resumed.execute()
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.total.value == 3
+    assert not node.paused
