@@ -481,3 +481,58 @@ def test_a_paused_process_migrates_paused(store: str | None) -> None:
     assert node.is_finished_ok, node.exit_status
     assert node.outputs.total.value == 3
     assert not node.paused
+
+
+def test_a_calcjob_waiting_on_its_scheduler_migrates_and_finishes(store: str | None) -> None:
+    """AiiDA's own ArithmeticAddCalculation, submitted to localhost's scheduler, its worker
+    gone while it waits for the job: migrated, it is retrieved and parsed by ours."""
+    from aiida.engine import ProcessState
+    from aiida.engine.runners import Runner
+    from aiida.plugins import CalculationFactory
+
+    allow = ("aiida.calculations.arithmetic.add",)
+    code = orm.InstalledCode(
+        label=f"bash-{uuid.uuid4().hex[:8]}",
+        computer=orm.load_computer("localhost"),
+        filepath_executable="/bin/bash",
+    ).store()
+    inputs = {
+        "code": code,
+        "x": orm.Int(1),
+        "y": orm.Int(2),
+        "metadata": {"options": {"resources": {"num_machines": 1}}},
+    }
+    loop = asyncio.new_event_loop()
+    try:
+        runner = Runner(poll_interval=0.01, loop=loop, persister=AiiDAPersister())
+        process = runner.instantiate_process(CalculationFactory("core.arithmetic.add"), **inputs)
+        node = process.node
+
+        def submitted() -> bool:
+            return bool(node.process_state == ProcessState.WAITING and node.get_job_id())
+
+        _run_until(loop, submitted, process.step_until_terminated())
+        runner.close()
+    finally:
+        loop.close()
+    assert "calcjobs.tasks:Waiting" in node.checkpoint
+    (result,) = migrate(store=store, allow=allow, pks=[node.pk])
+    assert result.status == "migrated", result
+
+    loop = asyncio.new_event_loop()
+    try:
+        with installed(store=store, allow=allow) as persister:
+            runner = Runner(poll_interval=0.01, loop=loop, persister=persister)
+            resumed = persister.load_checkpoint(node.pk).unbundle(
+                plumpy.LoadSaveContext(runner=runner)
+            )
+
+            async def finish() -> None:
+                await resumed.step_until_terminated()
+
+            loop.run_until_complete(asyncio.wait_for(finish(), 60))
+            runner.close()
+    finally:
+        loop.close()
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.sum.value == 3
