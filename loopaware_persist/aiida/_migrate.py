@@ -41,6 +41,7 @@ from typing import Any, Final, Literal
 import attrs
 from plumpy.persistence import META, META__CLASS_NAME
 
+from .._arguments import check_flag, check_instance
 from .._audit import audit_bundle
 from .._errors import LoopAwarePersistError, OpsError, UnsafeLoadWarning
 from .._loop import LoopContext
@@ -463,8 +464,17 @@ def migrate(
     :raises ConfigurationError: if another profile is loaded, or the store or the codec
         is unknown
     :raises OpsError: if the profile's daemon is running (unless ``dry_run``)
+    :raises ArgumentTypeError: if a flag is not a bool, or a pk not an int
     :return: one result per process, in pk order
     """
+    for argument, value in (("back", back), ("trust", trust), ("dry_run", dry_run)):
+        check_flag(value, call="migrate()", argument=argument)
+    if pks is not None:
+        pks = list(pks)
+        for pk in pks:
+            check_instance(
+                pk, int, call="migrate()", argument="pks", wanted="ProcessNode pks (ints)"
+            )
     if trust:
         warnings.warn(
             "migrate(trust=True): AiiDA checkpoints are read with AiiDA's unsafe YAML "

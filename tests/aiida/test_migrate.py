@@ -536,3 +536,13 @@ def test_a_calcjob_waiting_on_its_scheduler_migrates_and_finishes(store: str | N
         loop.close()
     assert node.is_finished_ok, node.exit_status
     assert node.outputs.sum.value == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"trust": "no"}, {"back": 1}, {"dry_run": None}, {"pks": ["12"]}]
+)
+def test_arguments_of_the_wrong_type_are_refused(kwargs: dict[str, Any]) -> None:
+    from loopaware_persist import ArgumentTypeError
+
+    with pytest.raises(ArgumentTypeError):
+        migrate(allow=ALLOW, **kwargs)
