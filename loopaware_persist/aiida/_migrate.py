@@ -7,8 +7,10 @@ Forward, for each unsealed ProcessNode whose ``checkpoints`` attribute holds the
    own unsafe one) and audit the bundle against the allow-list, the YAML strings AiiDA
    parses later (``INPUTS_RAW``...) included; anything refused is reported for that
    process and the others go on;
-2. encode it with the chosen codec, decode the record again, audit it, and check that it
-   writes the same AiiDA YAML as the original bundle (so ``--back`` can restore it);
+2. encode it with the chosen codec, decode the record again, audit it, check that it
+   holds the same state (:func:`same_state`: types, values, the same rows), and unbundle
+   it as a resume would, with a runner of its own on a private loop (no persister, no
+   broker: nothing is written), so a checkpoint that would not resume is not migrated;
 3. write it: to ``aiida://``, in one transaction of the profile's storage, the record
    replaces the YAML in ``checkpoints``; to any other store, the record is written and
    read back first, and only then, in one transaction, the YAML leaves ``checkpoints``.
@@ -24,7 +26,7 @@ Backward (``back=True``), for each record of the profile in the store: if the re
 still the one migration wrote (its SHA-256 is the backup's), the original YAML is put
 back byte for byte; otherwise the record is decoded and written with AiiDA's own
 ``serialize``, exactly as ``AiiDAPersister.save_checkpoint`` would have, after checking
-that AiiDA's YAML of it reads back through the safe loader to the same text. The record
+that AiiDA's YAML of it reads back through the safe loader to the same state. The record
 is removed from the store after the node holds the YAML, and the backup extra with it.
 """
 
@@ -444,8 +446,9 @@ def migrate(
     Nothing a checkpoint names is run (unless ``trust``). Every record is read back and
     checked before the YAML it replaces leaves the node; the YAML stays in the node's
     :data:`BACKUP_EXTRA` extra until :func:`prune_backups`. See the module docstring for
-    the steps, for resuming an interrupted run, and for ``back``. Stop the profile's
-    daemon first: a process that checkpoints meanwhile is reported and left as it was.
+    the steps, for resuming an interrupted run, and for ``back``. Refused while the
+    profile's daemon runs; a process that checkpoints meanwhile anyway (a worker of this
+    package) is reported and left as it was.
 
     :param profile: the profile (default: the loaded one, else the default profile)
     :param store: ``None``/``"aiida://"`` (records in the ProcessNodes) or a store URL
