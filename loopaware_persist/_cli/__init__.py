@@ -21,7 +21,7 @@ import sys
 
 import click
 
-from . import _convert, _inspect, _prune, _workers
+from . import _aiida, _convert, _inspect, _prune, _workers
 from ._options import ALLOW_ENV, DEFAULT_STORE, STORE_ENV, Command, Group, Settings
 
 __all__ = ("cli", "main")
@@ -88,6 +88,7 @@ for _command in (
     _workers.worker,
     _workers.launch,
     _workers.continue_command,
+    _aiida.aiida_group,
 ):
     cli.add_command(_command)
 

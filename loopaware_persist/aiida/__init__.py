@@ -28,6 +28,12 @@ from ._install import (
     make_persister as make_persister,
     uninstall as uninstall,
 )
+from ._migrate import (
+    BACKUP_EXTRA as BACKUP_EXTRA,
+    MigrationResult as MigrationResult,
+    migrate as migrate,
+    prune_backups as prune_backups,
+)
 from ._registry import (
     AIIDA_ALLOW as AIIDA_ALLOW,
     AIIDA_YAML_TAGS as AIIDA_YAML_TAGS,
@@ -43,14 +49,18 @@ from ._storage import (
 __all__ = (
     "AIIDA_ALLOW",
     "AIIDA_YAML_TAGS",
+    "BACKUP_EXTRA",
     "AiidaNodeStorage",
+    "MigrationResult",
     "ProfileKeyed",
     "configure_registry",
     "install",
     "installed",
     "make_persister",
     "make_registry",
+    "migrate",
     "open_storage",
+    "prune_backups",
     "uninstall",
 )
 

@@ -76,7 +76,7 @@ def aiida_crashed(*, at: int, rounds: int = 2) -> orm.WorkChainNode:
         process.execute()
     CRASH["at"] = None
     process.close()
-    node = process.node
+    node: orm.WorkChainNode = process.node
     assert isinstance(node.checkpoint, str)
     assert node.checkpoint.startswith("!plumpy:bundle")
     return node
@@ -225,7 +225,7 @@ def test_hostile_checkpoints_are_refused_per_process_and_run_nothing(
     store: str | None, marker: Path
 ) -> None:
     clean = aiida_crashed(at=1)
-    hostile = {}
+    hostile: dict[int, tuple[str, str]] = {}
     for name, tamper in _tampered(marker).items():
         node = aiida_crashed(at=1)
         text = tamper(node.checkpoint)
@@ -319,28 +319,30 @@ def test_prune_keeps_backups_of_nodes_holding_yaml() -> None:
 def test_the_command_line(store: str | None, profile: Any, marker: Path) -> None:
     from click.testing import CliRunner
 
-    from loopaware_persist._cli_aiida_migrate import migrate_command
+    from loopaware_persist._cli import cli
 
     node, hostile = aiida_crashed(at=1), aiida_crashed(at=1)
     hostile.set_checkpoint(_tampered(marker)["enum os:system in checkpoints"](hostile.checkpoint))
     common = ["--profile", profile.name, "--allow", "tests.aiida"]
     common += ["--store", store] if store else []
     runner = CliRunner()
-    dry = runner.invoke(migrate_command, [*common, "--pk", str(node.pk), "--dry-run"])
+    dry = runner.invoke(cli, ["aiida", "migrate", *common, "--pk", str(node.pk), "--dry-run"])
     assert dry.exit_code == 0, dry.output
     assert "DRY-RUN" in dry.output
     assert "ms per checkpoint" in dry.output
     both = ["--pk", str(node.pk), "--pk", str(hostile.pk)]
-    done = runner.invoke(migrate_command, [*common, *both, "--json"])
+    done = runner.invoke(cli, ["aiida", "migrate", *common, *both, "--json"])
     assert done.exit_code == 1, done.output  # one refused
     report = json.loads(done.output)
     assert (report["migrated"], report["refused"]) == (1, 1)
     assert not marker.exists()
-    back = runner.invoke(migrate_command, [*common, "--pk", str(node.pk), "--back"])
+    back = runner.invoke(cli, ["aiida", "migrate", *common, "--pk", str(node.pk), "--back"])
     assert back.exit_code == 0, back.output
     resume_with_aiida(node.pk)
     assert node.is_finished_ok
-    pruned = runner.invoke(migrate_command, ["--profile", profile.name, "--prune", "--dry-run"])
+    pruned = runner.invoke(
+        cli, ["aiida", "migrate", "--profile", profile.name, "--prune", "--dry-run"]
+    )
     assert pruned.exit_code == 0, pruned.output
     assert "would drop" in pruned.output
 

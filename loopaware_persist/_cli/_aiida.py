@@ -1,7 +1,7 @@
-"""``loopaware-persist aiida migrate``: the command line of :func:`loopaware_persist.aiida.migrate`.
+"""``loopaware-persist aiida ...``: the AiiDA commands (the ``aiida`` extra).
 
-A click command to attach to the ``aiida`` group of the ``loopaware-persist`` CLI. AiiDA
-is imported only when it runs, so the rest of the CLI works without the ``aiida`` extra.
+AiiDA is imported only when one of them runs, so the rest of the CLI works without the
+extra. ``migrate`` moves a profile's YAML checkpoints (:mod:`loopaware_persist.aiida`).
 """
 
 from __future__ import annotations
@@ -11,9 +11,14 @@ from typing import Any
 
 import click
 
-from ._cli import _Command, _settings
+from ._options import Command, Group, command_settings
 
-__all__ = ("migrate_command",)
+__all__ = ("aiida_group", "migrate_command")
+
+
+@click.group("aiida", cls=Group)
+def aiida_group() -> None:
+    """Run, and migrate the checkpoints of, AiiDA processes (needs the aiida extra)."""
 
 
 def _line(result: Any) -> str:
@@ -24,7 +29,7 @@ def _line(result: Any) -> str:
     return f"{status} {result.pk:>8} {what}{reason}"
 
 
-@click.command("migrate", cls=_Command)
+@aiida_group.command("migrate", cls=Command)
 @click.option("--profile", default=None, help="The AiiDA profile (default: the default one).")
 @click.option(
     "--store",
@@ -91,7 +96,7 @@ def migrate_command(
     extra until --prune. Run it again after an interruption: it finishes the job.
     Exit code 1 if a process was refused or failed.
     """
-    from .aiida._migrate import migrate, prune_backups
+    from ..aiida._migrate import migrate, prune_backups
 
     if prune:
         pruned = prune_backups(profile, dry_run=dry_run)
@@ -110,7 +115,7 @@ def migrate_command(
     results = migrate(
         profile,
         store,
-        allow=_settings(ctx).allow,
+        allow=command_settings(ctx).allow,
         codec=codec,
         compression=None if compress == "none" else compress,
         back=back,
