@@ -45,7 +45,7 @@ from loopaware_persist import (
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
 from tests.axes import CODECS, LOCAL_STORAGES, local_store_url
-from tests.loops import new_loop, run_on
+from tests.loops import LoopPair, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
@@ -68,7 +68,6 @@ PIDS = (7, "7", uuid.UUID("0f0e0d0c-0b0a-0908-0706-050403020100"))
 
 
 PersisterFactory = Callable[..., LoopAwarePersister]
-Loops = tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]
 
 
 @pytest.fixture
@@ -125,14 +124,6 @@ def persister(
     return make_persister(storage, codec, compression)
 
 
-@pytest.fixture
-def loops() -> Iterator[Loops]:
-    """Loop A (where processes are made) and loop B (where they are restored), both closed."""
-    with new_loop() as a, new_loop() as b:
-        yield a, b
-    asyncio.set_event_loop(None)
-
-
 def finish_on(loop: asyncio.AbstractEventLoop, process: plumpy.Process) -> dict[str, Any]:
     """:return: the outputs of ``process`` run to completion on ``loop``"""
     return run_on(loop, complete(process))
@@ -146,9 +137,7 @@ def finish_on(loop: asyncio.AbstractEventLoop, process: plumpy.Process) -> dict[
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_state_round_trips_and_runs_to_completion(
-    persister: LoopAwarePersister,
-    loops: Loops,
-    kind: str,
+    persister: LoopAwarePersister, loops: LoopPair, kind: str
 ) -> None:
     a, b = loops
     process = drive(kind, a)
@@ -178,9 +167,7 @@ def test_every_state_round_trips_and_runs_to_completion(
 
 @pytest.mark.parametrize("storage", ["file", "sqlite"])
 def test_full_durability_and_zlib_round_trip(
-    make_persister: PersisterFactory,
-    loops: Loops,
-    storage: str,
+    make_persister: PersisterFactory, loops: LoopPair, storage: str
 ) -> None:
     a, b = loops
     persister = make_persister(storage, "msgpack", "zlib", durability="full")
@@ -194,8 +181,7 @@ def test_full_durability_and_zlib_round_trip(
 
 
 def test_load_process_passes_extra_context_entries(
-    persister: LoopAwarePersister,
-    loops: Loops,
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
     process = drive("waiting", a)
@@ -213,8 +199,7 @@ def test_load_process_passes_extra_context_entries(
 @pytest.mark.parametrize("storage", ["sqlite"])
 @pytest.mark.parametrize("codec", CODECS)
 def test_workchain_checkpointed_after_every_step_resumes_from_each(
-    persister: LoopAwarePersister,
-    loops: Loops,
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     """As AiiDA does: a checkpoint per step; each one finishes with the same outputs."""
     a, b = loops
@@ -238,7 +223,9 @@ def test_workchain_checkpointed_after_every_step_resumes_from_each(
 
 
 @pytest.mark.parametrize("storage", ["file"])
-def test_workchain_mid_loop_keeps_its_context(persister: LoopAwarePersister, loops: Loops) -> None:
+def test_workchain_mid_loop_keeps_its_context(
+    persister: LoopAwarePersister, loops: LoopPair
+) -> None:
     a, b = loops
     chain = Chain(inputs={"n": 4}, loop=a)
 
@@ -267,7 +254,7 @@ def test_workchain_mid_loop_keeps_its_context(persister: LoopAwarePersister, loo
 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
-def test_the_six_plumpy_persister_methods(persister: LoopAwarePersister, loops: Loops) -> None:
+def test_the_six_plumpy_persister_methods(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
     assert isinstance(persister, plumpy.Persister)
     assert persister.get_checkpoints() == []
@@ -322,9 +309,7 @@ def test_the_six_plumpy_persister_methods(persister: LoopAwarePersister, loops: 
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
 @pytest.mark.parametrize("tag", [None, "t"])
 def test_missing_checkpoint_is_checkpoint_not_found(
-    persister: LoopAwarePersister,
-    loops: Loops,
-    tag: str | None,
+    persister: LoopAwarePersister, loops: LoopPair, tag: str | None
 ) -> None:
     a, b = loops
     process = drive("created", a, pid="present", listener=False)
@@ -340,7 +325,7 @@ def test_missing_checkpoint_is_checkpoint_not_found(
 
 
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
-def test_versions_and_compare_and_set(persister: LoopAwarePersister, loops: Loops) -> None:
+def test_versions_and_compare_and_set(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
     waiter = drive("waiting", a, pid="w")
     assert persister.save_checkpoint(waiter, expected_version=0) == 1
@@ -368,10 +353,7 @@ def test_versions_and_compare_and_set(persister: LoopAwarePersister, loops: Loop
 
 @pytest.mark.parametrize("storage", ["file", "sqlite"])
 def test_listing_reads_no_payload(
-    persister: LoopAwarePersister,
-    loops: Loops,
-    tmp_path: Path,
-    storage: str,
+    persister: LoopAwarePersister, loops: LoopPair, tmp_path: Path, storage: str
 ) -> None:
     a, b = loops
     pids = ["good-1", "damaged", "good-2"]
@@ -416,8 +398,7 @@ def damage_payload(
 
 
 def test_list_info_reports_class_and_state_from_the_header(
-    make_persister: PersisterFactory,
-    loops: Loops,
+    make_persister: PersisterFactory, loops: LoopPair
 ) -> None:
     a, _ = loops
     persister = make_persister("sqlite", "pickle", "zstd")
@@ -465,7 +446,7 @@ def assert_names_the_unloadable_value(error: EncodeError) -> None:
 @pytest.mark.parametrize("storage", ["sqlite"])
 @pytest.mark.parametrize("codec", CODECS)
 def test_verify_names_the_path_of_a_value_that_would_not_reload(
-    narrow_persister: LoopAwarePersister, loops: Loops
+    narrow_persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, _ = loops
     with pytest.raises(EncodeError) as caught:
@@ -477,7 +458,7 @@ def test_verify_names_the_path_of_a_value_that_would_not_reload(
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_check_save_names_the_path_and_stores_nothing(
-    narrow_persister: LoopAwarePersister, loops: Loops
+    narrow_persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, _ = loops
     persister = narrow_persister
@@ -495,7 +476,7 @@ def test_check_save_names_the_path_and_stores_nothing(
 
 @pytest.mark.parametrize("storage", ["file"])
 @pytest.mark.parametrize("codec", CODECS)
-def test_verify_passes_a_good_checkpoint(persister: LoopAwarePersister, loops: Loops) -> None:
+def test_verify_passes_a_good_checkpoint(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
     chain = drive("chain", a)
     assert persister.save_checkpoint(chain, verify=True) == 1
@@ -507,7 +488,7 @@ def test_verify_passes_a_good_checkpoint(persister: LoopAwarePersister, loops: L
 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
-def test_asave_and_aload_from_a_coroutine(persister: LoopAwarePersister, loops: Loops) -> None:
+def test_asave_and_aload_from_a_coroutine(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
 
     async def save_on_a() -> tuple[Any, int, int]:
@@ -536,7 +517,7 @@ def test_asave_and_aload_from_a_coroutine(persister: LoopAwarePersister, loops: 
 
 
 @pytest.mark.parametrize("storage", ["sqlite"])
-def test_asave_does_not_block_other_tasks(persister: LoopAwarePersister, loops: Loops) -> None:
+def test_asave_does_not_block_other_tasks(persister: LoopAwarePersister, loops: LoopPair) -> None:
     """The write runs in a thread: while it waits, another task of the loop runs.
 
     The write waits for that task (a blocking save would wait in vain); the order of two
@@ -574,9 +555,7 @@ def test_asave_does_not_block_other_tasks(persister: LoopAwarePersister, loops: 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("kind", ["created", "chain"])
 def test_plumpy_process_launcher_continues_onto_its_loop(
-    persister: LoopAwarePersister,
-    loops: Loops,
-    kind: str,
+    persister: LoopAwarePersister, loops: LoopPair, kind: str
 ) -> None:
     """AiiDA-style code (plumpy's launcher calls bundle.unbundle itself) is loop-safe unchanged."""
     a, b = loops
