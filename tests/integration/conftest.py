@@ -29,7 +29,7 @@ import pytest
 
 from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
 from loopaware_persist._client import WorkerClient
-from loopaware_persist._messages import MESSAGE_MAGIC
+from loopaware_persist._messages import MESSAGE_MAGIC, MessageCodec
 from tests.axes import postgres_schema, postgres_schema_url
 
 pytestmark = pytest.mark.integration
@@ -294,3 +294,24 @@ def hostile_gadget_message(marker: Path) -> bytes:
     body = msgpack.ExtType(2, msgpack.packb(["tuple", gadget, True], use_bin_type=True))
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return MESSAGE_MAGIC + packed
+
+
+def hostile_task_messages(marker: Path) -> list[bytes]:
+    """:param marker: the file any of the messages would create, were it run
+    :return: three task messages a worker must refuse without running anything: kiwipy's
+        own (YAML) encoding, as AiiDA's unsafe loader would run it; our format naming a
+        callable outside the allow-list; a well-formed launch task whose
+        ``process_class`` is not a Process
+    """
+    launch = {
+        "process_class": "os:system",
+        "persist": False,
+        "nowait": False,
+        "init_args": [f"touch {marker}"],
+        "init_kwargs": {},
+    }
+    return [
+        f'!!python/object/apply:os.system ["touch {marker}"]'.encode(),
+        hostile_gadget_message(marker),
+        MessageCodec(allow=ALLOW).encode(({"task": "launch", "args": launch}, True)),
+    ]
