@@ -43,6 +43,7 @@ from loopaware_persist.testing import (
     check_storage_processes,
     storage_state_machine,
 )
+from loopaware_persist.testing._check_concurrency import increment_by_compare_and_set
 
 URL_ENV = "LOOPAWARE_TEST_POSTGRES_URL"
 HOW_TO_START = (
@@ -266,18 +267,7 @@ def _cas_increments(url: str, key: CheckpointKey, count: int, barrier: Any, resu
     try:
         with pg.open_storage(url) as storage:
             barrier.wait(60)
-            losses = 0
-            for _ in range(count):
-                while True:
-                    record = storage.get(key)
-                    (value,) = struct.unpack(">Q", record.data)
-                    try:
-                        storage.put(
-                            key, struct.pack(">Q", value + 1), expected_version=record.version
-                        )
-                        break
-                    except StaleCheckpointError:
-                        losses += 1
+            losses = increment_by_compare_and_set(storage, key, count)
         results.put(("ok", losses))
     except BaseException as exc:
         results.put(("error", repr(exc)))
@@ -320,17 +310,7 @@ def test_compare_and_set_from_many_threads_loses_no_update(pg_url: str) -> None:
         def increment() -> None:
             try:
                 barrier.wait(60)
-                for _ in range(count):
-                    while True:
-                        record = storage.get(key)
-                        (value,) = struct.unpack(">Q", record.data)
-                        try:
-                            storage.put(
-                                key, struct.pack(">Q", value + 1), expected_version=record.version
-                            )
-                            break
-                        except StaleCheckpointError:
-                            pass
+                increment_by_compare_and_set(storage, key, count)
             except BaseException as exc:
                 errors.append(exc)
 
