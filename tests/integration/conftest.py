@@ -13,7 +13,6 @@ with a deadline, never waited for with a fixed sleep.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -30,7 +29,7 @@ import pytest
 from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
 from loopaware_persist._client import WorkerClient
 from loopaware_persist._messages import MESSAGE_MAGIC, MessageCodec
-from tests.axes import postgres_schema, postgres_schema_url
+from tests.axes import POSTGRES_ENV, postgres_schema, postgres_schema_url, server_url
 
 pytestmark = pytest.mark.integration
 
@@ -44,27 +43,16 @@ HOW_TO_START = (
 DEADLINE = 90.0
 
 
-def server_url(name: str) -> str:
-    """:return: the URL in env var ``name``; skip (locally) or fail (under CI) if unset"""
-    url = os.environ.get(name, "")
-    if url:
-        return url
-    msg = f"{name} is not set. Start the test servers with: {HOW_TO_START}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{msg} (under CI a missing server is a failure, not a skip)")
-    pytest.skip(msg)
-
-
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """:return: the RabbitMQ broker's URL"""
-    return server_url("LOOPAWARE_TEST_AMQP_URL")
+    return server_url("LOOPAWARE_TEST_AMQP_URL", HOW_TO_START)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """:return: the PostgreSQL database's URL"""
-    return server_url("LOOPAWARE_TEST_POSTGRES_URL")
+    return server_url(POSTGRES_ENV, HOW_TO_START)
 
 
 @pytest.fixture
