@@ -107,6 +107,15 @@ def _first_rounds(codecs: dict[str, Any]) -> int:
     return 0
 
 
+def _skipped_lines(skipped: dict[str, Any]) -> list[str]:
+    """:param skipped: why each skipped case was skipped, by name
+    :return: the lines saying so, or none if nothing was skipped
+    """
+    if not skipped:
+        return []
+    return ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in skipped.items()), ""]
+
+
 def _storage_lines(storage: dict[str, Any]) -> list[str]:
     ops = storage["operations"]
     lines = [
@@ -118,11 +127,7 @@ def _storage_lines(storage: dict[str, Any]) -> list[str]:
         f"{X} = p50 against `{PLUMPY}`.",
         "",
     ]
-    if storage["skipped"]:
-        lines += [
-            "Skipped: " + "; ".join(f"{k} ({v})" for k, v in storage["skipped"].items()),
-            "",
-        ]
+    lines += _skipped_lines(storage["skipped"])
     stores = [store["name"] for store in storage["stores"]]
     sizes = [size for size in ("small", "medium", "big") if size in ops.get("save", {})]
     bundling = storage.get("bundle", {})
@@ -249,11 +254,7 @@ def _worker_lines(workers: dict[str, Any]) -> list[str]:
         f"process runs {workers['steps_per_process']} checkpointed steps; {workers['note']}.",
         "",
     ]
-    if workers["skipped"]:
-        lines += [
-            "Skipped: " + "; ".join(f"{k} ({v})" for k, v in workers["skipped"].items()),
-            "",
-        ]
+    lines += _skipped_lines(workers["skipped"])
     rows = [
         [
             store,

@@ -187,22 +187,17 @@ def _loop_targets(results: dict[str, Any], config: Config) -> list[dict[str, Any
     out = [
         _target(
             "restore",
-            f"restore {restore['count']:,} snapshots (restore_future)",
+            f"restore {restore['count']:,} snapshots ({what})",
             1.5,
-            restore["variants"]["restore_future"]["ratio"],
+            restore["variants"][variant]["ratio"],
             "x direct",
             "median; direct = loop.create_future() + set_result()",
             "" if restore["count"] >= 10_000 else f"{config.name} run",
-        ),
-        _target(
-            "restore",
-            f"restore {restore['count']:,} snapshots (restore_futures, one batch)",
-            1.5,
-            restore["variants"]["restore_futures"]["ratio"],
-            "x direct",
-            "median; direct = loop.create_future() + set_result()",
-            "" if restore["count"] >= 10_000 else f"{config.name} run",
-        ),
+        )
+        for variant, what in (
+            ("restore_future", "restore_future"),
+            ("restore_futures", "restore_futures, one batch"),
+        )
     ]
     for case in _UNBUNDLE:
         entry = loop["unbundle"].get(case)

@@ -24,6 +24,7 @@ from plumpy.workchains import ToContext, WorkChainSpec
 import loopaware_persist as lp
 from loopaware_persist.storage import open_storage
 from tests.loops import running_in_thread
+from tests.processes import step_until
 
 #: The persister a :class:`ChildChain` checkpoints its children with, at their creation
 #: (as AiiDA and ``ProcessLauncher(persist=True)`` do); ``None``: not checkpointed.
@@ -129,11 +130,7 @@ def drive_to_waiting(
     """Step ``process`` until it waits, then call ``then`` in the same loop turn."""
 
     async def go() -> None:
-        for _ in range(10):
-            if process.state is plumpy.ProcessState.WAITING:
-                break
-            await process.step()
-        assert process.state is plumpy.ProcessState.WAITING
+        await step_until(process, plumpy.ProcessState.WAITING)
         then()
 
     loop.run_until_complete(go())

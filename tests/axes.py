@@ -61,21 +61,29 @@ STORAGES: tuple[Any, ...] = (*LOCAL_STORAGES, POSTGRESQL)
 DURABLE_STORAGES: tuple[Any, ...] = (*(s for s in LOCAL_STORAGES if s != "memory"), POSTGRESQL)
 
 
-def postgres_url() -> str:
-    """The test server's URL, from ``LOOPAWARE_TEST_POSTGRES_URL``.
+def server_url(env: str, how_to_start: str) -> str:
+    """A test server's URL, from the environment variable ``env``.
 
-    Unset, a test skips locally and fails under CI (``CI`` set), as the integration
-    scenarios do: a skipped campaign there would pass a build that measured nothing.
+    Unset, a test skips locally and fails under CI (``CI`` set): a skipped campaign
+    there would pass a build that measured nothing.
 
+    :param env: the variable's name
+    :param how_to_start: the commands that start the server, for the message
     :return: the URL
     """
-    url = os.environ.get(POSTGRES_ENV, "")
+    url = os.environ.get(env, "")
     if url:
         return url
-    msg = f"{POSTGRES_ENV} is not set. Start the server with: {HOW_TO_START_POSTGRES}"
+    msg = f"{env} is not set. Start the server with: {how_to_start}"
     if os.environ.get("CI"):
         pytest.fail(f"{msg} (under CI a missing server is a failure, not a skip)")
     pytest.skip(msg)
+
+
+def postgres_url() -> str:
+    """:return: the PostgreSQL test server's URL, from ``LOOPAWARE_TEST_POSTGRES_URL``
+    (see :func:`server_url`)"""
+    return server_url(POSTGRES_ENV, HOW_TO_START_POSTGRES)
 
 
 def postgres_schema_url(url: str, schema: str) -> str:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from tests import axes
 from tests.axes import CODECS, DURABLE_STORAGES, LOCAL_STORAGES, STORAGES
-from tests.loops import loop_in_thread
+from tests.loops import LoopPair, loop_in_thread, new_loop
 
 settings.register_profile("fast", max_examples=40, deadline=None)
 settings.register_profile(
@@ -46,6 +46,14 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture
+def loops() -> Iterator[LoopPair]:
+    """Loop A (where processes are made) and loop B (where they are restored), both closed."""
+    with new_loop() as a, new_loop() as b:
+        yield a, b
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture
 def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
     """A fresh event loop running forever in its own thread, stopped and closed afterwards."""
     with loop_in_thread("running-loop") as new:
@@ -58,29 +66,25 @@ def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
 @pytest.fixture(scope="session", params=CODECS)
 def codec_name(request: pytest.FixtureRequest) -> str:
     """Each codec a checkpoint can be written with."""
-    name: str = request.param
-    return name
+    return str(request.param)
 
 
 @pytest.fixture(scope="session", params=STORAGES)
 def storage(request: pytest.FixtureRequest) -> str:
     """Each storage kind (PostgreSQL marked ``integration``, skipped without its server)."""
-    kind: str = request.param
-    return kind
+    return str(request.param)
 
 
 @pytest.fixture(scope="session", params=LOCAL_STORAGES)
 def local_storage(request: pytest.FixtureRequest) -> str:
     """Each storage kind that needs no server."""
-    kind: str = request.param
-    return kind
+    return str(request.param)
 
 
 @pytest.fixture(scope="session", params=DURABLE_STORAGES)
 def durable_storage(request: pytest.FixtureRequest) -> str:
     """Each storage kind whose records outlive the writing process (not ``memory``)."""
-    kind: str = request.param
-    return kind
+    return str(request.param)
 
 
 @pytest.fixture

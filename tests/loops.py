@@ -14,6 +14,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+LoopPair = tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]
+"""Loop A, where a test makes processes, and loop B, where it restores them."""
+
 
 @contextlib.contextmanager
 def new_loop() -> Iterator[asyncio.AbstractEventLoop]:

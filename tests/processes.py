@@ -269,7 +269,11 @@ EXPECTED_OUTPUTS: dict[str, dict[str, Any]] = {
 }
 
 
-async def _step_until(process: plumpy.Process, state: plumpy.ProcessState) -> None:
+async def step_until(process: plumpy.Process, state: plumpy.ProcessState) -> None:
+    """Step ``process`` on the running loop until it is in ``state``.
+
+    :raises AssertionError: if it is not within 50 steps
+    """
     for _ in range(50):
         if process.state is state:
             return
@@ -305,13 +309,13 @@ async def _make(kind: str, pid: Any = None, listener: bool = True, **inputs: Any
         if not process.future().cancelled():
             process.future().exception()  # retrieved: no "never retrieved" log at exit
     elif kind == "waiting":
-        await _step_until(process, plumpy.ProcessState.WAITING)
+        await step_until(process, plumpy.ProcessState.WAITING)
     elif kind == "paused-waiting":
-        await _step_until(process, plumpy.ProcessState.WAITING)
+        await step_until(process, plumpy.ProcessState.WAITING)
         assert process.pause("paused while waiting") is True
         assert process.paused
     elif kind == "killed":
-        await _step_until(process, plumpy.ProcessState.WAITING)
+        await step_until(process, plumpy.ProcessState.WAITING)
         assert process.kill(KILL_TEXT) is True
         process.future().exception()
     elif kind == "chain":

@@ -36,6 +36,7 @@ from loopaware_persist import (
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from tests import user_types as ut
 from tests.axes import CODECS, STORAGES, store_url
+from tests.loops import LoopPair
 from tests.strategies import USER_TYPES, assert_same, user_values
 
 
@@ -58,7 +59,7 @@ def persister(
 
 
 @pytest.fixture(scope="module")
-def loops() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]]:
+def loops() -> Iterator[LoopPair]:
     """Loop A, where processes are made, and loop B, where they are loaded."""
     a, b = asyncio.new_event_loop(), asyncio.new_event_loop()
     yield a, b
@@ -69,7 +70,7 @@ def loops() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLo
 
 def reload_context(
     persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    loops: LoopPair,
     value: Any,
 ) -> Any:
     """Save a :class:`~tests.user_types.Keeper` whose context holds ``value`` (verified),
@@ -98,9 +99,7 @@ def test_user_values_round_trip_through_each_codec(codec_name: str, value: Any) 
 @settings(report_multiple_bugs=False, suppress_health_check=[HealthCheck.too_slow])
 @given(value=user_values())
 def test_user_values_round_trip_through_every_storage(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    value: Any,
+    persister: LoopAwarePersister, loops: LoopPair, value: Any
 ) -> None:
     assert_same(value, reload_context(persister, loops, value))
 
@@ -147,9 +146,7 @@ REPORTED = {
 
 @pytest.mark.parametrize("make", REPORTED.values(), ids=REPORTED.keys())
 def test_reported_values_reload_exactly(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    make: Any,
+    persister: LoopAwarePersister, loops: LoopPair, make: Any
 ) -> None:
     value = make()
     assert_same(value, reload_context(persister, loops, value))
@@ -181,12 +178,7 @@ def test_records_of_the_object_layout_still_load() -> None:
     ids=["namedtuple not allowed", "deque not allowed"],
 )
 def test_values_not_allowed_are_refused_at_save(
-    codec_name: str,
-    tmp_path: pathlib.Path,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    value: Any,
-    inner: str,
-    match: str,
+    codec_name: str, tmp_path: pathlib.Path, loops: LoopPair, value: Any, inner: str, match: str
 ) -> None:
     with open_persister(f"sqlite:///{tmp_path}/s.db", codec=codec_name) as persister:
         with pytest.raises(EncodeError, match=match) as info:
@@ -222,8 +214,7 @@ class RecordingListener(plumpy.ProcessListener):
 
 
 def test_listener_defined_in_a_function_is_refused_at_save(
-    codec_name: str,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    codec_name: str, loops: LoopPair
 ) -> None:
     # plumpy's own test_listener_persistence defines its listener inside the test.
     class LocalListener(plumpy.ProcessListener):
@@ -340,10 +331,7 @@ EXPLODING = {
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("make", "depth"), EXPLODING.values(), ids=EXPLODING.keys())
 def test_exploding_shared_references_are_refused_at_save(
-    tmp_path: pathlib.Path,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    make: Any,
-    depth: int,
+    tmp_path: pathlib.Path, loops: LoopPair, make: Any, depth: int
 ) -> None:
     # ~40 distinct containers, 2**40 of them written as a tree: msgpack used to hang.
     with open_persister(f"sqlite:///{tmp_path}/s.db", allow=[USER_TYPES]) as persister:
@@ -355,9 +343,7 @@ def test_exploding_shared_references_are_refused_at_save(
 
 
 @pytest.mark.timeout(60)
-def test_exploding_shared_objects_are_refused_at_save(
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-) -> None:
+def test_exploding_shared_objects_are_refused_at_save(loops: LoopPair) -> None:
     # Objects msgpack writes as ext values: each written once, its copies counted.
     value = _doubling(25, lambda x: ut.Record(a=x, b=x))
     with open_persister("memory://", allow=[USER_TYPES]) as persister:
@@ -371,9 +357,7 @@ CONTAINERS = {key: EXPLODING[key] for key in ("lists", "dicts", "tuples", "insid
 
 
 @pytest.mark.parametrize(("make", "depth"), CONTAINERS.values(), ids=CONTAINERS.keys())
-def test_pickle_keeps_exploding_shared_references(
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop], make: Any, depth: int
-) -> None:
+def test_pickle_keeps_exploding_shared_references(loops: LoopPair, make: Any, depth: int) -> None:
     with open_persister("memory://", codec="pickle", allow=[USER_TYPES]) as persister:
         value = _doubling(depth, make)
         loaded = reload_context(persister, loops, value)
@@ -397,8 +381,7 @@ def _second(value: Any) -> Any:
 
 
 def test_moderate_sharing_is_stored_as_copies(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     shared = {"cell": [[1.0, 0.0], [0.0, 1.0]], "kpoints": (4, 4, 4)}
     value = {"runs": [{"i": i, "params": shared} for i in range(200)], "again": (shared,)}

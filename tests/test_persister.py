@@ -45,7 +45,7 @@ from loopaware_persist import (
 from loopaware_persist.storage import CheckpointKey
 from loopaware_persist.storage.file import checkpoint_filename
 from tests.axes import CODECS, LOCAL_STORAGES, local_store_url
-from tests.loops import new_loop, run_on
+from tests.loops import LoopPair, run_on
 from tests.processes import (
     EXPECTED_OUTPUTS,
     KINDS,
@@ -99,11 +99,29 @@ def make_persister(tmp_path: Path) -> Iterator[PersisterFactory]:
 
 
 @pytest.fixture
-def loops() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]]:
-    """Loop A (where processes are made) and loop B (where they are restored), both closed."""
-    with new_loop() as a, new_loop() as b:
-        yield a, b
-    asyncio.set_event_loop(None)
+def storage() -> str:
+    """The storage of :func:`persister`, unless a test parametrises it."""
+    return "memory"
+
+
+@pytest.fixture
+def codec() -> str:
+    """The codec of :func:`persister`, unless a test parametrises it."""
+    return "msgpack"
+
+
+@pytest.fixture
+def compression() -> str | None:
+    """The compression of :func:`persister`, unless a test parametrises it."""
+    return None
+
+
+@pytest.fixture
+def persister(
+    make_persister: PersisterFactory, storage: str, codec: str, compression: str | None
+) -> LoopAwarePersister:
+    """A persister on a fresh store of the ``storage``, ``codec`` and ``compression`` fixtures."""
+    return make_persister(storage, codec, compression)
 
 
 def finish_on(loop: asyncio.AbstractEventLoop, process: plumpy.Process) -> dict[str, Any]:
@@ -119,15 +137,9 @@ def finish_on(loop: asyncio.AbstractEventLoop, process: plumpy.Process) -> dict[
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_state_round_trips_and_runs_to_completion(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    kind: str,
-    storage: str,
-    codec: str,
-    compression: str | None,
+    persister: LoopAwarePersister, loops: LoopPair, kind: str
 ) -> None:
     a, b = loops
-    persister = make_persister(storage, codec, compression)
     process = drive(kind, a)
     assert persister.save_checkpoint(process) == 1
 
@@ -155,9 +167,7 @@ def test_every_state_round_trips_and_runs_to_completion(
 
 @pytest.mark.parametrize("storage", ["file", "sqlite"])
 def test_full_durability_and_zlib_round_trip(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    storage: str,
+    make_persister: PersisterFactory, loops: LoopPair, storage: str
 ) -> None:
     a, b = loops
     persister = make_persister(storage, "msgpack", "zlib", durability="full")
@@ -171,11 +181,9 @@ def test_full_durability_and_zlib_round_trip(
 
 
 def test_load_process_passes_extra_context_entries(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
-    persister = make_persister("memory")
     process = drive("waiting", a)
     persister.save_checkpoint(process)
     logger = logging.getLogger("tests.restored")
@@ -188,15 +196,13 @@ def test_load_process_passes_extra_context_entries(
     assert finish_on(b, restored) == EXPECTED_OUTPUTS["waiting"]
 
 
+@pytest.mark.parametrize("storage", ["sqlite"])
 @pytest.mark.parametrize("codec", CODECS)
 def test_workchain_checkpointed_after_every_step_resumes_from_each(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    codec: str,
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     """As AiiDA does: a checkpoint per step; each one finishes with the same outputs."""
     a, b = loops
-    persister = make_persister("sqlite", codec)
     chain = Chain(inputs={"n": 4}, loop=a)
     tags: list[str] = []
 
@@ -216,12 +222,11 @@ def test_workchain_checkpointed_after_every_step_resumes_from_each(
         assert finish_on(b, restored) == chain_outputs(4), tag
 
 
+@pytest.mark.parametrize("storage", ["file"])
 def test_workchain_mid_loop_keeps_its_context(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
-    persister = make_persister("file", "msgpack")
     chain = Chain(inputs={"n": 4}, loop=a)
 
     async def until_two_accumulated() -> None:
@@ -249,14 +254,8 @@ def test_workchain_mid_loop_keeps_its_context(
 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
-def test_the_six_plumpy_persister_methods(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    storage: str,
-    codec: str,
-) -> None:
+def test_the_six_plumpy_persister_methods(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
-    persister = make_persister(storage, codec)
     assert isinstance(persister, plumpy.Persister)
     assert persister.get_checkpoints() == []
     processes = {pid: drive("created", a, pid=pid, listener=False) for pid in PIDS}
@@ -310,13 +309,9 @@ def test_the_six_plumpy_persister_methods(
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
 @pytest.mark.parametrize("tag", [None, "t"])
 def test_missing_checkpoint_is_checkpoint_not_found(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    storage: str,
-    tag: str | None,
+    persister: LoopAwarePersister, loops: LoopPair, tag: str | None
 ) -> None:
     a, b = loops
-    persister = make_persister(storage)
     process = drive("created", a, pid="present", listener=False)
     persister.save_checkpoint(process, tag="other")
     for pid in ("absent", "present"):
@@ -330,13 +325,8 @@ def test_missing_checkpoint_is_checkpoint_not_found(
 
 
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
-def test_versions_and_compare_and_set(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    storage: str,
-) -> None:
+def test_versions_and_compare_and_set(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
-    persister = make_persister(storage)
     waiter = drive("waiting", a, pid="w")
     assert persister.save_checkpoint(waiter, expected_version=0) == 1
     assert persister.save_checkpoint(waiter) == 2
@@ -363,13 +353,9 @@ def test_versions_and_compare_and_set(
 
 @pytest.mark.parametrize("storage", ["file", "sqlite"])
 def test_listing_reads_no_payload(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    tmp_path: Path,
-    storage: str,
+    persister: LoopAwarePersister, loops: LoopPair, tmp_path: Path, storage: str
 ) -> None:
     a, b = loops
-    persister = make_persister(storage)
     pids = ["good-1", "damaged", "good-2"]
     for pid in pids:
         persister.save_checkpoint(drive("waiting", a, pid=pid))
@@ -412,8 +398,7 @@ def damage_payload(
 
 
 def test_list_info_reports_class_and_state_from_the_header(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    make_persister: PersisterFactory, loops: LoopPair
 ) -> None:
     a, _ = loops
     persister = make_persister("sqlite", "pickle", "zstd")
@@ -443,37 +428,44 @@ def chain_with_unloadable_value(loop: asyncio.AbstractEventLoop) -> plumpy.Proce
 NARROW_ALLOW = ["tests.processes:Chain", "tests.processes:RecordingListener"]
 
 
+@pytest.fixture
+def narrow_persister(
+    make_persister: PersisterFactory, storage: str, codec: str
+) -> LoopAwarePersister:
+    """A persister like :func:`persister` that allows only :data:`NARROW_ALLOW`."""
+    return make_persister(storage, codec, allow=NARROW_ALLOW)
+
+
+def assert_names_the_unloadable_value(error: EncodeError) -> None:
+    """``error`` names where :func:`chain_with_unloadable_value` put the value, and its type."""
+    assert "['nested']['a']['bad'][1]" in error.path
+    assert "['nested']['a']['bad'][1]" in str(error)
+    assert "Opaque" in str(error)
+
+
+@pytest.mark.parametrize("storage", ["sqlite"])
 @pytest.mark.parametrize("codec", CODECS)
 def test_verify_names_the_path_of_a_value_that_would_not_reload(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    codec: str,
+    narrow_persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, _ = loops
-    persister = make_persister("sqlite", codec, allow=NARROW_ALLOW)
-    chain = chain_with_unloadable_value(a)
     with pytest.raises(EncodeError) as caught:
-        persister.save_checkpoint(chain, verify=True)
+        narrow_persister.save_checkpoint(chain_with_unloadable_value(a), verify=True)
     assert isinstance(caught.value, TypeError)
-    assert "['nested']['a']['bad'][1]" in caught.value.path
-    assert "['nested']['a']['bad'][1]" in str(caught.value)
-    assert "Opaque" in str(caught.value)
-    assert persister.get_checkpoints() == []  # nothing was stored
+    assert_names_the_unloadable_value(caught.value)
+    assert narrow_persister.get_checkpoints() == []  # nothing was stored
 
 
 @pytest.mark.parametrize("codec", CODECS)
 def test_check_save_names_the_path_and_stores_nothing(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    codec: str,
+    narrow_persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, _ = loops
-    persister = make_persister("memory", codec, allow=NARROW_ALLOW)
+    persister = narrow_persister
     chain = chain_with_unloadable_value(a)
     with pytest.raises(EncodeError) as caught:
         persister.check_save(chain)
-    assert "['nested']['a']['bad'][1]" in caught.value.path
-    assert "['nested']['a']['bad'][1]" in str(caught.value)
+    assert_names_the_unloadable_value(caught.value)
     assert persister.get_checkpoints() == []
 
     del chain.ctx.nested["a"]["bad"]
@@ -482,14 +474,10 @@ def test_check_save_names_the_path_and_stores_nothing(
     assert persister.get_checkpoints() == []
 
 
+@pytest.mark.parametrize("storage", ["file"])
 @pytest.mark.parametrize("codec", CODECS)
-def test_verify_passes_a_good_checkpoint(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    codec: str,
-) -> None:
+def test_verify_passes_a_good_checkpoint(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
-    persister = make_persister("file", codec)
     chain = drive("chain", a)
     assert persister.save_checkpoint(chain, verify=True) == 1
     assert finish_on(b, persister.load_process(chain.pid, loop=b)) == chain_outputs(3)
@@ -500,14 +488,8 @@ def test_verify_passes_a_good_checkpoint(
 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
-def test_asave_and_aload_from_a_coroutine(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    storage: str,
-    codec: str,
-) -> None:
+def test_asave_and_aload_from_a_coroutine(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops
-    persister = make_persister(storage, codec)
 
     async def save_on_a() -> tuple[Any, int, int]:
         waiter = Waiter(loop=asyncio.get_running_loop())
@@ -534,17 +516,14 @@ def test_asave_and_aload_from_a_coroutine(
     assert b.run_until_complete(load_on_b()) == EXPECTED_OUTPUTS["waiting"]
 
 
-def test_asave_does_not_block_other_tasks(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-) -> None:
+@pytest.mark.parametrize("storage", ["sqlite"])
+def test_asave_does_not_block_other_tasks(persister: LoopAwarePersister, loops: LoopPair) -> None:
     """The write runs in a thread: while it waits, another task of the loop runs.
 
     The write waits for that task (a blocking save would wait in vain); the order of two
     awaits alone would not show it, as a fast enough thread may finish before the await.
     """
     a, _ = loops
-    persister = make_persister("sqlite")
     other_ran = threading.Event()
     seen_by_write: list[bool] = []
     put = persister.storage.put
@@ -572,17 +551,14 @@ def test_asave_does_not_block_other_tasks(
 # Plumpy's own ProcessLauncher.
 
 
+@pytest.mark.parametrize("storage", ["sqlite"])
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize("kind", ["created", "chain"])
 def test_plumpy_process_launcher_continues_onto_its_loop(
-    make_persister: PersisterFactory,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    kind: str,
-    codec: str,
+    persister: LoopAwarePersister, loops: LoopPair, kind: str
 ) -> None:
     """AiiDA-style code (plumpy's launcher calls bundle.unbundle itself) is loop-safe unchanged."""
     a, b = loops
-    persister = make_persister("sqlite", codec)
     process = drive(kind, a)
     persister.save_checkpoint(process)
     launcher = plumpy.ProcessLauncher(

@@ -19,29 +19,12 @@
 # a simulated crash. stop-postgres.sh removes everything.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-state_file="$here/postgres.state"
-env_file="$here/postgres.env"
+# shellcheck source=SCRIPTDIR/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+parse_args -- "$@"
 db_user="loopaware"
 db_name="loopaware_test"
 parent_dir="${LOOPAWARE_PG_TMP:-/tmp}"
-
-usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit "${1:-2}"
-}
-
-while (($#)); do
-    case "$1" in
-        --state) state_file="${2:?--state needs a file}"; shift 2 ;;
-        --env) env_file="${2:?--env needs a file}"; shift 2 ;;
-        -h | --help) usage 0 ;;
-        *) echo "start-postgres.sh: unknown argument $1" >&2; usage ;;
-    esac
-done
-
-log() { echo "start-postgres.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
 
 # -- the binaries ----------------------------------------------------------------
 
@@ -108,42 +91,20 @@ fi
 
 # -- reuse or restart a cluster this state file describes ------------------------------
 
-write_env() {
-    local url="$1" tmp
-    mkdir -p "$(dirname "$env_file")"
-    tmp="$(mktemp "$env_file.XXXXXX")"
-    chmod 600 "$tmp"
-    {
-        echo "# Written by .ci/servers/start-postgres.sh; removed by stop-postgres.sh."
-        printf 'export LOOPAWARE_TEST_POSTGRES_URL=%q\n' "$url"
-    } >"$tmp"
-    mv -f "$tmp" "$env_file"
-    echo "LOOPAWARE_TEST_POSTGRES_URL=$url"
-}
-
 is_ready() { "$PG_ISREADY" -q -h 127.0.0.1 -p "$1" -t 2 >/dev/null 2>&1; }
 
-# pg_ctl start leaves the postmaster running with every fd it inherited: our
-# flock (so the next start would wait forever) and whatever pipe the caller
-# reads our output from (so the caller would wait for EOF until the server
-# stops). Start it with only stdin/stdout/stderr, and stdout sent to stderr.
+# pg_ctl start leaves the postmaster running with every fd it inherited: start it
+# with only stdin/stdout/stderr, and stdout sent to stderr.
 start_server() {
-    local data="$1" fd
+    local data="$1"
     (
-        if [[ -d /proc/$BASHPID/fd ]]; then
-            for fd in /proc/$BASHPID/fd/*; do
-                fd="${fd##*/}"
-                if [[ "$fd" =~ ^[0-9]+$ ]] && ((fd > 2)); then eval "exec $fd>&-"; fi
-            done
-        fi
+        close_inherited_fds
         exec </dev/null >&2
         as_server "$PG_CTL" -D "$data" -l "$(dirname "$data")/server.log" -w -t 60 start
     )
 }
 
-mkdir -p "$(dirname "$state_file")"
-exec {lock_fd}>>"$state_file.lock"
-flock "$lock_fd"  # two concurrent starts must not create two clusters
+lock_state  # two concurrent starts must not create two clusters
 
 if [[ -s "$state_file" ]]; then
     # shellcheck disable=SC1090  # written by this script, values %q-quoted
@@ -157,7 +118,7 @@ if [[ -s "$state_file" ]]; then
             for _ in $(seq 1 100); do is_ready "$PG_PORT" && break; sleep 0.1; done
             is_ready "$PG_PORT" || die "the restarted server does not accept connections"
         fi
-        write_env "$PG_URL"
+        write_env LOOPAWARE_TEST_POSTGRES_URL "$PG_URL"
         exit 0
     fi
     log "forgetting the stale state file $state_file (its cluster is gone)"
@@ -191,14 +152,6 @@ as_server "$(tool initdb)" -D "$pg_dir/data" -U "$db_user" --pwfile="$pg_dir/pwf
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >"$pg_dir/initdb.log" 2>&1 \
     || { cat "$pg_dir/initdb.log" >&2; die "initdb failed"; }
 rm -f "$pg_dir/pwfile"
-
-free_port() {
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-    else
-        echo $((20000 + RANDOM % 40000))
-    fi
-}
 
 port=""
 for attempt in 1 2 3 4 5; do
@@ -243,4 +196,4 @@ chmod 600 "$state_tmp"
 mv -f "$state_tmp" "$state_file"
 trap - EXIT
 log "$("$PG_CTL" --version | sed 's/^pg_ctl (PostgreSQL)/PostgreSQL/') on 127.0.0.1:$port, data in $pg_dir"
-write_env "$url"
+write_env LOOPAWARE_TEST_POSTGRES_URL "$url"

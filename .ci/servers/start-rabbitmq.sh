@@ -24,9 +24,9 @@
 # (default 600000: an unacknowledged task is redelivered after 10 minutes).
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-state_file="$here/rabbitmq.state"
-env_file="$here/rabbitmq.env"
+# shellcheck source=SCRIPTDIR/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+parse_args -- "$@"
 parent_dir="${LOOPAWARE_RMQ_TMP:-/tmp}"
 nodename="${LOOPAWARE_RMQ_NODENAME:-lap@localhost}"
 # RabbitMQ's default is 30 minutes. A worker acknowledges a task only when the
@@ -35,23 +35,6 @@ nodename="${LOOPAWARE_RMQ_NODENAME:-lap@localhost}"
 # worker is then fenced by the checkpoint version check). AiiDA hit the same
 # limit when RabbitMQ 3.8.15 introduced it (aiidateam/aiida-core#5105).
 consumer_timeout_ms="${LOOPAWARE_RMQ_CONSUMER_TIMEOUT_MS:-600000}"
-
-usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit "${1:-2}"
-}
-
-while (($#)); do
-    case "$1" in
-        --state) state_file="${2:?--state needs a file}"; shift 2 ;;
-        --env) env_file="${2:?--env needs a file}"; shift 2 ;;
-        -h | --help) usage 0 ;;
-        *) echo "start-rabbitmq.sh: unknown argument $1" >&2; usage ;;
-    esac
-done
-
-log() { echo "start-rabbitmq.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
 
 # -- the binaries ----------------------------------------------------------------
 
@@ -101,10 +84,6 @@ install_rabbitmq() {
 bindir="$(find_bindir)" || { install_rabbitmq; bindir="$(find_bindir)"; } \
     || die "apt-get installed rabbitmq-server but its scripts are still missing"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
 # Everything the server and rabbitmqctl need to find the node: both must see the
 # same HOME (cookie), epmd port and node name.
 node_env() {
@@ -138,31 +117,16 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2) as s:
 EOF
 }
 
-write_env() {
-    local url="$1" tmp
-    mkdir -p "$(dirname "$env_file")"
-    tmp="$(mktemp "$env_file.XXXXXX")"
-    chmod 600 "$tmp"
-    {
-        echo "# Written by .ci/servers/start-rabbitmq.sh; removed by stop-rabbitmq.sh."
-        printf 'export LOOPAWARE_TEST_AMQP_URL=%q\n' "$url"
-    } >"$tmp"
-    mv -f "$tmp" "$env_file"
-    echo "LOOPAWARE_TEST_AMQP_URL=$url"
-}
-
 # -- reuse a node this state file describes ----------------------------------------
 
-mkdir -p "$(dirname "$state_file")"
-exec {lock_fd}>>"$state_file.lock"
-flock "$lock_fd"
+lock_state
 
 if [[ -s "$state_file" ]]; then
     # shellcheck disable=SC1090
     source "$state_file"
     if [[ -d "${rmq_dir:-}" ]] && (node_env; ctl status >/dev/null 2>&1); then
         log "reusing the node $nodename on 127.0.0.1:$amqp_port"
-        write_env "amqp://guest:guest@127.0.0.1:$amqp_port/"
+        write_env LOOPAWARE_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:$amqp_port/"
         exit 0
     fi
     log "forgetting the stale state file $state_file (its node is gone)"
@@ -212,12 +176,8 @@ chmod 400 "$rmq_dir/.erlang.cookie"
 
 (
     node_env
-    # Close every inherited fd beyond stdio (our flock, a caller's pipe): the
-    # detached node would otherwise hold them for its whole life.
-    for fd in /proc/$BASHPID/fd/*; do
-        fd="${fd##*/}"
-        if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
+    # The detached node would otherwise hold our flock and a caller's pipe for life.
+    close_inherited_fds
     exec </dev/null >"$rmq_dir/log/startup.out" 2>&1
     "$bindir/rabbitmq-server" -detached
 )
@@ -243,4 +203,4 @@ done
 [[ -n "$ready" ]] || die "the node booted but 127.0.0.1:$amqp_port does not speak AMQP"
 
 log "RabbitMQ $(ctl version 2>/dev/null || echo '?') node $nodename on 127.0.0.1:$amqp_port, data in $rmq_dir"
-write_env "amqp://guest:guest@127.0.0.1:$amqp_port/"
+write_env LOOPAWARE_TEST_AMQP_URL "amqp://guest:guest@127.0.0.1:$amqp_port/"

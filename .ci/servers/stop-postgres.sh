@@ -12,22 +12,10 @@
 # so start-postgres.sh with the same --state restarts it on the same port.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-state_file="$here/postgres.state"
-env_file="$here/postgres.env"
+# shellcheck source=SCRIPTDIR/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 crash=""
-
-while (($#)); do
-    case "$1" in
-        --state) state_file="${2:?--state needs a file}"; shift 2 ;;
-        --env) env_file="${2:?--env needs a file}"; shift 2 ;;
-        --crash) crash=1; shift ;;
-        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
-        *) echo "stop-postgres.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-
-log() { echo "stop-postgres.sh: $*" >&2; }
+parse_args --crash=crash -- "$@"
 
 if [[ ! -s "$state_file" ]]; then
     log "nothing to stop (no $state_file)"
@@ -35,8 +23,7 @@ if [[ ! -s "$state_file" ]]; then
     exit 0
 fi
 
-exec {lock_fd}>>"$state_file.lock"
-flock "$lock_fd"
+lock_state
 
 # shellcheck disable=SC1090  # written by start-postgres.sh, values %q-quoted
 source "$state_file"

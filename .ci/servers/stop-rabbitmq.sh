@@ -8,20 +8,9 @@
 # temp dir, the state file and the env file. Safe to run when nothing is running.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-state_file="$here/rabbitmq.state"
-env_file="$here/rabbitmq.env"
-
-while (($#)); do
-    case "$1" in
-        --state) state_file="${2:?--state needs a file}"; shift 2 ;;
-        --env) env_file="${2:?--env needs a file}"; shift 2 ;;
-        -h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 0 ;;
-        *) echo "stop-rabbitmq.sh: unknown argument $1" >&2; exit 2 ;;
-    esac
-done
-
-log() { echo "stop-rabbitmq.sh: $*" >&2; }
+# shellcheck source=SCRIPTDIR/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
+parse_args -- "$@"
 
 if [[ ! -s "$state_file" ]]; then
     log "no state file $state_file: nothing to stop"
@@ -29,8 +18,7 @@ if [[ ! -s "$state_file" ]]; then
     exit 0
 fi
 
-exec {lock_fd}>>"$state_file.lock"
-flock "$lock_fd"
+lock_state
 # shellcheck disable=SC1090
 source "$state_file"
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from loopaware_persist._errors import StaleCheckpointError
+from loopaware_persist.storage._base import CheckpointKey, Storage
 
 from ._check import _TIMEOUT, _Check
 
@@ -48,24 +49,30 @@ def _check_concurrent_writers(c: _Check, threads: int, puts: int) -> None:
     c.expect_equal(c.get(key, "after concurrent puts").version, total, "final version")
 
 
+def increment_by_compare_and_set(storage: Storage, key: CheckpointKey, times: int) -> int:
+    """Add one to the big-endian counter stored at ``key``, ``times`` times, each by a
+    read and a compare-and-set put retried until no other writer got there first.
+
+    :returns: how many puts lost to another writer (and were retried)
+    """
+    losses = 0
+    for _ in range(times):
+        while True:
+            record = storage.get(key)
+            (count,) = struct.unpack(">Q", record.data)
+            try:
+                storage.put(key, struct.pack(">Q", count + 1), expected_version=record.version)
+                break
+            except StaleCheckpointError:
+                losses += 1
+    return losses
+
+
 def _check_concurrent_compare_and_set(c: _Check, threads: int, puts: int) -> None:
     s, key = c.storage, c.key("counter")
     s.put(key, struct.pack(">Q", 0))
 
-    def increment(_index: int) -> int:
-        losses = 0
-        for _ in range(puts):
-            while True:
-                record = s.get(key)
-                (count,) = struct.unpack(">Q", record.data)
-                try:
-                    s.put(key, struct.pack(">Q", count + 1), expected_version=record.version)
-                    break
-                except StaleCheckpointError:
-                    losses += 1
-        return losses
-
-    _run_threads(c, threads, increment)
+    _run_threads(c, threads, lambda _index: increment_by_compare_and_set(s, key, puts))
     record = c.get(key, "after concurrent compare-and-set increments")
     total = threads * puts
     c.expect_equal(struct.unpack(">Q", record.data)[0], total, "counter (lost updates?)")

@@ -88,31 +88,27 @@ def _check_versions_survive(c: _Check) -> None:
         reopened.close()
 
 
+def _expect_lost_put(c: _Check, key: CheckpointKey, expected: int, actual: int, what: str) -> None:
+    """Expect a put at ``key`` expecting version ``expected`` to lose: a
+    :class:`StaleCheckpointError` that names ``expected`` and the ``actual`` version."""
+    err = c.raises(
+        StaleCheckpointError, lambda: c.storage.put(key, b"lost", expected_version=expected), what
+    )
+    c.expect_equal(
+        (err.expected, err.actual), (expected, actual), "StaleCheckpointError (expected, actual)"
+    )
+
+
 def _check_compare_and_set(c: _Check) -> None:
     s, key = c.storage, c.key("cas")
     c.expect_equal(s.put(key, b"v1", expected_version=0), 1, "put expecting 0 on absent key")
-    err = c.raises(
-        StaleCheckpointError,
-        lambda: s.put(key, b"lost", expected_version=0),
-        "put expecting 0 on a key at version 1",
-    )
-    c.expect_equal((err.expected, err.actual), (0, 1), "StaleCheckpointError (expected, actual)")
+    _expect_lost_put(c, key, 0, 1, "put expecting 0 on a key at version 1")
     c.expect_equal(s.put(key, b"v2", expected_version=1), 2, "put expecting the current 1")
-    err = c.raises(
-        StaleCheckpointError,
-        lambda: s.put(key, b"lost", expected_version=5),
-        "put expecting 5 on a key at version 2",
-    )
-    c.expect_equal((err.expected, err.actual), (5, 2), "StaleCheckpointError (expected, actual)")
+    _expect_lost_put(c, key, 5, 2, "put expecting 5 on a key at version 2")
     record = c.get(key, "after lost compare-and-sets")
     c.expect_equal((record.data, record.version), (b"v2", 2), "a lost CAS stores nothing")
     absent = c.key("cas-absent")
-    err = c.raises(
-        StaleCheckpointError,
-        lambda: s.put(absent, b"lost", expected_version=3),
-        "put expecting 3 on an absent key",
-    )
-    c.expect_equal((err.expected, err.actual), (3, 0), "StaleCheckpointError (expected, actual)")
+    _expect_lost_put(c, absent, 3, 0, "put expecting 3 on an absent key")
     c.raises(CheckpointNotFoundError, lambda: s.get(absent), "get after a lost CAS on absent key")
     c.expect(
         all(info.key != absent for info in s.list(absent.pid)),

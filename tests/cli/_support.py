@@ -30,6 +30,7 @@ from click.testing import CliRunner, Result
 from loopaware_persist import LoopAwarePersister, open_persister
 from loopaware_persist._cli import cli
 from loopaware_persist.storage import CheckpointKey
+from tests.processes import step_until
 
 ALLOW = __name__  # "tests.cli._support": the classes below are stored under this module
 REPO = Path(__file__).resolve().parents[2]
@@ -92,11 +93,7 @@ class Failer(plumpy.Process):
 async def _drive(cls: type[plumpy.Process], pid: Any) -> plumpy.Process:
     process = cls(pid=pid, loop=asyncio.get_running_loop())
     if cls is Sleeper:
-        for _ in range(20):
-            if process.state is plumpy.ProcessState.WAITING:
-                break
-            await process.step()
-        assert process.state is plumpy.ProcessState.WAITING
+        await step_until(process, plumpy.ProcessState.WAITING)
     else:
         await process.step_until_terminated()
         process.future().exception()  # retrieved: no "never retrieved" log later

@@ -19,19 +19,12 @@ from loopaware_persist._snapshot import FutureSnapshot, FutureStatus
 from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 from tests.axes import CODECS
+from tests.msgpack_wire import ext
 from tests.processes import Opaque
 
 
-def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
-    """A value as the msgpack codec writes it: an ext whose data is the packed fields."""
-    code = WELL_KNOWN_CODES.get(tag)
-    if code is None:
-        return msgpack.ExtType(2, msgpack.packb([tag, *fields], use_bin_type=True))
-    return msgpack.ExtType(code, msgpack.packb(list(fields), use_bin_type=True))
-
-
 def _record(tag: str, *fields: Any) -> bytes:
-    packed: bytes = msgpack.packb(_ext(tag, *fields), use_bin_type=True)
+    packed: bytes = msgpack.packb(ext(tag, *fields), use_bin_type=True)
     return packed
 
 
@@ -73,7 +66,7 @@ MALFORMED = {
         "Malformed state of tests.processes:Opaque",
     ),
     "object slots": (
-        _record("object", "tests.processes:Opaque", _ext("tuple", {"value": 1}, 5)),
+        _record("object", "tests.processes:Opaque", ext("tuple", {"value": 1}, 5)),
         "Malformed slots of tests.processes:Opaque",
     ),
 }
@@ -89,7 +82,7 @@ def test_msgpack_refuses_malformed_hook_fields_as_corrupt(case: str) -> None:
 
 
 def test_msgpack_restores_an_object_saved_with_slot_state() -> None:
-    data = _record("object", "tests.processes:Opaque", _ext("tuple", {"value": 1}, {"extra": 2}))
+    data = _record("object", "tests.processes:Opaque", ext("tuple", {"value": 1}, {"extra": 2}))
     obj = get_codec("msgpack", allow=["tests.processes"]).decode(data)
     assert type(obj) is Opaque
     assert obj.value == 1

@@ -43,22 +43,10 @@ from loopaware_persist import (
     get_codec,
 )
 from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES, MsgpackCodec
+from tests.msgpack_wire import ext, pack
 from tests.strategies import assert_same, bundles, values
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pack(value: Any) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
-    return packed
-
-
-def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
-    """A value as the codec writes it: an ext whose data is the packed fields."""
-    code = WELL_KNOWN_CODES.get(tag)
-    if code is None:
-        return msgpack.ExtType(2, _pack([tag, *fields]))
-    return msgpack.ExtType(code, _pack(list(fields)))
 
 
 def _nested_tuples(depth: int) -> Any:
@@ -132,7 +120,7 @@ def test_a_user_tag_is_spelled_out_under_the_generic_code() -> None:
     )
     codec = get_codec("msgpack", registry=registry)
     data = codec.encode(Point(1, 2))
-    assert data == _pack(msgpack.ExtType(2, _pack(["myapp.point", 1, 2])))
+    assert data == pack(msgpack.ExtType(2, pack(["myapp.point", 1, 2])))
     assert codec.decode(data) == Point(1, 2)
 
 
@@ -140,7 +128,7 @@ def test_a_bundle_is_one_ext_around_its_map() -> None:
     bundle = plumpy.Bundle.__new__(plumpy.Bundle)
     dict.update(bundle, {"x": [1, (2,)]})
     data = get_codec("msgpack").encode(bundle)
-    assert data == _pack(_ext("bundle", {"x": [1, _ext("tuple", 2)]}))
+    assert data == pack(ext("bundle", {"x": [1, ext("tuple", 2)]}))
 
 
 def test_well_known_codes_cover_every_built_in_tag() -> None:
@@ -213,7 +201,7 @@ def test_the_pre_release_layout_is_refused(value: Any) -> None:
 
 
 def test_a_timestamp_inside_ext_data_stays_inert() -> None:
-    data = _pack(_ext("tuple", msgpack.Timestamp(1, 2)))
+    data = pack(ext("tuple", msgpack.Timestamp(1, 2)))
     (stamp,) = get_codec("msgpack").decode(data)
     assert type(stamp) is msgpack.Timestamp
 
@@ -247,13 +235,13 @@ def test_pure_python_msgpack_reads_bundles(bundle: plumpy.Bundle) -> None:
 
 def test_pure_python_msgpack_refuses_the_same_payloads() -> None:
     payloads = {
-        _pack(_ext("class", "os:system")): UnsafeCheckpointError,
-        _pack(msgpack.ExtType(3, b"")): CorruptCheckpointError,
-        _pack(msgpack.ExtType(16, b"\x91\x01\x02")): CorruptCheckpointError,
+        pack(ext("class", "os:system")): UnsafeCheckpointError,
+        pack(msgpack.ExtType(3, b"")): CorruptCheckpointError,
+        pack(msgpack.ExtType(16, b"\x91\x01\x02")): CorruptCheckpointError,
     }
-    deep = _pack(None)
+    deep = pack(None)
     for _ in range(MAX_EXT_DEPTH + 1):
-        deep = _pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + deep))
+        deep = pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + deep))
     payloads[deep] = CorruptCheckpointError
     with _pure_python_msgpack():
         codec = get_codec("msgpack")
@@ -276,9 +264,9 @@ def test_values_nested_deeper_are_refused_on_both_sides() -> None:
     codec = get_codec("msgpack")
     with pytest.raises(EncodeError, match=f"nest more than {MAX_EXT_DEPTH} deep"):
         codec.encode({"x": _nested_tuples(MAX_EXT_DEPTH + 1)})
-    data = _pack(None)
+    data = pack(None)
     for _ in range(MAX_EXT_DEPTH + 1):
-        data = _pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + data))
+        data = pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + data))
     with pytest.raises(CorruptCheckpointError, match=f"more than {MAX_EXT_DEPTH} deep"):
         codec.decode(data)
 
@@ -309,7 +297,7 @@ def test_lists_nest_at_most_32_deep_further_down(depth: int) -> None:
         return
     with pytest.raises(EncodeError, match="nested more than 32 deep"):
         codec.encode(value)
-    crafted = _pack(_ext("tuple", _ext("tuple", _ext("tuple", _nested_lists(depth - 1)))))
+    crafted = pack(ext("tuple", ext("tuple", ext("tuple", _nested_lists(depth - 1)))))
     with pytest.raises(CorruptCheckpointError, match="more than 32 deep"):
         codec.decode(crafted)
 

@@ -13,7 +13,6 @@ with a deadline, never waited for with a fixed sleep.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import subprocess
@@ -29,8 +28,8 @@ import pytest
 
 from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
 from loopaware_persist._client import WorkerClient
-from loopaware_persist._messages import MESSAGE_MAGIC
-from tests.axes import postgres_schema, postgres_schema_url
+from loopaware_persist._messages import MESSAGE_MAGIC, MessageCodec
+from tests.axes import POSTGRES_ENV, postgres_schema, postgres_schema_url, server_url
 
 pytestmark = pytest.mark.integration
 
@@ -44,27 +43,16 @@ HOW_TO_START = (
 DEADLINE = 90.0
 
 
-def server_url(name: str) -> str:
-    """:return: the URL in env var ``name``; skip (locally) or fail (under CI) if unset"""
-    url = os.environ.get(name, "")
-    if url:
-        return url
-    msg = f"{name} is not set. Start the test servers with: {HOW_TO_START}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{msg} (under CI a missing server is a failure, not a skip)")
-    pytest.skip(msg)
-
-
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
     """:return: the RabbitMQ broker's URL"""
-    return server_url("LOOPAWARE_TEST_AMQP_URL")
+    return server_url("LOOPAWARE_TEST_AMQP_URL", HOW_TO_START)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     """:return: the PostgreSQL database's URL"""
-    return server_url("LOOPAWARE_TEST_POSTGRES_URL")
+    return server_url(POSTGRES_ENV, HOW_TO_START)
 
 
 @pytest.fixture
@@ -294,3 +282,24 @@ def hostile_gadget_message(marker: Path) -> bytes:
     body = msgpack.ExtType(2, msgpack.packb(["tuple", gadget, True], use_bin_type=True))
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return MESSAGE_MAGIC + packed
+
+
+def hostile_task_messages(marker: Path) -> list[bytes]:
+    """:param marker: the file any of the messages would create, were it run
+    :return: three task messages a worker must refuse without running anything: kiwipy's
+        own (YAML) encoding, as AiiDA's unsafe loader would run it; our format naming a
+        callable outside the allow-list; a well-formed launch task whose
+        ``process_class`` is not a Process
+    """
+    launch = {
+        "process_class": "os:system",
+        "persist": False,
+        "nowait": False,
+        "init_args": [f"touch {marker}"],
+        "init_kwargs": {},
+    }
+    return [
+        f'!!python/object/apply:os.system ["touch {marker}"]'.encode(),
+        hostile_gadget_message(marker),
+        MessageCodec(allow=ALLOW).encode(({"task": "launch", "args": launch}, True)),
+    ]

@@ -49,8 +49,38 @@ def record(path: str, pid: Any, step: int, event: str, copy: str) -> None:
         os.close(fd)
 
 
+async def wait_for_gate(gate: str) -> None:
+    """Wait for a condition the test sets (the file ``gate``), with a deadline.
+
+    :raises TimeoutError: if the file does not appear within ``GATE_DEADLINE`` seconds
+    """
+    deadline = time.monotonic() + GATE_DEADLINE
+    while not os.path.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {gate} never opened")
+        await asyncio.sleep(0.02)
+
+
+class CopyNamed(plumpy.Process):
+    """Names each in-memory copy (one per create or load) in ``_copy``.
+
+    Not persisted: so a test can tell which copy did a step, and whether a fenced
+    copy's work ever reached the store.
+    """
+
+    def on_create(self) -> None:
+        super().on_create()
+        self._copy = uuid.uuid4().hex[:8]
+
+    def load_instance_state(
+        self, saved_state: Any, load_context: plumpy.LoadSaveContext | None
+    ) -> None:
+        super().load_instance_state(saved_state, load_context)
+        self._copy = uuid.uuid4().hex[:8]
+
+
 @plumpy.auto_persist("_i", "_total", "_trail", "_copies")
-class Steps(plumpy.Process):
+class Steps(CopyNamed):
     """``n`` steps, each ending in a checkpoint; step ``gate_step`` waits for a file.
 
     Each step returns ``plumpy.Continue``, a transition to a new RUNNING state,
@@ -78,15 +108,6 @@ class Steps(plumpy.Process):
         self._total = 0
         self._trail: list[int] = []
         self._copies: list[str] = []
-        self._copy = uuid.uuid4().hex[:8]
-
-    def load_instance_state(
-        self, saved_state: Any, load_context: plumpy.LoadSaveContext | None
-    ) -> None:
-        super().load_instance_state(saved_state, load_context)
-        # Not persisted: names this in-memory copy, so a test can tell whether a
-        # fenced copy's work ever reached the store.
-        self._copy = uuid.uuid4().hex[:8]
 
     def run(self) -> plumpy.Continue:
         return plumpy.Continue(self.advance)
@@ -107,13 +128,7 @@ class Steps(plumpy.Process):
         side = self.inputs["side"]
         record(side, self.pid, i, "start", self._copy)
         if i == self.inputs["gate_step"]:
-            gate = self.inputs["gate"]
-            deadline = time.monotonic() + GATE_DEADLINE
-            # Waits for a condition the test sets (a file), with a deadline.
-            while not os.path.exists(gate):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"gate {gate} never opened")
-                await asyncio.sleep(0.02)
+            await wait_for_gate(self.inputs["gate"])
         self._total += self.inputs["x"] * i
         self._trail.append(os.getpid())
         self._copies.append(self._copy)
@@ -153,7 +168,7 @@ class Fail(plumpy.Process):
         raise ValueError(f"boom {self.inputs['x']}")
 
 
-class Gated(plumpy.Process):
+class Gated(CopyNamed):
     """Waits for its gate file, then doubles ``x`` and finishes, in one step.
 
     Its only step goes straight from RUNNING to FINISHED, so a stale copy meets the
@@ -170,25 +185,12 @@ class Gated(plumpy.Process):
         spec.input("fail", valid_type=bool, default=False)
         spec.outputs.dynamic = True
 
-    def on_create(self) -> None:
-        super().on_create()
-        self._copy = uuid.uuid4().hex[:8]
-
-    def load_instance_state(
-        self, saved_state: Any, load_context: plumpy.LoadSaveContext | None
-    ) -> None:
-        super().load_instance_state(saved_state, load_context)
-        self._copy = uuid.uuid4().hex[:8]
-
     async def run(self) -> None:
         _on_loop(self, asyncio.get_running_loop())
         side, gate = self.inputs["side"], self.inputs["gate"]
         record(side, self.pid, 0, "start", self._copy)
-        deadline = time.monotonic() + GATE_DEADLINE
-        while gate and not os.path.exists(gate):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gate {gate} never opened")
-            await asyncio.sleep(0.02)
+        if gate:
+            await wait_for_gate(gate)
         record(side, self.pid, 0, "done", self._copy)
         if self.inputs["fail"]:
             raise ValueError(f"copy {self._copy} failed")

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from tests.axes import postgres_schema_url
 from .conftest import (
     ALLOW,
     DEADLINE,
-    hostile_gadget_message,
+    hostile_task_messages,
     publish_raw,
     ready_count,
     side_lines,
@@ -282,23 +282,7 @@ def test_hostile_messages_are_refused_and_nothing_runs(
     caplog.set_level(logging.INFO)
     thread_workers(sqlite_store, prefetch=1)
     marker = tmp_path / "marker"
-    hostile = [
-        # kiwipy's own YAML encoding.
-        f'!!python/object/apply:os.system ["touch {marker}"]'.encode(),
-        # Our format, naming a callable outside the allow-list.
-        hostile_gadget_message(marker),
-        # A well-formed launch of a class outside the allow-list, no reply wanted.
-        MessageCodec(allow=ALLOW).encode(
-            (
-                {
-                    "task": "launch",
-                    "args": {"process_class": "os:system", "init_args": [f"touch {marker}"]},
-                },
-                True,
-            )
-        ),
-    ]
-    publish_raw(amqp_url, queue, hostile)
+    publish_raw(amqp_url, queue, hostile_task_messages(marker))
     # With prefetch=1 the next task is delivered only once the hostile ones were
     # acknowledged (dropped), not left unacknowledged on the channel.
     assert client.launch(Double, {"x": 5}).result(timeout=DEADLINE)["doubled"] == 10
@@ -512,16 +496,41 @@ def test_sigint_stops_a_worker_running_in_the_main_thread(
 # Fencing.
 
 
-def test_two_workers_given_one_pid_the_stale_copy_follows_the_owner(
+@pytest.fixture
+def two_workers(
     thread_workers: Callable[..., ThreadWorker],
-    client: WorkerClient,
     postgres_store: str,
-    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
-) -> None:
+) -> str:
+    """Two workers with a prefetch of one on one PostgreSQL store, logging at INFO.
+
+    :returns: the store's URL
+    """
     caplog.set_level(logging.INFO)
     thread_workers(postgres_store, prefetch=1)
     thread_workers(postgres_store, prefetch=1)
+    return postgres_store
+
+
+def _run_two_copies(
+    client: WorkerClient, pid: str, starts: Callable[[], Collection[str]], what: str
+) -> tuple[concurrent.futures.Future[Any], concurrent.futures.Future[Any]]:
+    """Continue ``pid`` twice, the second while the first copy still runs.
+
+    :param starts: the copies that have started so far, as the side file tells
+    :param what: what a copy starts, for the waits' messages
+    :returns: the two continue futures, once both copies have started
+    """
+    first = client.continue_(pid)
+    wait_for(lambda: len(starts()) == 1, f"the first copy to start {what}")
+    second = client.continue_(pid)
+    wait_for(lambda: len(starts()) == 2, f"the second copy to claim the pid and start {what}")
+    return first, second
+
+
+def test_two_workers_given_one_pid_the_stale_copy_follows_the_owner(
+    two_workers: str, client: WorkerClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     side, gate = tmp_path / "side", tmp_path / "gate"
     inputs = {"x": 2, "n": 3, "side": str(side), "gate": str(gate), "gate_step": 0}
     pid = client.create(Steps, inputs).result(timeout=DEADLINE)
@@ -530,10 +539,7 @@ def test_two_workers_given_one_pid_the_stale_copy_follows_the_owner(
         return {r[4] for r in side_lines(side) if r[1:3] == (0, "start")}
 
     # A redelivery while the first copy still runs: the second copy claims the pid.
-    first = client.continue_(pid)
-    wait_for(lambda: len(starts()) == 1, "the first copy to start step 0")
-    second = client.continue_(pid)
-    wait_for(lambda: len(starts()) == 2, "the second copy to claim the pid and start step 0")
+    first, second = _run_two_copies(client, pid, starts, "step 0")
     gate.touch()
 
     results = [first.result(timeout=DEADLINE), second.result(timeout=DEADLINE)]
@@ -541,21 +547,14 @@ def test_two_workers_given_one_pid_the_stale_copy_follows_the_owner(
     assert results[0]["total"] == _total(2, 3)
     assert len(set(results[0]["copies"])) == 1  # one copy wrote the whole stored history
     assert _messages(caplog, f"fenced {pid}: stale")
-    with open_fencing_persister(postgres_store, allow=ALLOW) as persister:
+    with open_fencing_persister(two_workers, allow=ALLOW) as persister:
         stored = persister.load_checkpoint(pid)
     assert stored["_copies"] == results[0]["copies"]
 
 
 def test_a_copy_fenced_entering_its_final_state_replies_with_the_stored_outcome(
-    thread_workers: Callable[..., ThreadWorker],
-    client: WorkerClient,
-    postgres_store: str,
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    two_workers: str, client: WorkerClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
-    thread_workers(postgres_store, prefetch=1)
-    thread_workers(postgres_store, prefetch=1)
     side, gate = tmp_path / "side", tmp_path / "gate"
     pid = client.create(Gated, {"x": 3, "side": str(side), "gate": str(gate)}).result(
         timeout=DEADLINE
@@ -564,10 +563,7 @@ def test_a_copy_fenced_entering_its_final_state_replies_with_the_stored_outcome(
     def starts() -> list[str]:
         return [r[4] for r in side_lines(side) if r[2] == "start"]
 
-    first = client.continue_(pid)
-    wait_for(lambda: len(starts()) == 1, "the first copy to start")
-    second = client.continue_(pid)
-    wait_for(lambda: len(starts()) == 2, "the second copy to claim the pid and start")
+    first, second = _run_two_copies(client, pid, starts, "its step")
     stale, owner = starts()
     gate.touch()
     # The only step goes straight to FINISHED: the stale copy is fenced while entering
@@ -576,7 +572,7 @@ def test_a_copy_fenced_entering_its_final_state_replies_with_the_stored_outcome(
     assert _messages(caplog, f"fenced {pid}: stale")
     loop = asyncio.new_event_loop()
     try:
-        with open_fencing_persister(postgres_store, allow=ALLOW) as persister:
+        with open_fencing_persister(two_workers, allow=ALLOW) as persister:
             stored = persister.load_process(pid, loop=loop).future().result()
     finally:
         loop.close()

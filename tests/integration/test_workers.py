@@ -10,15 +10,12 @@ import time
 import uuid
 from pathlib import Path
 
-import aio_pika
 import pytest
 
 from loopaware_persist import StaleCheckpointError
-from loopaware_persist._broker import DEFAULT_TASK_EXCHANGE
 from loopaware_persist._client import WorkerClient
 from loopaware_persist._errors import FencedError
 from loopaware_persist._fencing import open_fencing_persister
-from loopaware_persist._messages import MessageCodec
 from loopaware_persist.storage import CheckpointKey
 
 from .conftest import (
@@ -27,7 +24,8 @@ from .conftest import (
     ROOT,
     Workers,
     fenced_in,
-    hostile_gadget_message,
+    hostile_task_messages,
+    publish_raw,
     side_lines,
     wait_for,
 )
@@ -234,15 +232,6 @@ def test_fencing_persister_stale_writer_stops_without_overwriting(
         loop_b.close()
 
 
-async def _publish_raw(amqp_url: str, queue: str, bodies: list[bytes]) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(DEFAULT_TASK_EXCHANGE)
-        for body in bodies:
-            await exchange.publish(aio_pika.Message(body=body), routing_key=queue)
-
-
 def test_hostile_messages_are_refused_and_nothing_runs(
     workers: Workers,
     client: WorkerClient,
@@ -253,29 +242,7 @@ def test_hostile_messages_are_refused_and_nothing_runs(
 ) -> None:
     (worker,) = workers.start(1, store=postgres_url, prefetch=1)
     marker = tmp_path / "marker"
-    hostile = [
-        # kiwipy's own (YAML) encoding, as AiiDA's unsafe loader would run it.
-        f'!!python/object/apply:os.system ["touch {marker}"]'.encode(),
-        # Our format, naming a callable outside the allow-list.
-        hostile_gadget_message(marker),
-        # A well-formed launch task whose process_class is not a Process.
-        MessageCodec(allow=ALLOW).encode(
-            (
-                {
-                    "task": "launch",
-                    "args": {
-                        "process_class": "os:system",
-                        "persist": False,
-                        "nowait": False,
-                        "init_args": [f"touch {marker}"],
-                        "init_kwargs": {},
-                    },
-                },
-                True,
-            )
-        ),
-    ]
-    asyncio.run(_publish_raw(amqp_url, queue, hostile))
+    publish_raw(amqp_url, queue, hostile_task_messages(marker))
     # With prefetch=1 the next task is delivered only once the hostile ones were
     # acknowledged (dropped), not left on the channel.
     assert client.launch(Double, {"x": 5}).result(timeout=DEADLINE)["doubled"] == 10

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import plumpy
 
 from loopaware_persist import (
@@ -36,27 +35,14 @@ from loopaware_persist import (
     open_persister,
 )
 from loopaware_persist._envelope import encode_envelope
-from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
 from loopaware_persist.storage import CheckpointKey
 from tests.axes import local_store_url
+from tests.msgpack_wire import ext, pack
 
 from ._support import ALLOW, CODECS, make_process, new_loop
 
 # Modules a load of these records may legitimately import (lazily) after warm-up.
 ALLOWED_NEW_MODULES: frozenset[str] = frozenset()
-
-
-def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
-    """A value as the msgpack codec writes it: an ext whose data is the packed fields."""
-    code = WELL_KNOWN_CODES.get(tag)
-    if code is None:
-        return msgpack.ExtType(2, _pack([tag, *fields]))
-    return msgpack.ExtType(code, _pack(list(fields)))
-
-
-def _pack(tree: Any) -> bytes:
-    packed: bytes = msgpack.packb(tree, use_bin_type=True)
-    return packed
 
 
 def _pickle_gadgets(marker: str, evil: str) -> dict[str, bytes]:
@@ -111,28 +97,28 @@ def _pickle_gadgets(marker: str, evil: str) -> dict[str, bytes]:
 def _msgpack_payloads(marker: str, evil: str) -> dict[str, tuple[bytes, type[Exception]]]:
     u, k = UnsafeCheckpointError, UnknownTagError
     return {
-        "class os:system": (_pack(_ext("class", "os:system")), u),
-        "class builtins:eval": (_pack(_ext("class", "builtins:eval")), u),
-        "class builtins:exec": (_pack(_ext("class", "builtins:exec")), u),
-        "class subprocess:Popen": (_pack(_ext("class", "subprocess:Popen")), u),
-        "class dunder": (_pack(_ext("class", "plumpy:Process.__init__")), u),
-        "class evil": (_pack(_ext("class", f"{evil}:Thing")), u),
-        "enum os:system": (_pack(_ext("enum", "os:system", "x")), u),
-        "enum evil": (_pack(_ext("enum", f"{evil}:Color", 1)), u),
-        "object Popen": (_pack(_ext("object", "subprocess:Popen", {"args": [marker]})), u),
-        "object evil": (_pack(_ext("object", f"{evil}:Thing", {})), u),
-        "object plumpy Process": (_pack(_ext("object", "plumpy.processes:Process", {})), u),
+        "class os:system": (pack(ext("class", "os:system")), u),
+        "class builtins:eval": (pack(ext("class", "builtins:eval")), u),
+        "class builtins:exec": (pack(ext("class", "builtins:exec")), u),
+        "class subprocess:Popen": (pack(ext("class", "subprocess:Popen")), u),
+        "class dunder": (pack(ext("class", "plumpy:Process.__init__")), u),
+        "class evil": (pack(ext("class", f"{evil}:Thing")), u),
+        "enum os:system": (pack(ext("enum", "os:system", "x")), u),
+        "enum evil": (pack(ext("enum", f"{evil}:Color", 1)), u),
+        "object Popen": (pack(ext("object", "subprocess:Popen", {"args": [marker]})), u),
+        "object evil": (pack(ext("object", f"{evil}:Thing", {})), u),
+        "object plumpy Process": (pack(ext("object", "plumpy.processes:Process", {})), u),
         "object PicklePersister": (
-            _pack(_ext("object", "plumpy.persistence:PicklePersister", {"x": marker})),
+            pack(ext("object", "plumpy.persistence:PicklePersister", {"x": marker})),
             u,
         ),
         "deep in a bundle": (
-            _pack(_ext("bundle", {"_state": {"ctx": [{"x": _ext("object", "os:system", {})}]}})),
+            pack(ext("bundle", {"_state": {"ctx": [{"x": ext("object", "os:system", {})}]}})),
             u,
         ),
-        "unknown tag os.system": (_pack(_ext("os.system", marker)), k),
-        "unknown tag pickle": (_pack(_ext("pickle", b"cos\nsystem\n.")), k),
-        "unknown tag eval": (_pack({"x": _ext("eval", "__import__('os')")}), k),
+        "unknown tag os.system": (pack(ext("os.system", marker)), k),
+        "unknown tag pickle": (pack(ext("pickle", b"cos\nsystem\n.")), k),
+        "unknown tag eval": (pack({"x": ext("eval", "__import__('os')")}), k),
     }
 
 
@@ -202,7 +188,7 @@ def _warm_up(per: Any, b: asyncio.AbstractEventLoop) -> None:
             per.load_process(process.pid, loop=b)
     per.list_info()
     per.get_checkpoints()
-    for payload in (_pack(_ext("class", "os:system")), b"cos\nsystem\n."):
+    for payload in (pack(ext("class", "os:system")), b"cos\nsystem\n."):
         for codec in CODECS:
             with contextlib.suppress(LoopAwarePersistError):
                 per.loads(encode_envelope(payload, codec=codec))

@@ -22,7 +22,7 @@ import plumpy
 from loopaware_persist import LoopAwarePersister, open_persister
 from tests.axes import CODECS as CODECS
 from tests.loops import new_loop as new_loop
-from tests.processes import Finisher, Raiser, Waiter
+from tests.processes import Finisher, Raiser, Waiter, step_until
 
 #: The allow-list entry for the processes the campaigns save.
 ALLOW = "tests.processes"
@@ -111,11 +111,7 @@ def make_process(kind: str, loop: asyncio.AbstractEventLoop, pid: Any, x: int = 
             process.future().exception()  # retrieved: no "never retrieved" log
         elif kind == "waiting":
             process = Waiter(pid=pid, loop=loop)
-            for _ in range(20):
-                if process.state is plumpy.ProcessState.WAITING:
-                    break
-                await process.step()
-            assert process.state is plumpy.ProcessState.WAITING
+            await step_until(process, plumpy.ProcessState.WAITING)
         else:
             msg = f"unknown kind {kind!r}"
             raise ValueError(msg)

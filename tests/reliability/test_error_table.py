@@ -100,6 +100,13 @@ def _saved(per: LoopAwarePersister, pid: str = "p") -> Any:
         return process
 
 
+def _save_through(io: FailingIO, tmp: Path) -> None:
+    """Save a process to a file store under ``tmp`` whose I/O fails as ``io`` says."""
+    store = FileStorage((tmp / "files").as_uri(), io=io)
+    with LoopAwarePersister(store, allow=[ALLOW]) as per:
+        _saved(per)
+
+
 def _missing(storage: str, tmp: Path) -> None:
     with open_persister(_url(storage, tmp), allow=[ALLOW]) as per:
         per.load_checkpoint("nobody")
@@ -165,9 +172,7 @@ def _backend_down(storage: str, tmp: Path) -> None:
 
 def _disk_full(storage: str, tmp: Path) -> None:
     if storage == "file":
-        store = FileStorage((tmp / "files").as_uri(), io=FailingIO(errno.ENOSPC))
-        with LoopAwarePersister(store, allow=[ALLOW]) as per:
-            _saved(per)
+        _save_through(FailingIO(errno.ENOSPC), tmp)
         return
     url = _url(storage, tmp)
     with open_persister(url, allow=[ALLOW]) as per:
@@ -198,10 +203,7 @@ def _disk_full(storage: str, tmp: Path) -> None:
 def _read_only(storage: str, tmp: Path) -> None:
     if storage == "file":
         # Root ignores permission bits, so the read-only file system is simulated.
-        io = FailingIO(errno.EROFS, calls=("open", "unlink"))
-        store = FileStorage((tmp / "files").as_uri(), io=io)
-        with LoopAwarePersister(store, allow=[ALLOW]) as per:
-            _saved(per)
+        _save_through(FailingIO(errno.EROFS, calls=("open", "unlink")), tmp)
         return
     url = _url(storage, tmp)
     with open_persister(url, allow=[ALLOW]) as per:

@@ -31,6 +31,7 @@ from loopaware_persist import (
 )
 from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES
 from loopaware_persist.codecs.pickle import ClassRef, UnsafeLoadWarning
+from tests.msgpack_wire import ext, pack
 from tests.strategies import current_event_loop
 
 REFUSALS = (UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError)
@@ -58,19 +59,6 @@ def marker_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: Path)
     imported = name in sys.modules
     sys.modules.pop(name, None)
     assert not imported, f"{name} was imported by a load"
-
-
-def _pack(tree: Any) -> bytes:
-    packed: bytes = msgpack.packb(tree, use_bin_type=True)
-    return packed
-
-
-def _ext(tag: str, *fields: Any) -> msgpack.ExtType:
-    """A value as the msgpack codec writes it: an ext whose data is the packed fields."""
-    code = WELL_KNOWN_CODES.get(tag)
-    if code is None:
-        return msgpack.ExtType(2, _pack([tag, *fields]))
-    return msgpack.ExtType(code, _pack(list(fields)))
 
 
 def _legacy(tag: str) -> msgpack.ExtType:
@@ -221,9 +209,9 @@ def test_pickle_class_reference_to_process_loads_without_being_callable() -> Non
 @functools.cache
 def _nesting_bomb() -> bytes:
     """10,000 tuples inside one another (~40 KB): each level wraps the packed one below."""
-    bomb = _pack(None)
+    bomb = pack(None)
     for _ in range(10_000):
-        bomb = _pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + bomb))
+        bomb = pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + bomb))
     return bomb
 
 
@@ -233,94 +221,94 @@ def _msgpack_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[Dec
     u, k, c = UnsafeCheckpointError, UnknownTagError, CorruptCheckpointError
     deep: Any = None
     for _ in range(MAX_EXT_DEPTH + 1):
-        deep = _ext("tuple", deep)
+        deep = ext("tuple", deep)
     nested_lists: Any = 1
     for _ in range(40):
         nested_lists = [nested_lists]
     return {
-        "class os:system": (_pack(_ext("class", "os:system")), u),
-        "class builtins:eval": (_pack(_ext("class", "builtins:eval")), u),
-        "class builtins:exec": (_pack(_ext("class", "builtins:exec")), u),
-        "class subprocess:Popen": (_pack(_ext("class", "subprocess:Popen")), u),
-        "class dunder": (_pack(_ext("class", "plumpy:Process.__init__")), u),
-        "class marker module": (_pack(_ext("class", f"{module}:Thing")), u),
+        "class os:system": (pack(ext("class", "os:system")), u),
+        "class builtins:eval": (pack(ext("class", "builtins:eval")), u),
+        "class builtins:exec": (pack(ext("class", "builtins:exec")), u),
+        "class subprocess:Popen": (pack(ext("class", "subprocess:Popen")), u),
+        "class dunder": (pack(ext("class", "plumpy:Process.__init__")), u),
+        "class marker module": (pack(ext("class", f"{module}:Thing")), u),
         "class under the generic code": (
-            _pack(msgpack.ExtType(2, _pack(["class", "os:system"]))),
+            pack(msgpack.ExtType(2, pack(["class", "os:system"]))),
             u,
         ),
-        "enum os:system": (_pack(_ext("enum", "os:system", "x")), u),
-        "enum marker module": (_pack(_ext("enum", f"{module}:Color", 1)), u),
+        "enum os:system": (pack(ext("enum", "os:system", "x")), u),
+        "enum marker module": (pack(ext("enum", f"{module}:Color", 1)), u),
         "object subprocess:Popen": (
-            _pack(_ext("object", "subprocess:Popen", {"args": ["touch", m]})),
+            pack(ext("object", "subprocess:Popen", {"args": ["touch", m]})),
             u,
         ),
-        "object os:system": (_pack(_ext("object", "os:system", {})), u),
-        "object marker module": (_pack(_ext("object", f"{module}:Thing", {})), u),
+        "object os:system": (pack(ext("object", "os:system", {})), u),
+        "object marker module": (pack(ext("object", f"{module}:Thing", {})), u),
         "object plumpy PicklePersister": (
-            _pack(_ext("object", "plumpy.persistence:PicklePersister", {"_pickle_directory": m})),
+            pack(ext("object", "plumpy.persistence:PicklePersister", {"_pickle_directory": m})),
             u,
         ),
-        "object plumpy Process": (_pack(_ext("object", "plumpy.processes:Process", {})), u),
-        "object builtins:list": (_pack(_ext("object", "builtins:list", {})), u),
+        "object plumpy Process": (pack(ext("object", "plumpy.processes:Process", {})), u),
+        "object builtins:list": (pack(ext("object", "builtins:list", {})), u),
         "gadget after a valid exception": (
-            _pack([_ext("exception", *exc_fields), _ext("class", "os:system")]),
+            pack([ext("exception", *exc_fields), ext("class", "os:system")]),
             u,
         ),
         "gadget deep in a bundle": (
-            _pack(
-                _ext(
+            pack(
+                ext(
                     "bundle",
-                    {"_state": {"ctx": [1, 2, {"x": _ext("object", "os:system", {})}]}},
+                    {"_state": {"ctx": [1, 2, {"x": ext("object", "os:system", {})}]}},
                 )
             ),
             u,
         ),
-        "gadget as a map key": (_pack({_ext("class", "os:system"): 1}), u),
-        "unknown tag": (_pack(_ext("os.system", m)), k),
-        "unknown tag pickle": (_pack(_ext("pickle", b"cos\nsystem\n.")), k),
-        "unknown ext code": (_pack(msgpack.ExtType(3, _pack(["os:system"]))), c),
-        "ext code 0": (_pack(msgpack.ExtType(0, b"")), c),
-        "ext code 127": (_pack(msgpack.ExtType(127, _pack([]))), c),
-        "non-utf8 tag": (_pack(msgpack.ExtType(2, b"\x91\xc4\x02\xff\xfe")), c),
-        "tag that is not a string": (_pack(msgpack.ExtType(2, _pack([7, "os:system"]))), c),
-        "tagged value without a tag": (_pack(msgpack.ExtType(2, _pack([]))), c),
-        "ext data that is not msgpack": (_pack(msgpack.ExtType(16, b"\xc1")), c),
-        "ext data that is empty": (_pack(msgpack.ExtType(16, b"")), c),
-        "ext data that is truncated": (_pack(msgpack.ExtType(16, b"\x93\x01")), c),
-        "ext data with trailing bytes": (_pack(msgpack.ExtType(16, b"\x91\x01\x02")), c),
-        "ext data that is not a list": (_pack(msgpack.ExtType(16, _pack({"a": 1}))), c),
+        "gadget as a map key": (pack({ext("class", "os:system"): 1}), u),
+        "unknown tag": (pack(ext("os.system", m)), k),
+        "unknown tag pickle": (pack(ext("pickle", b"cos\nsystem\n.")), k),
+        "unknown ext code": (pack(msgpack.ExtType(3, pack(["os:system"]))), c),
+        "ext code 0": (pack(msgpack.ExtType(0, b"")), c),
+        "ext code 127": (pack(msgpack.ExtType(127, pack([]))), c),
+        "non-utf8 tag": (pack(msgpack.ExtType(2, b"\x91\xc4\x02\xff\xfe")), c),
+        "tag that is not a string": (pack(msgpack.ExtType(2, pack([7, "os:system"]))), c),
+        "tagged value without a tag": (pack(msgpack.ExtType(2, pack([]))), c),
+        "ext data that is not msgpack": (pack(msgpack.ExtType(16, b"\xc1")), c),
+        "ext data that is empty": (pack(msgpack.ExtType(16, b"")), c),
+        "ext data that is truncated": (pack(msgpack.ExtType(16, b"\x93\x01")), c),
+        "ext data with trailing bytes": (pack(msgpack.ExtType(16, b"\x91\x01\x02")), c),
+        "ext data that is not a list": (pack(msgpack.ExtType(16, pack({"a": 1}))), c),
         "ext data claiming a huge array": (
-            _pack(msgpack.ExtType(16, b"\xdd\xff\xff\xff\xff")),
+            pack(msgpack.ExtType(16, b"\xdd\xff\xff\xff\xff")),
             c,
         ),
         "ext data claiming a huge string": (
-            _pack(msgpack.ExtType(16, b"\x91\xdb\xff\xff\xff\xff")),
+            pack(msgpack.ExtType(16, b"\x91\xdb\xff\xff\xff\xff")),
             c,
         ),
-        "uuid of the wrong length": (_pack(msgpack.ExtType(WELL_KNOWN_CODES["uuid"], b"x")), c),
-        "unhashable map key": (_pack({_ext("set", 1): 1}), c),
+        "uuid of the wrong length": (pack(msgpack.ExtType(WELL_KNOWN_CODES["uuid"], b"x")), c),
+        "unhashable map key": (pack({ext("set", 1): 1}), c),
         "list as a map key": (b"\x81\x91\x01\x01", c),
         "earlier layout's marker inside the new layout": (
-            _pack(_ext("tuple", msgpack.ExtType(1, b"class"), "os:system")),
+            pack(ext("tuple", msgpack.ExtType(1, b"class"), "os:system")),
             c,
         ),
         "new code inside the earlier layout": (
-            _pack([_legacy("tuple"), _ext("class", "os:system")]),
+            pack([_legacy("tuple"), ext("class", "os:system")]),
             c,
         ),
-        "malformed class fields": (_pack(_ext("class", 1, 2)), c),
+        "malformed class fields": (pack(ext("class", 1, 2)), c),
         "failed snapshot without an exception object": (
-            _pack(_ext("future", "failed", None, "boom", None)),
+            pack(ext("future", "failed", None, "boom", None)),
             c,
         ),
-        "snapshot with bogus status": (_pack(_ext("future", "exec", None, None, None)), c),
-        "snapshot with unhashable status": (_pack(_ext("future", [], None, None, None)), c),
-        "snapshot with too few fields": (_pack(_ext("future", "pending")), c),
-        "bigint that is not hex": (_pack(_ext("bigint", "0xzz")), c),
-        "nested deeper than the codec writes": (_pack(deep), c),
+        "snapshot with bogus status": (pack(ext("future", "exec", None, None, None)), c),
+        "snapshot with unhashable status": (pack(ext("future", [], None, None, None)), c),
+        "snapshot with too few fields": (pack(ext("future", "pending")), c),
+        "bigint that is not hex": (pack(ext("bigint", "0xzz")), c),
+        "nested deeper than the codec writes": (pack(deep), c),
         "nesting bomb": (_nesting_bomb(), c),
         "lists nested deep inside a deep value": (
-            _pack(_ext("tuple", _ext("tuple", _ext("tuple", nested_lists)))),
+            pack(ext("tuple", ext("tuple", ext("tuple", nested_lists)))),
             c,
         ),
     }
@@ -341,15 +329,15 @@ def _legacy_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[Deco
     m = str(marker)
     c = CorruptCheckpointError
     return {
-        "class os:system": (_pack([_legacy("class"), "os:system"]), c),
-        "class marker module": (_pack([_legacy("class"), f"{module}:Thing"]), c),
-        "enum os:system": (_pack([_legacy("enum"), "os:system", "x"]), c),
+        "class os:system": (pack([_legacy("class"), "os:system"]), c),
+        "class marker module": (pack([_legacy("class"), f"{module}:Thing"]), c),
+        "enum os:system": (pack([_legacy("enum"), "os:system", "x"]), c),
         "object subprocess:Popen": (
-            _pack([_legacy("object"), "subprocess:Popen", {"args": ["touch", m]}]),
+            pack([_legacy("object"), "subprocess:Popen", {"args": ["touch", m]}]),
             c,
         ),
         "gadget deep in a bundle": (
-            _pack(
+            pack(
                 [
                     _legacy("bundle"),
                     {"_state": {"ctx": [1, {"x": [_legacy("object"), "os:system", {}]}]}},
@@ -358,12 +346,12 @@ def _legacy_cases(marker: Path, module: str) -> dict[str, tuple[bytes, type[Deco
             c,
         ),
         "gadget after valid new-layout values": (
-            _pack([_ext("tuple", 1), [_legacy("class"), "os:system"]]),
+            pack([ext("tuple", 1), [_legacy("class"), "os:system"]]),
             c,
         ),
-        "unknown tag": (_pack([_legacy("os.system"), m]), c),
-        "non-utf8 tag": (_pack([msgpack.ExtType(1, b"\xff\xfe"), 1]), c),
-        "malformed class fields": (_pack([_legacy("class"), 1, 2]), c),
+        "unknown tag": (pack([_legacy("os.system"), m]), c),
+        "non-utf8 tag": (pack([msgpack.ExtType(1, b"\xff\xfe"), 1]), c),
+        "malformed class fields": (pack([_legacy("class"), 1, 2]), c),
     }
 
 
@@ -385,7 +373,7 @@ def test_msgpack_exception_naming_foreign_class(
 ) -> None:
     """A stored exception of a class a load may not import becomes a ForeignException."""
     name = name_of.format(module=marker_module)
-    payload = _pack(_ext("exception", name, ["a"], "the message", None, None, None, False, None))
+    payload = pack(ext("exception", name, ["a"], "the message", None, None, None, False, None))
     decoded = get_codec("msgpack").decode(payload)
     assert type(decoded) is ForeignException
     assert decoded.type_name == name
@@ -393,9 +381,9 @@ def test_msgpack_exception_naming_foreign_class(
 
 
 def test_msgpack_exception_cause_is_checked_too(marker_module: str) -> None:
-    cause = _ext("object", f"{marker_module}:Thing", {})
-    payload = _pack(
-        _ext("exception", "builtins:ValueError", ["a"], "a", None, cause, None, False, None)
+    cause = ext("object", f"{marker_module}:Thing", {})
+    payload = pack(
+        ext("exception", "builtins:ValueError", ["a"], "a", None, cause, None, False, None)
     )
     with pytest.raises(UnsafeCheckpointError):
         get_codec("msgpack").decode(payload)
@@ -403,7 +391,7 @@ def test_msgpack_exception_cause_is_checked_too(marker_module: str) -> None:
 
 def test_msgpack_refusal_returns_nothing_partial(marker: Path) -> None:
     """One refused value fails the whole load: no tree with holes comes back."""
-    payload = _pack({"good": _ext("tuple", 1, 2), "bad": _ext("class", "os:system")})
+    payload = pack({"good": ext("tuple", 1, 2), "bad": ext("class", "os:system")})
     with pytest.raises(UnsafeCheckpointError):
         get_codec("msgpack").decode(payload)
 

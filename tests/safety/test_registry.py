@@ -125,13 +125,15 @@ class PredicateBoom(Exception):
     pass
 
 
-def test_predicate_exception_propagates(registry: HookRegistry) -> None:
-    def predicate(cls: type) -> bool:
-        if cls is Sub:
-            raise PredicateBoom(cls)
-        return False
+def _boom_on_sub(cls: type) -> bool:
+    """A predicate that raises for :class:`Sub` and matches nothing else."""
+    if cls is Sub:
+        raise PredicateBoom(cls)
+    return False
 
-    registry.register_predicate(predicate, tag="p", **_hook("p"))
+
+def test_predicate_exception_propagates(registry: HookRegistry) -> None:
+    registry.register_predicate(_boom_on_sub, tag="p", **_hook("p"))
     with pytest.raises(PredicateBoom):
         registry.hook_for(Sub)
     with pytest.raises(PredicateBoom):
@@ -144,13 +146,7 @@ def test_predicate_exception_propagates(registry: HookRegistry) -> None:
 
 def test_predicate_exception_propagates_through_codec() -> None:
     registry = default_registry.copy()
-
-    def predicate(cls: type) -> bool:
-        if cls is Sub:
-            raise PredicateBoom(cls)
-        return False
-
-    registry.register_predicate(predicate, tag="p", **_hook("p"))
+    registry.register_predicate(_boom_on_sub, tag="p", **_hook("p"))
     with pytest.raises(PredicateBoom):
         get_codec("msgpack", registry=registry).encode({"x": Sub()})
 

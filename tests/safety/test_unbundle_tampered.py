@@ -21,7 +21,7 @@ from loopaware_persist import (
     UnsafeCheckpointError,
     open_persister,
 )
-from tests.loops import new_loop
+from tests.loops import LoopPair
 from tests.processes import drive
 
 ALLOW = ["tests.processes"]
@@ -33,15 +33,12 @@ def persister() -> Iterator[LoopAwarePersister]:
         yield opened
 
 
-@pytest.fixture
-def loops() -> Iterator[tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]]:
-    with new_loop() as a, new_loop() as b:
-        yield a, b
-    asyncio.set_event_loop(None)
-
-
-def _tampered(persister: LoopAwarePersister, bundle: dict[str, Any]) -> LoopAwareBundle:
-    return LoopAwareBundle.wrap(bundle, registry=persister.registry, trusted=False)
+def _load_tampered(
+    persister: LoopAwarePersister, bundle: dict[str, Any], loop: asyncio.AbstractEventLoop
+) -> plumpy.Process:
+    """:return: ``bundle`` loaded onto ``loop`` as an untrusted bundle of ``persister``'s"""
+    wrapped = LoopAwareBundle.wrap(bundle, registry=persister.registry, trusted=False)
+    return wrapped.unbundle(plumpy.LoadSaveContext(loop=loop))
 
 
 def _saved(
@@ -59,46 +56,39 @@ def _saved(
     ],
 )
 def test_damaged_excepted_yaml_is_corrupt(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    ex_value: Any,
-    error: str,
+    persister: LoopAwarePersister, loops: LoopPair, ex_value: Any, error: str
 ) -> None:
     a, b = loops
     bundle = _saved(persister, "excepted", a)
     bundle["_state"]["ex_value"] = ex_value
     with pytest.raises(CorruptCheckpointError, match=error):
-        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+        _load_tampered(persister, bundle, b)
 
 
 def test_excepted_yaml_with_aliases_is_audited_once_and_loads(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
     bundle = _saved(persister, "excepted", a)
     bundle["_state"]["ex_value"] = "!!python/object/apply:builtins.ValueError [&x boom, *x, *x]"
-    restored = _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+    restored = _load_tampered(persister, bundle, b)
     assert restored.state is plumpy.ProcessState.EXCEPTED
     assert restored.exception().args == ("boom", "boom", "boom")
 
 
 def test_meta_that_is_not_a_mapping_is_corrupt(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
     bundle = _saved(persister, "waiting", a)
     bundle["_state"][META] = ["plumpy.process_states:Waiting"]
     with pytest.raises(CorruptCheckpointError, match=r"'!!meta' at .* is list, not a mapping"):
-        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+        _load_tampered(persister, bundle, b)
 
 
 @pytest.mark.parametrize("method", ["os.system", "__init_subclass__", "no_such_method", 3])
 def test_a_stored_bound_method_must_name_a_plain_method(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
-    method: Any,
+    persister: LoopAwarePersister, loops: LoopPair, method: Any
 ) -> None:
     """plumpy stores bound methods by name (type ``m``) and getattr()s them on load."""
     a, b = loops
@@ -109,12 +99,11 @@ def test_a_stored_bound_method_must_name_a_plain_method(
         UnsafeCheckpointError,
         match=r"Method name at <root>\['_callback'\] is .*, not a plain method name of Waiter",
     ):
-        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+        _load_tampered(persister, bundle, b)
 
 
 def test_a_bundle_plumpy_cannot_load_is_corrupt_naming_the_class(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
     bundle = _saved(persister, "waiting", a)
@@ -122,7 +111,7 @@ def test_a_bundle_plumpy_cannot_load_is_corrupt_naming_the_class(
     with pytest.raises(
         CorruptCheckpointError, match="plumpy could not load the checkpoint"
     ) as info:
-        _tampered(persister, bundle).unbundle(plumpy.LoadSaveContext(loop=b))
+        _load_tampered(persister, bundle, b)
     assert "'tests.processes:Waiter'" in str(info.value)
     assert "does not match the code installed here" in str(info.value)
 
@@ -150,8 +139,7 @@ class CustomLoader(loaders.ObjectLoader):
 
 
 def test_a_custom_loader_in_the_load_context_is_used(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     a, b = loops
     persister.save_checkpoint(drive("waiting", a, pid="w"))
@@ -164,8 +152,7 @@ def test_a_custom_loader_in_the_load_context_is_used(
 
 
 def test_a_restored_process_saves_again_under_the_same_class_name(
-    persister: LoopAwarePersister,
-    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+    persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
     """A process loaded safely carries the safe loader; re-saving it must name its
     class exactly as the first save did, so the next load finds it."""

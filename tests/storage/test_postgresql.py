@@ -43,13 +43,10 @@ from loopaware_persist.testing import (
     check_storage_processes,
     storage_state_machine,
 )
+from loopaware_persist.testing._check_concurrency import increment_by_compare_and_set
+from tests.axes import postgres_url
 
 URL_ENV = "LOOPAWARE_TEST_POSTGRES_URL"
-HOW_TO_START = (
-    f"{URL_ENV} is not set, so there is no PostgreSQL server to test against. Start a "
-    f"throwaway one with `bash .ci/servers/start-postgres.sh && . .ci/servers/postgres.env` "
-    f"(stop it with `bash .ci/servers/stop-postgres.sh`)."
-)
 UNDER_CI = bool(os.environ.get("CI"))
 
 try:
@@ -73,15 +70,6 @@ SERVERS = REPO_ROOT / ".ci" / "servers"
 NO_DB = settings(database=None, deadline=None)
 
 integration = pytest.mark.integration
-
-
-def server_url() -> str:
-    url = os.environ.get(URL_ENV)
-    if url:
-        return url
-    if UNDER_CI:
-        pytest.fail(f"{HOW_TO_START} Under CI a missing server is a failure, not a skip.")
-    pytest.skip(HOW_TO_START)
 
 
 def with_query(url: str, **params: str) -> str:
@@ -110,7 +98,7 @@ def schema() -> str:
 @pytest.fixture
 def pg_url(schema: str) -> Iterator[str]:
     """A URL naming a fresh schema of this test's own, dropped afterwards."""
-    base = server_url()
+    base = postgres_url()
     yield with_query(base, schema=schema)
     with admin(base) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
@@ -266,18 +254,7 @@ def _cas_increments(url: str, key: CheckpointKey, count: int, barrier: Any, resu
     try:
         with pg.open_storage(url) as storage:
             barrier.wait(60)
-            losses = 0
-            for _ in range(count):
-                while True:
-                    record = storage.get(key)
-                    (value,) = struct.unpack(">Q", record.data)
-                    try:
-                        storage.put(
-                            key, struct.pack(">Q", value + 1), expected_version=record.version
-                        )
-                        break
-                    except StaleCheckpointError:
-                        losses += 1
+            losses = increment_by_compare_and_set(storage, key, count)
         results.put(("ok", losses))
     except BaseException as exc:
         results.put(("error", repr(exc)))
@@ -320,17 +297,7 @@ def test_compare_and_set_from_many_threads_loses_no_update(pg_url: str) -> None:
         def increment() -> None:
             try:
                 barrier.wait(60)
-                for _ in range(count):
-                    while True:
-                        record = storage.get(key)
-                        (value,) = struct.unpack(">Q", record.data)
-                        try:
-                            storage.put(
-                                key, struct.pack(">Q", value + 1), expected_version=record.version
-                            )
-                            break
-                        except StaleCheckpointError:
-                            pass
+                increment_by_compare_and_set(storage, key, count)
             except BaseException as exc:
                 errors.append(exc)
 
@@ -369,7 +336,7 @@ def test_listing_reads_no_payloads(pg_url: str, schema: str) -> None:
     with pg.open_storage(pg_url) as storage:
         storage.put(CheckpointKey(1), os.urandom(300_000))
         storage.put(CheckpointKey(1, "t"), b"")
-    base = server_url()
+    base = postgres_url()
     with admin(base) as conn:
         conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         conn.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO {role}')
@@ -415,7 +382,7 @@ def test_schema_layout_and_settings(pg_url: str, schema: str) -> None:
         assert row is not None
         # Never "off": that loses acknowledged saves when the server crashes.
         assert row[0] == "local"
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         assert conn.execute(
             f'SELECT version, description FROM "{schema}".schema_migrations'
         ).fetchall() == [(1, "checkpoints table")]
@@ -448,7 +415,7 @@ def test_concurrent_first_opens_migrate_once(pg_url: str, schema: str) -> None:
     for thread in threads:
         thread.join(60)
     assert errors == []
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         rows = conn.execute(f'SELECT version FROM "{schema}".schema_migrations').fetchall()
     assert rows == [(1,)]
 
@@ -456,7 +423,7 @@ def test_concurrent_first_opens_migrate_once(pg_url: str, schema: str) -> None:
 @integration
 def test_newer_schema_is_refused(pg_url: str, schema: str) -> None:
     pg.open_storage(pg_url).close()
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         conn.execute(f'UPDATE "{schema}".schema_migrations SET version = 99')
     with pytest.raises(StorageError, match="Upgrade loopaware_persist"):
         pg.open_storage(pg_url)
@@ -472,7 +439,7 @@ def test_schemas_keep_stores_apart(pg_url: str) -> None:
             with pytest.raises(CheckpointNotFoundError):
                 two.get(CheckpointKey(1))
     finally:
-        with admin(server_url()) as conn:
+        with admin(postgres_url()) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
 
 
@@ -499,7 +466,7 @@ def test_terminated_sessions_are_replaced_transparently(pg_url: str) -> None:
         for operation in ("get", "put", "list", "delete_pid"):
             # Kill every session of this storage: the server reports it to the
             # client as AdminShutdown (57P01) on its next use.
-            with admin(server_url()) as conn:
+            with admin(postgres_url()) as conn:
                 killed = conn.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE application_name = %s",
@@ -648,7 +615,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: pathlib.Path) -> Iterator[Cluster]:
-    server_url()  # skip (or, under CI, fail) like every integration test
+    postgres_url()  # skip (or, under CI, fail) like every integration test
     own = Cluster(tmp_path)
     try:
         own.start()
@@ -753,7 +720,7 @@ def test_server_killed_and_restarted(cluster: Cluster) -> None:
 
 
 def _relations(schema: str) -> list[tuple[str, str]]:
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         rows = conn.execute(
             "SELECT c.relname, c.relkind::text FROM pg_catalog.pg_class c "
             "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
@@ -768,7 +735,7 @@ def _relations(schema: str) -> list[tuple[str, str]]:
 def test_a_foreign_checkpoints_table_is_refused_unchanged(
     pg_url: str, schema: str, read_only: bool
 ) -> None:
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
         conn.execute(f'CREATE TABLE "{schema}".checkpoints (id serial PRIMARY KEY, taken text)')
         conn.execute(f"INSERT INTO \"{schema}\".checkpoints (taken) VALUES ('x')")
@@ -783,7 +750,7 @@ def test_a_foreign_checkpoints_table_is_refused_unchanged(
 def test_read_only_creates_nothing_and_writes_nothing(pg_url: str, schema: str) -> None:
     with pytest.raises(StorageError, match="No checkpoint store at"):
         pg.open_storage(pg_url, read_only=True)
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         assert (
             conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
             is None
@@ -807,7 +774,7 @@ def test_read_only_creates_nothing_and_writes_nothing(pg_url: str, schema: str) 
 @integration
 def test_read_only_refuses_a_store_that_needs_migrating(pg_url: str, schema: str) -> None:
     pg.open_storage(pg_url).close()
-    with admin(server_url()) as conn:
+    with admin(postgres_url()) as conn:
         conn.execute(f'DELETE FROM "{schema}".schema_migrations')
         conn.execute(f'INSERT INTO "{schema}".schema_migrations VALUES (0, %s)', ("old",))
     with pytest.raises(StorageError, match="needs migrating"):
