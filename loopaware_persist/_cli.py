@@ -1052,6 +1052,29 @@ def continue_command(
 # endregion
 
 
+class _AiidaGroup(click.Group):
+    """``aiida``: its commands live in ``loopaware_persist.aiida._cli``, imported (with
+    aiida-core) only when one of them runs."""
+
+    def _group(self) -> click.Group:
+        try:
+            from .aiida._cli import aiida_group
+        except ImportError as error:
+            raise click.ClickException(str(error)) from error
+        return aiida_group
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return self._group().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._group().get_command(ctx, cmd_name)
+
+
+cli.add_command(
+    _AiidaGroup("aiida", help="AiiDA: daemon workers that checkpoint through loopaware_persist.")
+)
+
+
 def main() -> None:
     """Console-script entry point (also ``python -m loopaware_persist``)."""
     cli(prog_name="loopaware-persist")
