@@ -105,8 +105,12 @@ def run_circus(
 ) -> None:
     """Run the circus arbiter in this process (daemonising unless ``foreground``).
 
-    What the hidden ``verdi daemon start-circus`` does: it calls the same
-    ``DaemonClient._start_daemon``, which builds the watchers from the two properties
-    this client overrides.
+    What the hidden ``verdi daemon start-circus`` does: it loads the profile (the broker
+    watcher of a ``core.zeromq`` profile is added only for the loaded profile's broker)
+    and calls the same ``DaemonClient._start_daemon``, which builds the watchers from
+    the two properties this client overrides.
     """
-    daemon_client(profile, options)._start_daemon(number_workers, foreground)
+    from aiida.manage import get_manager
+
+    loaded = get_manager().load_profile(profile)
+    daemon_client(loaded.name, options)._start_daemon(number_workers, foreground)
