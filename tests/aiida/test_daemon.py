@@ -113,13 +113,28 @@ def test_a_submitted_workchain_finishes_on_our_worker(served: str) -> None:
 
 
 @pytest.mark.parametrize("served", ["zeromq-daemon"], indirect=True)
-def test_the_daemon_runs_our_workers_and_verdi_daemon_sees_them(served: str) -> None:
+def test_the_daemon_runs_our_workers_and_verdi_daemon_manages_them(served: str) -> None:
     status = verdi("-p", served, "daemon", "status")
     assert status.returncode == 0, status.stdout + status.stderr
-    info = get_manager().get_daemon_client().get_worker_info()
-    pids = [int(worker["pid"]) for worker in info["info"].values()]
-    assert len(pids) == 1
-    assert "loopaware_persist.aiida" in psutil.Process(pids[0]).cmdline()
+    client = get_manager().get_daemon_client()
+    assert _worker_commands(client) == [["loopaware_persist.aiida", "worker"]]
+    added = verdi("-p", served, "daemon", "incr", "1")
+    assert added.returncode == 0, added.stdout + added.stderr
+    _wait(lambda: len(_worker_commands(client)) == 2, "a second worker")
+    assert _worker_commands(client) == [["loopaware_persist.aiida", "worker"]] * 2
+    removed = verdi("-p", served, "daemon", "decr", "1")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    _wait(lambda: len(_worker_commands(client)) == 1, "one worker again")
+
+
+def _worker_commands(client: Any) -> list[list[str]]:
+    """What each worker circus runs is: its module and command."""
+    commands = []
+    for worker in client.get_worker_info()["info"].values():
+        cmdline = psutil.Process(int(worker["pid"])).cmdline()
+        module = cmdline.index("-m") + 1
+        commands.append(cmdline[module : module + 2])
+    return commands
 
 
 def test_verdi_process_list_show_pause_play_kill(served: str) -> None:
