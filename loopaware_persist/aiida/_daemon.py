@@ -16,9 +16,11 @@ against the loop the process will run on.
 ``verdi process list/show/pause/play/kill/repair`` keep working: they read the nodes and
 talk to the processes over the same broker, neither of which the persister touches.
 
-The ZeroMQ broker is a separate service process. ``verdi daemon start`` starts it for a
-profile whose broker is ``core.zeromq``; a worker started on its own waits up to 10 s
-(aiida's ``BROKER_READY_TIMEOUT``) for it, then fails with AiiDA's ``ConnectionError``.
+The ZeroMQ broker is a separate service process that AiiDA's daemon starts (and
+``submit`` to a ``core.zeromq`` profile requires a running daemon): use
+``loopaware-persist aiida daemon start`` (:mod:`._circus`) there. A worker started on
+its own waits up to 10 s (aiida's ``BROKER_READY_TIMEOUT``) for the service, then fails
+with AiiDA's ``ConnectionError``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Crash and resume: a daemon worker SIGKILLed right after its k-th checkpoint, for every
-k of an uninterrupted run, and a fresh worker finishing the job.
+k of an uninterrupted run, and a fresh worker finishing the job; under RabbitMQ and
+under AiiDA's ZeroMQ broker (each gives a dead worker's unacknowledged tasks to the next).
 
 Each resumed run must give the uninterrupted run's outputs, and the same provenance:
 the context's nodes come back as the same stored nodes (so each ``add`` takes the
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import collections
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,28 +31,59 @@ from aiida.manage.configuration import get_config
 from loopaware_persist.aiida import installed
 from tests.aiida.daemon_support import (
     ALLOW,
+    ROOT,
     Worker,
+    _env,
     make_rabbitmq_profile,
+    make_zeromq_profile,
     switched_to,
+    verdi,
     wait_terminated,
 )
 from tests.aiida.daemon_workchains import TracedChain
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
-PROFILE = "loopaware-rmq"
+RMQ = "loopaware-rmq"
+ZMQ = "loopaware-zmq"
 MAX_CHECKPOINTS = 40
 WORKER_TIMEOUT = 90.0
 BUDGET = float(os.environ.get("LOOPAWARE_CRASH_BUDGET", "900"))
 
 
-@pytest.fixture(scope="module")
-def rmq_profile(profile: Any) -> Iterator[Any]:
-    """The RabbitMQ profile, loaded, with our persister installed for ``submit``."""
-    if PROFILE not in get_config().profile_names:
-        make_rabbitmq_profile(PROFILE)
-    with switched_to(PROFILE) as loaded, installed(loaded.name, allow=ALLOW):
-        yield loaded
+@pytest.fixture(scope="module", params=["rabbitmq", "zeromq"])
+def broker_profile(request: pytest.FixtureRequest, profile: Any) -> Iterator[str]:
+    """A profile of each broker, loaded, with our persister installed for ``submit``.
+
+    ZeroMQ: ``submit`` requires a running daemon (it owns the broker service), so our
+    daemon is started and brought down to no workers; the test's workers connect to
+    its broker service.
+    """
+    if request.param == "rabbitmq":
+        if RMQ not in get_config().profile_names:
+            make_rabbitmq_profile(RMQ)
+        with switched_to(RMQ), installed(RMQ, allow=ALLOW):
+            yield RMQ
+        return
+    if ZMQ not in get_config().profile_names:
+        make_zeromq_profile(ZMQ)
+    started = subprocess.run(
+        [sys.executable, "-m", "loopaware_persist.aiida", "daemon", "start", "-p", ZMQ],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        emptied = verdi("-p", ZMQ, "daemon", "decr", "1")
+        assert emptied.returncode == 0, emptied.stdout + emptied.stderr
+        with switched_to(ZMQ), installed(ZMQ, allow=ALLOW):
+            yield ZMQ
+    finally:
+        verdi("-p", ZMQ, "daemon", "stop")
 
 
 def _submit() -> orm.WorkflowNode:
@@ -121,10 +155,10 @@ def _orphans(node: orm.WorkflowNode) -> list[tuple[str, int, str]]:
 
 
 def test_worker_killed_after_each_checkpoint_resumes_identically(
-    rmq_profile: Any, tmp_path: Path, record_property: Callable[[str, object], None]
+    broker_profile: str, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
     started = time.monotonic()
-    baseline = Worker(PROFILE, tmp_path)
+    baseline = Worker(broker_profile, tmp_path)
     try:
         reference_node = _submit()
         wait_terminated(reference_node, WORKER_TIMEOUT, [baseline])
@@ -151,11 +185,11 @@ def test_worker_killed_after_each_checkpoint_resumes_identically(
     for k in range(1, checkpoints + 1):
         t0 = time.monotonic()
         node = _submit()
-        crashing = Worker(PROFILE, tmp_path, crash_at=k)
+        crashing = Worker(broker_profile, tmp_path, crash_at=k)
         crashing.wait_killed(WORKER_TIMEOUT)
         assert crashing.checkpoints == k
         assert not node.is_sealed, f"k={k}: the process finished before the crash"
-        fresh = Worker(PROFILE, tmp_path)
+        fresh = Worker(broker_profile, tmp_path)
         try:
             wait_terminated(node, WORKER_TIMEOUT, [crashing, fresh])
         finally:
@@ -176,7 +210,8 @@ def test_worker_killed_after_each_checkpoint_resumes_identically(
     record_property("checkpoints", checkpoints)
     record_property("campaign_seconds", round(total, 1))
     print(
-        f"\ncrash campaign: {checkpoints} kill points, uninterrupted run {uninterrupted:.1f}s, "
+        f"\ncrash campaign ({broker_profile}): {checkpoints} kill points, "
+        f"uninterrupted run {uninterrupted:.1f}s, "
         f"per kill {min(per_kill):.1f}-{max(per_kill):.1f}s, total {total:.1f}s, "
         f"a never-run child left by the kills at {sorted(creation)}"
     )
