@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ("daemon_client", "start_daemon", "worker_command")
+__all__ = ("daemon_client", "start_daemon", "worker_command", "worker_options")
 
 
 def worker_command(profile: str, options: Sequence[str] = ()) -> list[str]:
@@ -78,25 +78,55 @@ def daemon_client(profile: str | None = None, options: Sequence[str] = ()) -> An
     return LoopAwareDaemonClient(profile_obj)
 
 
+def worker_options(
+    store: str | None = None,
+    allow: Iterable[str] = (),
+    codec: str = "msgpack",
+    compression: str | None = "zlib",
+) -> list[str]:
+    """The options of ``loopaware-persist aiida worker`` for these settings.
+
+    :param store: see :func:`~loopaware_persist.aiida.make_persister`
+    :param allow: module names a load may import
+    :param codec: ``"msgpack"`` or ``"pickle"``
+    :param compression: ``"zlib"``, ``"zstd"`` or ``None``
+    :return: the options, e.g. ``["--allow", "my_plugin", "--codec", "msgpack", …]``
+    """
+    options = [] if store is None else ["--store", store]
+    for module in allow:
+        options += ["--allow", module]
+    return [*options, "--codec", codec, "--compression", compression or "none"]
+
+
 def start_daemon(
     profile: str | None = None,
     number_workers: int = 1,
     *,
-    options: Sequence[str] = (),
+    store: str | None = None,
+    allow: Iterable[str] = (),
+    codec: str = "msgpack",
+    compression: str | None = "zlib",
     foreground: bool = False,
     timeout: int | None = None,
 ) -> None:
     """Start AiiDA's daemon for ``profile`` with our workers, in the background.
 
+    Manage it with ``verdi daemon status|incr|decr|logshow|stop|restart`` afterwards.
+
     :param profile: the profile's name (default: the loaded one)
     :param number_workers: how many workers circus keeps running
-    :param options: more options of ``loopaware-persist aiida worker`` for every worker
+    :param store: where the workers keep records, see
+        :func:`~loopaware_persist.aiida.make_persister`
+    :param allow: module names a load may import (your WorkChains, CalcJobs, values)
+    :param codec: ``"msgpack"`` (default) or ``"pickle"``
+    :param compression: ``"zlib"`` (default), ``"zstd"`` or ``None``
     :param foreground: run circus in this process (one worker only), as
         ``verdi daemon start --foreground``
     :param timeout: seconds to wait for the daemon to answer (default: AiiDA's
         ``daemon.timeout`` option)
     :raises aiida.engine.daemon.client.DaemonException: if the daemon fails to start
     """
+    options = worker_options(store, allow, codec, compression)
     daemon_client(profile, options).start_daemon(number_workers, foreground, timeout=timeout)
 
 

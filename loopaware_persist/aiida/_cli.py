@@ -53,15 +53,6 @@ def _worker_options(func: _F) -> _F:
     return func
 
 
-def _passed_on(
-    store: str | None, allow: tuple[str, ...], codec: str, compression: str
-) -> list[str]:
-    options = [] if store is None else ["--store", store]
-    for module in allow:
-        options += ["--allow", module]
-    return [*options, "--codec", codec, "--compression", compression]
-
-
 _PROFILE = click.option(
     "--profile", "-p", default=None, help="The AiiDA profile (default: the default profile)."
 )
@@ -131,7 +122,10 @@ def start(
     start_daemon(
         profile,
         number,
-        options=_passed_on(store, allow, codec, compression),
+        store=store,
+        allow=allow,
+        codec=codec,
+        compression=None if compression == "none" else compression,
         foreground=foreground,
         timeout=timeout,
     )

@@ -43,3 +43,29 @@ def test_a_profile_without_a_broker_is_refused(profile: Any) -> None:
     with pytest.raises(ConfigurationError, match="has no broker") as caught:
         run_daemon_worker(profile.name)
     assert "verdi profile configure-broker core.rabbitmq" in str(caught.value)
+
+
+def test_the_daemon_watcher_runs_our_worker_with_the_options_quoted(profile: Any) -> None:
+    import shlex
+
+    from loopaware_persist.aiida._circus import daemon_client, worker_options
+
+    options = worker_options("sqlite:////tmp/a b.db", ["my_plugin"], "msgpack", None)
+    assert options == [
+        "--store",
+        "sqlite:////tmp/a b.db",
+        "--allow",
+        "my_plugin",
+        "--codec",
+        "msgpack",
+        "--compression",
+        "none",
+    ]
+    client = daemon_client(profile.name, options)
+    # circus runs " ".join(cmd) split with shlex: the path with a space survives.
+    command = shlex.split(" ".join(client.cmd_start_daemon_worker))
+    worker = [sys.executable, "-m", "loopaware_persist.aiida", "worker", "-p", profile.name]
+    assert command == [*worker, *options]
+    circus = client.cmd_start_daemon(2)
+    assert "start-circus" in circus  # what DaemonClient's stale-pid check looks for
+    assert circus[circus.index("--") + 1 :] == options
