@@ -42,7 +42,7 @@ nitpick_ignore_regex = [
         r"(_?asyncio|abc|collections\.abc|concurrent\.futures|enum|threading|typing|uuid)"
         r"(\..*)?",
     ),
-    (r"py:.*", r"(plumpy|kiwipy|hypothesis)(\..*)?"),
+    (r"py:.*", r"(plumpy|kiwipy|hypothesis|aiida)(\..*)?"),
     (r"py:class", r"RuleBasedStateMachine"),  # hypothesis, imported under TYPE_CHECKING
     # Type variables of generic signatures (``LoopContext.run`` -> R).
     (r"py:class", r"loopaware_persist\.[\w.]+\.[A-Z]"),

@@ -1,13 +1,17 @@
 """``loopaware-persist aiida ...``: the AiiDA commands (the ``aiida`` extra).
 
 AiiDA is imported only when one of them runs, so the rest of the CLI works without the
-extra. ``migrate`` moves a profile's YAML checkpoints (:mod:`loopaware_persist.aiida`).
+extra. ``worker`` runs one AiiDA daemon worker in the foreground
+(:func:`~loopaware_persist.aiida.run_daemon_worker`); ``daemon start`` starts AiiDA's
+daemon (circus) with such workers (:func:`~loopaware_persist.aiida.start_daemon`);
+``migrate`` moves a profile's YAML checkpoints (:func:`~loopaware_persist.aiida.migrate`).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -15,10 +19,136 @@ from ._options import Command, Group, command_settings
 
 __all__ = ("aiida_group", "migrate_command")
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _worker_options(func: _F) -> _F:
+    """The options every worker takes; ``daemon start`` passes them on to its workers."""
+    options = [
+        click.option(
+            "--store",
+            default=None,
+            metavar="URL",
+            help="Where records live: aiida:// (default, in each ProcessNode), "
+            "sqlite:///PATH or postgresql://…",
+        ),
+        click.option(
+            "--allow",
+            multiple=True,
+            metavar="MODULE",
+            help="A module a checkpoint may import (your WorkChains, CalcJobs and the "
+            "value classes they hold). Repeatable.",
+        ),
+        click.option(
+            "--codec",
+            type=click.Choice(["msgpack", "pickle"]),
+            default="msgpack",
+            show_default=True,
+        ),
+        click.option(
+            "--compression",
+            type=click.Choice(["zlib", "zstd", "none"]),
+            default="zlib",
+            show_default=True,
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_PROFILE = click.option(
+    "--profile", "-p", default=None, help="The AiiDA profile (default: the default profile)."
+)
+
 
 @click.group("aiida", cls=Group)
 def aiida_group() -> None:
-    """Run, and migrate the checkpoints of, AiiDA processes (needs the aiida extra)."""
+    """AiiDA: daemon workers that checkpoint through loopaware_persist, and migrating a
+    profile's checkpoints (needs the aiida extra)."""
+
+
+@aiida_group.command(cls=Command)
+@_PROFILE
+@_worker_options
+def worker(
+    profile: str | None,
+    store: str | None,
+    allow: tuple[str, ...],
+    codec: str,
+    compression: str,
+) -> None:
+    """Run one AiiDA daemon worker in the foreground, until SIGTERM or SIGINT.
+
+    AiiDA's own worker (the profile's broker, slots and logging) with this persister.
+    Run several beside each other, or under `loopaware-persist aiida daemon start`.
+    """
+    from ..aiida._daemon import run_daemon_worker
+
+    run_daemon_worker(
+        profile,
+        store,
+        allow=allow,
+        codec=codec,
+        compression=None if compression == "none" else compression,
+    )
+
+
+@aiida_group.group(cls=Group)
+def daemon() -> None:
+    """AiiDA's daemon (circus), with loopaware_persist workers.
+
+    Once started, manage it with verdi: `verdi daemon status|incr|decr|stop|logshow`.
+    """
+
+
+@daemon.command()
+@_PROFILE
+@click.argument("number", type=int, default=1)
+@click.option("--foreground", is_flag=True, help="Run circus in this process (one worker).")
+@click.option("--timeout", type=int, default=None, help="Seconds to wait for the daemon.")
+@_worker_options
+def start(
+    profile: str | None,
+    number: int,
+    foreground: bool,
+    timeout: int | None,
+    store: str | None,
+    allow: tuple[str, ...],
+    codec: str,
+    compression: str,
+) -> None:
+    """Start AiiDA's daemon with NUMBER loopaware_persist workers."""
+    from ..aiida._circus import start_daemon
+
+    if number < 1:
+        msg = f"{number} is not a positive number of workers"
+        raise click.BadParameter(msg, param_hint="NUMBER")
+    start_daemon(
+        profile,
+        number,
+        store=store,
+        allow=allow,
+        codec=codec,
+        compression=None if compression == "none" else compression,
+        foreground=foreground,
+        timeout=timeout,
+    )
+    click.echo(f"Started the daemon with {number} loopaware_persist worker(s).")
+
+
+@daemon.command("start-circus", hidden=True)
+@_PROFILE
+@click.argument("number", type=int)
+@click.option("--foreground", is_flag=True)
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+def start_circus(
+    profile: str | None, number: int, foreground: bool, options: tuple[str, ...]
+) -> None:
+    """Run the circus arbiter (what `daemon start` runs in the background)."""
+    from ..aiida._circus import run_circus
+
+    run_circus(profile, number, options, foreground=foreground)
 
 
 def _line(result: Any) -> str:

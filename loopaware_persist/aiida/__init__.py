@@ -22,6 +22,8 @@ except ImportError as _error:  # pragma: no cover - depends on the environment
     )
     raise ImportError(_msg) from _error
 
+from ._circus import start_daemon as start_daemon
+from ._daemon import run_daemon_worker as run_daemon_worker
 from ._install import (
     install as install,
     installed as installed,
@@ -61,6 +63,8 @@ __all__ = (
     "migrate",
     "open_storage",
     "prune_backups",
+    "run_daemon_worker",
+    "start_daemon",
     "uninstall",
 )
 

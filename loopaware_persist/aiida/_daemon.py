@@ -1,0 +1,134 @@
+"""A daemon worker that runs AiiDA processes with this persister: :func:`run_daemon_worker`.
+
+It is aiida-core 2.9's own worker (``aiida.engine.daemon.worker.start_daemon_worker``,
+what ``verdi daemon worker`` runs) with one difference: before the daemon runner is
+built, :func:`~loopaware_persist.aiida.install` puts a
+:class:`~loopaware_persist.LoopAwarePersister` in the manager, so the runner and its
+task subscriber (AiiDA's ``ProcessLauncher``) save and load through it. Everything else
+is AiiDA's: the profile's broker and communicator (RabbitMQ, ``core.rabbitmq``, or the
+ZeroMQ broker, ``core.zeromq``), ``Manager.create_daemon_runner()`` with the
+``daemon.worker_process_slots`` prefetch, the ``daemon.recursion_limit`` option, the
+daemon log file, and the SIGTERM/SIGINT shutdown (``shutdown_worker``). A checkpoint is
+loaded onto the runner's loop (``LoadSaveContext(runner=…)``, see
+:meth:`~loopaware_persist.LoopAwareBundle.unbundle`), so the loop binding is checked
+against the loop the process will run on.
+
+``verdi process list/show/pause/play/kill/repair`` keep working: they read the nodes and
+talk to the processes over the same broker, neither of which the persister touches.
+
+The ZeroMQ broker is a separate service process that AiiDA's daemon starts (and
+``submit`` to a ``core.zeromq`` profile requires a running daemon): use
+``loopaware-persist aiida daemon start`` (:mod:`._circus`) there. A worker started on
+its own waits up to 10 s (aiida's ``BROKER_READY_TIMEOUT``) for the service, then fails
+with AiiDA's ``ConnectionError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from .._errors import ConfigurationError
+from ._install import install, uninstall
+
+__all__ = ("run_daemon_worker",)
+
+LOGGER = logging.getLogger(__name__)
+
+#: The shutdown task, referenced so that it is not collected while it runs.
+_shutdown: list[Any] = []
+
+
+def _no_broker_message(profile: str) -> str:
+    return (
+        f"Profile {profile!r} has no broker, so a daemon worker would receive no tasks. "
+        f"Configure one with `verdi profile configure-broker core.rabbitmq {profile}` "
+        f"(or core.zeromq), then start the worker again."
+    )
+
+
+def run_daemon_worker(
+    profile: str | None = None,
+    store: str | None = None,
+    *,
+    allow: Iterable[str | type] = (),
+    codec: str = "msgpack",
+    compression: str | None = "zlib",
+    foreground: bool = True,
+) -> None:
+    """Run one AiiDA daemon worker in this process until SIGTERM or SIGINT.
+
+    What ``verdi daemon worker`` does (aiida-core 2.9), with the persister of
+    :func:`~loopaware_persist.aiida.make_persister` in place of ``AiiDAPersister``.
+    Blocks; returns after the shutdown, with the persister uninstalled and its store
+    closed.
+
+    :param profile: the profile's name (default: the loaded one, else the default profile)
+    :param store: where records live, see :func:`~loopaware_persist.aiida.make_persister`
+        (default ``aiida://``: in each ProcessNode)
+    :param allow: modules or classes a load may import: those of your WorkChains,
+        CalcJobs and any value class their checkpoints hold
+    :param codec: ``"msgpack"`` (default) or ``"pickle"`` (restricted)
+    :param compression: ``"zlib"`` (default), ``"zstd"`` or ``None``
+    :param foreground: also log to stdout, as ``verdi daemon worker`` does (circus
+        sends a worker's stdout to the daemon log); ``False`` logs to the daemon log
+        file only
+    :raises ConfigurationError: if the profile has no broker, or the store, codec or
+        compression is unknown
+    """
+    from aiida.common.log import configure_logging
+    from aiida.engine.daemon.client import get_daemon_client
+    from aiida.manage import get_config_option, get_manager
+
+    manager = get_manager()
+    loaded = manager.load_profile(profile)
+    if loaded.process_control_backend is None:
+        msg = _no_broker_message(loaded.name)
+        raise ConfigurationError(msg, option="profile", value=loaded.name)
+
+    daemon_client = get_daemon_client(loaded.name)
+    configure_logging(
+        with_orm=True, daemon=not foreground, daemon_log_file=daemon_client.daemon_log_file
+    )
+    LOGGER.debug("Loaded profile %s", loaded.name)
+
+    persister = install(loaded.name, store, allow=allow, codec=codec, compression=compression)
+    try:
+        runner = manager.create_daemon_runner()
+        manager.set_runner(runner)
+    except BaseException:
+        LOGGER.exception("daemon worker failed to start")
+        uninstall()
+        raise
+    LOGGER.info("Daemon worker for profile %s checkpoints through %r", loaded.name, persister)
+
+    if isinstance(limit := get_config_option("daemon.recursion_limit"), int):
+        LOGGER.info("Setting maximum recursion limit of daemon worker to %s", limit)
+        sys.setrecursionlimit(limit)
+
+    _handle_signals(runner)
+    try:
+        LOGGER.info("Starting a daemon worker")
+        runner.start()
+    except SystemError as exception:  # as AiiDA's worker: the loop stopped under it
+        LOGGER.info("Received a SystemError: %s", exception)
+        manager.reset_profile()
+    finally:
+        uninstall()
+    LOGGER.info("Daemon worker stopped")
+
+
+def _handle_signals(runner: Any) -> None:
+    """SIGTERM (circus, ``verdi daemon stop``) and SIGINT stop the worker AiiDA's way."""
+    from aiida.engine.daemon.worker import shutdown_worker
+
+    def stop() -> None:
+        # shutdown_worker cancels every task but itself, then resets the profile, which
+        # closes the runner: its loop stops and runner.start() returns.
+        _shutdown.append(runner.loop.create_task(shutdown_worker(runner)))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        runner.loop.add_signal_handler(signum, stop)
