@@ -113,6 +113,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     counts: dict[tuple[str, str], int] = {}
     for record in read_report(path):
+        if record["role"] == "daemon-start":
+            continue
         key = (record["role"], record["persister"])
         counts[key] = counts.get(key, 0) + 1
     terminalreporter.section("loopaware-persist: the persister AiiDA's runners got")
@@ -184,8 +186,12 @@ def _record(role: str, persister: object) -> None:
         if kind in _recorded or not path:
             return
         _recorded.add(kind)
-    line = json.dumps({"pid": os.getpid(), "role": role, "persister": kind.__qualname__})
-    with open(path, "a", encoding="utf-8") as report:  # one short append per process
+    _note(path, role, kind.__qualname__)
+
+
+def _note(path: str, role: str, persister: str) -> None:
+    line = json.dumps({"pid": os.getpid(), "role": role, "persister": persister})
+    with open(path, "a", encoding="utf-8") as report:  # one short line per append
         report.write(line + "\n")
 
 
@@ -200,6 +206,9 @@ def _start_daemon_through_us() -> None:
     def cmd_start_daemon(
         self: DaemonClient, number_workers: int = 1, foreground: bool = False
     ) -> list[str]:
+        if path := os.environ.get(ENV_REPORT):
+            # So that a run whose workers never reported is seen: they should have.
+            _note(path, "daemon-start", "-")
         return _through_us(original(self, number_workers, foreground))
 
     DaemonClient.cmd_start_daemon = cmd_start_daemon  # type: ignore[method-assign]
