@@ -11,9 +11,10 @@
 # at AIIDA_CORE_REF (default release/v2.9.0, the newest ref with tests for 2.9). None of
 # its code is copied into this repository.
 #
-# Needs aiida-core installed (the `aiida` extra) and a RabbitMQ: LOOPAWARE_TEST_AMQP_URL
+# Needs aiida-core (the `aiida` extra), sphinx and a RabbitMQ: LOOPAWARE_TEST_AMQP_URL
 # (.ci/servers/rabbitmq.env), else AiiDA's default 127.0.0.1:5672.
 #
+# AIIDA_ENGINE_TESTS_PARALLEL=1 runs the two at once (the daemon tests mostly wait).
 # AIIDA_ENGINE_TESTS_KEEP=1 keeps the temp dir (tests, junit XML, logs) and prints its path.
 #
 # Exit status: 0 no regression, 1 a regression (or a run whose substitution did not
@@ -43,16 +44,24 @@ loud() {
     printf '%s\n\n' "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!" >&2
 }
 
-if ! git --git-dir="$mirror" rev-parse --verify --quiet "$ref^{commit}" >/dev/null 2>&1 &&
-    ! git -C "$mirror" rev-parse --verify --quiet "$ref^{commit}" >/dev/null 2>&1; then
+# A bare mirror has the branch itself; a `git clone` has it as origin/<branch>.
+if [ -d "$mirror/.git" ]; then gitdir=$mirror/.git; else gitdir=$mirror; fi
+commit=
+for candidate in "$ref" "origin/$ref"; do
+    if commit=$(git --git-dir="$gitdir" rev-parse --verify --quiet "$candidate^{commit}" 2>/dev/null); then
+        break
+    fi
+done
+if [ -z "$commit" ]; then
     loud "NOT RUN: AiiDA's engine tests were NOT run: no aiida-core clone with $ref at $mirror." \
         "Get one:  git clone https://github.com/aiidateam/aiida-core /some/where/aiida-core" \
         "then:     AIIDA_CORE_GIT=/some/where/aiida-core bash .ci/aiida-engine-tests.sh"
     exit 3
 fi
-if ! "$python" -c 'import aiida, loopaware_persist.aiida.pytest_plugin' 2>/dev/null; then
-    loud "NOT RUN: AiiDA's engine tests were NOT run: $python cannot import aiida-core." \
-        "Install it:  $python -m pip install -e '.[aiida,test]'  (sphinx too: aiida-core's conftest imports it)"
+# aiida-core's tests/conftest.py loads sphinx.testing.fixtures as a plugin.
+if ! "$python" -c 'import aiida, sphinx.testing.fixtures, loopaware_persist.aiida.pytest_plugin' 2>/dev/null; then
+    loud "NOT RUN: AiiDA's engine tests were NOT run: $python cannot import aiida-core and sphinx." \
+        "Install them:  $python -m pip install -e '.[aiida,test]' sphinx"
     exit 3
 fi
 
@@ -72,16 +81,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# git archive works on bare and normal clones alike.
-if [ -d "$mirror/.git" ]; then gitdir=$mirror/.git; else gitdir=$mirror; fi
 # (git prints "invalid object" for files a partial mirror lacks, even outside these
 # paths; shown only if the archive fails.)
-if ! git --git-dir="$gitdir" archive "$ref" tests pyproject.toml 2>"$work/archive.log" | tar -x -C "$work"; then
+if ! git --git-dir="$gitdir" archive "$commit" tests pyproject.toml 2>"$work/archive.log" | tar -x -C "$work"; then
     cat "$work/archive.log" >&2
     loud "NOT RUN: could not take aiida-core's tests from $ref in $mirror (above)."
     exit 3
 fi
-echo "== aiida-core's tests from $ref ($(git --git-dir="$gitdir" rev-parse --short "$ref")) against the installed" \
+echo "== aiida-core's tests from $ref (${commit:0:10}) against the installed" \
     "aiida-core $("$python" -c 'import aiida; print(aiida.__version__)')"
 
 # Their pytest settings (markers, timeout, warnings filters), without their addopts, which
@@ -121,13 +128,25 @@ run() {
     echo "$((SECONDS - started))" >"$work/$name.seconds"
 }
 
-for who in aiida loopaware; do
-    echo "== aiida-core engine tests with the $who persister"
-    run "$who" "$who" "${files[@]}"
-done
+if [ -n "${AIIDA_ENGINE_TESTS_PARALLEL:-}" ]; then
+    # Both runs at once (separate profiles, daemons and queues), each printed when done.
+    for who in aiida loopaware; do
+        run "$who" "$who" "${files[@]}" >"$work/$who.log" 2>&1 &
+    done
+    wait
+    for who in aiida loopaware; do
+        echo "== aiida-core engine tests with the $who persister"
+        cat "$work/$who.log"
+    done
+else
+    for who in aiida loopaware; do
+        echo "== aiida-core engine tests with the $who persister"
+        run "$who" "$who" "${files[@]}"
+    done
+fi
 # A test that passes with AiiDA's and fails with ours runs once more with ours: under load
 # the daemon tests time out now and then, whichever the persister (compare.py says FLAKY).
-mapfile -t again < <("$python" "$repo/.ci/aiida_engine/compare.py" --regressions "$work")
+mapfile -t again < <("$python" "$repo/.ci/aiida_engine/compare.py" --regressions "$work" | grep .)
 if [ "${#again[@]}" -gt 0 ]; then
     echo "== ${#again[@]} test(s) failed only with ours: once more with ours"
     run loopaware-again loopaware "${again[@]}"

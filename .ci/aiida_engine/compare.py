@@ -141,6 +141,7 @@ def main(directory: Path) -> int:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--regressions"]:
         where = Path(sys.argv[2])
-        print("\n".join(node_id(test, where) for test in regressions(where)))
+        for test in regressions(where):
+            print(node_id(test, where))
         sys.exit(0)
     sys.exit(main(Path(sys.argv[1])))
