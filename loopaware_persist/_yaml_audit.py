@@ -187,6 +187,11 @@ def audit_yaml(
     except yaml.YAMLError as error:
         msg = f"{what} at {path} holds unreadable YAML ({error})."
         raise CorruptCheckpointError(msg) from error
+    except UnsafeCheckpointError as error:
+        if f" at {path} " in str(error):
+            raise
+        msg = f"{what} at {path} holds YAML naming what a load may not run: {error}"
+        raise UnsafeCheckpointError(msg, name=error.name) from error
 
 
 def _note_child(open_: list[list[Any]], scalar: str | None) -> None:

@@ -41,7 +41,7 @@ def make_persister(
     *,
     allow: Iterable[str | type] = (),
     codec: str = "msgpack",
-    compression: str | None = None,
+    compression: str | None = "zlib",
 ) -> LoopAwarePersister:
     """A persister for AiiDA processes of ``profile``, records kept in ``store``.
 
@@ -51,7 +51,9 @@ def make_persister(
     :param allow: your modules or classes a load may import: the modules of your
         WorkChains and CalcJobs, and of any value class their checkpoints hold
     :param codec: ``"msgpack"`` (default) or ``"pickle"`` (restricted)
-    :param compression: ``None``, ``"zlib"`` or ``"zstd"``
+    :param compression: ``"zlib"`` (default: records in a node are base64 text, and
+        compressed they take about half of what AiiDA's YAML takes; aiida-core #5025 and
+        #3714 are about checkpoints bloating the database), ``"zstd"`` or ``None``
     :raises ConfigurationError: if another profile is loaded, or the store's scheme or
         the codec is unknown
     :return: the persister (its registry configured for AiiDA)
@@ -80,7 +82,7 @@ def install(
     *,
     allow: Iterable[str | type] = (),
     codec: str = "msgpack",
-    compression: str | None = None,
+    compression: str | None = "zlib",
 ) -> LoopAwarePersister:
     """Make AiiDA's runners in this Python process checkpoint through this package.
 
@@ -137,7 +139,7 @@ def installed(
     *,
     allow: Iterable[str | type] = (),
     codec: str = "msgpack",
-    compression: str | None = None,
+    compression: str | None = "zlib",
 ) -> Iterator[LoopAwarePersister]:
     """:func:`install` for the ``with`` block, then :func:`uninstall`.
 

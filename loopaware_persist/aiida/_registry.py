@@ -111,7 +111,7 @@ AIIDA_YAML_TAGS: Final[Mapping[str, YamlTagCheck | None]] = {
 }
 
 
-def _path_hint(what: str, entity: Any) -> EncodeError:
+def _unstored(what: str, entity: Any) -> EncodeError:
     msg = (
         f"Cannot store the unstored {what} {entity!r}: a checkpoint refers to AiiDA "
         "entities by UUID, so they must be stored first (call .store() on it before the "
@@ -122,7 +122,7 @@ def _path_hint(what: str, entity: Any) -> EncodeError:
 
 def _enc_node(node: Any) -> list[Any]:
     if not node.is_stored:
-        raise _path_hint("node", node)
+        raise _unstored("node", node)
     return [node.uuid]
 
 
@@ -134,7 +134,7 @@ def _dec_node(fields: list[Any]) -> Any:
 
 def _enc_group(group: Any) -> list[Any]:
     if not group.is_stored:
-        raise _path_hint("group", group)
+        raise _unstored("group", group)
     return [group.uuid]
 
 
@@ -146,7 +146,7 @@ def _dec_group(fields: list[Any]) -> Any:
 
 def _enc_computer(computer: Any) -> list[Any]:
     if not computer.is_stored:
-        raise _path_hint("computer", computer)
+        raise _unstored("computer", computer)
     return [computer.uuid]
 
 
@@ -158,7 +158,7 @@ def _dec_computer(fields: list[Any]) -> Any:
 
 def _enc_user(user: Any) -> list[Any]:
     if not user.is_stored:
-        raise _path_hint("user", user)
+        raise _unstored("user", user)
     return [user.email]
 
 

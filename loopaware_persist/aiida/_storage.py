@@ -146,6 +146,7 @@ class AiidaNodeStorage(Storage):
         return node
 
     def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
+        from aiida.common.exceptions import ModificationNotAllowed
         from aiida.manage import get_manager
 
         with get_manager().get_profile_storage().transaction():
@@ -154,7 +155,14 @@ class AiidaNodeStorage(Storage):
             current = 0 if old is None else old[1]
             if expected_version is not None and expected_version != current:
                 raise self._stale(key, expected=expected_version, actual=current)
-            node.set_checkpoint(_encode(data, current + 1, time.time()))
+            try:
+                node.set_checkpoint(_encode(data, current + 1, time.time()))
+            except ModificationNotAllowed as error:
+                msg = (
+                    f"ProcessNode<{node.pk}> is sealed (its process ended): no checkpoint can "
+                    f"be stored in it ({error})."
+                )
+                raise StorageError(msg) from error
         return current + 1
 
     def _record(self, key: CheckpointKey) -> tuple[bytes, int, float]:

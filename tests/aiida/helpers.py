@@ -13,10 +13,14 @@ from tests.aiida.workchains import CRASH, Crash, ParentChain
 ALLOW = ("tests.aiida",)
 
 
-def crashed_run(*, at: int = 1, big: bool = False) -> orm.WorkChainNode:
+def crashed_run(
+    *, at: int = 1, big: bool = False, ctx_pks: dict[str, Any] | None = None
+) -> orm.WorkChainNode:
     """Run ParentChain until its round ``at`` raises :class:`Crash`: the node stays
     unsealed, its last checkpoint taken by the installed persister.
 
+    :param ctx_pks: filled with the pks of the context's nodes when it crashed (what its
+        last checkpoint holds: the crash comes before the step changes anything)
     :return: the process node
     """
     runner = get_manager().get_runner()
@@ -25,6 +29,9 @@ def crashed_run(*, at: int = 1, big: bool = False) -> orm.WorkChainNode:
     with pytest.raises(Crash):
         process.execute()
     CRASH["at"] = None
+    if ctx_pks is not None:
+        ctx_pks["total"] = process.ctx.total.pk
+        ctx_pks["history"] = [n.pk for n in process.ctx.history]
     node = process.node
     process.close()
     return node

@@ -30,3 +30,15 @@ def test_pyproject_declares_the_extra_marker_and_scheme() -> None:
     markers = project["tool"]["pytest"]["ini_options"]["markers"]
     assert any(m.startswith("aiida:") for m in markers)
     assert "aiida]" in (ROOT / "Makefile").read_text()
+
+
+def test_aiida_subpackage_all_is_complete_and_sorted() -> None:
+    import loopaware_persist.aiida as sub
+
+    assert list(sub.__all__) == sorted(sub.__all__)
+    public = {n for n in vars(sub) if not n.startswith("_")}
+    assert public == set(sub.__all__)
+    for name in sub.__all__:
+        obj = getattr(sub, name)
+        if isinstance(obj, type):
+            assert obj.__module__ == "loopaware_persist.aiida"

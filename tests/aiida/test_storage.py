@@ -1,0 +1,131 @@
+"""``aiida://`` keeps records in the ProcessNode, where AiiDA's tools expect a checkpoint;
+other stores are keyed per profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiida import orm
+from aiida.tools.archive import create_archive, import_archive
+from aiida.tools.archive.abstract import get_format
+from aiida.tools.graph.deletions import delete_nodes
+
+from loopaware_persist import CheckpointNotFoundError, StaleCheckpointError, StorageError
+from loopaware_persist.aiida import AiidaNodeStorage, ProfileKeyed, installed, open_storage
+from loopaware_persist.storage import CheckpointKey, open_storage as open_any
+from tests.aiida.helpers import ALLOW, crashed_run
+
+pytestmark = pytest.mark.usefixtures("profile")
+
+
+@pytest.fixture
+def persister() -> Any:
+    with installed(allow=ALLOW) as persister:
+        yield persister
+
+
+def _archived_attributes(path: Path, uuid: str) -> dict[str, Any]:
+    with get_format().open(path, "r") as reader:
+        query = reader.querybuilder().append(
+            orm.ProcessNode, filters={"uuid": uuid}, project="attributes"
+        )
+        return dict(query.one()[0])
+
+
+def test_the_record_lives_in_the_node_checkpoint_attribute(persister: Any) -> None:
+    node = crashed_run(at=1)
+    assert isinstance(persister.storage, AiidaNodeStorage)
+    assert node.checkpoint.startswith("loopaware-persist:1 ")
+    assert node.base.attributes.get(orm.ProcessNode.CHECKPOINT_KEY) == node.checkpoint
+    assert [c.pid for c in persister.get_checkpoints()].count(node.pk) == 1
+    (info,) = persister.list_info(node.pk)
+    assert info.pid == node.pk
+    node.delete_checkpoint()  # AiiDA's own call removes ours
+    with pytest.raises(CheckpointNotFoundError):
+        persister.load_checkpoint(node.pk)
+
+
+def test_compare_and_set_and_no_tags(persister: Any) -> None:
+    node = crashed_run(at=1)
+    storage = persister.storage
+    version = storage.get(CheckpointKey(pid=node.pk)).version
+    with pytest.raises(StaleCheckpointError):
+        storage.put(CheckpointKey(pid=node.pk), b"x", expected_version=version - 1)
+    assert storage.put(CheckpointKey(pid=node.pk), b"x", expected_version=version) == version + 1
+    with pytest.raises(StorageError, match="untagged"):
+        storage.put(CheckpointKey(pid=node.pk, tag="t"), b"x")
+    node.seal()
+    with pytest.raises(StorageError, match="sealed"):
+        storage.put(CheckpointKey(pid=node.pk), b"x")
+    with pytest.raises(StorageError, match="not a ProcessNode"):
+        storage.get(CheckpointKey(pid=node.inputs.x.pk))
+
+
+def test_deleting_the_node_deletes_the_record(persister: Any) -> None:
+    node = crashed_run(at=1)
+    pk = node.pk
+    delete_nodes([pk], dry_run=False)
+    with pytest.raises(CheckpointNotFoundError):
+        persister.load_checkpoint(pk)
+    assert pk not in [c.pid for c in persister.get_checkpoints()]
+
+
+def test_archive_export_strips_it_and_import_strips_it_again(
+    persister: Any, tmp_path: Path
+) -> None:
+    node = crashed_run(at=1)
+    # Archives take sealed nodes only: a checkpoint a failed delete_checkpoint left behind.
+    node.seal()
+    assert node.checkpoint is not None
+    uuid = node.uuid
+    stripped, kept = tmp_path / "stripped.aiida", tmp_path / "kept.aiida"
+    create_archive([node], filename=stripped)
+    assert orm.ProcessNode.CHECKPOINT_KEY not in _archived_attributes(stripped, uuid)
+    create_archive([node], filename=kept, strip_checkpoints=False)
+    assert _archived_attributes(kept, uuid)[orm.ProcessNode.CHECKPOINT_KEY] == node.checkpoint
+    delete_nodes([node.pk], dry_run=False)
+    import_archive(kept)
+    imported = orm.load_node(uuid)
+    assert imported.checkpoint is None
+    with pytest.raises(CheckpointNotFoundError):
+        persister.load_checkpoint(imported.pk)
+
+
+def test_other_profiles_and_urls() -> None:
+    with pytest.raises(StorageError, match="aiida://"):
+        open_storage("aiida://x/y")
+    from loopaware_persist import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not 'elsewhere'"):
+        open_storage("aiida://elsewhere")
+
+
+def test_two_profiles_never_share_a_pid() -> None:
+    shared = "memory://loopaware-aiida-profile-keyed"
+    one = ProfileKeyed(open_any(shared), "uuid-one")
+    two = ProfileKeyed(open_any(shared), "uuid-two")
+    one.put(CheckpointKey(pid=7), b"one")
+    two.put(CheckpointKey(pid=7), b"two")
+    two.put(CheckpointKey(pid=8, tag="t"), b"two-tagged")
+    assert one.get(CheckpointKey(pid=7)).data == b"one"
+    assert two.get(CheckpointKey(pid=7)).data == b"two"
+    assert [i.key for i in one.list()] == [CheckpointKey(pid=7)]
+    assert one.list_key_tokens() == [("i:7", None)]
+    assert sorted(two.list_key_tokens(), key=str) == [("i:7", None), ("i:8", "t")]
+    assert two.delete_pid(7) == 1
+    assert one.get(CheckpointKey(pid=7)).data == b"one"
+    with pytest.raises(CheckpointNotFoundError):
+        one.get(CheckpointKey(pid=8, tag="t"))
+
+
+def test_sqlite_store_is_keyed_by_the_profile(tmp_path: Path, profile: Any) -> None:
+    url = f"sqlite:///{tmp_path}/ck.db"
+    with installed(store=url, allow=ALLOW) as persister:
+        node = crashed_run(at=1)
+        assert [c.pid for c in persister.get_checkpoints()] == [node.pk]
+    with open_any(url) as raw:
+        (token, tag) = raw.list_key_tokens()[0]
+    assert token == f"s:aiida:{profile.uuid}:i:{node.pk}"
+    assert tag is None
