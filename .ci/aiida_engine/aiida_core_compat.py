@@ -10,6 +10,9 @@ AiiDA's persister and with ours, so it changes neither side of the comparison:
 * The test profile's ``warnings.rabbitmq_version`` is off: AiiDA logs "RabbitMQ vX is
   not supported" for the RabbitMQ that Debian ships, and ``test_launch.py::
   test_await_processes`` asserts that the first log record is its own.
+* The test profile's ``daemon.timeout`` is 20 s, not 2: on a loaded 2-core machine
+  circus answers ``quit`` later than that now and then, and the session's last daemon
+  test (``test_control.py::test_revive``) errors at teardown with either persister.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import urllib.parse
 from typing import Any
 
 import pytest
+
+DAEMON_TIMEOUT = 20
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -41,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
             }
         profile = original(aiida_config, **kwargs)
         profile.set_option("warnings.rabbitmq_version", False)  # type: ignore[no-untyped-call]
+        profile.set_option("daemon.timeout", DAEMON_TIMEOUT)  # type: ignore[no-untyped-call]
         return profile
 
     configuration.create_profile = create_profile  # type: ignore[assignment]
