@@ -14,6 +14,7 @@
 # Needs aiida-core (the `aiida` extra), sphinx and a RabbitMQ: LOOPAWARE_TEST_AMQP_URL
 # (.ci/servers/rabbitmq.env), else AiiDA's default 127.0.0.1:5672.
 #
+# AIIDA_ENGINE_TESTS_STORE=URL keeps our records there (default aiida://, in the nodes).
 # AIIDA_ENGINE_TESTS_PARALLEL=1 runs the two at once (the daemon tests mostly wait).
 # AIIDA_ENGINE_TESTS_KEEP=1 keeps the temp dir (tests, junit XML, logs) and prints its path.
 #
@@ -113,8 +114,9 @@ export PATH="$bindir:$PATH"
 export PYTHONPATH="$repo/.ci/aiida_engine${PYTHONPATH:+:$PYTHONPATH}"
 # What a load may import besides AiiDA's own machinery: the modules of the processes the
 # tests run -- their test processes (tests.*) and aiida-core's bundled calculation and
-# workflow plugins -- as a user allows their plugins'.
-allow=(--loopaware-allow=tests --loopaware-allow=aiida.calculations --loopaware-allow=aiida.workflows)
+# workflow plugins -- as a user allows their plugins'; and where our records go.
+options=(--loopaware-allow=tests --loopaware-allow=aiida.calculations --loopaware-allow=aiida.workflows)
+if [ -n "${AIIDA_ENGINE_TESTS_STORE:-}" ]; then options+=(--loopaware-store="$AIIDA_ENGINE_TESTS_STORE"); fi
 # run NAME PERSISTER PATHS...: one pytest run into $work/NAME.{xml,persisters,seconds}.
 run() {
     local name=$1 who=$2 started=$SECONDS
@@ -122,7 +124,7 @@ run() {
     mkdir -p "$work/$name/aiida"
     (cd "$work" && AIIDA_PATH="$work/$name/aiida" "$python" -m pytest -c pytest.ini --rootdir . \
         -p no:cacheprovider -p aiida_core_compat -p loopaware_persist.aiida.pytest_plugin \
-        --loopaware-persister="$who" "${allow[@]}" \
+        --loopaware-persister="$who" "${options[@]}" \
         --loopaware-report="$work/$name.persisters" --junitxml="$work/$name.xml" \
         --basetemp="$work/$name/tmp" -q -rfEs --durations=5 "$@") || true
     echo "$((SECONDS - started))" >"$work/$name.seconds"
