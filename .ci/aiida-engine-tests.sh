@@ -84,7 +84,8 @@ trap cleanup EXIT
 
 # (git prints "invalid object" for files a partial mirror lacks, even outside these
 # paths; shown only if the archive fails.)
-if ! git --git-dir="$gitdir" archive "$commit" tests pyproject.toml 2>"$work/archive.log" | tar -x -C "$work"; then
+mkdir "$work/src"
+if ! git --git-dir="$gitdir" archive "$commit" tests pyproject.toml 2>"$work/archive.log" | tar -x -C "$work/src"; then
     cat "$work/archive.log" >&2
     loud "NOT RUN: could not take aiida-core's tests from $ref in $mirror (above)."
     exit 3
@@ -94,7 +95,7 @@ echo "== aiida-core's tests from $ref (${commit:0:10}) against the installed" \
 
 # Their pytest settings (markers, timeout, warnings filters), without their addopts, which
 # need plugins their CI has (pytest-cov's xml report, instafail, benchmark).
-"$python" - "$work" <<'EOF'
+"$python" - "$work/src" <<'EOF'
 import sys, tomllib
 from pathlib import Path
 work = Path(sys.argv[1])
@@ -122,7 +123,10 @@ run() {
     local name=$1 who=$2 started=$SECONDS
     shift 2
     mkdir -p "$work/$name/aiida"
-    (cd "$work" && AIIDA_PATH="$work/$name/aiida" "$python" -m pytest -c pytest.ini --rootdir . \
+    # Each run in a copy of its own: tests write into the working directory (the dry-run
+    # folders of test_launch.py, removed after each test), and the two may run at once.
+    cp -a "$work/src" "$work/$name/src"
+    (cd "$work/$name/src" && AIIDA_PATH="$work/$name/aiida" "$python" -m pytest -c pytest.ini --rootdir . \
         -p no:cacheprovider -p aiida_core_compat -p loopaware_persist.aiida.pytest_plugin \
         --loopaware-persister="$who" "${options[@]}" \
         --loopaware-report="$work/$name.persisters" --junitxml="$work/$name.xml" \

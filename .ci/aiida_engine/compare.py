@@ -5,7 +5,7 @@
 
 DIR holds, for each run NAME in (aiida, loopaware), NAME.xml (pytest's --junitxml),
 NAME.persisters (the plugin's --loopaware-report) and NAME.seconds, and the tests'
-files under DIR/tests; optionally loopaware-again.xml, the regressed tests run once more
+files under DIR/src/tests; optionally loopaware-again.xml, the regressed tests run once more
 with ours. Prints both runs' counts and time, every test whose outcome differs, and
 which persister each kind of process got. Exit status 1 if a test that passes with
 AiiDA's persister does not pass with ours (twice, when it was run again), or if a run's
@@ -111,7 +111,7 @@ def main(directory: Path) -> int:
     problems = [p for name in RUNS for p in check_run(directory, name, results[name])]
     theirs, ours = results["aiida"], results["loopaware"]
     again = outcomes(directory / "loopaware-again.xml")
-    root = directory
+    root = directory / "src"
     differ = sorted(t for t in theirs.keys() | ours.keys() if theirs.get(t) != ours.get(t))
     regressed = [t for t in differ if theirs.get(t) == "passed"]
     second_try = [t for t in regressed if again.get(t) == "passed"]
@@ -142,6 +142,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--regressions"]:
         where = Path(sys.argv[2])
         for test in regressions(where):
-            print(node_id(test, where))
+            print(node_id(test, where / "src"))
         sys.exit(0)
     sys.exit(main(Path(sys.argv[1])))
