@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck docs unit bench clean
+.PHONY: demo test lint typecheck docs unit bench aiida-engine-tests clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ BENCH_ARGS ?=
 
 bench: $(STAMP)  # make bench BENCH_ARGS=--quick BENCH_OUT=/tmp/b
 	$(BIN)/python -m benchmarks --out $(BENCH_OUT) $(BENCH_ARGS)
+
+# aiida-core's own engine tests, with AiiDA's persister and with ours (README, "AiiDA's own
+# engine tests"); AIIDA_CORE_GIT=/path/to/aiida-core clone.
+aiida-engine-tests: $(STAMP)
+	PYTHON=$(BIN)/python bash .ci/aiida-engine-tests.sh
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -757,6 +757,18 @@ def _check_unbundle_arguments(bundle: Any, ctx: Any, registry: Any, trusted: Any
     check_registry(registry, call=call)
 
 
+#: What a load raises that says nothing of the bundle, passed on unchanged for callers that
+#: catch it by type: a process's ``init`` subscribes it to the communicator, and kiwipy
+#: refuses a second subscriber for a pid this worker already runs. AiiDA's
+#: ``ProcessLauncher._continue`` catches ``DuplicateSubscriberIdentifier`` to drop such a
+#: duplicate task (one RabbitMQ redelivered); as a ``CorruptCheckpointError`` it would mark
+#: the running process excepted instead.
+_NOT_THE_BUNDLE: tuple[type[BaseException], ...] = (
+    kiwipy.DuplicateSubscriberIdentifier,
+    kiwipy.CommunicatorClosed,
+)
+
+
 def unbundle(
     bundle: Any,
     ctx: LoopContext | None = None,
@@ -827,6 +839,8 @@ def unbundle(
         try:
             return plumpy.Savable.load(tree, ctx.load_context(**extra))
         except LoopAwarePersistError:
+            raise
+        except _NOT_THE_BUNDLE:
             raise
         except Exception as error:
             what = tree.get(META, {}).get(META__CLASS_NAME, "?") if isinstance(tree, dict) else "?"

@@ -42,8 +42,13 @@ from .._registry import HookRegistry, YamlTagCheck, class_name
 
 __all__ = ("AIIDA_ALLOW", "AIIDA_YAML_TAGS", "configure_registry", "make_registry")
 
-#: Classes of aiida-core a checkpoint of an AiiDA process names, allowed by exact name.
+#: What of aiida-core a checkpoint of an AiiDA process names: classes allowed by exact
+#: name, and the two modules of the process plugins aiida-core ships (``core.arithmetic.add``,
+#: ``core.templatereplacer``, ``core.arithmetic.add_multiply``...), which are aiida-core's
+#: own code as much as its engine is: without them such a process could not be resumed.
 AIIDA_ALLOW: Final = (
+    "aiida.calculations",
+    "aiida.workflows",
     "aiida.engine.persistence:ObjectLoader",
     "aiida.engine.processes.workchains.awaitable:AwaitableAction",
     "aiida.engine.processes.workchains.awaitable:AwaitableTarget",

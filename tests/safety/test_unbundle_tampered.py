@@ -9,6 +9,7 @@ import copy
 from collections.abc import Iterator
 from typing import Any
 
+import kiwipy
 import plumpy
 import pytest
 from plumpy import loaders
@@ -114,6 +115,24 @@ def test_a_bundle_plumpy_cannot_load_is_corrupt_naming_the_class(
         _load_tampered(persister, bundle, b)
     assert "'tests.processes:Waiter'" in str(info.value)
     assert "does not match the code installed here" in str(info.value)
+
+
+def test_a_communicator_refusing_the_process_is_not_corruption(
+    persister: LoopAwarePersister,
+    loops: tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop],
+) -> None:
+    """A process already subscribed under its pid (a duplicate task in the same worker) is
+    kiwipy's DuplicateSubscriberIdentifier, unchanged: AiiDA's ProcessLauncher catches it
+    by type to drop the duplicate task instead of marking the running process excepted."""
+    a, b = loops
+    persister.save_checkpoint(drive("waiting", a, pid="twice"))
+    communicator = kiwipy.LocalCommunicator()
+    context = plumpy.LoadSaveContext(loop=b, communicator=communicator)
+    first = persister.load_checkpoint("twice").unbundle(context)
+    with pytest.raises(kiwipy.DuplicateSubscriberIdentifier, match="RPC identifier 'twice'"):
+        persister.load_checkpoint("twice").unbundle(context)
+    assert isinstance(first, plumpy.Process)
+    communicator.close()
 
 
 class RecordingLoader(loaders.DefaultObjectLoader):
