@@ -40,7 +40,16 @@ from typing import Any
 
 import pytest
 
-__all__ = ("main",)
+__all__ = (
+    "main",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_report_header",
+    "pytest_terminal_summary",
+    "pytest_unconfigure",
+    "read_report",
+    "substitute",
+)
 
 #: The environment variables the daemon's processes inherit the session's choices by.
 ENV_PERSISTER = "LOOPAWARE_AIIDA_PERSISTER"
