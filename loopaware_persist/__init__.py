@@ -49,6 +49,7 @@ from ._launcher import (
 from ._loop import (
     LoopContext as LoopContext,
 )
+from ._loop_check import check_loop_bound as check_loop_bound
 from ._messages import (
     MessageCodec as MessageCodec,
     RefusedMessage as RefusedMessage,
@@ -73,7 +74,6 @@ from ._snapshot import (
 )
 from ._unbundle import (
     LoopAwareBundle as LoopAwareBundle,
-    check_loop_bound as check_loop_bound,
     unbundle as unbundle,
 )
 from ._worker import (

@@ -31,9 +31,10 @@ from plumpy.process_comms import CONTINUE_TASK, CREATE_TASK
 from ._arguments import check_instance, check_loop
 from ._bridge import LoopBridge, _LoopRunner
 from ._errors import LoopBoundaryError, NoEventLoopError, UnsafeCheckpointError
+from ._loop_check import check_loop_bound
 from ._persister import LoopAwarePersister
 from ._tasks import ProcessTask
-from ._unbundle import check_loop_bound, verified_on
+from ._unbundle import verified_on
 
 __all__ = ("LoopAwareLauncher",)
 

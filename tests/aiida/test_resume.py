@@ -11,7 +11,7 @@ from aiida import orm
 from aiida.manage import get_manager
 
 import loopaware_persist
-from loopaware_persist._unbundle import _check_loop_bound
+from loopaware_persist._loop_check import _check_loop_bound
 from loopaware_persist.aiida import install, installed, uninstall
 from tests.aiida.helpers import ALLOW, crashed_run, creator_chain_reaches, ctx_nodes
 
