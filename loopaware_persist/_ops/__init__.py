@@ -7,7 +7,8 @@ checksums are checked, the payload decoded with the allow-list, and the bundle a
 data with :func:`audit_bundle` -- nothing a checkpoint names is imported unless
 the allow-list permits it, and nothing is run. One module per operation:
 
-- :mod:`._common`: durations, store URLs, pids as typed, one-line failure reasons
+- :mod:`._common`: durations, store URLs, pids as typed, one-line failure reasons, a
+  throwaway loop to try a load on
 - :mod:`._listing`: listing checkpoints from their headers, filtered
 - :mod:`._inspect`: reading one checkpoint safely (``show``, ``verify``)
 - :mod:`._render`: a bundle as a bounded tree or as JSON-ready data
@@ -27,6 +28,7 @@ from ._common import (
     parse_duration as parse_duration,
     resolve_pid as resolve_pid,
     same_store as same_store,
+    throwaway_loop as throwaway_loop,
 )
 from ._convert import (
     CONVERTED_FROM as CONVERTED_FROM,
@@ -77,5 +79,6 @@ __all__ = (
     "render_tree",
     "resolve_pid",
     "same_store",
+    "throwaway_loop",
     "to_jsonable",
 )

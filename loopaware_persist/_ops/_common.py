@@ -1,11 +1,14 @@
 """What every operator operation shares: durations, store URLs, pids typed by an
-operator, and how a failure is classified and told in one line."""
+operator, how a failure is classified and told in one line, and a private loop to
+try a load on."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Final, Literal
 
 from .._errors import (
@@ -151,3 +154,27 @@ def reason_for(error: BaseException) -> str:
     if isinstance(error, UnsafeCheckpointError) and "allow=[" in text:
         text += " On the command line: --allow MODULE."
     return text
+
+
+@contextlib.contextmanager
+def throwaway_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """A new event loop, never run, to unbundle a checkpoint onto and throw away.
+
+    What the load left pending on it is cancelled and let finish, and the loop closed,
+    on the way out. Its exception handler drops what asyncio would log: a loaded
+    EXCEPTED process holds a failed future nobody awaits, a WorkChain's loaded
+    awaitables schedule a poll; nothing there is lost.
+
+    :return: a context manager giving the loop
+    """
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)
+    try:
+        yield loop
+    finally:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import attrs
@@ -19,7 +18,7 @@ from .._persister import LoopAwarePersister
 from .._registry import HookRegistry
 from .._unbundle import unbundle
 from ..storage import CheckpointKey, pid_token
-from ._common import Problem, classify, one_line, reason_for
+from ._common import Problem, classify, one_line, reason_for, throwaway_loop
 
 
 @attrs.frozen(kw_only=True)
@@ -66,19 +65,8 @@ class Inspection:
 
 def _try_load(bundle: Any, registry: HookRegistry) -> None:
     """Unbundle onto a private loop and throw the result away (runs allowed code only)."""
-    loop = asyncio.new_event_loop()
-    # A loaded EXCEPTED process holds a failed future nobody awaits; asyncio would log
-    # "exception was never retrieved" when it is collected. Nothing here is lost.
-    loop.set_exception_handler(lambda _loop, _context: None)
-    try:
+    with throwaway_loop() as loop:
         unbundle(bundle, LoopContext(loop=loop), registry=registry)
-    finally:
-        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-        for task in pending:
-            task.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
 
 
 def inspect_record(

@@ -32,7 +32,6 @@ is removed from the store after the node holds the YAML, and the backup extra wi
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import types
@@ -47,7 +46,7 @@ from .._arguments import check_flag, check_instance
 from .._audit import audit_bundle
 from .._errors import LoopAwarePersistError, OpsError, UnsafeLoadWarning
 from .._loop import LoopContext
-from .._ops import CONVERTED_FROM, CONVERTED_SHA256
+from .._ops import CONVERTED_FROM, CONVERTED_SHA256, throwaway_loop
 from .._persister import LoopAwarePersister
 from .._unbundle import unbundle
 from ..storage import CheckpointKey
@@ -201,23 +200,14 @@ class _Migration:
         ``load_instance_state`` of allowed classes only, and writes nothing."""
         from aiida.engine.runners import Runner
 
-        loop = asyncio.new_event_loop()
         # A WorkChain's loaded awaitables schedule a poll on this loop, dropped with it.
-        loop.set_exception_handler(lambda _loop, _context: None)
-        try:
+        with throwaway_loop() as loop:
             runner = Runner(loop=loop)
             process = unbundle(
                 bundle, LoopContext(loop=loop), registry=self.registry, copy=False, runner=runner
             )
             process.close()  # type: ignore[attr-defined]
             runner.close()
-        finally:
-            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
 
     def forward(self, node: Any) -> tuple[Status, str | None, str | None]:
         text = node.checkpoint

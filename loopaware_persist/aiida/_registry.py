@@ -33,7 +33,7 @@ AiiDA's loader imports it.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .._errors import CorruptCheckpointError, EncodeError, UnsafeCheckpointError
@@ -125,10 +125,20 @@ def _unstored(what: str, entity: Any) -> EncodeError:
     return EncodeError(msg)
 
 
-def _enc_node(node: Any) -> list[Any]:
-    if not node.is_stored:
-        raise _unstored("node", node)
-    return [node.uuid]
+def _enc_stored(what: str, key: str = "uuid") -> Callable[[Any], list[Any]]:
+    """The encoder of a stored AiiDA entity, ``[entity.KEY]``; it refuses an unstored one.
+
+    :param what: the entity's kind, for the message (``"node"``)
+    :param key: the attribute that names it in its collection
+    :return: the encoder
+    """
+
+    def encode(entity: Any) -> list[Any]:
+        if not entity.is_stored:
+            raise _unstored(what, entity)
+        return [getattr(entity, key)]
+
+    return encode
 
 
 def _dec_node(fields: list[Any]) -> Any:
@@ -137,34 +147,16 @@ def _dec_node(fields: list[Any]) -> Any:
     return load_node(uuid=_uuid_field(fields, "node"))
 
 
-def _enc_group(group: Any) -> list[Any]:
-    if not group.is_stored:
-        raise _unstored("group", group)
-    return [group.uuid]
-
-
 def _dec_group(fields: list[Any]) -> Any:
     from aiida.orm import load_group
 
     return load_group(uuid=_uuid_field(fields, "group"))
 
 
-def _enc_computer(computer: Any) -> list[Any]:
-    if not computer.is_stored:
-        raise _unstored("computer", computer)
-    return [computer.uuid]
-
-
 def _dec_computer(fields: list[Any]) -> Any:
     from aiida.orm import Computer
 
     return Computer.collection.get(uuid=_uuid_field(fields, "computer"))
-
-
-def _enc_user(user: Any) -> list[Any]:
-    if not user.is_stored:
-        raise _unstored("user", user)
-    return [user.email]
 
 
 def _dec_user(fields: list[Any]) -> Any:
@@ -246,10 +238,12 @@ def configure_registry(registry: HookRegistry) -> None:
     from aiida.engine.processes.workchains.awaitable import Awaitable
     from aiida.orm import Computer, Group, Node, User
 
-    registry.register(Node, tag="aiida.node", encode=_enc_node, decode=_dec_node)
-    registry.register(Group, tag="aiida.group", encode=_enc_group, decode=_dec_group)
-    registry.register(Computer, tag="aiida.computer", encode=_enc_computer, decode=_dec_computer)
-    registry.register(User, tag="aiida.user", encode=_enc_user, decode=_dec_user)
+    registry.register(Node, tag="aiida.node", encode=_enc_stored("node"), decode=_dec_node)
+    registry.register(Group, tag="aiida.group", encode=_enc_stored("group"), decode=_dec_group)
+    registry.register(
+        Computer, tag="aiida.computer", encode=_enc_stored("computer"), decode=_dec_computer
+    )
+    registry.register(User, tag="aiida.user", encode=_enc_stored("user", "email"), decode=_dec_user)
     registry.register(
         AttributeDict,
         tag="aiida.attributedict",

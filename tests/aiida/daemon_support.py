@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,12 @@ import aiida
 import pytest
 from aiida import orm
 from aiida.manage import get_manager
+from aiida.manage.configuration import get_config
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOW = ("tests.aiida",)
+RMQ = "loopaware-rmq"
+ZMQ = "loopaware-zmq"
 VERDI = [sys.executable, "-c", "from aiida.cmdline.commands.cmd_verdi import verdi; verdi()"]
 
 
@@ -72,6 +75,40 @@ def make_rabbitmq_profile(name: str) -> None:
 def make_zeromq_profile(name: str) -> None:
     """A SQLite profile whose broker is AiiDA's ZeroMQ broker (started with the daemon)."""
     _check(verdi("presto", "--use-zeromq", "--profile-name", name))
+
+
+def python_prints(code: str) -> str:
+    """What ``python -c CODE`` (a fresh interpreter, in the repository) prints; fail
+    if it fails."""
+    return subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout
+
+
+def our_cli(*args: str) -> list[str]:
+    """The command line of ``loopaware-persist aiida ARGS…``, run by this Python."""
+    return [sys.executable, "-m", "loopaware_persist", "aiida", *args]
+
+
+def ensure_profile(name: str, make: Callable[[str], None]) -> None:
+    """Make profile ``name`` with ``make`` unless the config has it already."""
+    if name not in get_config().profile_names:
+        make(name)
+
+
+def start_daemon(profile: str, *options: str) -> None:
+    """``loopaware-persist aiida daemon start -p PROFILE OPTIONS…`` in a subprocess;
+    fail with what it printed unless it succeeds."""
+    started = subprocess.run(
+        our_cli("daemon", "start", "-p", profile, *options),
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
 
 
 def _check(done: subprocess.CompletedProcess[str]) -> None:

@@ -13,7 +13,6 @@ processes they run.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,15 +22,19 @@ import pytest
 from aiida import orm
 from aiida.engine import submit
 from aiida.manage import get_manager
-from aiida.manage.configuration import get_config
 
 from loopaware_persist.aiida import installed
 from tests.aiida.daemon_support import (
     ALLOW,
+    RMQ,
     ROOT,
+    ZMQ,
     _env,
+    ensure_profile,
     make_rabbitmq_profile,
     make_zeromq_profile,
+    our_cli,
+    start_daemon,
     switched_to,
     verdi,
     wait_terminated,
@@ -40,29 +43,17 @@ from tests.aiida.daemon_workchains import SlowChain, TracedChain
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-RMQ = "loopaware-rmq"
-ZMQ = "loopaware-zmq"
-
-
-def _ensure(name: str, make: Callable[[str], None]) -> None:
-    if name not in get_config().profile_names:
-        make(name)
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loopaware_persist", "aiida", *args]
-
 
 @pytest.fixture(scope="module", params=["rabbitmq-worker", "zeromq-daemon"])
 def served(request: pytest.FixtureRequest, profile: Any, tmp_path_factory: Any) -> Iterator[str]:
     """A broker profile with one of our workers serving it, loaded here with our
     persister installed (``submit`` saves the first checkpoint)."""
     if request.param == "rabbitmq-worker":
-        _ensure(RMQ, make_rabbitmq_profile)
+        ensure_profile(RMQ, make_rabbitmq_profile)
         log = tmp_path_factory.mktemp("worker") / "worker.out"
         with log.open("wb") as out:
             worker = subprocess.Popen(
-                _cli("worker", "-p", RMQ, "--allow", "tests.aiida"),
+                our_cli("worker", "-p", RMQ, "--allow", "tests.aiida"),
                 cwd=ROOT,
                 env=_env(),
                 stdout=out,
@@ -75,17 +66,8 @@ def served(request: pytest.FixtureRequest, profile: Any, tmp_path_factory: Any) 
             worker.terminate()
             assert worker.wait(30) == 0, log.read_text()[-3000:]
     else:
-        _ensure(ZMQ, make_zeromq_profile)
-        started = subprocess.run(
-            _cli("daemon", "start", "-p", ZMQ, "--allow", "tests.aiida", "--timeout", "60"),
-            cwd=ROOT,
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert started.returncode == 0, started.stdout + started.stderr
+        ensure_profile(ZMQ, make_zeromq_profile)
+        start_daemon(ZMQ, "--allow", "tests.aiida", "--timeout", "60")
         try:
             with switched_to(ZMQ), installed(ZMQ, allow=ALLOW):
                 yield ZMQ

@@ -3,8 +3,6 @@ profile without a broker before it starts anything."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -12,7 +10,7 @@ from click.testing import CliRunner
 
 from loopaware_persist import ConfigurationError
 from loopaware_persist.aiida import run_daemon_worker
-from tests.aiida.daemon_support import ROOT
+from tests.aiida.daemon_support import our_cli, python_prints
 
 
 def test_the_main_cli_mounts_aiida_without_importing_aiida() -> None:
@@ -21,9 +19,7 @@ def test_the_main_cli_mounts_aiida_without_importing_aiida() -> None:
         "out = CliRunner().invoke(cli, ['--help']).output;"
         "print('aiida' in out.split(), any(m.split('.')[0] == 'aiida' for m in sys.modules))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
-    ).stdout
+    out = python_prints(code)
     assert out.split() == ["True", "False"]
 
 
@@ -64,7 +60,7 @@ def test_the_daemon_watcher_runs_our_worker_with_the_options_quoted(profile: Any
     client = daemon_client(profile.name, options)
     # circus runs " ".join(cmd) split with shlex: the path with a space survives.
     command = shlex.split(" ".join(client.cmd_start_daemon_worker))
-    worker = [sys.executable, "-m", "loopaware_persist", "aiida", "worker", "-p", profile.name]
+    worker = our_cli("worker", "-p", profile.name)
     assert command == [*worker, *options]
     circus = client.cmd_start_daemon(2)
     assert "start-circus" in circus  # what DaemonClient's stale-pid check looks for

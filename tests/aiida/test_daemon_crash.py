@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import collections
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,16 +24,17 @@ from typing import Any
 import pytest
 from aiida import orm
 from aiida.engine import submit
-from aiida.manage.configuration import get_config
 
 from loopaware_persist.aiida import installed
 from tests.aiida.daemon_support import (
     ALLOW,
-    ROOT,
+    RMQ,
+    ZMQ,
     Worker,
-    _env,
+    ensure_profile,
     make_rabbitmq_profile,
     make_zeromq_profile,
+    start_daemon,
     switched_to,
     verdi,
     wait_terminated,
@@ -44,8 +43,6 @@ from tests.aiida.daemon_workchains import TracedChain
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
-RMQ = "loopaware-rmq"
-ZMQ = "loopaware-zmq"
 MAX_CHECKPOINTS = 40
 WORKER_TIMEOUT = 90.0
 BUDGET = float(os.environ.get("LOOPAWARE_CRASH_BUDGET", "900"))
@@ -60,23 +57,12 @@ def broker_profile(request: pytest.FixtureRequest, profile: Any) -> Iterator[str
     its broker service.
     """
     if request.param == "rabbitmq":
-        if RMQ not in get_config().profile_names:
-            make_rabbitmq_profile(RMQ)
+        ensure_profile(RMQ, make_rabbitmq_profile)
         with switched_to(RMQ), installed(RMQ, allow=ALLOW):
             yield RMQ
         return
-    if ZMQ not in get_config().profile_names:
-        make_zeromq_profile(ZMQ)
-    started = subprocess.run(
-        [sys.executable, "-m", "loopaware_persist", "aiida", "daemon", "start", "-p", ZMQ],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
+    ensure_profile(ZMQ, make_zeromq_profile)
+    start_daemon(ZMQ)
     try:
         emptied = verdi("-p", ZMQ, "daemon", "decr", "1")
         assert emptied.returncode == 0, emptied.stdout + emptied.stderr

@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 from aiida import orm
 from aiida.manage import get_manager
-from aiida.manage.configuration import get_config
 
 from loopaware_persist import LoopAwarePersister
 from loopaware_persist.aiida import installed
 from tests.aiida.daemon_support import (
     ALLOW,
+    RMQ,
     Worker,
+    ensure_profile,
     make_rabbitmq_profile,
     switched_to,
     verdi,
@@ -24,8 +25,6 @@ from tests.aiida.daemon_workchains import TracedChain
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-RMQ = "loopaware-rmq"
-
 
 def test_verdi_process_repair_requeues_a_stuck_process_our_worker_then_runs(
     profile: Any, tmp_path: Path
@@ -33,8 +32,7 @@ def test_verdi_process_repair_requeues_a_stuck_process_our_worker_then_runs(
     """A process with a checkpoint (ours) but no task -- what a worker killed inside
     ``Runner.submit`` leaves -- is found by ``verdi process repair`` and finished by
     our worker from that checkpoint."""
-    if RMQ not in get_config().profile_names:
-        make_rabbitmq_profile(RMQ)
+    ensure_profile(RMQ, make_rabbitmq_profile)
     with switched_to(RMQ), installed(RMQ, allow=ALLOW) as persister:
         runner = get_manager().get_runner()
         process = runner.instantiate_process(TracedChain, x=orm.Int(5), rounds=orm.Int(1))

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.aiida.daemon_support import ROOT, python_prints
 
 
 def test_importing_the_package_imports_no_aiida() -> None:
@@ -16,9 +13,7 @@ def test_importing_the_package_imports_no_aiida() -> None:
         "print(sorted(m for m in sys.modules if m == 'aiida' or m.startswith('aiida.')"
         " or m.startswith('loopaware_persist.aiida')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
-    ).stdout
+    out = python_prints(code)
     assert out.strip() == "[]"
 
 

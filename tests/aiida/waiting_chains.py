@@ -8,7 +8,7 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction
 
-from tests.aiida.workchains import Crash
+from tests.aiida.workchains import Crash, OneStepChain
 
 #: ``True``: the child's step raises :class:`Crash` (once), and records it in ``"crashed"``.
 CHILD: dict[str, bool] = {"crash": False, "crashed": False}
@@ -19,15 +19,8 @@ def triple(x: orm.Int) -> orm.Int:
     return orm.Int(3 * x.value)
 
 
-class CrashingChild(WorkChain):
+class CrashingChild(OneStepChain):
     """Triples its input; its step can "crash" the worker."""
-
-    @classmethod
-    def define(cls, spec: Any) -> None:
-        super().define(spec)
-        spec.input("x", valid_type=orm.Int)
-        spec.output("result", valid_type=orm.Int)
-        spec.outline(cls.run_it)
 
     def run_it(self) -> None:
         if CHILD["crash"]:

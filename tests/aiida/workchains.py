@@ -28,8 +28,9 @@ def double(x: orm.Int) -> orm.Int:
     return orm.Int(2 * x.value)
 
 
-class ChildChain(WorkChain):
-    """Doubles its input."""
+class OneStepChain(WorkChain):
+    """A WorkChain of one step, ``run_it``, from the Int input ``x`` to the Int output
+    ``result``; subclasses give the step."""
 
     @classmethod
     def define(cls, spec: Any) -> None:
@@ -37,6 +38,13 @@ class ChildChain(WorkChain):
         spec.input("x", valid_type=orm.Int)
         spec.output("result", valid_type=orm.Int)
         spec.outline(cls.run_it)
+
+    def run_it(self) -> None:
+        raise NotImplementedError
+
+
+class ChildChain(OneStepChain):
+    """Doubles its input."""
 
     def run_it(self) -> None:
         self.out("result", double(self.inputs.x))
