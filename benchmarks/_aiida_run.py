@@ -150,7 +150,7 @@ def _summary(
     load: _Samples,
 ) -> dict[str, Any]:
     entry: dict[str, Any] = {
-        "title": "BenchChain context with a 1,000-item dict"
+        "title": "BenchChain, context with a 1,000-item dict"
         if big
         else "BenchChain, small context",
         "stores": {},
