@@ -18,9 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks",
         description=(
             "Benchmark codecs, storages, loop re-materialisation and workers against "
-            "plumpy's own. Prints a Markdown report (with a progress bar on a terminal) "
-            "and writes results.json, results.md and results.png. Timings need a quiet "
-            "machine."
+            "plumpy's own, and our AiiDA persister against AiiDA's. Prints a Markdown "
+            "report (with a progress bar on a terminal) and writes results.json, "
+            "results.md and results.png. Timings need a quiet machine."
         ),
     )
     parser.add_argument(

@@ -41,6 +41,7 @@ class Config:
     :param worker_counts: how many worker processes serve the queue in each worker run
         (empty: no worker section); needs ``LOOPAWARE_TEST_AMQP_URL``
     :param worker_tasks: processes launched per worker run
+    :param aiida_rounds: rounds of the ``aiida`` section (0: none); needs aiida-core
     """
 
     name: str
@@ -60,6 +61,7 @@ class Config:
     postgres: bool = True
     worker_counts: tuple[int, ...] = (1, 2, 4)
     worker_tasks: int = 400
+    aiida_rounds: int = 15
 
     @classmethod
     def full(cls) -> Config:
@@ -81,6 +83,7 @@ class Config:
             list_budget_s=1.5,
             worker_counts=(1, 2),
             worker_tasks=100,
+            aiida_rounds=5,
         )
 
     @classmethod
@@ -102,6 +105,7 @@ class Config:
             restore_count=500,
             postgres=False,
             worker_counts=(),
+            aiida_rounds=2,
         )
 
     def evolve(self, **changes: Any) -> Config:

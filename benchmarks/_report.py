@@ -1,4 +1,4 @@
-"""The Markdown report of a run: machine, targets, codecs, storage, loop and workers."""
+"""The Markdown report of a run: machine, targets, codecs, storage, loop, workers, AiiDA."""
 
 from __future__ import annotations
 
@@ -275,6 +275,45 @@ def _worker_lines(workers: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _aiida_lines(aiida: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## AiiDA: ours against `{aiida['baseline']}`",
+        "",
+        f"{aiida['rounds']} rounds of {aiida['per_round']} single calls per persister, "
+        f"the cyclic GC off then on; median (min), ratio over the baseline's median; "
+        f"{aiida['note']}.",
+        "",
+    ]
+    lines += _skipped_lines(aiida["skipped"])
+    for case, entry in aiida["cases"].items():
+        rows = []
+        for store, stats in entry["stores"].items():
+            ratio = stats["ratio"]
+            row = [f"`{store}`", fmt_size(stats["size"]), fmt_ratio(ratio["size"])]
+            for op in ("save", "load"):
+                for mode in ("off", "on"):
+                    median, least = stats[op][mode]["median_s"], stats[op][mode]["min_s"]
+                    row.append(
+                        f"{fmt_time(median)} (min {fmt_time(least)}), "
+                        f"{fmt_ratio(ratio[f'{op}_gc_{mode}'])}"
+                    )
+            rows.append(row)
+        lines += [f"### `{case}`: {entry['title']}", ""]
+        lines += _table(
+            [
+                "persister",
+                "size",
+                "size ratio",
+                "save, GC off",
+                "save, GC on",
+                "load, GC off",
+                "load, GC on",
+            ],
+            rows,
+        )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     """:param results: one run's results
     :return: the report in Markdown
@@ -284,7 +323,7 @@ def markdown(results: dict[str, Any]) -> str:
     targets = results.get("targets", [])
     if targets:
         rows = [[t["target"], _limit(t), _measured(t), _status(t), _basis(t)] for t in targets]
-        lines += ["## Targets (issue 4)", ""]
+        lines += ["## Targets (issues 4 and 14)", ""]
         lines += _table(["target", "limit", "measured", "status", "basis / note"], rows)
     if "codecs" in results:
         lines += _codec_lines(results["codecs"])
@@ -294,6 +333,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _loop_lines(results["loop"])
     if "workers" in results:
         lines += _worker_lines(results["workers"])
+    if "aiida" in results:
+        lines += _aiida_lines(results["aiida"])
     if results.get("profiles"):
         lines += ["## Profiles", ""]
         lines += [f"- `{tid}`: {path}" for tid, path in results["profiles"].items()]

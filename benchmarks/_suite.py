@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _rematerialise, _storage, _workers
+from . import _aiida, _rematerialise, _storage, _workers
 from ._cases import CASES, build_cases
 from ._chart import write_chart
 from ._codecs import VARIANTS, run_codecs
@@ -61,6 +61,7 @@ def run_suite(
             + _storage.steps(config, _storage.listing_store_count(config))
             + _rematerialise.steps(config, cases)
             + _workers.steps(config)
+            + _aiida.steps(config)
         )
         bar = Progress(total, enabled=progress)
         results: dict[str, Any] = {
@@ -82,6 +83,8 @@ def run_suite(
         results["loop"] = _rematerialise.run_loop(cases, config, loop, bar)
         gc.collect()
         results["workers"] = _workers.run_workers(config, bar)
+        gc.collect()
+        results["aiida"] = _aiida.run_aiida(config, bar)
         bar.close()
         bar = None
         results["duration_s"] = time.perf_counter() - started

@@ -219,6 +219,45 @@ def _loop_targets(results: dict[str, Any], config: Config) -> list[dict[str, Any
     return out
 
 
+#: Issue 14's limits, as ratios over ``AiiDAPersister`` on the same process state.
+_AIIDA_SAVE = 0.3
+_AIIDA_SIZE = 0.8
+_AIIDA_LOAD = {"small": 1.0, "table": 0.5}
+
+
+def _aiida_targets(aiida: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for case, entry in aiida["cases"].items():
+        for store, stats in entry["stores"].items():
+            if store == aiida["baseline"]:
+                continue
+            ratio = stats["ratio"]
+            for metric, text, limit, measured, basis in (
+                ("save", "save", _AIIDA_SAVE, ratio["save_gc_off"], "median save_checkpoint"),
+                ("size", "size", _AIIDA_SIZE, ratio["size"], "stored checkpoint bytes"),
+                (
+                    "load",
+                    "load + unbundle",
+                    _AIIDA_LOAD[case],
+                    ratio["load_gc_off"],
+                    "median load_checkpoint + unbundle onto the runner's loop",
+                ),
+            ):
+                gc_on = ratio.get(f"{metric}_gc_on")
+                out.append(
+                    _target(
+                        f"aiida.{case}.{store}.{metric}",
+                        f"AiiDA {text}, {case}, {store}",
+                        limit,
+                        measured,
+                        f"x {aiida['baseline']}",
+                        basis + (", GC off" if gc_on is not None else ""),
+                        "" if gc_on is None else f"GC on: {gc_on:.2f}x",
+                    )
+                )
+    return out
+
+
 def evaluate(results: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     """:param results: one run's results (``codecs``, ``storage``, ``loop`` sections)
     :param config: the run's configuration
@@ -231,4 +270,6 @@ def evaluate(results: dict[str, Any], config: Config) -> list[dict[str, Any]]:
         out += _storage_targets(results)
     if "loop" in results:
         out += _loop_targets(results, config)
+    if results.get("aiida", {}).get("cases"):
+        out += _aiida_targets(results["aiida"])
     return out

@@ -1,14 +1,13 @@
 """The benchmark suite runs end to end and writes well-formed results (no timing assertions).
 
-It runs the ``smoke`` preset in-process: every section and case of the real
-suite at tiny sizes and two rounds, into a temporary directory.
+It runs the ``smoke`` preset in-process (the ``outcome`` fixture of ``conftest.py``):
+every section and case of the real suite at tiny sizes and two rounds, into a
+temporary directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import math
 import re
 from pathlib import Path
@@ -20,19 +19,9 @@ from benchmarks import run
 from benchmarks._codecs import BASELINE, VARIANTS
 from benchmarks._config import Config
 from benchmarks._storage import PLUMPY
-from benchmarks._suite import JSON_NAME, MARKDOWN_NAME, PNG_NAME, run_suite
+from benchmarks._suite import JSON_NAME, MARKDOWN_NAME, PNG_NAME
 
 CASE_NAMES = ("small", "medium", "big", "futures", "dense", "floats", "strings")
-
-
-@pytest.fixture(scope="module")
-def outcome(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
-    out_dir = tmp_path_factory.mktemp("bench")
-    printed = io.StringIO()
-    returned = run_suite(Config.smoke(), out_dir, progress=True, stream=printed)
-    data = json.loads((out_dir / JSON_NAME).read_text(encoding="utf-8"))
-    assert data["config"] == returned["config"]
-    return out_dir, data, printed.getvalue()
 
 
 def _positive(value: Any) -> bool:
