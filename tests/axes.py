@@ -33,9 +33,16 @@ CODECS: tuple[str, ...] = tuple(
     name for name in available_codecs() if name != "pickle-unrestricted"
 )
 
+#: Schemes that are no general store, tested where they belong: ``aiida://`` (registered
+#: by the ``aiida`` extra) keeps one untagged checkpoint per AiiDA ProcessNode of a
+#: profile, keyed by its pk, so tests/aiida runs it against a throwaway profile.
+NOT_AN_AXIS = frozenset({"aiida"})
+
 #: The storages that need no server, in the package's order.
 LOCAL_STORAGES: tuple[str, ...] = tuple(
-    scheme for scheme in available_schemes() if scheme not in ("postgres", "postgresql")
+    scheme
+    for scheme in available_schemes()
+    if scheme not in ("postgres", "postgresql") and scheme not in NOT_AN_AXIS
 )
 
 #: The variable naming the PostgreSQL test server.
