@@ -3,6 +3,8 @@ other stores are keyed per profile."""
 
 from __future__ import annotations
 
+import gc
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +74,24 @@ def test_deleting_the_node_deletes_the_record(persister: Any) -> None:
     assert pk not in [c.pid for c in persister.get_checkpoints()]
 
 
+# aiida-core 2.9.4's archive reader and writer leave sqlite3 connections to the garbage
+# collector, which Python >= 3.13 reports (ResourceWarning, then an unraisable warning when
+# collected during a later test). Theirs, not ours: collected and ignored here, in this
+# test's own scope, so that no other test inherits them.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_archive_export_strips_it_and_import_strips_it_again(
     persister: Any, tmp_path: Path
 ) -> None:
+    try:
+        _archive_round_trip(persister, tmp_path)
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+
+
+def _archive_round_trip(persister: Any, tmp_path: Path) -> None:
     node = crashed_run(at=1)
     # Archives take sealed nodes only: a checkpoint a failed delete_checkpoint left behind.
     node.seal()
