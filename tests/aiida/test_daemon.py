@@ -110,10 +110,19 @@ def test_the_daemon_runs_our_workers_and_verdi_daemon_manages_them(served: str) 
 
 
 def _worker_commands(client: Any) -> list[list[str]]:
-    """What each worker circus runs is: its module and command."""
+    """What each live worker circus runs is: its module and command.
+
+    While circus stops a worker its stats entry is a message string, not a
+    dict, and its pid may already be gone: such a worker is not counted.
+    """
     commands = []
     for worker in client.get_worker_info()["info"].values():
-        cmdline = psutil.Process(int(worker["pid"])).cmdline()
+        if not isinstance(worker, dict):
+            continue
+        try:
+            cmdline = psutil.Process(int(worker["pid"])).cmdline()
+        except psutil.NoSuchProcess:
+            continue
         module = cmdline.index("-m") + 1
         commands.append(cmdline[module : module + 3])
     return commands
