@@ -5,8 +5,11 @@ AiiDA process's checkpoint holds beyond plumpy's types:
 
 * **stored ORM entities** (nodes, groups, computers; users by email, which is how AiiDA
   identifies them) are stored by identity only and reloaded from the loaded profile as
-  the stored objects themselves (``load_node(uuid=...)``), never copies, so provenance
-  links made after a resume point at the original nodes. An **unstored** node is
+  the stored objects themselves (``Node.collection.get(uuid=...)``: the exact UUID, never
+  a prefix of one), never copies, so provenance links made after a resume point at the
+  original nodes. A ``NodeLinksManager`` (``self.ctx.res = child.outputs``) is stored as
+  AiiDA's own YAML stores it, its node's UUID, direction and link type, and reloaded
+  bound to that stored node. An **unstored** node is
   refused at save with :class:`~loopaware_persist.EncodeError` naming its path: AiiDA's
   own persister refuses it too (``represent_node`` raises ``ValueError``, which AiiDA
   only logs, leaving the process without a checkpoint); here the save fails, and
@@ -141,28 +144,89 @@ def _enc_stored(what: str, key: str = "uuid") -> Callable[[Any], list[Any]]:
     return encode
 
 
-def _dec_node(fields: list[Any]) -> Any:
-    from aiida.orm import load_node
+def _exactly(what: str, collection: Any, uuid: str) -> Any:
+    """The stored entity whose UUID is exactly ``uuid``.
 
-    return load_node(uuid=_uuid_field(fields, "node"))
+    Not ``load_node(uuid=...)``/``load_group(uuid=...)``: aiida-core 2.9's loaders match
+    an identifier that is not a whole UUID as a prefix (``orm/utils/loaders.py``,
+    ``_get_query_builder_uuid_identifier``), so a truncated UUID in a damaged record
+    could bring back another entity. ``collection.get`` filters by equality.
+
+    :param what: the entity's kind, for the message (``"node"``)
+    :param collection: the class's ``collection`` (``orm.Node.collection``)
+    :param uuid: the UUID the record holds
+    :raises CorruptCheckpointError: if the profile holds no entity with that UUID
+    :return: the entity
+    """
+    from aiida.common.exceptions import MultipleObjectsError, NotExistent
+
+    try:
+        return collection.get(uuid=uuid)
+    except (NotExistent, MultipleObjectsError) as error:
+        msg = (
+            f"Checkpoint refers to the AiiDA {what} with UUID {uuid!r}, which the loaded "
+            f"profile does not hold ({type(error).__name__}); the record is damaged or "
+            "from another profile, and cannot be resumed here."
+        )
+        raise CorruptCheckpointError(msg) from error
+
+
+def _dec_node(fields: list[Any]) -> Any:
+    from aiida.orm import Node
+
+    return _exactly("node", Node.collection, _uuid_field(fields, "node"))
 
 
 def _dec_group(fields: list[Any]) -> Any:
-    from aiida.orm import load_group
+    from aiida.orm import Group
 
-    return load_group(uuid=_uuid_field(fields, "group"))
+    return _exactly("group", Group.collection, _uuid_field(fields, "group"))
 
 
 def _dec_computer(fields: list[Any]) -> Any:
     from aiida.orm import Computer
 
-    return Computer.collection.get(uuid=_uuid_field(fields, "computer"))
+    return _exactly("computer", Computer.collection, _uuid_field(fields, "computer"))
 
 
 def _dec_user(fields: list[Any]) -> Any:
     from aiida.orm import User
 
     return User.collection.get(email=_uuid_field(fields, "user"))
+
+
+def _enc_links_manager(manager: Any) -> list[Any]:
+    """``[node UUID, incoming, link type value]``: what AiiDA's own
+    ``represent_node_links_manager`` (``orm/utils/serialize.py``) stores."""
+    node = manager._node
+    if not node.is_stored:
+        raise _unstored("node (of a NodeLinksManager)", node)
+    return [node.uuid, bool(manager._incoming), manager._link_type.value]
+
+
+def _dec_links_manager(fields: list[Any]) -> Any:
+    from aiida.common.links import LinkType
+    from aiida.orm import Node
+    from aiida.orm.utils.managers import NodeLinksManager
+
+    if (
+        len(fields) != 3
+        or not isinstance(fields[0], str)
+        or not isinstance(fields[1], bool)
+        or not isinstance(fields[2], str)
+    ):
+        msg = (
+            f"Malformed NodeLinksManager {fields!r} in checkpoint: expected "
+            "[node uuid, incoming, link type]."
+        )
+        raise CorruptCheckpointError(msg)
+    try:
+        link_type = LinkType(fields[2])
+    except ValueError as error:
+        msg = f"NodeLinksManager in checkpoint has an unknown link type ({error})."
+        raise CorruptCheckpointError(msg) from error
+    node = _exactly("node", Node.collection, fields[0])
+    return NodeLinksManager(node=node, link_type=link_type, incoming=fields[1])  # type: ignore[no-untyped-call]
 
 
 def _uuid_field(fields: list[Any], what: str) -> str:
@@ -223,7 +287,7 @@ def _opaque_types() -> tuple[type, ...]:
         Session,
         Runner,  # its communicator is a kiwipy.Communicator, which no walk enters
         Manager,
-        NodeLinksManager,
+        NodeLinksManager,  # saved by its hook; the walk need not enter the node it holds
     )
 
 
@@ -237,6 +301,7 @@ def configure_registry(registry: HookRegistry) -> None:
     from aiida.engine.processes.process import Process
     from aiida.engine.processes.workchains.awaitable import Awaitable
     from aiida.orm import Computer, Group, Node, User
+    from aiida.orm.utils.managers import NodeLinksManager
 
     registry.register(Node, tag="aiida.node", encode=_enc_stored("node"), decode=_dec_node)
     registry.register(Group, tag="aiida.group", encode=_enc_stored("group"), decode=_dec_group)
@@ -244,6 +309,13 @@ def configure_registry(registry: HookRegistry) -> None:
         Computer, tag="aiida.computer", encode=_enc_stored("computer"), decode=_dec_computer
     )
     registry.register(User, tag="aiida.user", encode=_enc_stored("user", "email"), decode=_dec_user)
+    registry.register(
+        NodeLinksManager,
+        tag="aiida.node_links_manager",
+        encode=_enc_links_manager,
+        decode=_dec_links_manager,
+        subclasses=False,
+    )
     registry.register(
         AttributeDict,
         tag="aiida.attributedict",

@@ -137,15 +137,16 @@ def _bundle(loader: AiidaCheckpointLoader, node: yaml.Node) -> plumpy.Bundle:
 
 
 def _node(loader: AiidaCheckpointLoader, node: yaml.Node) -> Any:
-    from aiida.orm import load_node
+    from aiida.orm import Node
 
-    return loader._entity(node, "node", lambda uuid: load_node(uuid=uuid))
+    # By equality: load_node(uuid=...) matches a partial UUID as a prefix.
+    return loader._entity(node, "node", lambda uuid: Node.collection.get(uuid=uuid))
 
 
 def _group(loader: AiidaCheckpointLoader, node: yaml.Node) -> Any:
-    from aiida.orm import load_group
+    from aiida.orm import Group
 
-    return loader._entity(node, "group", lambda uuid: load_group(uuid=uuid))
+    return loader._entity(node, "group", lambda uuid: Group.collection.get(uuid=uuid))
 
 
 def _computer(loader: AiidaCheckpointLoader, node: yaml.Node) -> Any:

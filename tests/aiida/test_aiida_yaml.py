@@ -140,3 +140,17 @@ def test_same_state_compares_types_values_and_rows() -> None:
     assert type(read["CONTEXT"]["d"]) is AttributeDict
     assert not same_state(read, a)
     assert same_state(read, a, as_aiida_reads=True)
+
+
+@pytest.mark.parametrize("tag", ["!aiida_node", "!aiida_group"])
+def test_a_truncated_uuid_is_a_damaged_checkpoint_not_a_prefix_match(tag: str) -> None:
+    """aiida-core's load_node(uuid=...)/load_group(uuid=...) match a partial UUID as a
+    prefix: a damaged record could bring back another entity."""
+    entity = (
+        orm.Int(7).store()
+        if tag == "!aiida_node"
+        else orm.Group(label=f"lap-prefix-{orm.Int(0).store().uuid}").store()
+    )
+    text = f"!plumpy:bundle\nx: {tag} '{entity.uuid[:8]}'\n"
+    with pytest.raises(CorruptCheckpointError, match=entity.uuid[:8]):
+        load_aiida_yaml(text, make_registry())

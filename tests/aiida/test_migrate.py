@@ -548,3 +548,43 @@ def test_arguments_of_the_wrong_type_are_refused(kwargs: dict[str, Any]) -> None
 
     with pytest.raises(ArgumentTypeError):
         migrate(allow=ALLOW, **kwargs)
+
+
+def test_a_checkpoint_holding_node_links_managers_migrates_and_resumes(store: str | None) -> None:
+    """AiiDA writes ``self.ctx.res = child.outputs`` as ``!aiida_node_links_manager``;
+    before the registry had a hook for it, such a checkpoint failed to migrate."""
+    from aiida.common.links import LinkType
+    from aiida.orm.utils.managers import NodeLinksManager
+
+    from tests.aiida.workchains import LinksChain
+
+    runner = get_manager().get_runner()
+    assert type(runner.persister) is AiiDAPersister
+    CRASH["at"] = 0
+    process = runner.instantiate_process(LinksChain, x=orm.Int(4))
+    try:
+        with pytest.raises(Crash):
+            process.execute()
+    finally:
+        CRASH["at"] = None
+    child = process.ctx.child
+    node: orm.WorkChainNode = process.node
+    process.close()
+    assert "!aiida_node_links_manager" in node.checkpoint
+
+    (result,) = migrate(store=store, allow=ALLOW, pks=[node.pk])
+    assert result.status == "migrated", result
+    with installed(store=store, allow=ALLOW) as persister:
+        runner = get_manager().get_runner()
+        resumed = persister.load_process(node.pk, loop=runner.loop, runner=runner)
+        res = resumed.ctx["res"]
+        assert type(res) is NodeLinksManager
+        assert (res._node.uuid, res._link_type, res._incoming) == (
+            child.uuid,
+            LinkType.RETURN,
+            False,
+        )
+        assert resumed.ctx["ins"]._incoming is True
+        resumed.execute()
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.result.pk == child.outputs.result.pk

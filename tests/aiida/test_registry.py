@@ -103,3 +103,75 @@ def test_aiida_yaml_that_passes() -> None:
         "e: !enum 'aiida.engine.processes.workchains.awaitable:AwaitableAction|assign'\n"
     )
     audit_yaml(text, registry, "<p>", tags=AIIDA_YAML_TAGS)
+
+
+def test_node_links_managers_come_back_bound_to_the_same_node(codec: Any) -> None:
+    """As AiiDA's ``!aiida_node_links_manager`` (the YAML side: test_aiida_yaml.py)."""
+    from aiida.common.links import LinkType
+    from aiida.orm.utils.managers import NodeLinksManager
+
+    node = orm.WorkflowNode().store()
+    managers = [
+        NodeLinksManager(node=node, link_type=LinkType.RETURN, incoming=False),
+        NodeLinksManager(node=node, link_type=LinkType.INPUT_WORK, incoming=True),
+    ]
+    back = codec.decode(codec.encode({"res": managers[0], "ins": managers[1]}))
+    for got, want in zip((back["res"], back["ins"]), managers, strict=True):
+        assert type(got) is NodeLinksManager
+        assert got._node.uuid == node.uuid
+        assert got._node.is_stored
+        assert (got._link_type, got._incoming) == (want._link_type, want._incoming)
+
+
+def test_a_node_links_manager_of_an_unstored_node_is_refused_at_save(codec: Any) -> None:
+    from aiida.common.links import LinkType
+    from aiida.orm.utils.managers import NodeLinksManager
+
+    manager = NodeLinksManager(node=orm.WorkflowNode(), link_type=LinkType.RETURN, incoming=False)
+    with pytest.raises(EncodeError, match=r"unstored node"):
+        codec.encode({"res": manager})
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        ["not-a-uuid", False, "return"],
+        [None, False, "return"],
+        ["x", "no", "return"],
+        ["x", False],
+    ],
+)
+def test_a_malformed_node_links_manager_is_a_corrupt_checkpoint(fields: list[Any]) -> None:
+    from loopaware_persist import CorruptCheckpointError
+    from loopaware_persist.aiida._registry import _dec_links_manager
+
+    with pytest.raises(CorruptCheckpointError):
+        _dec_links_manager(fields)
+
+
+def test_a_node_links_manager_with_an_unknown_link_type_is_a_corrupt_checkpoint() -> None:
+    from loopaware_persist import CorruptCheckpointError
+    from loopaware_persist.aiida._registry import _dec_links_manager
+
+    node = orm.WorkflowNode().store()
+    with pytest.raises(CorruptCheckpointError, match="link type"):
+        _dec_links_manager([node.uuid, False, "nope"])
+
+
+@pytest.mark.parametrize("what", ["node", "group", "computer"])
+def test_a_truncated_uuid_is_refused_not_matched_as_a_prefix(what: str) -> None:
+    """aiida-core's load_node(uuid=...) would load the entity a prefix matches."""
+    from loopaware_persist import CorruptCheckpointError
+    from loopaware_persist.aiida._registry import _dec_computer, _dec_group, _dec_node
+
+    entity: Any
+    if what == "node":
+        entity, decode = orm.Int(7).store(), _dec_node
+    elif what == "group":
+        entity = orm.Group(label=f"lap-prefix-{orm.Int(0).store().uuid}").store()
+        decode = _dec_group
+    else:
+        entity, decode = orm.load_computer("localhost"), _dec_computer
+    assert decode([entity.uuid]).pk == entity.pk
+    with pytest.raises(CorruptCheckpointError, match=entity.uuid[:8]):
+        decode([entity.uuid[:8]])

@@ -109,3 +109,38 @@ def test_checkpoint_goes_when_the_process_ends(persister: Any) -> None:
     assert node.is_finished_ok
     assert persister.get_process_checkpoints(node.pk) == []
     assert node.checkpoint is None
+
+
+def test_a_context_holding_node_links_managers_checkpoints_and_resumes(persister: Any) -> None:
+    """``self.ctx.res = child.outputs``: before, every save of it failed (AiiDA only logs
+    that) and the process ran without a checkpoint."""
+    from aiida.common.links import LinkType
+    from aiida.orm.utils.managers import NodeLinksManager
+
+    from tests.aiida.workchains import CRASH, Crash, LinksChain
+
+    runner = get_manager().get_runner()
+    CRASH["at"] = 0
+    process = runner.instantiate_process(LinksChain, x=orm.Int(4))
+    try:
+        with pytest.raises(Crash):
+            process.execute()
+    finally:
+        CRASH["at"] = None
+    child = process.ctx.child
+    node: orm.WorkChainNode = process.node
+    process.close()
+    assert persister.get_process_checkpoints(node.pk)
+
+    resumed = persister.load_process(node.pk, loop=runner.loop, runner=runner)
+    res, ins = resumed.ctx["res"], resumed.ctx["ins"]
+    assert type(res) is NodeLinksManager
+    assert type(ins) is NodeLinksManager
+    assert res._node.uuid == ins._node.uuid == child.uuid
+    assert (res._link_type, res._incoming) == (LinkType.RETURN, False)
+    assert (ins._link_type, ins._incoming) == (LinkType.INPUT_WORK, True)
+    assert res.result.value == 8
+    assert ins.x.pk == node.inputs.x.pk
+    resumed.execute()
+    assert node.is_finished_ok, node.exit_status
+    assert node.outputs.result.pk == child.outputs.result.pk

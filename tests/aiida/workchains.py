@@ -95,3 +95,29 @@ class ParentChain(WorkChain):
     def finalise(self) -> None:
         self.out("total", self.ctx.total)
         self.out("child", self.ctx.child.outputs.result)
+
+
+class LinksChain(WorkChain):
+    """Keeps its child's ``outputs`` and ``inputs`` (``NodeLinksManager``) in its context,
+    then, in the step after, raises :class:`Crash` when ``CRASH["at"] == 0``: its last
+    checkpoint holds both managers."""
+
+    @classmethod
+    def define(cls, spec: Any) -> None:
+        super().define(spec)
+        spec.input("x", valid_type=orm.Int)
+        spec.output("result", valid_type=orm.Int)
+        spec.outline(cls.launch_child, cls.keep_links, cls.finalise)
+
+    def launch_child(self) -> Any:
+        return ToContext(child=self.submit(ChildChain, x=self.inputs.x))
+
+    def keep_links(self) -> None:
+        self.ctx.res = self.ctx.child.outputs
+        self.ctx.ins = self.ctx.child.inputs
+
+    def finalise(self) -> None:
+        if CRASH["at"] == 0:
+            CRASH["at"] = None
+            raise Crash
+        self.out("result", self.ctx.res.result)
