@@ -62,6 +62,7 @@ __all__ = (
     "encode_envelope",
     "max_raw_size",
     "read_header",
+    "with_meta",
 )
 
 MAGIC: Final = b"LAPC"
@@ -278,6 +279,41 @@ def read_header(data: bytes) -> Header:
         raw_size=raw_len,
         payload_crc=payload_crc,
     )
+
+
+def with_meta(data: bytes, meta: Mapping[str, Any]) -> bytes:
+    """The same record with its meta replaced by ``meta``; the payload is not touched
+    (neither decompressed nor re-encoded, its checksum kept). Replacing a meta by the one
+    it replaced gives the original bytes back.
+
+    :param data: a record, or a prefix of one that holds its whole header (the bytes
+        after the header are kept as they are)
+    :param meta: the new meta; str keys, scalar values
+    :raises CorruptCheckpointError: if ``data`` does not start with an undamaged header
+    :raises EncodeError: if ``meta`` is invalid or too large
+    :return: the new record (or prefix)
+    """
+    header = read_header(data)
+    codec_bytes = header.codec.encode("ascii")
+    meta_bytes = msgpack.packb(_check_meta(meta), use_bin_type=True) if meta else b""
+    if len(meta_bytes) > _MAX_META:
+        msg = f"Envelope meta is {len(meta_bytes)} bytes; at most {_MAX_META} fit."
+        raise EncodeError(msg)
+    head = (
+        _FIXED.pack(
+            MAGIC,
+            FORMAT_VERSION,
+            _COMPRESSION_CODES[header.compression],
+            len(codec_bytes),
+            len(meta_bytes),
+            header.payload_size,
+            header.raw_size,
+        )
+        + codec_bytes
+        + meta_bytes
+    )
+    rest = memoryview(data)[header.header_size :]
+    return b"".join((head, _CRC.pack(zlib.crc32(head), header.payload_crc), rest))
 
 
 def _decompress(header: Header, stored: memoryview, max_expansion: int | None) -> bytes:

@@ -21,6 +21,7 @@ from loopaware_persist._envelope import (
     decode_envelope,
     encode_envelope,
     read_header,
+    with_meta,
 )
 
 COMPRESSIONS = pytest.mark.parametrize("compression", [None, "zlib", "zstd"])
@@ -78,6 +79,33 @@ def test_round_trip(compression: str | None, payload: bytes) -> None:
     assert header.raw_size == len(payload)
     assert header.record_size == len(record)
     assert record.startswith(MAGIC)
+
+
+@COMPRESSIONS
+@pytest.mark.parametrize("meta", [None, META])
+def test_with_meta_replaces_it_and_keeps_the_payload(compression: str | None, meta: Any) -> None:
+    payload = bytes(range(256)) * 40
+    record = encode_envelope(payload, codec="pickle", compression=compression, meta=meta)
+    stamped = with_meta(record, {**(meta or {}), "owner": "u-1"})
+    envelope = decode_envelope(stamped)
+    assert envelope.payload == payload
+    assert dict(envelope.header.meta) == {**(meta or {}), "owner": "u-1"}
+    assert (envelope.header.codec, envelope.header.compression) == ("pickle", compression)
+    assert stamped[-envelope.header.payload_size :] == record[-envelope.header.payload_size :]
+    # Putting the old meta back gives the record byte for byte, from a prefix too.
+    assert with_meta(stamped, meta or {}) == record
+    size = envelope.header.header_size + 3
+    assert with_meta(stamped[:size], meta or {}) == record[: size - len(stamped) + len(record)]
+
+
+def test_with_meta_refuses_a_damaged_header_or_bad_meta() -> None:
+    record = encode_envelope(b"payload", codec="msgpack", meta=META)
+    with pytest.raises(CorruptCheckpointError):
+        with_meta(record[:10], {"a": 1})
+    with pytest.raises(CorruptCheckpointError):
+        with_meta(b"nope" + record[4:], {"a": 1})
+    with pytest.raises(EncodeError):
+        with_meta(record, {"a": object()})
 
 
 @COMPRESSIONS

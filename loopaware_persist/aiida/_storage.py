@@ -39,7 +39,13 @@ from typing import Any, Final
 
 import attrs
 
-from .._errors import ConfigurationError, StorageError
+from .._envelope import HEADER_PEEK, MAGIC, read_header, with_meta
+from .._errors import (
+    CheckpointNotFoundError,
+    ConfigurationError,
+    CorruptCheckpointError,
+    StorageError,
+)
 from ..storage import (
     CheckpointKey,
     Durability,
@@ -52,7 +58,14 @@ from ..storage import (
     pid_token,
 )
 
-__all__ = ("RECORD_PREFIX", "AiidaNodeStorage", "ProfileKeyed", "loaded_profile", "open_storage")
+__all__ = (
+    "NODE_UUID_META",
+    "RECORD_PREFIX",
+    "AiidaNodeStorage",
+    "ProfileKeyed",
+    "loaded_profile",
+    "open_storage",
+)
 
 #: How a record kept in a ProcessNode's ``checkpoints`` attribute starts.
 RECORD_PREFIX: Final = "loopaware-persist:1 "
@@ -251,11 +264,62 @@ def open_storage(
     return AiidaNodeStorage(url, durability=durability, read_only=read_only)
 
 
+#: The record meta entry :class:`ProfileKeyed` stamps with the UUID of the node a record
+#: was saved for.
+NODE_UUID_META: Final = "aiida_node_uuid"
+
+
+def _node_uuid(pk: int) -> str | None:
+    """:return: the UUID of the loaded profile's node ``pk``, or ``None`` if it has none"""
+    from aiida.common.exceptions import NotExistent
+    from aiida.manage import get_manager
+
+    try:
+        # The storage backend's own lookup: one indexed SELECT (about 0.2 ms on SQLite,
+        # against 2.5 ms for a QueryBuilder query, which every save would pay).
+        uuid: str = get_manager().get_profile_storage().nodes.get(pk).uuid
+    except NotExistent:
+        return None
+    return uuid
+
+
+def _stamped(data: bytes, uuid: str) -> bytes:
+    """``data`` with ``uuid`` in its meta, if it is a record in this package's envelope."""
+    if data[: len(MAGIC)] != MAGIC:
+        return data  # not written by a persister: nothing to stamp it in
+    meta = read_header(data).meta
+    return with_meta(data, {**meta, NODE_UUID_META: uuid})
+
+
+def _unstamped(data: bytes) -> tuple[bytes, str | None]:
+    """:return: ``data`` as it was before :func:`_stamped` (byte for byte), and the UUID
+    it was stamped with (``None`` for a record without one)"""
+    if data[: len(MAGIC)] != MAGIC:
+        return data, None
+    try:
+        meta = dict(read_header(data).meta)
+    except CorruptCheckpointError:
+        return data, None  # the decode names the damage
+    uuid = meta.pop(NODE_UUID_META, None)
+    if not isinstance(uuid, str):
+        return data, None
+    return with_meta(data, meta), uuid
+
+
 class ProfileKeyed(Storage):
     """Another storage, its pids prefixed with an AiiDA profile's UUID.
 
     Node pks repeat across profiles; one ``sqlite://`` or ``postgresql://`` store serving
     several profiles keeps them apart this way. Pids go in and come out as the pks.
+
+    A node's record outlives the node (``verdi node delete`` does not know this store),
+    and ``core.sqlite_dos`` hands a deleted node's pk to the next node made. So a record
+    is stamped with its node's UUID (its meta's ``aiida_node_uuid``), and a record
+    stamped for another node than the one the pk now names is treated as absent for it:
+    ``get`` raises :class:`~loopaware_persist.CheckpointNotFoundError` saying whose it is
+    and how to remove it, ``delete`` leaves it (it is not the new node's to delete), and
+    a save of the new node replaces it. Records not in this package's envelope (written
+    through this storage directly) and records written before the stamp are not checked.
 
     :param inner: the storage records live in (closed with this one)
     :param profile_uuid: the profile's UUID (``profile.uuid``)
@@ -278,19 +342,63 @@ class ProfileKeyed(Storage):
         return None
 
     def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
+        if isinstance(key.pid, int):
+            uuid = _node_uuid(key.pid)
+            if uuid is not None:
+                data = _stamped(data, uuid)
         return self.inner.put(self._outer(key), data, expected_version=expected_version)
+
+    def _stale_owner(
+        self, key: CheckpointKey, saved_for: str | None
+    ) -> CheckpointNotFoundError | None:
+        """:param saved_for: the node UUID the record is stamped with
+        :return: the error to raise if the record was saved for another node than the
+            one ``key.pid`` names now, else ``None``"""
+        if saved_for is None or not isinstance(key.pid, int):
+            return None
+        current = _node_uuid(key.pid)
+        if current == saved_for:
+            return None
+        now = "no node" if current is None else f"node {current}"
+        msg = (
+            f"The record for pk {key.pid} in {self.url!r} was saved for the AiiDA node "
+            f"{saved_for}, but pk {key.pid} is now {now}: it belongs to a deleted node "
+            "(core.sqlite_dos reuses the pks of deleted nodes), and is treated as absent. "
+            f"Delete it: loopaware-persist rm --store '{self.url}' '{self.prefix}{key.token}'."
+        )
+        return CheckpointNotFoundError(msg, pid=key.pid, tag=key.tag)
 
     def _get(self, key: CheckpointKey) -> StoredRecord:
         record = self.inner.get(self._outer(key))
-        return StoredRecord(key=key, data=record.data, version=record.version)
+        data, saved_for = _unstamped(record.data)
+        stale = self._stale_owner(key, saved_for)
+        if stale is not None:
+            raise stale
+        return StoredRecord(key=key, data=data, version=record.version)
 
     def _read_prefix(self, key: CheckpointKey, size: int) -> bytes:
-        return self.inner.read_prefix(self._outer(key), size)
+        outer = self._outer(key)
+        asked = max(size, HEADER_PEEK)  # enough for the header the stamp is in
+        head = self.inner.read_prefix(outer, asked)
+        data, saved_for = _unstamped(head)
+        if saved_for is not None and len(data) < size and len(head) == asked:
+            # The stamp took room: read as much more as it took.
+            data, _ = _unstamped(self.inner.read_prefix(outer, asked + len(head) - len(data)))
+        return data[:size]
 
     def _delete(self, key: CheckpointKey) -> bool:
+        if isinstance(key.pid, int):
+            try:
+                head = self.inner.read_prefix(self._outer(key), HEADER_PEEK)
+            except CheckpointNotFoundError:
+                return False
+            if self._stale_owner(key, _unstamped(head)[1]) is not None:
+                return False
         return self.inner.delete(self._outer(key))
 
     def _delete_pid(self, pid: Pid) -> int:
+        if isinstance(pid, int):
+            return sum(self._delete(info.key) for info in self._list(pid))
         return self.inner.delete_pid(self.prefix + pid_token(pid))
 
     def _list(self, pid: Pid | None) -> builtins.list[RecordInfo]:

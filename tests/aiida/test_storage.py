@@ -146,3 +146,69 @@ def test_sqlite_store_is_keyed_by_the_profile(tmp_path: Path, profile: Any) -> N
         (token, tag) = raw.list_key_tokens()[0]
     assert token == f"s:aiida:{profile.uuid}:i:{node.pk}"
     assert tag is None
+
+
+def test_a_record_left_by_a_deleted_node_is_not_loaded_for_the_node_reusing_its_pk(
+    tmp_path: Path,
+) -> None:
+    """``verdi node delete`` leaves a ``sqlite://`` record behind, and ``core.sqlite_dos``
+    hands the pk to the next node: that node must not load the deleted one's checkpoint."""
+    from loopaware_persist._envelope import read_header, with_meta
+    from loopaware_persist.aiida._storage import NODE_UUID_META
+
+    url = f"sqlite:///{tmp_path}/ck.db"
+    with installed(store=url, allow=ALLOW) as persister:
+        storage = persister.storage
+        assert isinstance(storage, ProfileKeyed)
+        node = crashed_run(at=1)
+        pk, old_uuid = node.pk, node.uuid
+        inner_key = CheckpointKey(pid=storage.prefix + CheckpointKey(pid=pk).token)
+        record = storage.inner.get(inner_key).data
+        assert read_header(record).meta[NODE_UUID_META] == old_uuid
+        assert persister.load_checkpoint(pk)
+
+        # The process node and every node made after it (its calcfunctions', and the
+        # constants it passed them), so that the next node made gets its pk back.
+        newer = orm.QueryBuilder().append(orm.Node, filters={"id": {">=": pk}}, project="id")
+        delete_nodes(newer.all(flat=True), dry_run=False)
+        with pytest.raises(CheckpointNotFoundError, match=f"{old_uuid}.*is now no node") as gone:
+            persister.load_checkpoint(pk)
+        assert gone.value.pid == pk
+
+        new = orm.WorkflowNode().store()
+        assert new.pk == pk  # the premise: core.sqlite_dos reuses the pk
+        with pytest.raises(
+            CheckpointNotFoundError, match=f"{old_uuid}.*is now node {new.uuid}.*rm --store"
+        ):
+            persister.load_checkpoint(pk)
+        # Not the new node's to delete: it stays for the operator, untouched.
+        persister.delete_checkpoint(pk)
+        assert storage.inner.get(inner_key).data == record
+
+        # A save for the new node replaces it, stamped with the new node's UUID; the
+        # stamp is the store's own: a get returns the bytes put, byte for byte.
+        meta = {k: v for k, v in read_header(record).meta.items() if k != NODE_UUID_META}
+        unstamped = with_meta(record, meta)
+        assert NODE_UUID_META not in read_header(unstamped).meta
+        storage.put(CheckpointKey(pid=pk), unstamped)
+        assert read_header(storage.inner.get(inner_key).data).meta[NODE_UUID_META] == new.uuid
+        assert storage.get(CheckpointKey(pid=pk)).data == unstamped
+        for size in (0, 10, 200, len(unstamped), len(unstamped) + 5):
+            assert storage.read_prefix(CheckpointKey(pid=pk), size) == unstamped[:size]
+        persister.delete_checkpoint(pk)
+        with pytest.raises(CheckpointNotFoundError):
+            storage.inner.get(inner_key)
+
+
+def test_a_record_without_the_node_stamp_still_loads(tmp_path: Path) -> None:
+    """Records written before the stamp existed carry no node UUID: not checked."""
+    url = f"sqlite:///{tmp_path}/ck.db"
+    with installed(store=url, allow=ALLOW) as persister:
+        storage = persister.storage
+        node = crashed_run(at=1)
+        key = CheckpointKey(pid=node.pk)
+        inner_key = CheckpointKey(pid=storage.prefix + key.token)
+        unstamped = persister.dumps(persister.load_checkpoint(node.pk))
+        storage.inner.put(inner_key, unstamped)
+        assert storage.get(key).data == unstamped
+        assert persister.load_checkpoint(node.pk)
