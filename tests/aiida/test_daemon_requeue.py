@@ -26,6 +26,7 @@ from aiida.engine.processes.launcher import ProcessLauncher
 from aiida.manage import get_manager
 
 from loopaware_persist import (
+    BackendUnavailableError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
     LoopBoundaryError,
@@ -60,6 +61,7 @@ WRONG_ALLOW = "tests.aiida.helpers"
         (UnknownTagError("no such tag"), True),
         (CheckpointNotFoundError("none"), True),
         (StorageError("AiiDA's YAML"), True),
+        (BackendUnavailableError("down"), True),
         (CorruptCheckpointError("checksum"), False),
         (LoopBoundaryError("another loop"), False),
         (ValueError("a process bug"), False),
@@ -70,15 +72,16 @@ def test_what_an_operator_can_fix(error: Exception, fixable: bool) -> None:
     assert operator_can_fix(error) is fixable
 
 
-def _saved_node(profile: Any) -> tuple[orm.WorkChainNode, str]:
-    """A TracedChain saved (ours, in its node) as ``submit`` saves it, with no task."""
-    with installed(profile.name, allow=ALLOW) as persister:
+def _saved_node(profile: Any, store: str | None = None) -> tuple[orm.WorkChainNode, Any]:
+    """A TracedChain saved (ours; in its node unless ``store``) as ``submit`` saves it,
+    with no task; and what its node holds as checkpoint."""
+    with installed(profile.name, store, allow=ALLOW) as persister:
         runner = get_manager().get_runner()
         process = runner.instantiate_process(TracedChain, x=orm.Int(2), rounds=orm.Int(1))
         persister.save_checkpoint(process)
         process.close()
     node: orm.WorkChainNode = process.node
-    assert node.checkpoint.startswith(RECORD_PREFIX)
+    assert store is not None or node.checkpoint.startswith(RECORD_PREFIX)
     return node, node.checkpoint
 
 
@@ -168,10 +171,20 @@ def test_a_damaged_record_still_excepts_and_seals_as_aiida_does(profile: Any) ->
     assert "CorruptCheckpointError" in node.exception
 
 
-def test_aiidas_own_launcher_seals_a_process_whose_record_is_ours(profile: Any) -> None:
+@pytest.mark.parametrize("where", ["aiida://", "sqlite"])
+def test_aiidas_own_launcher_seals_a_process_whose_record_is_ours(
+    profile: Any, tmp_path: Path, where: str
+) -> None:
     """What ``verdi daemon start`` (AiiDA's workers, ``AiiDAPersister``) does to a
     process submitted with ``install()``: the node is sealed, excepted, for good."""
-    node, record = _saved_node(profile)
+    store = f"sqlite:///{tmp_path / 'records.db'}" if where == "sqlite" else None
+    node, record = _saved_node(profile, store)
+    expected: tuple[type[Exception], str] = (
+        # AiiDAPersister's YAML loader reads our record as a plain string.
+        (AttributeError, "'str' object has no attribute 'unbundle'")
+        if store is None
+        else (plumpy.PersistenceError, "does not have a saved checkpoint")
+    )
     runner = get_manager().create_runner(persister=AiiDAPersister())
     aiidas = ProcessLauncher(
         loop=runner.loop,
@@ -180,17 +193,18 @@ def test_aiidas_own_launcher_seals_a_process_whose_record_is_ours(profile: Any) 
         loader=get_object_loader(),
     )
     try:
-        # AiiDAPersister's YAML loader reads our record as a plain string.
-        with pytest.raises(AttributeError, match="'str' object has no attribute 'unbundle'"):
+        with pytest.raises(expected[0], match=expected[1]):
             runner.loop.run_until_complete(aiidas._continue(None, node.pk, True))
     finally:
         runner.close()
     assert node.is_excepted
     assert node.is_sealed
-    assert node.checkpoint == record  # still there, but nothing loads a sealed node
+    assert node.checkpoint == record  # still there (None: in the store), never loaded
     # migrate leaves a sealed node alone: nothing brings the process back.
-    results = migrate(profile.name, allow=ALLOW, pks=[node.pk])
+    results = migrate(profile.name, store, allow=ALLOW, pks=[node.pk])
     assert [r.status for r in results] in ([], ["skipped"])
+    back = migrate(profile.name, store, allow=ALLOW, pks=[node.pk], back=True)
+    assert [r.status for r in back] in ([], ["skipped"])
     assert node.is_sealed
 
 
