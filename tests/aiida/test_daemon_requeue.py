@@ -41,11 +41,15 @@ from tests.aiida.daemon_support import (
     ALLOW,
     RMQ,
     ROOT,
+    ZMQ,
     _env,
     ensure_profile,
     make_rabbitmq_profile,
+    make_zeromq_profile,
     our_cli,
+    start_daemon,
     switched_to,
+    verdi,
     wait_terminated,
 )
 from tests.aiida.daemon_workchains import TracedChain
@@ -326,3 +330,40 @@ def test_a_process_submitted_without_install_waits_for_migrate(
     _stopped(fixed, lambda: wait_terminated(node, 180, []))
     assert node.is_finished_ok, fixed.output()[-4000:]
     assert node.outputs.total.value == 6
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_zeromq_the_daemon_holds_the_task_until_restarted_with_the_right_allow(
+    profile: Any,
+) -> None:
+    ensure_profile(ZMQ, make_zeromq_profile)
+    with switched_to(ZMQ):
+        start_daemon(ZMQ, "--allow", WRONG_ALLOW, "--timeout", "60")
+        try:
+            with installed(ZMQ, allow=ALLOW):
+                node = submit(TracedChain, x=orm.Int(4), rounds=orm.Int(1))
+            record = node.checkpoint
+            log = Path(get_manager().get_daemon_client().daemon_log_file)
+            needle = f"Process<{node.pk}> not continued, and left unsealed"
+            deadline = time.monotonic() + 90
+            while needle not in log.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no refusal logged:\n{log.read_text(errors='replace')[-4000:]}")
+                time.sleep(0.2)
+            assert "the task stays with this worker" in log.read_text(errors="replace")
+            time.sleep(2)  # held: neither sealed nor retried
+            _assert_waits_unsealed(node, record)
+        finally:
+            stopped = verdi("-p", ZMQ, "daemon", "stop")
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        _assert_waits_unsealed(node, record)
+
+        start_daemon(ZMQ, "--allow", "tests.aiida", "--timeout", "60")
+        try:
+            wait_terminated(node, 180, [])
+            assert node.is_finished_ok
+            assert node.outputs.total.value == 5
+        finally:
+            stopped = verdi("-p", ZMQ, "daemon", "stop")
+            assert stopped.returncode == 0, stopped.stdout + stopped.stderr
