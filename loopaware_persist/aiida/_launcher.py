@@ -5,13 +5,15 @@ aiida-core 2.9.4's ``ProcessLauncher._continue`` (``aiida/engine/processes/launc
 catches every exception of loading a checkpoint (plumpy's ``_continue``:
 ``persister.load_checkpoint`` then ``bundle.unbundle``), and its
 ``handle_continue_exception`` sets the node EXCEPTED and seals it; the exception then
-resolves the task, which the broker acknowledges. That suits a checkpoint nobody can
-ever load. With this persister most load failures are something an operator fixes
-while the process waits: a worker started with the wrong ``--allow`` (or without the
-plugin installed), a process submitted without ``install()`` whose node holds AiiDA's
-YAML (``loopaware-persist aiida migrate`` moves it), a record not in the worker's
-``--store``, a store that is down. Sealing those would end the process for good:
-nothing unseals a node, and ``migrate`` skips sealed ones.
+resolves the task, which the broker acknowledges (sealed so that a process that
+cannot load is neither stuck unreported nor retried forever: aiida-core #1982). That
+suits a checkpoint nobody can ever load. With this persister most load failures are
+something an operator fixes while the process waits: a worker started with the wrong
+``--allow`` (or without the plugin installed), a process submitted without
+``install()`` whose node holds AiiDA's YAML (``loopaware-persist aiida migrate`` moves
+it), a record not in the worker's ``--store``, a store that is down. Sealing those
+would end the process for good: nothing unseals a node, and ``migrate`` skips sealed
+ones.
 
 :class:`RequeueingProcessLauncher` is AiiDA's launcher with one difference, for the
 errors :func:`operator_can_fix` accepts: the node is left as it is (not sealed, its
