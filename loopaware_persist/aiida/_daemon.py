@@ -13,6 +13,12 @@ loaded onto the runner's loop (``LoadSaveContext(runner=…)``, see
 :meth:`~loopaware_persist.LoopAwareBundle.unbundle`), so the loop binding is checked
 against the loop the process will run on.
 
+One more difference: AiiDA's ``ProcessLauncher`` seals a process whose checkpoint
+fails to load, whatever the reason. Ours (:class:`~._launcher.RequeueingProcessLauncher`)
+leaves it unsealed and hands its task back when an operator can fix the reason (the
+wrong ``--allow``, AiiDA's YAML in the node, a record missing from the store, a store
+that is down), and logs what to do.
+
 ``verdi process list/show/pause/play/kill/repair`` keep working: they read the nodes and
 talk to the processes over the same broker, neither of which the persister touches.
 
@@ -95,9 +101,11 @@ def run_daemon_worker(
     )
     LOGGER.debug("Loaded profile %s", loaded.name)
 
+    _share_aiida_handlers()
+
     persister = install(loaded.name, store, allow=allow, codec=codec, compression=compression)
     try:
-        runner = manager.create_daemon_runner()
+        runner = _create_daemon_runner(manager, loaded)
         manager.set_runner(runner)
     except BaseException:
         LOGGER.exception("daemon worker failed to start")
@@ -119,6 +127,46 @@ def run_daemon_worker(
     finally:
         uninstall()
     LOGGER.info("Daemon worker stopped")
+
+
+def _create_daemon_runner(manager: Any, profile: Any) -> Any:
+    """``Manager.create_daemon_runner()`` of aiida-core 2.9.4, with our launcher.
+
+    The same runner (``create_runner(broker_submit=True)``) and task subscriber, but a
+    :class:`~._launcher.RequeueingProcessLauncher`: a checkpoint this worker cannot
+    load for a reason an operator can fix is handed back to the broker, not sealed.
+
+    :param manager: AiiDA's manager, ``profile`` loaded and our persister installed
+    :param profile: the loaded profile
+    :return: the runner
+    """
+    from aiida.engine import persistence
+    from plumpy.persistence import LoadSaveContext
+
+    from ._launcher import RequeueingProcessLauncher
+
+    runner = manager.create_runner(broker_submit=True)
+    launcher = RequeueingProcessLauncher(
+        loop=runner.loop,
+        persister=manager.get_persister(),
+        load_context=LoadSaveContext(runner=runner),
+        loader=persistence.get_object_loader(),
+        requeue=profile.process_control_backend == "core.rabbitmq",
+        profile=profile.name,
+    )
+    assert runner.communicator is not None, "communicator not set for runner"
+    runner.communicator.add_task_subscriber(launcher)
+    return runner
+
+
+def _share_aiida_handlers() -> None:
+    """Send this package's log records where AiiDA's go (the console, or the daemon
+    log file), at AiiDA's level: ``configure_logging`` configures the ``aiida`` logger
+    only, and a worker's refusals must reach its log."""
+    ours, aiida_logger = logging.getLogger("loopaware_persist"), logging.getLogger("aiida")
+    ours.handlers = list(aiida_logger.handlers)  # its database handler skips them
+    ours.setLevel(aiida_logger.getEffectiveLevel())
+    ours.propagate = False
 
 
 def _handle_signals(runner: Any) -> None:
