@@ -14,9 +14,11 @@ Every place aiida-core 2.9 touches that attribute keeps working:
 * ``ProcessNode.checkpoint`` returns it, as text: ``loopaware-persist:1 <version>
   <saved_at> <base64 of the record>``. AiiDA's own ``AiiDAPersister`` cannot read it
   (its YAML loader yields that string, and the load fails), so a runner with the wrong
-  persister fails loudly rather than resuming from something else. No ``verdi``
-  command reads the attribute (``verdi process show``/``repair`` read the node's
-  state, not its checkpoint).
+  persister never resumes from something else; but AiiDA's own daemon worker then
+  marks the process excepted and seals it (see the README's AiiDA section on what a
+  worker does when it cannot load a checkpoint), so every worker of such a profile
+  must be ours. No ``verdi`` command reads the attribute (``verdi process
+  show``/``repair`` read the node's state, not its checkpoint).
 
 Only untagged checkpoints, keyed by node pk, as AiiDA's persister: a tag is refused.
 Compare-and-set (``expected_version``) reads then writes the attribute inside one
