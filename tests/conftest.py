@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,16 @@ from hypothesis import HealthCheck, settings
 from tests import axes
 from tests.axes import CODECS, DURABLE_STORAGES, LOCAL_STORAGES, STORAGES
 from tests.loops import LoopPair, loop_in_thread, new_loop
+
+# aiida-core (the aiida extra) creates its configuration folder, ~/.aiida unless
+# AIIDA_PATH says otherwise, when it is first imported: tests outside tests/aiida that
+# import loopaware_persist.aiida (the __all__ walk) would leave one in the user's home.
+# tests/aiida/conftest.py points it at its own profile's folder.
+if "AIIDA_PATH" not in os.environ:
+    _aiida_path = tempfile.mkdtemp(prefix="loopaware-aiida-path-")
+    os.mkdir(os.path.join(_aiida_path, ".aiida"))
+    os.environ["AIIDA_PATH"] = _aiida_path
+    atexit.register(shutil.rmtree, _aiida_path, ignore_errors=True)
 
 settings.register_profile("fast", max_examples=40, deadline=None)
 settings.register_profile(
