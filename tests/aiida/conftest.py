@@ -55,7 +55,15 @@ def profile() -> Iterator[Any]:
     loaded = aiida.load_profile(PROFILE, allow_switch=True)
     yield loaded
     from aiida.manage import get_manager
+    from sqlalchemy.orm import close_all_sessions
 
+    # AiiDA's storage keeps one SQLAlchemy session per thread (a scoped_session), and its
+    # close() only removes the calling thread's after disposing of the engine: a session
+    # that another thread opened (a load on a helper thread, a runner's executor) keeps
+    # its sqlite3 connection until the GC finalizes it, which Python >= 3.13 reports as
+    # an unclosed database. Close every session first, so each connection goes back to
+    # the pool that the dispose then closes.
+    close_all_sessions()
     get_manager().unload_profile()
     shutil.rmtree(_ROOT, ignore_errors=True)
 
