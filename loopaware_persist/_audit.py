@@ -185,10 +185,16 @@ def _audit_savable(
     if issubclass(cls, plumpy.process_states.Excepted):
         _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
     # YAML an application's loading code parses unsafely (AiiDA's INPUTS_RAW...).
-    for key, tags in registry.yaml_fields(cls):
-        if key in state:
-            where = f"{path}[{key!r}]"
-            _audit_yaml(state[key], registry, where, tags=tags, what=f"{cls.__qualname__}.{key}")
+    for field in registry.yaml_fields(cls):
+        if field.key in state:
+            _audit_yaml(
+                state[field.key],
+                registry,
+                f"{path}[{field.key!r}]",
+                tags=field.tags,
+                what=f"{cls.__qualname__}.{field.key}",
+                python_objects=field.python_objects,
+            )
 
 
 def audit_bundle(
