@@ -95,3 +95,12 @@ class ParentChain(WorkChain):
     def finalise(self) -> None:
         self.out("total", self.ctx.total)
         self.out("child", self.ctx.child.outputs.result)
+
+
+class OutputThenFail(OneStepChain):
+    """Emits its output, then raises: a process in the Excepted state whose checkpoint
+    holds ``OUTPUTS`` and the exception's YAML."""
+
+    def run_it(self) -> None:
+        self.out("result", double(self.inputs.x))
+        raise ValueError("failed after its output")
