@@ -199,15 +199,15 @@ def _audit_savable(
     if issubclass(cls, plumpy.process_states.Excepted):
         _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
     # YAML an application's loading code parses unsafely (AiiDA's INPUTS_RAW...).
-    for field in registry.yaml_fields(cls):
-        if field.key in state:
+    for key, tags, python_objects in registry.yaml_fields(cls):
+        if key in state:
             _audit_yaml(
-                state[field.key],
+                state[key],
                 registry,
-                f"{path}[{field.key!r}]",
-                tags=field.tags,
-                what=f"{cls.__qualname__}.{field.key}",
-                python_objects=field.python_objects,
+                f"{path}[{key!r}]",
+                tags=tags,
+                what=f"{cls.__qualname__}.{key}",
+                python_objects=python_objects,
             )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, NamedTuple, TypeVar, get_args, overload
+from typing import Any, Literal, TypeVar, get_args, overload
 
 import attrs
 
@@ -28,7 +28,6 @@ from ._errors import ArgumentTypeError, EncodeError, UnknownTagError
 __all__ = (
     "Hook",
     "HookRegistry",
-    "YamlField",
     "YamlTagCheck",
     "YamlTags",
     "check_registry",
@@ -43,17 +42,6 @@ T = TypeVar("T")
 YamlTagCheck = Callable[[Any, "HookRegistry", str], None]
 #: Application YAML tags a loader knows, each with its check (``None``: always passes).
 YamlTags = Mapping[str, YamlTagCheck | None]
-
-
-class YamlField(NamedTuple):
-    """A key of a savable's state holding YAML to audit (:meth:`HookRegistry.yaml_fields`)."""
-
-    #: the key in the savable's saved state
-    key: str
-    #: the application tags its loader knows, each with its check
-    tags: YamlTags
-    #: whether ``!!python/object...`` tags the allow-list permits may pass
-    python_objects: bool
 
 
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: allocated at run time (a class statement, or C)
@@ -424,15 +412,15 @@ class HookRegistry:
         check_flag(python_objects, call="HookRegistry.declare_yaml()", argument="python_objects")
         self._yaml_fields.append((cls, keys, dict(tags or {}), python_objects))
 
-    def yaml_fields(self, cls: type) -> list[YamlField]:
+    def yaml_fields(self, cls: type) -> list[tuple[str, YamlTags, bool]]:
         """The keys of a savable of ``cls`` that hold YAML to audit (see :meth:`declare_yaml`).
 
         :param cls: the savable's class
         :returns: each key with the application tags its loader knows and whether
-            ``!!python/object...`` tags may pass
+            ``!!python/object...`` tags may pass (``python_objects``)
         """
         return [
-            YamlField(key, tags, python_objects)
+            (key, tags, python_objects)
             for base, keys, tags, python_objects in self._yaml_fields
             if issubclass(cls, base)
             for key in keys

@@ -10,7 +10,9 @@ uses, iterative, so any depth is safe to *parse*) and refuses, without building
 anything:
 
 * a tag the unsafe loader would act on, unless the allow-list permits the class
-  it names (an ``UnsafeCheckpointError``);
+  it names (an ``UnsafeCheckpointError``); in YAML declared with
+  ``python_objects=False`` (AiiDA's ``INPUTS_RAW``...), any ``!!python/object...`` tag
+  but an enum member's, ``!!python/object/apply:module.Enum [value]``;
 * nesting deeper than :data:`MAX_YAML_DEPTH` collections: the loader and
   ``repr`` recurse per level (a ``CorruptCheckpointError``, never a bare
   ``RecursionError``);
