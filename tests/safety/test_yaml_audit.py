@@ -205,3 +205,19 @@ def test_without_python_objects_enum_members_and_names_pass(make_module: Any) ->
     audit_yaml(text, registry, "<p>", python_objects=False)
     with pytest.raises(UnsafeCheckpointError, match="line 1"):  # not an allowed enum
         audit_yaml("!!python/object/apply:enum.Enum [x]\n", registry, "<p>", python_objects=False)
+
+
+def test_a_bundle_passes_the_excepted_audit_in_plumpys_spelling_only() -> None:
+    """plumpy's yaml.Dumper writes a bundle as ``!plumpy:Bundle``, and plumpy's loader
+    (``yaml.Loader``) builds only that; AiiDA's ``!plumpy:bundle`` is refused here."""
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(bundle, {"a": 1})
+    text = yaml.dump(ValueError(bundle))
+    assert "!plumpy:Bundle" in text
+    audit_yaml(text, default_registry, "<p>")
+    assert type(yaml.load(text, Loader=yaml.Loader).args[0]) is plumpy.Bundle
+    other = text.replace("!plumpy:Bundle", "!plumpy:bundle")
+    with pytest.raises(UnsafeCheckpointError, match="plumpy:bundle"):
+        audit_yaml(other, default_registry, "<p>")
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load(other, Loader=yaml.Loader)
