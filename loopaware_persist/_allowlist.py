@@ -276,6 +276,10 @@ class AllowList:
             return False
         if kind == "savable" and not _is_savable(cls):
             return False
+        if kind in {"pickle", "object"} and not self._trust_all and _is_process(cls):
+            # Calling a process class launches a process (AiiDA creates and stores its
+            # node), whoever allowed it: a checkpoint restores one as a "savable".
+            return False
         if self._trust_all or self._user_allows(module, qualname, kind) or self.hooked_exactly(cls):
             return True
         if kind == "pickle":
@@ -349,6 +353,11 @@ def _refuse(name: str, why: str) -> UnsafeCheckpointError:
 def _is_builtin_exception(qualname: str) -> bool:
     obj = getattr(builtins, qualname, None)
     return isinstance(obj, type) and issubclass(obj, BaseException)
+
+
+def _is_process(cls: type) -> bool:
+    processes = sys.modules.get("plumpy.processes")
+    return processes is not None and issubclass(cls, processes.Process)
 
 
 def _is_savable(cls: type) -> bool:

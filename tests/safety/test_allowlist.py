@@ -160,7 +160,12 @@ def test_allow_as_some_kinds_only(make_module: Callable[[str], str]) -> None:
             with pytest.raises(UnsafeCheckpointError, match="Proc"):
                 reg.resolve(f"{name}:Proc", kind)  # type: ignore[arg-type]
     assert f"{name}:Proc" in registry.allowed
-    registry.allow(name)  # the user's own allow-list entry is for every kind
+    registry.allow(name)  # the user's own allow-list entry is for every kind...
+    assert registry.resolve(f"{name}:Proc", "class").__name__ == "Proc"
+    for kind in ("pickle", "object"):  # ...but calling a process class launches one
+        with pytest.raises(UnsafeCheckpointError, match="Proc"):
+            registry.resolve(f"{name}:Proc", kind)  # type: ignore[arg-type]
+    registry.trust_all()
     assert registry.resolve(f"{name}:Proc", "pickle").__name__ == "Proc"
     for kinds in ("class", [], ["call"], None):
         with pytest.raises(ArgumentTypeError, match="kinds"):

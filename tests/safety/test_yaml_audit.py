@@ -221,3 +221,23 @@ def test_a_bundle_passes_the_excepted_audit_in_plumpys_spelling_only() -> None:
         audit_yaml(other, default_registry, "<p>")
     with pytest.raises(yaml.constructor.ConstructorError):
         yaml.load(other, Loader=yaml.Loader)
+
+
+def test_the_excepted_yaml_never_calls_a_process_class(make_module: Any) -> None:
+    """Even one the user allowed: plumpy's loader would launch the process."""
+    name = make_module(
+        "import plumpy\n\nclass Launched(plumpy.Process):\n    pass\n\n"
+        "class Boom(Exception):\n    pass\n"
+    )
+    registry = default_registry.copy()
+    registry.allow(name)
+    text = f"!!python/object/apply:{name}.Boom\n- !!python/object/apply:{name}.Launched []\n"
+    with pytest.raises(UnsafeCheckpointError, match="Launched"):
+        audit_yaml(text, registry, "<p>")
+    with new_loop() as loop:  # the control: plumpy's loader builds (launches) it
+        asyncio.set_event_loop(loop)
+        try:
+            built = yaml.load(text, Loader=yaml.Loader)
+        finally:
+            asyncio.set_event_loop(None)
+    assert type(built.args[0]).__name__ == "Launched"
