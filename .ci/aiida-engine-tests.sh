@@ -114,7 +114,7 @@ bindir=$(dirname "$python")
 export PATH="$bindir:$PATH"
 export PYTHONPATH="$repo/.ci/aiida_engine${PYTHONPATH:+:$PYTHONPATH}"
 # What a load may import besides AiiDA's own machinery (its bundled calculation and
-# workflow plugins included, in AIIDA_ALLOW): the modules of the tests' own processes, as
+# workflow plugins included, in AIIDA_PROCESSES): the modules of the tests' own processes, as
 # a user allows their plugins'; and where our records go.
 options=(--loopaware-allow=tests)
 if [ -n "${AIIDA_ENGINE_TESTS_STORE:-}" ]; then options+=(--loopaware-store="$AIIDA_ENGINE_TESTS_STORE"); fi

@@ -157,24 +157,32 @@ class AllowList:
         self._class_hook_for = class_hook_for
         self._modules: set[str] = set()
         self._names: set[str] = set()
+        #: Entries allowed only as some kinds (``add(..., kinds=...)``): entry -> kinds
+        self._limited: dict[str, frozenset[str]] = {}
         self._trust_all = False
         self._resolved: dict[tuple[str, str], type] = {}
         #: What :meth:`resolve` approved, ``(name, kind) -> class``: only ever cleared,
         #: never replaced, so the registry may look it up without a call
         self.approved: dict[tuple[str, str], type] = {}
 
-    def add(self, entries: Iterable[str | type]) -> None:
+    def add(self, entries: Iterable[str | type], kinds: Iterable[Kind] | None = None) -> None:
         """Allow more; the entries were checked by the caller (:func:`check_allow`).
 
         :param entries: module names (covering submodules), exact ``"module:QualName"``
             names, or classes
+        :param kinds: if given, allow them only as these kinds (checked by the caller):
+            a process class a checkpoint names as its ``"savable"`` and as a ``"class"``,
+            never as something YAML or unpickling may call
         :raises UnsafeCheckpointError: if a ``module:QualName`` entry is malformed
         """
         for entry in entries:
             if isinstance(entry, type):
-                self._names.add(class_name(entry))
+                entry = class_name(entry)
             elif ":" in entry:
                 _split(entry)
+            if kinds is not None:
+                self._limited[entry] = self._limited.get(entry, frozenset()) | frozenset(kinds)
+            elif ":" in entry:
                 self._names.add(entry)
             else:
                 self._modules.add(entry)
@@ -192,6 +200,8 @@ class AllowList:
         """
         self._modules |= other._modules
         self._names |= other._names
+        for entry, kinds in other._limited.items():
+            self._limited[entry] = self._limited.get(entry, frozenset()) | kinds
         self._trust_all = self._trust_all or other._trust_all
         self.forget()
 
@@ -208,23 +218,37 @@ class AllowList:
     @property
     def allowed(self) -> tuple[str, ...]:
         """:return: what the user allowed, besides the defaults (sorted)"""
-        return tuple(sorted(self._modules | self._names))
+        return tuple(sorted(self._modules | self._names | set(self._limited)))
 
     @staticmethod
     def _in(module: str, modules: Iterable[str]) -> bool:
         return any(module == m or module.startswith(m + ".") for m in modules)
 
-    def _user_allows(self, module: str, qualname: str) -> bool:
-        return f"{module}:{qualname}" in self._names or self._in(module, self._modules)
+    def _user_allows(self, module: str, qualname: str, kind: Kind | None = None) -> bool:
+        """:param kind: ``None``: as any kind (may it be imported at all?)"""
+        name = f"{module}:{qualname}"
+        if name in self._names or self._in(module, self._modules):
+            return True
+        if not self._limited:
+            return False
+        found = [
+            kinds
+            for entry, kinds in self._limited.items()
+            if entry == name or (":" not in entry and self._in(module, (entry,)))
+        ]
+        return bool(found) and (kind is None or any(kind in kinds for kinds in found))
 
     def may_import(self, module: str, qualname: str) -> bool:
         """:return: whether a load may import ``module`` to look up ``qualname``"""
+        return self._may_import(module, qualname, None)
+
+    def _may_import(self, module: str, qualname: str, kind: Kind | None) -> bool:
         if self._trust_all:
             return True
         if module == "builtins":
             return qualname in _SAFE_BUILTINS or _is_builtin_exception(qualname)
         return (
-            self._user_allows(module, qualname)
+            self._user_allows(module, qualname, kind)
             or self._in(module, DEFAULT_MODULES)
             or module in OWN_MODULES
             or _stdlib_class(module, qualname) is not None
@@ -244,7 +268,7 @@ class AllowList:
             msg = f"HookRegistry.may_revive() takes a class as cls, got {describe(cls)}."
             raise ArgumentTypeError(msg, argument="cls")
         module, qualname = cls.__module__, cls.__qualname__
-        if not self.may_import(module, qualname):
+        if not self._may_import(module, qualname, kind):
             return False
         if kind == "exception" and not issubclass(cls, BaseException):
             return False
@@ -252,7 +276,11 @@ class AllowList:
             return False
         if kind == "savable" and not _is_savable(cls):
             return False
-        if self._trust_all or self._user_allows(module, qualname) or self.hooked_exactly(cls):
+        if kind in {"pickle", "object"} and not self._trust_all and _is_process(cls):
+            # Calling a process class launches a process (AiiDA creates and stores its
+            # node), whoever allowed it: a checkpoint restores one as a "savable".
+            return False
+        if self._trust_all or self._user_allows(module, qualname, kind) or self.hooked_exactly(cls):
             return True
         if kind == "pickle":
             # Unpickling *calls* what it finds, so only value types, exceptions
@@ -325,6 +353,11 @@ def _refuse(name: str, why: str) -> UnsafeCheckpointError:
 def _is_builtin_exception(qualname: str) -> bool:
     obj = getattr(builtins, qualname, None)
     return isinstance(obj, type) and issubclass(obj, BaseException)
+
+
+def _is_process(cls: type) -> bool:
+    processes = sys.modules.get("plumpy.processes")
+    return processes is not None and issubclass(cls, processes.Process)
 
 
 def _is_savable(cls: type) -> bool:

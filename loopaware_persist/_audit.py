@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import inspect
 import sys
 import uuid
 from collections.abc import Callable
@@ -113,16 +114,29 @@ class SafeObjectLoader(loaders.ObjectLoader):
         return f"{obj.__module__}:{obj.__name__}"
 
 
+def _is_method(owner: type, name: str) -> bool:
+    """Whether ``owner.name`` is a method (a function, or a classmethod bound to the class):
+    not merely callable, as a class attribute holding a class is (AiiDA's processes keep
+    their node class in ``_node_class``: calling that builds a node)."""
+    attribute = getattr(owner, name, None)
+    return inspect.isfunction(attribute) or (
+        inspect.ismethod(attribute) and inspect.isfunction(attribute.__func__)
+    )
+
+
 def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:
     """A name plumpy ``getattr``s (or even imports) on load must be a method of ``owner``."""
     if (
         not isinstance(value, str)
         or not value.isidentifier()
         or value.startswith("__")
-        or (owner is not None and not callable(getattr(owner, value, None)))
+        or (owner is not None and not _is_method(owner, value))
     ):
         where = f" of {owner.__qualname__}" if owner is not None else ""
-        msg = f"{what} at {path} is {value!r}, not a plain method name{where}. Refused."
+        msg = (
+            f"{what} at {path} is {value!r}, not a plain method name{where}. Refused; "
+            "nothing was run. The checkpoint was damaged or tampered with."
+        )
         raise UnsafeCheckpointError(msg, name=str(value))
 
 
@@ -185,10 +199,16 @@ def _audit_savable(
     if issubclass(cls, plumpy.process_states.Excepted):
         _audit_yaml(state.get(plumpy.process_states.Excepted.EXC_VALUE), registry, path)
     # YAML an application's loading code parses unsafely (AiiDA's INPUTS_RAW...).
-    for key, tags in registry.yaml_fields(cls):
+    for key, tags, python_objects in registry.yaml_fields(cls):
         if key in state:
-            where = f"{path}[{key!r}]"
-            _audit_yaml(state[key], registry, where, tags=tags, what=f"{cls.__qualname__}.{key}")
+            _audit_yaml(
+                state[key],
+                registry,
+                f"{path}[{key!r}]",
+                tags=tags,
+                what=f"{cls.__qualname__}.{key}",
+                python_objects=python_objects,
+            )
 
 
 def audit_bundle(

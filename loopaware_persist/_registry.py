@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, get_args, overload
 
 import attrs
 
@@ -114,7 +114,7 @@ class HookRegistry:
         self._hooked_cache: dict[tuple[str, str], type] | None = None
         self._unimportable: dict[type, str | None] = {}
         self._opaque: tuple[type, ...] = ()
-        self._yaml_fields: list[tuple[type, tuple[str, ...], YamlTags]] = []
+        self._yaml_fields: list[tuple[type, tuple[str, ...], YamlTags, bool]] = []
         self._allow_list = AllowList(hooked=self._hooked, class_hook_for=self._class_hook_for)
         self._approved = self._allow_list.approved
         self.allow(*check_allow(allow, call="HookRegistry()"))
@@ -366,7 +366,9 @@ class HookRegistry:
         """:return: the types declared with :meth:`declare_opaque`"""
         return self._opaque
 
-    def declare_yaml(self, cls: type, *keys: str, tags: YamlTags | None = None) -> None:
+    def declare_yaml(
+        self, cls: type, *keys: str, tags: YamlTags | None = None, python_objects: bool = True
+    ) -> None:
         """Declare that savables of ``cls`` store YAML text under ``keys`` that their loading
         code parses with an unsafe loader: a load audits that text first.
 
@@ -382,7 +384,13 @@ class HookRegistry:
             with the tagged scalar's text (or, for a tagged mapping, its scalar key/value
             pairs) that raises :class:`UnsafeCheckpointError` to refuse; ``None`` as a
             check lets the tag pass
-        :raises ArgumentTypeError: if ``cls`` is not a class or a key not a str
+        :param python_objects: whether ``!!python/object/apply:``, ``!!python/object/new:``
+            and ``!!python/object:`` tags naming a class the allow-list lets unpickling
+            call may pass. ``False`` (AiiDA's keys) refuses every one of them but an enum
+            member (``!!python/object/apply:module.Enum [value]``, how PyYAML's dumper
+            writes one), and resolves ``!!python/name:`` as a class reference
+        :raises ArgumentTypeError: if ``cls`` is not a class, a key not a str or
+            ``python_objects`` not a bool
         """
         check_instance(
             cls,
@@ -401,17 +409,19 @@ class HookRegistry:
                 wanted="a str",
                 hint="Pass the keys of the saved state that hold YAML text.",
             )
-        self._yaml_fields.append((cls, keys, dict(tags or {})))
+        check_flag(python_objects, call="HookRegistry.declare_yaml()", argument="python_objects")
+        self._yaml_fields.append((cls, keys, dict(tags or {}), python_objects))
 
-    def yaml_fields(self, cls: type) -> list[tuple[str, YamlTags]]:
+    def yaml_fields(self, cls: type) -> list[tuple[str, YamlTags, bool]]:
         """The keys of a savable of ``cls`` that hold YAML to audit (see :meth:`declare_yaml`).
 
         :param cls: the savable's class
-        :returns: each key with the application tags its loader knows
+        :returns: each key with the application tags its loader knows and whether
+            ``!!python/object...`` tags may pass (``python_objects``)
         """
         return [
-            (key, tags)
-            for base, keys, tags in self._yaml_fields
+            (key, tags, python_objects)
+            for base, keys, tags, python_objects in self._yaml_fields
             if issubclass(cls, base)
             for key in keys
         ]
@@ -559,14 +569,21 @@ class HookRegistry:
         """:return: every registered tag"""
         return frozenset(self._by_tag)
 
-    def allow(self, *entries: str | type) -> None:
+    def allow(self, *entries: str | type, kinds: Iterable[Kind] | None = None) -> None:
         """Let loads revive more classes.
 
         :param entries: module names (``"myapp"``, covering submodules), exact
             ``"module:QualName"`` names, or classes
-        :raises ArgumentTypeError: if an entry is not a str or a class
+        :param kinds: allow them only as these kinds (``"class"``, ``"savable"``,
+            ``"enum"``, ``"exception"``, ``"object"``, ``"pickle"``); default: as any.
+            A process class that checkpoints may name (``"class"``, ``"savable"``) but
+            that YAML or unpickling must never call (``"pickle"``) is allowed so.
+        :raises ArgumentTypeError: if an entry is not a str or a class, or ``kinds`` not
+            an iterable of kinds
         """
-        self._allow_list.add(check_allow(entries, call="HookRegistry.allow()"))
+        checked = check_allow(entries, call="HookRegistry.allow()")
+        limited = None if kinds is None else _check_kinds(kinds)
+        self._allow_list.add(checked, limited)
         self._allow_list_changed()
 
     def trust_all(self) -> None:
@@ -634,6 +651,18 @@ class HookRegistry:
     def _class_hook_for(self, cls: type) -> bool:
         hook = self.hook_for(cls)
         return hook is not None and hook.cls is not None
+
+
+def _check_kinds(kinds: object) -> tuple[Kind, ...]:
+    known = get_args(Kind)
+    found = tuple(kinds) if isinstance(kinds, Iterable) and not isinstance(kinds, str) else None
+    if not found or not all(kind in known for kind in found):
+        msg = (
+            f"HookRegistry.allow() takes kinds= as an iterable of {', '.join(map(repr, known))}, "
+            f"got {describe(kinds)}. Pass e.g. kinds=('class', 'savable')."
+        )
+        raise ArgumentTypeError(msg, argument="kinds")
+    return found
 
 
 def check_registry(registry: object, *, call: str) -> None:

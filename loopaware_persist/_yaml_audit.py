@@ -10,7 +10,9 @@ uses, iterative, so any depth is safe to *parse*) and refuses, without building
 anything:
 
 * a tag the unsafe loader would act on, unless the allow-list permits the class
-  it names (an ``UnsafeCheckpointError``);
+  it names (an ``UnsafeCheckpointError``); in YAML declared with
+  ``python_objects=False`` (AiiDA's ``INPUTS_RAW``...), any ``!!python/object...`` tag
+  but an enum member's, ``!!python/object/apply:module.Enum [value]``;
 * nesting deeper than :data:`MAX_YAML_DEPTH` collections: the loader and
   ``repr`` recurse per level (a ``CorruptCheckpointError``, never a bare
   ``RecursionError``);
@@ -65,12 +67,35 @@ def _yaml_python_name(tag: str) -> str | None:
     return None
 
 
+def _short(tag: str) -> str:
+    """``tag:yaml.org,2002:python/...`` as written: ``!!python/...``."""
+    return "!!" + tag[len(_PREFIX) :] if tag.startswith(_PREFIX) else tag
+
+
+#: An open sequence tagged ``!!python/object/apply:`` that must hold an enum member's one
+#: value: (its tag, the line it starts on).
+_EnumMember = tuple[str, int]
+
+
 def _check_tag(
-    tag: str | None, registry: HookRegistry | None, path: str, tags: YamlTags, what: str
-) -> None:
+    event: events.ScalarEvent | events.CollectionStartEvent,
+    registry: HookRegistry | None,
+    path: str,
+    tags: YamlTags,
+    what: str,
+    python_objects: bool,
+) -> _EnumMember | None:
+    """Refuse a tag the unsafe loader would act on unless the allow-list permits it.
+
+    :param python_objects: ``False``: refuse every ``!!python/object...`` tag but an enum
+        member's, and resolve ``!!python/name:`` as a class reference
+    :return: for an enum member's ``!!python/object/apply:`` (``python_objects=False``),
+        what its sequence's end must check; else ``None``
+    """
+    tag = event.tag
     # The loader resolves an absent or non-specific ("!") tag itself, to a plain type.
     if registry is None or tag is None or tag == "!" or tag in _YAML_PLAIN or tag in tags:
-        return
+        return None
     name = _yaml_python_name(tag)
     if name is None or "." not in name:
         msg = (
@@ -79,7 +104,36 @@ def _check_tag(
         )
         raise UnsafeCheckpointError(msg, name=tag)
     module, _, qualname = name.rpartition(".")
-    registry.resolve(f"{module}:{qualname}", "pickle")
+    if python_objects:
+        registry.resolve(f"{module}:{qualname}", "pickle")
+        return None
+    if tag.startswith(_PREFIX + "python/name:"):
+        registry.resolve(f"{module}:{qualname}", "class")  # a reference: nothing is called
+        return None
+    line = event.start_mark.line + 1 if event.start_mark is not None else 0
+    if not tag.startswith(_PREFIX + "python/object/apply:") or not isinstance(
+        event, events.SequenceStartEvent
+    ):
+        raise _not_an_enum_member(what, path, tag, line)
+    try:
+        registry.resolve(f"{module}:{qualname}", "enum")
+    except UnsafeCheckpointError as error:
+        raise _not_an_enum_member(what, path, tag, line, str(error)) from error
+    return (tag, line)
+
+
+def _not_an_enum_member(
+    what: str, path: str, tag: str, line: int, why: str | None = None
+) -> UnsafeCheckpointError:
+    because = f" ({why})" if why else ""
+    msg = (
+        f"{what} at {path} holds the YAML tag {_short(tag)!r} on line {line}, with which the "
+        f"unsafe loader reading it would build or call a class{because}. Only an enum member "
+        "('!!python/object/apply:module.Enum [value]', of an enum the allow-list permits) "
+        "may name a class there. Refused; nothing was run. If your process stores such a "
+        "value there, store it as plain data (or, in AiiDA, as a node) instead."
+    )
+    return UnsafeCheckpointError(msg, name=_short(tag))
 
 
 def _refuse(path: str, why: str, what: str = "Excepted state") -> CorruptCheckpointError:
@@ -98,6 +152,7 @@ def audit_yaml(
     *,
     tags: YamlTags | None = None,
     what: str = "Excepted state",
+    python_objects: bool = True,
 ) -> None:
     """Refuse YAML that would make ``yaml.Loader`` import or call anything not allowed, or
     that it could not construct (and print) in linear time at bounded depth.
@@ -111,6 +166,9 @@ def audit_yaml(
         other tag outside YAML's own and ``!!python/...`` names the allow-list permits
         is refused
     :param what: what holds the text, for messages
+    :param python_objects: whether ``!!python/object...`` tags naming classes the
+        allow-list lets unpickling call may pass; ``False`` refuses all but an enum
+        member's (see :meth:`HookRegistry.declare_yaml`)
     :raises UnsafeCheckpointError: for a tag naming what the allow-list refuses
     :raises CorruptCheckpointError: for text that is not YAML, is more than one
         document, nests deeper than :data:`MAX_YAML_DEPTH` or expands beyond the bound
@@ -139,7 +197,8 @@ def audit_yaml(
                         raise _refuse(path, f"{why} alias {alias!r}", what)
                     size = sizes[alias]
                 else:
-                    _check_tag(event.tag, registry, path, tags, what)
+                    # A scalar is never an enum member's [value]: refused by _check_tag.
+                    _check_tag(event, registry, path, tags, what, python_objects)
                     if event.tag in checked and registry is not None:
                         check = tags[event.tag]
                         assert check is not None
@@ -149,20 +208,26 @@ def audit_yaml(
                         _anchor(sizes, open_, event.anchor, path)
                         sizes[event.anchor] = size
             elif isinstance(event, events.CollectionStartEvent):
-                _check_tag(event.tag, registry, path, tags, what)
+                member = _check_tag(event, registry, path, tags, what, python_objects)
                 if len(open_) >= MAX_YAML_DEPTH:
                     raise _refuse(path, f"nests collections more than {MAX_YAML_DEPTH} deep", what)
                 if event.anchor is not None:
                     _anchor(sizes, open_, event.anchor, path)
                 _note_child(open_, None)
-                tagged = event.tag if event.tag in checked and registry is not None else None
+                tagged: str | _EnumMember | None = member
+                if member is None and event.tag in checked and registry is not None:
+                    tagged = event.tag
                 open_.append([event.anchor, 1, tagged, []])
                 continue
             elif isinstance(event, events.CollectionEndEvent):
                 anchor, size, tagged, children = open_.pop()
                 if anchor is not None:
                     sizes[anchor] = size
-                if tagged is not None:
+                if isinstance(tagged, tuple):
+                    # An enum member: Enum(value), one plain value; no alias, no collection.
+                    if len(children) != 1 or children[0] is None:
+                        raise _not_an_enum_member(what, path, *tagged, "not one plain value")
+                elif tagged is not None:
                     check = tags[tagged]
                     assert check is not None
                     assert registry is not None

@@ -55,6 +55,8 @@ def test_declarations_refuse_non_classes() -> None:
         registry.declare_yaml("Holder", "k")  # type: ignore[arg-type]
     with pytest.raises(ArgumentTypeError):
         registry.declare_yaml(Holder, 3)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentTypeError):
+        registry.declare_yaml(Holder, "k", python_objects="no")  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     try:
         with pytest.raises(ArgumentTypeError):
@@ -69,7 +71,11 @@ def test_yaml_fields_apply_to_subclasses_and_copies() -> None:
 
     registry = HookRegistry()
     registry.declare_yaml(Holder, "INPUTS", tags={"!x": None})
-    assert registry.copy().yaml_fields(Sub) == [("INPUTS", {"!x": None})]
+    registry.declare_yaml(Holder, "OUTPUTS", python_objects=False)
+    assert registry.copy().yaml_fields(Sub) == [
+        ("INPUTS", {"!x": None}, True),
+        ("OUTPUTS", {}, False),
+    ]
     assert registry.yaml_fields(Backend) == []
 
 

@@ -38,6 +38,7 @@ from ._migrate import (
 )
 from ._registry import (
     AIIDA_ALLOW as AIIDA_ALLOW,
+    AIIDA_PROCESSES as AIIDA_PROCESSES,
     AIIDA_YAML_TAGS as AIIDA_YAML_TAGS,
     configure_registry as configure_registry,
     make_registry as make_registry,
@@ -50,6 +51,7 @@ from ._storage import (
 
 __all__ = (
     "AIIDA_ALLOW",
+    "AIIDA_PROCESSES",
     "AIIDA_YAML_TAGS",
     "BACKUP_EXTRA",
     "AiidaNodeStorage",

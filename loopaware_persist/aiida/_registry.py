@@ -18,12 +18,15 @@ AiiDA process's checkpoint holds beyond plumpy's types:
   and the engine's ``Awaitable``, exactly: class, items, nothing else;
 * the names a checkpoint of an AiiDA process uses (``AwaitableAction``,
   ``AwaitableTarget``, the ``ObjectLoader`` plumpy records, the CalcJob ``Waiting``
-  state) on the allow-list, each by its exact name;
+  state) on the allow-list, each by its exact name, and aiida-core's own process
+  plugins (:data:`AIIDA_PROCESSES`) as processes and class references only;
 * the YAML AiiDA parses with its unsafe loader while loading (``INPUTS_RAW``,
   ``INPUTS_PARSED``, ``OUTPUTS``) declared for the audit
   (:meth:`~loopaware_persist.HookRegistry.declare_yaml`), with AiiDA's own tags
   (:data:`AIIDA_YAML_TAGS`): ``!enum`` and ``!dataclass`` resolve their class only
-  through the allow-list;
+  through the allow-list, and no ``!!python/object...`` tag passes but an enum
+  member's (``!!python/object/apply:module.Enum [value]``, how AiiDA's dumper writes
+  one), its enum on the allow-list;
 * ORM entities, storage backends, SQLAlchemy sessions, runners, managers and
   communicators declared opaque (:meth:`~loopaware_persist.HookRegistry.declare_opaque`):
   the post-load loop check does not walk AiiDA's database layer.
@@ -43,21 +46,42 @@ from .._errors import CorruptCheckpointError, EncodeError, UnsafeCheckpointError
 from .._hooks import default_registry
 from .._registry import HookRegistry, YamlTagCheck, class_name
 
-__all__ = ("AIIDA_ALLOW", "AIIDA_YAML_TAGS", "configure_registry", "make_registry")
+__all__ = (
+    "AIIDA_ALLOW",
+    "AIIDA_PROCESSES",
+    "AIIDA_YAML_TAGS",
+    "configure_registry",
+    "make_registry",
+)
 
-#: What of aiida-core a checkpoint of an AiiDA process names: classes allowed by exact
-#: name, and the two modules of the process plugins aiida-core ships (``core.arithmetic.add``,
-#: ``core.templatereplacer``, ``core.arithmetic.add_multiply``...), which are aiida-core's
-#: own code as much as its engine is: without them such a process could not be resumed.
+#: What of aiida-core a checkpoint of an AiiDA process names besides its process class,
+#: each class by its exact name.
 AIIDA_ALLOW: Final = (
-    "aiida.calculations",
-    "aiida.workflows",
     "aiida.engine.persistence:ObjectLoader",
     "aiida.engine.processes.workchains.awaitable:AwaitableAction",
     "aiida.engine.processes.workchains.awaitable:AwaitableTarget",
     "aiida.engine.processes.calcjobs.tasks:Waiting",
     "aiida.common.extendeddicts:FixedFieldsAttributeDict",
     "aiida.common.extendeddicts:DefaultFieldsAttributeDict",
+)
+
+#: The process plugins aiida-core 2.9 ships (its ``aiida.calculations`` and
+#: ``aiida.workflows`` entry points: ``core.arithmetic.add``, ``core.templatereplacer``,
+#: ``core.arithmetic.multiply_add``...), allowed by exact name and only as what a
+#: checkpoint names them as: its process (``"savable"``) and a class reference
+#: (``"class"``). Never as something YAML or unpickling may call (``"pickle"``): calling a
+#: process class launches a process (its node is created and stored). Whole modules are
+#: not allowed: ``aiida.workflows``' modules re-export ``Node`` and ``Path``.
+#: ``core.arithmetic.add_multiply`` is a process function (its process class has the
+#: function's name), which neither AiiDA nor this package resumes.
+AIIDA_PROCESSES: Final = (
+    "aiida.calculations.arithmetic.add:ArithmeticAddCalculation",
+    "aiida.calculations.stash:StashCalculation",
+    "aiida.calculations.templatereplacer:TemplatereplacerCalculation",
+    "aiida.calculations.transfer:TransferCalculation",
+    "aiida.calculations.unstash:UnstashCalculation",
+    "aiida.workflows.arithmetic.add_multiply:add_multiply",
+    "aiida.workflows.arithmetic.multiply_add:MultiplyAddWorkChain",
 )
 
 #: The keys under which AiiDA's ``Process.encode_input_args`` stores YAML in a bundle
@@ -95,12 +119,20 @@ def _enum_name(value: Any, registry: HookRegistry, path: str) -> None:
     registry.resolve(parts[0], "enum")
 
 
-def _no_bundle(_value: Any, _registry: HookRegistry, path: str) -> None:
-    msg = (
-        f"AiiDA YAML at {path} holds a '!plumpy:bundle': a nested bundle whose class names "
-        "would be loaded later, past the audit. Refused; nothing was run."
-    )
-    raise UnsafeCheckpointError(msg, name="!plumpy:bundle")
+def _no_bundle(spelling: str) -> YamlTagCheck:
+    """AiiDA's loader builds a bundle from both ``!plumpy:bundle`` (AiiDA's dumper) and
+    ``!plumpy:Bundle`` (plumpy's); neither is ever an input or output."""
+
+    def refuse(_value: Any, _registry: HookRegistry, path: str) -> None:
+        msg = (
+            f"AiiDA YAML at {path} holds a {spelling!r}: a nested bundle, which AiiDA never "
+            "writes among inputs or outputs, and whose class names would be loaded later, "
+            "past the audit. Refused; nothing was run. The checkpoint was tampered with: "
+            "delete it (or the process)."
+        )
+        raise UnsafeCheckpointError(msg, name=spelling)
+
+    return refuse
 
 
 #: The tags of ``aiida.orm.utils.serialize.AiiDALoader`` (aiida-core 2.9), with the check
@@ -115,7 +147,8 @@ AIIDA_YAML_TAGS: Final[Mapping[str, YamlTagCheck | None]] = {
     "!plumpy:attributes_frozendict": None,
     "!enum": _enum_name,
     "!dataclass": _dataclass_name,
-    "!plumpy:bundle": _no_bundle,
+    "!plumpy:bundle": _no_bundle("!plumpy:bundle"),
+    "!plumpy:Bundle": _no_bundle("!plumpy:Bundle"),
 }
 
 
@@ -331,7 +364,9 @@ def configure_registry(registry: HookRegistry) -> None:
         subclasses=False,
     )
     registry.allow(*AIIDA_ALLOW)
-    registry.declare_yaml(Process, *AIIDA_YAML_KEYS, tags=AIIDA_YAML_TAGS)
+    registry.allow(*AIIDA_PROCESSES, kinds=("class", "savable"))
+    # AiiDA's dumper writes no !!python/object... there but an enum member's.
+    registry.declare_yaml(Process, *AIIDA_YAML_KEYS, tags=AIIDA_YAML_TAGS, python_objects=False)
     registry.declare_opaque(*_opaque_types())
 
 

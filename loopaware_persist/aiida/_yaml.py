@@ -19,8 +19,13 @@ own safe tags, only what such a checkpoint holds:
   ``!!python/name:`` (plumpy's ``EventHelper`` stores its listener class so), resolved
   through the allow-list as a class reference;
 * ``!!python/object/apply:`` of exactly the engine's ``Awaitable`` (a ``ToContext`` a
-  WorkChain waits on), rebuilt from its attributes, or of an enum on the allow-list with
-  one value (``yaml.Dumper`` writes the engine's ``AwaitableAction`` so).
+  WorkChain waits on), rebuilt from its attributes; of an enum on the allow-list with
+  one value (``yaml.Dumper`` writes the engine's ``AwaitableAction`` so); or of an
+  exception the allow-list permits (builtins' included), with its args and state (the
+  ``SavableFuture`` of an excepted process), built without calling its ``__init__``.
+
+The root is AiiDA's ``!plumpy:bundle``; plumpy's own spelling, ``!plumpy:Bundle``, which
+``AiiDAPersister`` never writes, is refused like any other unknown tag.
 
 Every other tag (any other ``!!python/object/apply:``, ``!!python/object/new:``,
 ``!!python/object:``, unknown application tags) is an :class:`UnsafeCheckpointError`
@@ -45,7 +50,8 @@ from aiida.common import AttributeDict
 from plumpy.utils import AttributesFrozendict
 
 from .._errors import CorruptCheckpointError, UnsafeCheckpointError
-from .._registry import HookRegistry
+from .._named_hooks import _dec_exception
+from .._registry import HookRegistry, class_name
 from .._yaml_audit import MAX_YAML_DEPTH, MAX_YAML_EXPANSION, YAML_SLACK, audit_yaml
 
 __all__ = ("AiidaCheckpointLoader", "dump_aiida_yaml", "load_aiida_yaml", "load_aiida_yaml_unsafe")
@@ -229,6 +235,12 @@ def _python_apply(loader: AiidaCheckpointLoader, suffix: str, node: yaml.Node) -
     module, _, qualname = suffix.rpartition(".")
     if not module:
         raise _refused(loader, node, "not a module.Name")
+    try:
+        error_cls = loader.registry.resolve(f"{module}:{qualname}", "exception")
+    except UnsafeCheckpointError:
+        pass  # not an exception the allow-list permits: an enum, or refused below
+    else:
+        return _exception(loader, error_cls, node)
     if not isinstance(node, yaml.SequenceNode) or len(node.value) != 1:
         raise _refused(loader, node, "it would call a class with arbitrary arguments")
     cls = loader.registry.resolve(f"{module}:{qualname}", "enum")
@@ -241,6 +253,26 @@ def _python_apply(loader: AiidaCheckpointLoader, suffix: str, node: yaml.Node) -
         what = cls.__qualname__
         msg = f"AiiDA checkpoint YAML of {loader.where} holds an unknown {what} ({error})."
         raise CorruptCheckpointError(msg) from error
+
+
+def _exception(loader: AiidaCheckpointLoader, cls: type, node: yaml.Node) -> BaseException:
+    """An exception ``yaml.Dumper`` wrote through ``__reduce_ex__``: ``[args...]``, or
+    ``{args: [...], state: {...}}`` when it has attributes (plumpy's ``SavableFuture`` of
+    an excepted process holds one). Built as this package's exception hook builds one:
+    ``__new__`` and its args, no ``__init__`` but a builtin's, the state set after."""
+    if isinstance(node, yaml.SequenceNode):
+        args, state = loader.construct_sequence(node, deep=True), None
+    elif isinstance(node, yaml.MappingNode):
+        fields = loader.construct_mapping(node, deep=True)
+        args, state = fields.get("args", []), fields.get("state")
+        if not set(fields) <= {"args", "state"} or not isinstance(args, list):
+            raise _refused(loader, node, "not an exception's args and state")
+        if state is not None and not isinstance(state, dict):
+            raise _refused(loader, node, "not an exception's args and state")
+    else:
+        raise _refused(loader, node, "not an exception's args")
+    name = class_name(cls)
+    return _dec_exception([name, list(args), name, state, None, None, False, None], loader.registry)
 
 
 for _tag, _construct in {

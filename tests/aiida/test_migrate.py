@@ -492,7 +492,7 @@ def test_a_calcjob_waiting_on_its_scheduler_migrates_and_finishes(store: str | N
     from aiida.engine.runners import Runner
     from aiida.plugins import CalculationFactory
 
-    allow = ("aiida.calculations.arithmetic.add",)
+    allow: tuple[str, ...] = ()  # aiida-core's own CalcJob: AIIDA_PROCESSES, no allow= entry
     code = orm.InstalledCode(
         label=f"bash-{uuid.uuid4().hex[:8]}",
         computer=orm.load_computer("localhost"),

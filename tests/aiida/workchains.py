@@ -121,3 +121,12 @@ class LinksChain(WorkChain):
             CRASH["at"] = None
             raise Crash
         self.out("result", self.ctx.res.result)
+
+
+class OutputThenFail(OneStepChain):
+    """Emits its output, then raises: a process in the Excepted state whose checkpoint
+    holds ``OUTPUTS`` and the exception's YAML."""
+
+    def run_it(self) -> None:
+        self.out("result", double(self.inputs.x))
+        raise ValueError("failed after its output")

@@ -12,6 +12,7 @@ import plumpy
 import pytest
 
 from loopaware_persist import (
+    ArgumentTypeError,
     ForeignException,
     HookRegistry,
     UnsafeCheckpointError,
@@ -144,6 +145,31 @@ def test_user_allow_by_module_name_and_class(make_module: Callable[[str], str]) 
     assert registry.resolve(f"{by_class}:Thing", "object") is module.Thing
     with pytest.raises(UnsafeCheckpointError):
         registry.resolve(f"{by_class}:Other", "object")
+
+
+def test_allow_as_some_kinds_only(make_module: Callable[[str], str]) -> None:
+    """``allow(..., kinds=...)``: a process class a checkpoint may name, never call."""
+    name = make_module("import plumpy\n\nclass Proc(plumpy.Process):\n    pass\n")
+    registry = default_registry.copy()
+    registry.allow(f"{name}:Proc", kinds=("class", "savable"))
+    copy = registry.copy()
+    for reg in (registry, copy):
+        assert reg.resolve(f"{name}:Proc", "savable").__name__ == "Proc"
+        assert reg.resolve(f"{name}:Proc", "class").__name__ == "Proc"
+        for kind in ("pickle", "object"):
+            with pytest.raises(UnsafeCheckpointError, match="Proc"):
+                reg.resolve(f"{name}:Proc", kind)  # type: ignore[arg-type]
+    assert f"{name}:Proc" in registry.allowed
+    registry.allow(name)  # the user's own allow-list entry is for every kind...
+    assert registry.resolve(f"{name}:Proc", "class").__name__ == "Proc"
+    for kind in ("pickle", "object"):  # ...but calling a process class launches one
+        with pytest.raises(UnsafeCheckpointError, match="Proc"):
+            registry.resolve(f"{name}:Proc", kind)  # type: ignore[arg-type]
+    registry.trust_all()
+    assert registry.resolve(f"{name}:Proc", "pickle").__name__ == "Proc"
+    for kinds in ("class", [], ["call"], None):
+        with pytest.raises(ArgumentTypeError, match="kinds"):
+            registry.allow(name, kinds=kinds if kinds is not None else 3)  # type: ignore[arg-type]
 
 
 def test_allow_module_covers_submodules_not_prefixes() -> None:

@@ -15,7 +15,12 @@ import plumpy
 import pytest
 import yaml
 
-from loopaware_persist import CorruptCheckpointError, UnsafeCheckpointError, open_persister
+from loopaware_persist import (
+    CorruptCheckpointError,
+    HookRegistry,
+    UnsafeCheckpointError,
+    open_persister,
+)
 from loopaware_persist._hooks import default_registry
 from loopaware_persist._ops._render import _yaml_exception
 from loopaware_persist._yaml_audit import MAX_YAML_DEPTH, audit_yaml
@@ -147,3 +152,92 @@ def test_tags_are_still_audited_at_any_position() -> None:
         audit_yaml(HEAD + "- [a, &x !!python/object/apply:os.system [ls]]", default_registry, "s")
     with pytest.raises(UnsafeCheckpointError):
         audit_yaml("? !!python/name:os.system\n: 1", default_registry, "s")
+
+
+# python_objects=False: what AiiDA's keys get. Color is on the allow-list for every kind
+# (so python_objects=True lets each of these through), to show the refusal is the flag's.
+
+
+def _strict_registry(make_module: Any) -> tuple[HookRegistry, str]:
+    name = make_module(
+        "import enum\n\nclass Color(enum.Enum):\n    RED = 'red'\n\n"
+        "class Thing:\n    def __init__(self, *a, **k):\n        pass\n"
+    )
+    registry = default_registry.copy()
+    registry.allow(name)
+    return registry, name
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "!!python/object/apply:{m}.Thing [1]",
+        "!!python/object/apply:{m}.Thing {{args: [1]}}",
+        "!!python/object/new:{m}.Thing [1]",
+        "!!python/object:{m}.Thing {{a: 1}}",
+        "!!python/object/apply:{m}.Color {{args: [red]}}",
+        "!!python/object/apply:{m}.Color [red, blue]",
+        "!!python/object/apply:{m}.Color [[red]]",
+        "!!python/object/apply:{m}.Color []",
+        "!!python/object/apply:{m}.Color red",
+    ],
+)
+def test_without_python_objects_only_an_enum_member_names_a_class(
+    make_module: Any, value: str
+) -> None:
+    registry, name = _strict_registry(make_module)
+    text = f"a: {value.format(m=name)}\n"
+    audit_yaml(text, registry, "<p>", what="X.OUTPUTS")  # permitted for unpickling
+    refused = r"X\.OUTPUTS at <p> holds the YAML tag"
+    with pytest.raises(UnsafeCheckpointError, match=refused) as info:
+        audit_yaml(text, registry, "<p>", what="X.OUTPUTS", python_objects=False)
+    assert "!!python/object" in str(info.value)
+    assert "line 1" in str(info.value)
+
+
+def test_without_python_objects_enum_members_and_names_pass(make_module: Any) -> None:
+    registry, name = _strict_registry(make_module)
+    text = (
+        f"a: !!python/object/apply:{name}.Color\n- red\n"
+        f"b: !!python/object/apply:{name}.Color [red]\n"
+        f"c: !!python/name:{name}.Thing ''\n"
+    )
+    audit_yaml(text, registry, "<p>", python_objects=False)
+    with pytest.raises(UnsafeCheckpointError, match="line 1"):  # not an allowed enum
+        audit_yaml("!!python/object/apply:enum.Enum [x]\n", registry, "<p>", python_objects=False)
+
+
+def test_a_bundle_passes_the_excepted_audit_in_plumpys_spelling_only() -> None:
+    """plumpy's yaml.Dumper writes a bundle as ``!plumpy:Bundle``, and plumpy's loader
+    (``yaml.Loader``) builds only that; AiiDA's ``!plumpy:bundle`` is refused here."""
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(bundle, {"a": 1})
+    text = yaml.dump(ValueError(bundle))
+    assert "!plumpy:Bundle" in text
+    audit_yaml(text, default_registry, "<p>")
+    assert type(yaml.load(text, Loader=yaml.Loader).args[0]) is plumpy.Bundle
+    other = text.replace("!plumpy:Bundle", "!plumpy:bundle")
+    with pytest.raises(UnsafeCheckpointError, match="plumpy:bundle"):
+        audit_yaml(other, default_registry, "<p>")
+    with pytest.raises(yaml.constructor.ConstructorError):
+        yaml.load(other, Loader=yaml.Loader)
+
+
+def test_the_excepted_yaml_never_calls_a_process_class(make_module: Any) -> None:
+    """Even one the user allowed: plumpy's loader would launch the process."""
+    name = make_module(
+        "import plumpy\n\nclass Launched(plumpy.Process):\n    pass\n\n"
+        "class Boom(Exception):\n    pass\n"
+    )
+    registry = default_registry.copy()
+    registry.allow(name)
+    text = f"!!python/object/apply:{name}.Boom\n- !!python/object/apply:{name}.Launched []\n"
+    with pytest.raises(UnsafeCheckpointError, match="Launched"):
+        audit_yaml(text, registry, "<p>")
+    with new_loop() as loop:  # the control: plumpy's loader builds (launches) it
+        asyncio.set_event_loop(loop)
+        try:
+            built = yaml.load(text, Loader=yaml.Loader)
+        finally:
+            asyncio.set_event_loop(None)
+    assert type(built.args[0]).__name__ == "Launched"
