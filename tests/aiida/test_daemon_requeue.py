@@ -172,6 +172,7 @@ def test_a_damaged_record_still_excepts_and_seals_as_aiida_does(profile: Any) ->
         persister.close()
     assert node.is_excepted
     assert node.is_sealed
+    assert node.exception is not None
     assert "CorruptCheckpointError" in node.exception
 
 

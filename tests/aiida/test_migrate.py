@@ -570,6 +570,7 @@ def test_a_checkpoint_holding_node_links_managers_migrates_and_resumes(store: st
     child = process.ctx.child
     node: orm.WorkChainNode = process.node
     process.close()
+    assert node.checkpoint is not None
     assert "!aiida_node_links_manager" in node.checkpoint
 
     (result,) = migrate(store=store, allow=ALLOW, pks=[node.pk])
