@@ -331,12 +331,13 @@ def _loading_targets(loading: dict[str, Any], config: Config) -> list[dict[str, 
         out.append(
             _gc_target(
                 f"restart.{case}",
-                f"restart: list + load {count:,} WAITING processes, {case}",
+                f"restart: list + load {count:,} WAITING processes, {case} "
+                f"({entry['pickle_size'] / 1e3:.0f} KB)",
                 limit,
                 entry["ratio"]["gc_on"],
                 entry["ratio"]["gc_off"],
                 f"x {base}",
-                f"median, sqlite://; pickled bundle {entry['pickle_size'] / 1e3:.0f} KB",
+                "median, sqlite://, from a coroutine on B",
                 "" if count >= 1_000 else f"{config.name} run: {count:,} processes",
             )
         )

@@ -71,11 +71,14 @@ class LockFile:
         self._guard = threading.Lock()  # the shared count and the descriptor
         self._shared = 0
         self._closing = False
+        self._finalizer: weakref.finalize[[int, int], LockFile] | None = None
         _lock_files.add(self)
 
     def _descriptor(self) -> int:
         if self._fd < 0:
             self._fd = self._io.open(self._path, os.O_RDWR | os.O_CREAT)
+            # A storage dropped without close() does not keep its lock files open.
+            self._finalizer = weakref.finalize(self, _close_quietly, self._fd, os.getpid())
         return self._fd
 
     def _lock(self, operation: int) -> int:
@@ -107,6 +110,9 @@ class LockFile:
     def _forget(self, *, quietly: bool = False) -> None:
         """Close the descriptor (``quietly``: with ``os.close``, not through the io)."""
         fd, self._fd = self._fd, -1
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         if fd >= 0:
             with contextlib.suppress(OSError):
                 (os.close if quietly else self._io.close)(fd)
@@ -182,6 +188,12 @@ class LockFile:
         self._guard = threading.Lock()
         self._shared = 0
         self._forget(quietly=True)  # not through io: the parent's fault injection
+
+
+def _close_quietly(fd: int, pid: int) -> None:
+    if pid == os.getpid():  # a forked child closes what it inherited itself
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _reset_after_fork() -> None:

@@ -5,6 +5,7 @@ children and writers that do not know the remembered versions."""
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import pathlib
 import signal
@@ -200,22 +201,33 @@ def test_a_forked_child_does_not_share_the_parents_lock(tmp_path: pathlib.Path) 
         assert storage.put(KEY, b"parent again") == 3  # it saw the child's version
 
 
-def test_close_closes_the_kept_lock_files(tmp_path: pathlib.Path) -> None:
-    def held() -> list[str]:
-        names = []
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith(str(tmp_path)) and target.endswith(".lock"):
-                names.append(os.path.basename(target))
-        return names
-
+def _held(root: pathlib.Path) -> list[str]:
+    """:return: the lock files under ``root`` this process holds open"""
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("needs /proc/self/fd to list open descriptors")
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(root)) and target.endswith(".lock"):
+            names.append(os.path.basename(target))
+    return names
+
+
+def test_close_closes_the_kept_lock_files(tmp_path: pathlib.Path) -> None:
     storage = _store(tmp_path)
     storage.put(KEY, b"x")
-    assert sorted(held()) == sorted([VERSIONS_LOCK, WRITERS_LOCK])
+    assert sorted(_held(tmp_path)) == sorted([VERSIONS_LOCK, WRITERS_LOCK])
     storage.close()
-    assert held() == []
+    assert _held(tmp_path) == []
+
+
+def test_a_storage_dropped_unclosed_does_not_keep_its_lock_files(tmp_path: pathlib.Path) -> None:
+    for _ in range(3):
+        storage = _store(tmp_path)
+        storage.put(KEY, b"x")
+        del storage
+    gc.collect()
+    assert _held(tmp_path) == []
