@@ -29,11 +29,14 @@ Writes
     ``"full"``), the version is read from the current file and written into the
     temp file's header under a lock, then ``os.replace`` swaps it in (and the
     directory is fsynced with ``"full"``). Data of up to 64 KiB is written with
-    its header, under the lock, in one write (and one fsync). A reader opens one inode, so it sees
-    the old record or the new one, never a mix. The temp file is the only file a
-    save opens once the lock files are open: the version of a record this
-    storage wrote last is remembered, and trusted while the store's generation
-    (below) and the file's inode, size and mtime are what that write left.
+    its header, under the lock, in one write (and one fsync). A reader opens one
+    inode, so it sees the old record or the new one, never a mix. The temp file
+    is the only file a save opens once the lock files are open: the version of a
+    record this storage wrote last is remembered, and trusted while the store's
+    generation (below) and the file's inode, size and mtime are what that write
+    left. (Writers of a release without the generation are told apart by the
+    file alone: only one that reused the inode within the clock's tick, at the
+    same size, would go unseen.)
 
 Locks (``fcntl.flock``, so they hold across threads and processes)
     ``.loopaware-versions.lock``, exclusive, guards read-version/replace (and
