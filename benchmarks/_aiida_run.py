@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._timing import clock, summarise
+from ._timing import summarise, time_each
 
 __all__ = ("AIIDA", "CHAIN_ALLOW", "main")
 
@@ -39,21 +39,10 @@ _Samples = dict[str, dict[str, list[float]]]
 
 
 def _times(fn: Callable[[], Any], count: int, *, gc_on: bool) -> list[float]:
-    """:return: seconds of each of ``count`` calls, the cyclic GC on or off during them"""
-    samples = []
-    enabled = gc.isenabled()
+    """:return: seconds of each of ``count`` calls (:func:`~benchmarks._timing.time_each`),
+    after a collection, the cyclic GC on or off during them"""
     gc.collect()
-    if not gc_on:
-        gc.disable()
-    try:
-        for _ in range(count):
-            start = clock()
-            fn()
-            samples.append(clock() - start)
-    finally:
-        if enabled:
-            gc.enable()
-    return samples
+    return time_each(fn, count, gc_on=gc_on)
 
 
 def _stopped_process(big: bool) -> Any:

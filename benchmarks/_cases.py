@@ -38,7 +38,7 @@ from loopaware_persist import FutureSnapshot
 
 from ._config import Config
 
-__all__ = ("CASES", "Case", "build_cases", "make_snapshots", "state_label")
+__all__ = ("CASES", "Case", "build_cases", "build_waiting", "make_snapshots", "state_label")
 
 #: Case names in report order, with what each stands for.
 CASES: dict[str, str] = {
@@ -259,6 +259,42 @@ def build_cases(
             detail=_detail(process),
         )
     return cases
+
+
+def build_waiting(loop: asyncio.AbstractEventLoop, size: int) -> Case:
+    """A ``small``-shaped ``Process`` WAITING for its scheduler, its ``parameters`` input
+    holding ``size`` pickled bytes of per-iteration results (the ``medium`` records).
+
+    :param loop: an idle loop; nothing is left running on it
+    :param size: pickled bytes of the bundle (about: plumpy keeps the raw and the parsed
+        inputs, so each holds half)
+    :return: the case, named ``waiting-<size>``
+    """
+
+    async def drive() -> plumpy.Process:
+        calc = BenchCalc(
+            inputs={
+                "code": "pw.x",
+                "resources": {"num_machines": 1, "num_mpiprocs_per_machine": 16},
+                "parameters": {"ecutwfc": 30.0, "results": _fill(_record, size // 2, seed=1)},
+            },
+            loop=loop,
+        )
+        while calc.state is not plumpy.ProcessState.WAITING:
+            await calc.step()
+        return calc
+
+    process = loop.run_until_complete(drive())
+    bundle = plumpy.Bundle(process)
+    pickle_size = len(pickle.dumps(bundle, protocol=5))
+    return Case(
+        name=f"waiting-{size}",
+        title="a Process waiting for its scheduler, with per-iteration results in its inputs",
+        process=process,
+        bundle=bundle,
+        pickle_size=pickle_size,
+        detail=f"state {state_label(process)}",
+    )
 
 
 def make_snapshots(count: int) -> list[FutureSnapshot]:

@@ -42,6 +42,9 @@ class Config:
         (empty: no worker section); needs ``LOOPAWARE_TEST_AMQP_URL``
     :param worker_tasks: processes launched per worker run
     :param aiida_rounds: rounds of the ``aiida`` section (0: none); needs aiida-core
+    :param load_futures: future snapshots in the ``loading`` section's futures case
+    :param restart_count: WAITING processes stored, listed and loaded per restart sample
+    :param restart_rounds: interleaved rounds of the restart measurement
     """
 
     name: str
@@ -62,6 +65,9 @@ class Config:
     worker_counts: tuple[int, ...] = (1, 2, 4)
     worker_tasks: int = 400
     aiida_rounds: int = 15
+    load_futures: int = 1_000
+    restart_count: int = 1_000
+    restart_rounds: int = 5
 
     @classmethod
     def full(cls) -> Config:
@@ -84,6 +90,8 @@ class Config:
             worker_counts=(1, 2),
             worker_tasks=100,
             aiida_rounds=5,
+            restart_count=200,
+            restart_rounds=3,
         )
 
     @classmethod
@@ -106,6 +114,9 @@ class Config:
             postgres=False,
             worker_counts=(),
             aiida_rounds=2,
+            load_futures=100,
+            restart_count=10,
+            restart_rounds=2,
         )
 
     def evolve(self, **changes: Any) -> Config:

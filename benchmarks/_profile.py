@@ -62,7 +62,9 @@ def _jobs(
     tid: str, cases: dict[str, Case], loop: asyncio.AbstractEventLoop, stack: contextlib.ExitStack
 ) -> Iterator[tuple[str, Callable[[], Any]]]:
     kind, _, rest = tid.partition(".")
-    if kind == "codec":
+    if kind == "i15":
+        yield from _jobs_15(rest, cases, loop, stack)
+    elif kind == "codec":
         case_name, _, what = rest.partition(".")
         if case_name in cases and what in ("time", "zstd.time"):
             yield from _codec_jobs(cases[case_name], "zstd" if what == "zstd.time" else None)
@@ -88,6 +90,31 @@ def _jobs(
             yield "save", lambda: persister.save_checkpoint(process)
         else:
             yield "load", lambda: persister.load_checkpoint(process.pid)
+
+
+def _jobs_15(
+    rest: str,
+    cases: dict[str, Case],
+    loop: asyncio.AbstractEventLoop,
+    stack: contextlib.ExitStack,
+) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """Issue 15's targets: ``load.<case>`` and ``save.<store>`` on the small process;
+    ``codec.<case>``. (The futures and restart cases are built by the loading section.)"""
+    kind, _, what = rest.partition(".")
+    if kind == "codec" and what in cases:
+        yield from _codec_jobs(cases[what], None)
+    elif kind in ("load", "save") and (what in cases or kind == "save") and "small" in cases:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="loopaware-prof-")))
+        found = _store_url("sqlite" if kind == "load" else what, root)
+        if found is None:
+            return
+        persister = stack.enter_context(open_persister(found[0], allow=ALLOW))
+        process = cases[what if kind == "load" else "small"].process
+        persister.save_checkpoint(process)
+        if kind == "save":
+            yield "save", lambda: persister.save_checkpoint(process)
+        else:
+            yield "load_process", lambda: persister.load_process(process.pid, loop=loop)
 
 
 def profile_missed(

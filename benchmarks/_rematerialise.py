@@ -20,8 +20,6 @@ creates futures on whatever loop is current (or a new one), bug 1 of the design.
 from __future__ import annotations
 
 import asyncio
-import functools
-import gc
 import pickle
 import statistics
 import tempfile
@@ -41,7 +39,7 @@ from loopaware_persist import (
 from ._cases import Case, make_snapshots
 from ._config import ALLOW, Config
 from ._private import materialise
-from ._timing import Progress, calibrate, summarise, time_batch
+from ._timing import Progress, interleaved, on_loop, summarise
 
 __all__ = ("UNBUNDLE_CASES", "run_loop", "steps")
 
@@ -69,20 +67,15 @@ def _rounds(
     outside: frozenset[str] = frozenset(),
 ) -> dict[str, list[float]]:
     """Interleaved rounds; ``inside`` runs a sample where the loop is running."""
-    numbers: dict[str, int] = {}
-    for name, fn in fns.items():
-        how_many = functools.partial(calibrate, fn, config.sample_s)
-        numbers[name] = how_many() if name in outside else int(inside(how_many))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for round_index in range(config.rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            sample = functools.partial(time_batch, fns[name], numbers[name])
-            samples[name].append(sample() if name in outside else inside(sample))
-            gc.collect()
-        progress.step(f"loop: {label} round {round_index + 1}/{config.rounds}")
-    return samples
+    return interleaved(
+        fns,
+        rounds=config.rounds,
+        sample_s=config.sample_s,
+        progress=progress,
+        label=f"loop: {label}",
+        inside=inside,
+        outside=outside,
+    )
 
 
 def _summary(samples: dict[str, list[float]], baseline: str) -> dict[str, Any]:
@@ -109,13 +102,7 @@ def run_loop(
     :return: the loop results (JSON-ready)
     """
 
-    def inside(fn: Callable[[], float]) -> float:
-        async def sample() -> float:
-            return fn()
-
-        result = loop.run_until_complete(sample())
-        loop.run_until_complete(asyncio.sleep(0))  # whatever a load scheduled runs, untimed
-        return result
+    inside = on_loop(loop)
 
     snapshots = make_snapshots(config.restore_count)
     values = [snap.result for snap in snapshots]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _aiida, _rematerialise, _storage, _workers
+from . import _aiida, _loading, _rematerialise, _storage, _workers
 from ._cases import CASES, build_cases
 from ._chart import write_chart
 from ._codecs import VARIANTS, run_codecs
@@ -60,17 +60,21 @@ def run_suite(
             len(cases) * config.rounds
             + _storage.steps(config, _storage.listing_store_count(config))
             + _rematerialise.steps(config, cases)
+            + _loading.steps(config)
             + _workers.steps(config)
             + _aiida.steps(config)
         )
         bar = Progress(total, enabled=progress)
         results: dict[str, Any] = {
             "schema": SCHEMA,
-            "suite": "loopaware_persist benchmarks (issue 4)",
+            "suite": "loopaware_persist benchmarks (issues 4, 14 and 15)",
             "started_at": started_wall,
             "config": config.as_dict(),
             "machine": machine,
-            "gc_during_samples": "disabled (as timeit); collected between samples",
+            "gc_during_samples": (
+                "disabled (as timeit); collected between samples; issue 15's measurements "
+                "are also taken with it enabled (GC on)"
+            ),
             "cases": {
                 name: {"title": case.title, "detail": case.detail, "pickle_size": case.pickle_size}
                 for name, case in cases.items()
@@ -81,6 +85,8 @@ def run_suite(
         results["storage"] = _storage.run_storage(cases, config, bar)
         gc.collect()
         results["loop"] = _rematerialise.run_loop(cases, config, loop, bar)
+        gc.collect()
+        results["loading"] = _loading.run_loading(cases, config, loop, bar)
         gc.collect()
         results["workers"] = _workers.run_workers(config, bar)
         gc.collect()

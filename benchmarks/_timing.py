@@ -1,13 +1,18 @@
 """Clocks, statistics and the progress bar the benchmark sections share.
 
-Every sample is taken with the cyclic garbage collector off (as :mod:`timeit`
-does) so that a collection triggered by one variant is not billed to the next;
-the collector runs between samples instead. Reference counting still frees
-what a sample allocates, inside the sample.
+By default every sample is taken with the cyclic garbage collector off (as
+:mod:`timeit` does) so that a collection triggered by one variant is not billed
+to the next; the collector runs between samples instead. Reference counting
+still frees what a sample allocates, inside the sample. ``gc_on=True`` leaves
+the collector running during the sample, as it runs in a user's process, so
+that the collections a variant's allocations trigger are billed to it (issue 15
+reports both).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import gc
 import math
 import shutil
@@ -20,6 +25,8 @@ from typing import Any, TextIO
 __all__ = (
     "Progress",
     "calibrate",
+    "interleaved",
+    "on_loop",
     "percentile",
     "summarise",
     "time_batch",
@@ -29,15 +36,19 @@ __all__ = (
 clock = time.perf_counter
 
 
-def time_batch(fn: Callable[[], Any], number: int) -> float:
-    """Call ``fn`` ``number`` times with the collector off.
+def time_batch(fn: Callable[[], Any], number: int, *, gc_on: bool = False) -> float:
+    """Call ``fn`` ``number`` times with the collector off (or on).
 
     :param fn: what to time
     :param number: how many calls make one sample
+    :param gc_on: leave the cyclic collector enabled during the calls
     :return: seconds per call
     """
     enabled = gc.isenabled()
-    gc.disable()
+    if gc_on:
+        gc.enable()
+    else:
+        gc.disable()
     try:
         start = clock()
         for _ in range(number):
@@ -46,19 +57,25 @@ def time_batch(fn: Callable[[], Any], number: int) -> float:
     finally:
         if enabled:
             gc.enable()
+        else:
+            gc.disable()
     return elapsed / number
 
 
-def time_each(fn: Callable[[], Any], count: int) -> list[float]:
-    """Time ``count`` single calls of ``fn`` (for percentiles), collector off.
+def time_each(fn: Callable[[], Any], count: int, *, gc_on: bool = False) -> list[float]:
+    """Time ``count`` single calls of ``fn`` (for percentiles), collector off (or on).
 
     :param fn: what to time
     :param count: how many calls
+    :param gc_on: leave the cyclic collector enabled during the calls
     :return: seconds of each call
     """
     samples = []
     enabled = gc.isenabled()
-    gc.disable()
+    if gc_on:
+        gc.enable()
+    else:
+        gc.disable()
     try:
         for _ in range(count):
             start = clock()
@@ -67,6 +84,8 @@ def time_each(fn: Callable[[], Any], count: int) -> list[float]:
     finally:
         if enabled:
             gc.enable()
+        else:
+            gc.disable()
     return samples
 
 
@@ -84,6 +103,65 @@ def calibrate(fn: Callable[[], Any], target_s: float, *, cap: int = 100_000) -> 
     probe = max(1, min(cap, int(target_s / max(one, 1e-7) / 10)))
     per_call = time_batch(fn, probe)
     return max(1, min(cap, math.ceil(target_s / max(per_call, 1e-9))))
+
+
+def on_loop(loop: asyncio.AbstractEventLoop) -> Callable[[Callable[[], float]], float]:
+    """:param loop: an idle loop
+    :return: ``inside(fn)``: call ``fn`` from a coroutine running on ``loop`` (a launcher's
+        position), then let whatever it scheduled run, untimed
+    """
+
+    def inside(fn: Callable[[], float]) -> float:
+        async def sample() -> float:
+            return fn()
+
+        result = loop.run_until_complete(sample())
+        loop.run_until_complete(asyncio.sleep(0))
+        return result
+
+    return inside
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]],
+    *,
+    rounds: int,
+    sample_s: float,
+    progress: Progress,
+    label: str,
+    inside: Callable[[Callable[[], float]], float],
+    outside: frozenset[str] = frozenset(),
+    gc_on: frozenset[str] = frozenset(),
+) -> dict[str, list[float]]:
+    """Time every function once per round, in an order rotated every round.
+
+    Each sample repeats a call enough times to last about ``sample_s`` (calibrated first);
+    the collector runs between samples.
+
+    :param fns: what to time, by name
+    :param rounds: how many rounds
+    :param sample_s: the wanted duration of one sample
+    :param progress: advanced once per round
+    :param label: what the progress bar shows
+    :param inside: runs a sample where the loop is running (see :func:`on_loop`)
+    :param outside: names sampled on the calling thread instead
+    :param gc_on: names sampled with the cyclic collector on
+    :return: seconds per call of each sample, by name
+    """
+    numbers: dict[str, int] = {}
+    for name, fn in fns.items():
+        how_many = functools.partial(calibrate, fn, sample_s)
+        numbers[name] = how_many() if name in outside else int(inside(how_many))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            sample = functools.partial(time_batch, fns[name], numbers[name], gc_on=name in gc_on)
+            samples[name].append(sample() if name in outside else inside(sample))
+            gc.collect()
+        progress.step(f"{label} round {round_index + 1}/{rounds}")
+    return samples
 
 
 def percentile(samples: Sequence[float], q: float) -> float:

@@ -28,15 +28,27 @@ Writes
     Data goes to ``.tmp-<random>`` in the same directory, is fsynced (durability
     ``"full"``), the version is read from the current file and written into the
     temp file's header under a lock, then ``os.replace`` swaps it in (and the
-    directory is fsynced with ``"full"``). A reader opens one inode, so it sees
-    the old record or the new one, never a mix.
+    directory is fsynced with ``"full"``). Data of up to 64 KiB is written with
+    its header, under the lock, in one write (and one fsync). A reader opens one
+    inode, so it sees the old record or the new one, never a mix. The temp file
+    is the only file a save opens once the lock files are open: the version of a
+    record this storage wrote last is remembered, and trusted while the store's
+    generation (below) and the file's inode, size and mtime are what that write
+    left. (Writers of a release without the generation are told apart by the
+    file alone: only one that reused the inode within the clock's tick, at the
+    same size, would go unseen.)
 
 Locks (``fcntl.flock``, so they hold across threads and processes)
     ``.loopaware-versions.lock``, exclusive, guards read-version/replace (and
-    deletes), so versions never go backwards or repeat.
+    deletes), so versions never go backwards or repeat. Its first 8 bytes are
+    the store's generation, bumped under that lock before every replace or
+    removal.
     ``.loopaware-writers.lock`` is held *shared* by every writer while its temp
     file exists; sweeping orphan temp files on open takes it exclusively and
     without blocking, so a live writer's temp file is never swept.
+    Writers keep both lock files open between saves
+    (:mod:`~loopaware_persist.storage._file_locks` says how threads, ``fork()``
+    and an unlinked lock file are handled).
 
 Read-only opening (``read_only=True``, what the CLI's ``ls``, ``show`` and
 ``verify`` use) creates no directory and no lock file and sweeps nothing; a
@@ -49,8 +61,9 @@ checkpoint is never opened for reading (a FIFO would block the reader
 forever): listings skip it with a warning, :meth:`FileStorage.find_damaged`
 reports it and reading its key raises :class:`CorruptStoredRecordError`.
 
-Every OS call goes through :class:`FileIO`, which tests replace to inject
-crashes and I/O errors at each step.
+Every OS call of an operation goes through :class:`FileIO`, which tests replace
+to inject crashes and I/O errors at each step (closing the lock files when the
+storage closes does not: it is no step of a save or a delete).
 """
 
 from __future__ import annotations
@@ -102,6 +115,7 @@ from loopaware_persist.storage._file_format import (
     key_token_from_name,
     may_hold_pid,
 )
+from loopaware_persist.storage._file_locks import LockFile
 
 __all__ = (
     "FileIO",
@@ -113,6 +127,10 @@ __all__ = (
 )
 
 _LOG = logging.getLogger(__name__)
+#: Remembered record versions per storage; beyond this many the memory is cleared.
+_KNOWN_MAX = 65_536
+#: Records up to this size are written with their header in one write, under the lock.
+_ONE_WRITE = 64 * 1024
 
 
 class FileIO:
@@ -274,6 +292,11 @@ class FileStorage(Storage):
         self._io = io if io is not None else FileIO()
         self._full = self.durability == "full"
         self.read_only = bool(read_only)
+        self._writers = LockFile(self._io, self._path(WRITERS_LOCK))
+        self._versions = LockFile(self._io, self._path(VERSIONS_LOCK))
+        # File path -> (generation, inode, size, mtime_ns, version) of the record this
+        # storage last wrote there: its version, without reading its header.
+        self._known: dict[str, tuple[int, int, int, int, int]] = {}
         if self.read_only:
             check_store_exists(url, self.root, directory=True)
             self._check_owner()
@@ -450,6 +473,35 @@ class FileStorage(Storage):
             # under the wrong name, gets here.
             raise self._damaged(path, f"it holds the record of {header.key!r}, not {key!r}")
 
+    def _version_now(
+        self,
+        key: CheckpointKey,
+        path: str,
+        generation: int,
+        known: tuple[int, int, int, int, int] | None,
+    ) -> int:
+        """The current version of ``key``, under the versions lock: the one this
+        storage ``known`` it wrote, if nothing changed the store since, else read."""
+        if known is not None and known[0] == generation:
+            try:
+                found = self._io.stat(path)
+            except FileNotFoundError:
+                found = None
+            if found is not None and (found.st_ino, found.st_size, found.st_mtime_ns) == known[1:4]:
+                return known[4]
+        return self._current_version(key, path)
+
+    def _remember(self, path: str, generation: int, written: os.stat_result, version: int) -> None:
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()
+        self._known[path] = (
+            generation,
+            written.st_ino,
+            written.st_size,
+            written.st_mtime_ns,
+            version,
+        )
+
     def _current_version(self, key: CheckpointKey, path: str) -> int:
         fd = self._open_regular(path)
         if fd is None:
@@ -469,33 +521,44 @@ class FileStorage(Storage):
         header_length = header_size(key)
         replaced = False
         try:
-            with self._flock(WRITERS_LOCK, fcntl.LOCK_SH):
+            with self._writers.shared():
                 temp = self._path(f"{TEMP_PREFIX}{secrets.token_hex(8)}")
                 fd = io.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
                 try:
-                    # The payload is written (and synced) before taking the version
-                    # lock, so concurrent writers only serialise on a small header.
-                    _pwrite_all(io, fd, data, header_length)
-                    if self._full:
-                        io.fsync(fd)
-                    with self._flock(VERSIONS_LOCK, fcntl.LOCK_EX):
-                        current = self._current_version(key, path)
+                    # A large payload is written (and synced) before taking the version
+                    # lock, so concurrent writers only serialise on a small header; a
+                    # small one goes with its header in one write (and one fsync).
+                    small = len(data) <= _ONE_WRITE
+                    if not small:
+                        _pwrite_all(io, fd, data, header_length)
+                        if self._full:
+                            io.fsync(fd)
+                    with self._versions.exclusive() as lock_fd:
+                        # Forgotten until this write is in place and remembered.
+                        known = self._known.pop(path, None)
+                        generation = self._versions.generation(lock_fd)
+                        current = self._version_now(key, path, generation, known)
                         if expected_version is not None and expected_version != current:
                             raise self._stale(key, expected=expected_version, actual=current)
                         version = current + 1
                         header = encode_header(
                             key, version=version, saved_at=time.time(), size=len(data)
                         )
-                        _pwrite_all(io, fd, header, 0)
+                        _pwrite_all(io, fd, header + data if small else header, 0)
                         if self._full:
                             io.fsync(fd)
+                        written = io.fstat(fd)
                         # Forget fd before closing it: a failed close() still
                         # frees the descriptor, and closing it twice could close
                         # another thread's file.
                         closing, fd = fd, -1
                         io.close(closing)
+                        # Bumped before the replace: whatever happens next, no
+                        # writer trusts a version it remembers from before.
+                        self._versions.set_generation(lock_fd, generation + 1)
                         io.replace(temp, path)
                         replaced = True
+                        self._remember(path, generation + 1, written, version)
                         if self._full:
                             self._fsync_dir()
                 finally:
@@ -571,10 +634,12 @@ class FileStorage(Storage):
     def _delete(self, key: CheckpointKey) -> bool:
         path = self._path(checkpoint_filename(key))
         try:
-            with self._flock(VERSIONS_LOCK, fcntl.LOCK_EX):
+            with self._versions.exclusive() as lock_fd:
+                self._known.pop(path, None)
                 if "~" in os.path.basename(path):
                     # Hashed name: make sure it is this key's file before removing it.
                     self._current_version(key, path)
+                self._versions.set_generation(lock_fd, self._versions.generation(lock_fd) + 1)
                 try:
                     self._io.unlink(path)
                 except FileNotFoundError:
@@ -593,9 +658,11 @@ class FileStorage(Storage):
 
     def _delete_pid(self, pid: Pid) -> int:
         try:
-            with self._flock(VERSIONS_LOCK, fcntl.LOCK_EX):
+            with self._versions.exclusive() as lock_fd:
+                self._versions.set_generation(lock_fd, self._versions.generation(lock_fd) + 1)
                 count = 0
                 for name, _ in self._scan(pid):
+                    self._known.pop(self._path(name), None)
                     try:
                         self._io.unlink(self._path(name))
                     except FileNotFoundError:
@@ -741,9 +808,11 @@ class FileStorage(Storage):
         return found
 
     def _close(self) -> None:
-        # Nothing stays open between operations (each opens and closes its own
-        # descriptors), which also makes a FileStorage safe to use after fork.
-        pass
+        # Only the lock files stay open between operations; a forked child reopens
+        # them (see _file_locks), so a FileStorage is safe to use after fork.
+        self._writers.close()
+        self._versions.close()
+        self._known.clear()
 
     # -- maintenance -------------------------------------------------------------
 

@@ -212,6 +212,9 @@ def test_profile_missed_targets(tmp_path: Path) -> None:
                 ("save.sqlite (full)", False),
                 ("load.memory", False),
                 ("list.file", False),  # not profiled: needs a filled store
+                ("i15.load.small", False),
+                ("i15.save.file", False),
+                ("i15.restart.small", False),  # not profiled: built by the loading section
                 ("codec.small.size", True),  # met: not profiled
             )
         ]
@@ -225,6 +228,8 @@ def test_profile_missed_targets(tmp_path: Path) -> None:
         "restore:restore",
         "save.sqlite (full):save",
         "load.memory:load",
+        "i15.load.small:load_process",
+        "i15.save.file:save",
     }
     for name in written.values():
         assert (tmp_path / name).read_text(encoding="utf-8").strip()
