@@ -18,6 +18,7 @@ import decimal
 import inspect
 import sys
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -124,8 +125,39 @@ def _is_method(owner: type, name: str) -> bool:
     )
 
 
+#: The engine's own methods that plumpy and aiida-core store as a step to continue with:
+#: ``Process.run`` (plumpy's ``Created`` state), ``WorkChain._do_step`` (``Wait`` and
+#: ``Continue``, in plumpy and aiida-core) and ``CalcJob.terminate`` (aiida-core's
+#: ``Waiting`` state of a calculation job moves to ``Running`` with it).
+_ENGINE_STEPS = frozenset({"run", "_do_step", "terminate"})
+#: Where the engine's classes live: a method one of them defines is the engine's API.
+_ENGINE_MODULES = ("plumpy.", "aiida.engine.")
+
+# Per class, once (AiiDA makes process classes on the fly: weak).
+_ENGINE_NAMES: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _engine_names(owner: type) -> frozenset[str]:
+    """:return: the names ``owner`` has from the engine's classes (plumpy's and
+    aiida-core's ``Process``, ``WorkChain``, ``StateMachine``...), but its steps"""
+    names = _ENGINE_NAMES.get(owner)
+    if names is None:
+        defined: set[str] = set()
+        for klass in owner.__mro__:
+            if klass.__module__.startswith(_ENGINE_MODULES):
+                defined.update(vars(klass))
+        names = _ENGINE_NAMES[owner] = frozenset(defined - _ENGINE_STEPS)
+    return names
+
+
 def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:
-    """A name plumpy ``getattr``s (or even imports) on load must be a method of ``owner``."""
+    """A name plumpy ``getattr``s (or even imports) on load must be a method of ``owner``:
+    one of the user's own, or one of the steps the engine itself stores.
+
+    The engine's other methods are refused, public or not, overridden or not: plumpy
+    calls the named method with arguments the checkpoint also holds, so a tampered
+    ``run_fn`` naming ``submit``, ``kill`` or ``on_finish`` would run it.
+    """
     if (
         not isinstance(value, str)
         or not value.isidentifier()
@@ -138,6 +170,16 @@ def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:
             "nothing was run. The checkpoint was damaged or tampered with."
         )
         raise UnsafeCheckpointError(msg, name=str(value))
+    if owner is not None and value in _engine_names(owner):
+        steps = ", ".join(sorted(_ENGINE_STEPS))
+        msg = (
+            f"{what} at {path} is {value!r}, a method of the engine's own "
+            f"{owner.__qualname__} API, not a step: plumpy would call it on load with "
+            f"arguments from the checkpoint. Refused; nothing was run. A step is one of "
+            f"the process class's own methods, or the engine's {steps}; the checkpoint "
+            "was damaged or tampered with."
+        )
+        raise UnsafeCheckpointError(msg, name=value)
 
 
 # Fields in which plumpy stores a *method* by name and getattr()s it back on load:

@@ -257,6 +257,31 @@ def test_method_names_that_are_no_method_of_the_process_are_refused(
     assert not marker.exists()
 
 
+ENGINE_METHODS = {
+    "run_fn submit": _running("submit"),
+    "run_fn exposed_inputs": _running("exposed_inputs"),
+    "awaiting callback on_finish": _waiting("on_finish"),
+    "awaiting callback kill": _waiting("kill"),
+    "continuation report": _continue("report", "%s", "tampered"),
+    "continuation out": _continue("out", "x", 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENGINE_METHODS))
+def test_the_engines_own_methods_are_no_steps(name: str) -> None:
+    """plumpy calls a stored step with arguments the checkpoint also holds: ``submit``
+    with a process class would launch a process. Only the user's own methods and the
+    engine's steps (``run``, ``_do_step``, ``terminate``) are steps."""
+    with installed(allow=ALLOW) as persister:
+        node = crashed_run(at=1)
+        _tamper(persister, node.pk, ENGINE_METHODS[name])
+        runner = get_manager().get_runner()
+        before = count_nodes()
+        with pytest.raises(UnsafeCheckpointError, match="a method of the engine's own"):
+            persister.load_process(node.pk, loop=runner.loop, runner=runner)
+        assert count_nodes() == before
+
+
 def test_a_private_method_the_engine_uses_passes(marker: Path) -> None:
     """``_do_step`` is private and what plumpy's WorkChain stores as its ``run_fn``."""
     with installed(allow=ALLOW) as persister:
@@ -286,8 +311,20 @@ def test_aiida_persister_runs_a_continuation_naming_a_function(marker: Path) -> 
 
 @pytest.mark.parametrize(
     "change",
-    [_running("__init__"), _running("_node_class"), _waiting("_node_class")],
-    ids=["run_fn __init__", "run_fn _node_class", "awaiting _node_class"],
+    [
+        _running("__init__"),
+        _running("_node_class"),
+        _waiting("_node_class"),
+        _running("submit"),
+        _waiting("on_finish"),
+    ],
+    ids=[
+        "run_fn __init__",
+        "run_fn _node_class",
+        "awaiting _node_class",
+        "run_fn submit",
+        "awaiting on_finish",
+    ],
 )
 def test_aiida_persister_takes_any_attribute_as_a_method(change: Callable[[Any], None]) -> None:
     """The control of the refusals above: plumpy getattr()s whatever is named, a class

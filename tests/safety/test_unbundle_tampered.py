@@ -103,6 +103,37 @@ def test_a_stored_bound_method_must_name_a_plain_method(
         _load_tampered(persister, bundle, b)
 
 
+@pytest.mark.parametrize("method", ["kill", "on_finish", "pause", "result", "recreate_from"])
+def test_a_stored_step_may_not_name_the_engines_api(
+    persister: LoopAwarePersister, loops: LoopPair, method: str
+) -> None:
+    """plumpy calls the step a Waiting state stores with the value it is resumed with: a
+    method of plumpy's ``Process`` (public or not, a classmethod too) is no step."""
+    a, b = loops
+    bundle = _saved(persister, "waiting", a)
+    assert bundle["_state"]["DONE_CALLBACK"] == "resumed"
+    assert callable(getattr(plumpy.Process, method))  # the control: a real engine method
+    bundle["_state"]["DONE_CALLBACK"] = method
+    with pytest.raises(
+        UnsafeCheckpointError,
+        match=rf"'{method}', a method of the engine's own Waiter API, not a step",
+    ):
+        _load_tampered(persister, bundle, b)
+
+
+@pytest.mark.parametrize("method", ["resumed", "run"])
+def test_the_users_own_methods_and_the_engines_steps_pass(
+    persister: LoopAwarePersister, loops: LoopPair, method: str
+) -> None:
+    """``resumed`` is the user's own step; ``run`` is what plumpy's Created state stores."""
+    a, b = loops
+    bundle = _saved(persister, "waiting", a)
+    bundle["_state"]["DONE_CALLBACK"] = method
+    restored = _load_tampered(persister, bundle, b)
+    assert restored._state.done_callback.__name__ == method  # type: ignore[attr-defined]
+    restored.close()
+
+
 def test_a_bundle_plumpy_cannot_load_is_corrupt_naming_the_class(
     persister: LoopAwarePersister, loops: LoopPair
 ) -> None:
