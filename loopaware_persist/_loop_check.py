@@ -167,6 +167,41 @@ def _check_loop_bound(
                 for name, child in _attributes(value)
                 if type(child) not in atoms
             )
+    _refuse_foreign(foreign, loop)
+
+
+def _check_built(obj: Any, loop: asyncio.AbstractEventLoop, opaque: tuple[type, ...] = ()) -> None:
+    """The check after a load whose decode made every snapshot a future on ``loop``: the
+    futures plumpy created while loading, without a loop (``Process._future``,
+    ``_paused``, ``Waiting._waiting_future``...), all sit in attributes of the savables
+    it built (the process, its states, their commands and steppers). Those are walked,
+    attribute by attribute, into nested savables only: not the plain data they hold.
+
+    :raises LoopBoundaryError: naming the path of each foreign future
+    """
+    foreign: list[str] = []
+    stack: list[tuple[Any, Any, Any]] = [(obj, None, None)]
+    seen: set[int] = set()
+    while stack:
+        entry = stack.pop()
+        value = entry[0]
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        for name, child in _attributes(value):
+            if isinstance(child, asyncio.Future):
+                if child.get_loop() is not loop:
+                    foreign.append(_path_of((child, entry, ("attr", name))))
+            elif isinstance(child, _BUILT) and not isinstance(child, opaque):
+                stack.append((child, entry, ("attr", name)))
+    _refuse_foreign(foreign, loop)
+
+
+#: What plumpy builds while loading, and holds its loop-less futures: savables and states.
+_BUILT = (plumpy.persistence.Savable, plumpy.base.state_machine.State)
+
+
+def _refuse_foreign(foreign: list[str], loop: asyncio.AbstractEventLoop) -> None:
     if foreign:
         where = ", ".join(sorted(foreign)[:10]) + (" ..." if len(foreign) > 10 else "")
         msg = (
