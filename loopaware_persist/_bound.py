@@ -20,6 +20,8 @@ run; if that cannot place it, the walk decides.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import plumpy
@@ -51,7 +53,10 @@ class _Binding:
     def __init__(self, loop: asyncio.AbstractEventLoop, resolve: Resolver | None) -> None:
         self.loop = loop
         self.resolve = resolve
-        self._create = loop.create_future
+        self._create: Callable[[], asyncio.Future[Any]] = loop.create_future
+        if getattr(type(loop), "create_future", None) is asyncio.BaseEventLoop.create_future:
+            # What BaseEventLoop.create_future does, without its Python frame per snapshot.
+            self._create = functools.partial(asyncio.Future, loop=loop)
         #: the maps holding ``!!meta`` met, in the order their decode finished
         self.savables: list[dict[Any, Any]] = []
         self.unsure = False

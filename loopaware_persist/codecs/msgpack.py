@@ -424,7 +424,7 @@ class _Decoder:
         def bind(fields: list[Any]) -> Any:
             value = decode(fields)
             if type(value) is FutureSnapshot:
-                return cast(Binding, self.binding).future(value)
+                return self.binding.future(value)  # type: ignore[union-attr]  # set by now
             return value  # a subclass of the user's: the load's walk decides
 
         return bind
