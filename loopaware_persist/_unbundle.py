@@ -23,6 +23,10 @@ and found free of futures, and walks everything plumpy made. The walk recurses
 for speed and starts over iteratively when a bundle is deeper than the stack, so
 any depth a codec decodes loads; ``save_checkpoint(verify=True)`` runs the same
 walk on the record it stores.
+
+``load_process`` takes the other road, :func:`load_bound`: its decode audited the
+names and bound the snapshots as it went (:mod:`._bound`), so no walk of the tree is
+needed, and only the futures plumpy made itself are checked after the load.
 """
 
 from __future__ import annotations
