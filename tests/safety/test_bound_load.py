@@ -209,3 +209,24 @@ def test_load_record_is_what_load_process_runs() -> None:
     import loopaware_persist._encoding as encoding
 
     assert encoding.load_record is bound_module.load_record
+
+
+def test_the_pure_python_msgpack_binds_and_refuses_alike(persister: LoopAwarePersister) -> None:
+    """msgpack-python's fallback (PyPy, no C extension) builds maps from their pairs: the
+    load's hook is handed each map all the same."""
+    from tests.codecs.test_msgpack_layout import _pure_python_msgpack
+
+    with new_loop() as a, new_loop() as b, _pure_python_msgpack():
+        store = open_persister("memory://", registry=persister.registry, allow=["tests.processes"])
+        with store:
+            bundle = _bundle_of("waiting", a)
+            bundle["_state"]["data"] = [FutureSnapshot.finished(1)]
+            pid = _store(store, bundle)
+            process = store.load_process(pid, loop=b)
+            assert process._state.data[0].get_loop() is b  # type: ignore[attr-defined]
+            bundle["_state"][META][META__CLASS_NAME] = "os:system"
+            bundle["zz_later"] = Later()
+            pid = _store(store, bundle)
+            with pytest.raises(UnsafeCheckpointError, match=r"\(at _state\)"):
+                store.load_process(pid, loop=b)
+            assert REACHED == []
