@@ -196,13 +196,24 @@ _METHOD_FIELDS: tuple[tuple[str, str, str], ...] = (
 
 
 def _method_fields(cls: type) -> list[tuple[str, str]]:
+    found = _METHOD_FIELDS_OF.get(cls)
+    if found is not None:
+        return found
     found = []
     for owner_name, key, owner in _METHOD_FIELDS:
         module, _, qualname = owner_name.partition(":")
         base = getattr(sys.modules.get(module), qualname, None)
         if isinstance(base, type) and issubclass(cls, base):
             found.append((key, owner))
+    _METHOD_FIELDS_OF[cls] = found
     return found
+
+
+# Per class, once: every savable of every load asks (plumpy's modules are imported with
+# plumpy, so the answer never changes). Weak: AiiDA makes process classes on the fly.
+_METHOD_FIELDS_OF: weakref.WeakKeyDictionary[type, list[tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _audit_savable(

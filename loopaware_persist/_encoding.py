@@ -16,16 +16,17 @@ import plumpy
 
 from ._arguments import check_instance, check_process, describe
 from ._awaiting import awaiting_snapshots, check_relinkable
+from ._bound import load_record, tree_of
 from ._envelope import MAX_EXPANSION, decode_envelope, encode_envelope
 from ._errors import (
     ArgumentTypeError,
     ConfigurationError,
-    CorruptCheckpointError,
     DecodeError,
     EncodeError,
     LoopAwarePersistError,
     UnsafeCheckpointError,
 )
+from ._loop import LoopContext
 from ._owners import note_process
 from ._registry import HookRegistry
 from ._unbundle import LoopAwareBundle, _rebind
@@ -164,13 +165,24 @@ class _Encoding:
     def _decode_tree(self, data: bytes, key: CheckpointKey | None) -> dict[str, Any]:
         # trusted: records this store's own writer made, whatever their expansion.
         envelope = decode_envelope(data, max_expansion=None if self.trusted else MAX_EXPANSION)
-        tree = self._codec_for(envelope.header.codec, key).decode(envelope.payload)
-        if not isinstance(tree, dict):
-            msg = (
-                f"Checkpoint payload is a {type(tree).__name__}, not a bundle: damaged or crafted."
-            )
-            raise CorruptCheckpointError(msg)
-        return tree
+        return tree_of(self._codec_for(envelope.header.codec, key).decode(envelope.payload))
+
+    def _load_record(
+        self, data: bytes, key: CheckpointKey, ctx: LoopContext, **extra: Any
+    ) -> plumpy.Savable:
+        """Decode a record and load it onto ``ctx.loop`` (see :func:`load_record`).
+
+        :param data: the record
+        :param key: the checkpoint it was read from, named in errors
+        :param ctx: the target loop
+        :param extra: more entries for plumpy's ``LoadSaveContext``
+        :return: the loaded object
+        """
+        envelope = decode_envelope(data, max_expansion=None if self.trusted else MAX_EXPANSION)
+        codec = self._codec_for(envelope.header.codec, key)
+        return load_record(
+            codec, envelope.payload, ctx, registry=self.registry, trusted=self.trusted, **extra
+        )
 
     def check_save(self, process: plumpy.Process) -> plumpy.Bundle:
         """Bundle, encode and decode ``process`` without storing it: will it reload?

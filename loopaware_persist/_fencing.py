@@ -59,7 +59,6 @@ from ._errors import (
 from ._loop import LoopContext
 from ._persister import LoopAwarePersister
 from ._relink import RelinkHook
-from ._unbundle import unbundle
 from .codecs import check_codec_name
 from .storage import CheckpointKey, open_storage
 
@@ -283,14 +282,7 @@ class FencingPersister(LoopAwarePersister):
         check_optional_loop(loop, call="load_process()")
         key = CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
         record = self.storage.get(key)
-        process = unbundle(
-            self.loads(record.data, key=key),
-            LoopContext(loop=loop),
-            registry=self.registry,
-            trusted=self.trusted,
-            copy=False,
-            **extra,
-        )
+        process = self._load_record(record.data, key, LoopContext(loop=loop), **extra)
         if not isinstance(process, plumpy.Process):
             msg = (
                 f"The checkpoint of {pid!r} holds a {type(process).__name__}, not a process: "

@@ -19,7 +19,7 @@ import logging
 import threading
 import types
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import kiwipy
@@ -167,6 +167,74 @@ def _check_loop_bound(
                 for name, child in _attributes(value)
                 if type(child) not in atoms
             )
+    _refuse_foreign(foreign, loop)
+
+
+def _check_built(obj: Any, loop: asyncio.AbstractEventLoop, opaque: tuple[type, ...] = ()) -> None:
+    """The check after a load whose decode made every snapshot a future on ``loop``: the
+    futures plumpy created while loading, without a loop (``Process._future``,
+    ``_paused``, ``Waiting._waiting_future``...), all sit in attributes of the savables
+    it built (the process, its states, their commands and steppers). Those are walked,
+    attribute by attribute, into nested savables only: not the plain data they hold.
+
+    :raises LoopBoundaryError: naming the path of each foreign future
+    """
+    foreign: list[str] = []
+    atoms = _ATOM_TYPES
+    stack: list[tuple[Any, Any, Any]] = [(obj, None, None)]
+    seen: set[int] = set()
+    while stack:
+        entry = stack.pop()
+        value = entry[0]
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        for name, child in _own_attributes(value):
+            if type(child) in atoms:
+                continue
+            if isinstance(child, asyncio.Future):
+                if child.get_loop() is not loop:
+                    foreign.append(_path_of((child, entry, ("attr", name))))
+            elif isinstance(child, _BUILT) and not isinstance(child, opaque):
+                stack.append((child, entry, ("attr", name)))
+    _refuse_foreign(foreign, loop)
+
+
+def _own_attributes(value: Any) -> Iterable[tuple[str, Any]]:
+    """``value``'s attributes as :func:`_attributes` lists them; for a class whose
+    instances keep them all in ``__dict__`` (plumpy's), that dict's items, no walk of the
+    class's bases for ``__slots__``."""
+    cls = type(value)
+    if cls not in _DICT_ONLY:
+        if _has_slots(cls):
+            return _attributes(value)
+        _DICT_ONLY.add(cls)
+    try:
+        attrs = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        return ()
+    return attrs.items() if type(attrs) is dict else _attributes(value)
+
+
+# Classes none of whose bases declares __slots__ (beyond __dict__/__weakref__): their
+# instances keep every attribute in __dict__. Weak: AiiDA makes process classes on the fly.
+_DICT_ONLY: weakref.WeakSet[type] = weakref.WeakSet()
+
+
+def _has_slots(cls: type) -> bool:
+    for klass in cls.__mro__:
+        slots = getattr(klass, "__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__"):
+                return True
+    return False
+
+
+#: What plumpy builds while loading, and holds its loop-less futures: savables and states.
+_BUILT = (plumpy.persistence.Savable, plumpy.base.state_machine.State)
+
+
+def _refuse_foreign(foreign: list[str], loop: asyncio.AbstractEventLoop) -> None:
     if foreign:
         where = ", ".join(sorted(foreign)[:10]) + (" ..." if len(foreign) > 10 else "")
         msg = (

@@ -38,7 +38,7 @@ from ._loop import LoopContext
 from ._owners import note_process
 from ._registry import HookRegistry, check_registry, class_name
 from ._relink import RelinkHook, relink_awaited
-from ._unbundle import LoopAwareBundle, unbundle
+from ._unbundle import LoopAwareBundle
 from .codecs import Codec, check_codec_name, get_codec
 from .codecs.pickle import UnsafeLoadWarning
 from .storage import (
@@ -275,15 +275,18 @@ class LoopAwarePersister(_Encoding, plumpy.Persister):
         :return: the process
         """
         check_optional_loop(loop, call="load_process()")
-        bundle = self.load_checkpoint(pid, tag)
-        process = unbundle(
-            bundle,
-            LoopContext(loop=loop),
-            registry=self.registry,
-            trusted=self.trusted,
-            copy=False,  # just decoded, held by nobody else
-            **extra,
+        key = self._key(pid, tag)
+        data = self.storage.get(key).data
+        check_instance(
+            data,
+            (bytes, bytearray, memoryview),
+            call="loads()",
+            argument="data",
+            wanted="a record (bytes)",
+            hint="Pass what dumps() or storage.get(key).data returned.",
         )
+        # The decode knows the target loop: it audits and binds as it goes (see _bound.py).
+        process = self._load_record(data, key, LoopContext(loop=loop), **extra)
         return self._relinked(process, relink)  # type: ignore[arg-type]
 
     def _relinked(self, process: plumpy.Process, relink: RelinkHook | None) -> plumpy.Process:
@@ -413,11 +416,9 @@ class LoopAwarePersister(_Encoding, plumpy.Persister):
         :return: the process, every future on the running loop
         """
         ctx = LoopContext.current()
-        record = await asyncio.to_thread(self.storage.get, self._key(pid, tag))
-        bundle = self.loads(record.data)
-        process = unbundle(
-            bundle, ctx, registry=self.registry, trusted=self.trusted, copy=False, **extra
-        )
+        key = self._key(pid, tag)
+        record = await asyncio.to_thread(self.storage.get, key)
+        process = self._load_record(record.data, key, ctx, **extra)
         return self._relinked(process, relink)  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -23,6 +23,10 @@ and found free of futures, and walks everything plumpy made. The walk recurses
 for speed and starts over iteratively when a bundle is deeper than the stack, so
 any depth a codec decodes loads; ``save_checkpoint(verify=True)`` runs the same
 walk on the record it stores.
+
+``load_process`` takes the other road, :func:`load_bound`: its decode audited the
+names and bound the snapshots as it went (:mod:`._bound`), so no walk of the tree is
+needed, and only the futures plumpy made itself are checked after the load.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from ._errors import (
 )
 from ._hooks import default_registry
 from ._loop import LoopContext
-from ._loop_check import _attributes_of, _check_loop_bound
+from ._loop_check import _attributes_of, _check_built, _check_loop_bound
 from ._registry import HookRegistry, check_registry
 from ._snapshot import FutureSnapshot, FutureStatus, _materialise
 
@@ -667,12 +671,7 @@ def unbundle(
     elif registry is None:
         registry = default_registry
     loader = extra.get("loader")
-    if not trusted:
-        # A loader of the caller's (AiiDA's, say) resolves identifiers; ours checks what
-        # it resolves, in the audit and again when plumpy asks.
-        given = None if isinstance(loader, loaders.DefaultObjectLoader) else loader
-        if not isinstance(given, SafeObjectLoader):
-            extra["loader"] = SafeObjectLoader(registry, loader=given)
+    extra = _safe_extra(extra, registry, trusted)
     loop = ctx.loop
     walks: list[_Rebind] = []
 
@@ -688,28 +687,76 @@ def unbundle(
             opaque=registry.opaque,
         )
         walks.append(walk)
-        try:
-            return plumpy.Savable.load(tree, ctx.load_context(**extra))
-        except LoopAwarePersistError:
-            raise
-        except _NOT_THE_BUNDLE:
-            raise
-        except Exception as error:
-            what = tree.get(META, {}).get(META__CLASS_NAME, "?") if isinstance(tree, dict) else "?"
-            msg = (
-                f"plumpy could not load the checkpoint of {what!r} "
-                f"({type(error).__name__}: {error}). The bundle does not match the code "
-                "installed here, or it is damaged."
-            )
-            raise CorruptCheckpointError(msg) from error
+        return _plumpy_load(tree, ctx, extra)
 
     obj = ctx.run(load)
     # What the walk built and found free of futures is not walked again (its memo keeps
     # those containers, and so their ids, alive until this check is done).
     _check_loop_bound(obj, loop, set(walks[0].verified), registry.opaque)
+    _note_verified(obj, loop)
+    return obj
+
+
+def load_bound(
+    tree: dict[str, Any], ctx: LoopContext, *, registry: HookRegistry, trusted: bool, **extra: Any
+) -> plumpy.Savable:
+    """Load a tree a decode already audited and bound: the second half of a load, no walk.
+
+    The decode that made ``tree`` (see :mod:`._bound`) checked every name it holds
+    against the allow-list and made every snapshot a future on ``ctx.loop``; plumpy
+    loads it where that loop is current, and then the futures plumpy itself creates
+    without a loop (``_future``, ``_paused``, a ``Waiting`` future, in nested states
+    too) are checked, not the tree's plain data again.
+
+    :param tree: the bound tree
+    :param ctx: the target loop
+    :param registry: whose allow-list plumpy's object loader checks names against
+    :param trusted: use plumpy's own loader
+    :param extra: more entries for plumpy's ``LoadSaveContext``
+    :raises LoopBoundaryError: if a future plumpy made belongs to another loop
+    :raises DecodeError: if plumpy cannot load the tree
+    :return: the loaded object
+    """
+    extra = _safe_extra(extra, registry, trusted)
+    obj = ctx.run(_plumpy_load, tree, ctx, extra)
+    _check_built(obj, ctx.loop, registry.opaque)
+    _note_verified(obj, ctx.loop)
+    return obj
+
+
+def _safe_extra(extra: dict[str, Any], registry: HookRegistry, trusted: bool) -> dict[str, Any]:
+    """``extra`` with the object loader a load resolves names with: one checking them
+    against ``registry``'s allow-list, unless ``trusted``."""
+    if not trusted:
+        # A loader of the caller's (AiiDA's, say) resolves identifiers; ours checks what
+        # it resolves, in the audit and again when plumpy asks.
+        loader = extra.get("loader")
+        given = None if isinstance(loader, loaders.DefaultObjectLoader) else loader
+        if not isinstance(given, SafeObjectLoader):
+            extra["loader"] = SafeObjectLoader(registry, loader=given)
+    return extra
+
+
+def _plumpy_load(tree: Any, ctx: LoopContext, extra: dict[str, Any]) -> plumpy.Savable:
+    try:
+        return plumpy.Savable.load(tree, ctx.load_context(**extra))
+    except LoopAwarePersistError:
+        raise
+    except _NOT_THE_BUNDLE:
+        raise
+    except Exception as error:
+        what = tree.get(META, {}).get(META__CLASS_NAME, "?") if isinstance(tree, dict) else "?"
+        msg = (
+            f"plumpy could not load the checkpoint of {what!r} "
+            f"({type(error).__name__}: {error}). The bundle does not match the code "
+            "installed here, or it is damaged."
+        )
+        raise CorruptCheckpointError(msg) from error
+
+
+def _note_verified(obj: Any, loop: asyncio.AbstractEventLoop) -> None:
     with contextlib.suppress(TypeError):  # not weak-referenceable or not hashable
         _VERIFIED[obj] = loop
-    return obj
 
 
 #: What :func:`unbundle` returned, with the loop it checked the whole graph against.

@@ -51,7 +51,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"_named_hooks", "_hooks", "_yaml_audit", "_audit"}),
     frozenset({"codecs", "_messages"}),
     # The load and the persister (the awaiting machinery sits between them).
-    frozenset({"_loop_check", "_unbundle", "_awaiting", "_relink", "_encoding", "_persister"}),
+    frozenset(
+        {"_loop_check", "_unbundle", "_bound", "_awaiting", "_relink", "_encoding", "_persister"}
+    ),
     # The kiwipy half.
     frozenset({"_bridge", "_broker", "_launcher", "_fencing", "_client", "_worker"}),
     frozenset({"_ops", "testing"}),

@@ -11,8 +11,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from .._errors import CorruptCheckpointError, DecodeError, LoopAwarePersistError
 from .._registry import HookRegistry
+from .._snapshot import FutureSnapshot
 
-__all__ = ("Codec", "check_payload", "decode_errors")
+__all__ = ("Binding", "Codec", "check_payload", "decode_errors")
 
 
 @runtime_checkable
@@ -31,6 +32,30 @@ class Codec(Protocol):
 
     def decode(self, data: bytes) -> Any:
         """:raises DecodeError: (a subclass) for anything it cannot or may not decode"""
+
+
+class Binding(Protocol):
+    """What a load is told while a codec decodes its record, so that it need not walk it.
+
+    A codec that can decode for a load (``decode_bound(data, binding)``) hands over each
+    savable's record as it meets it, before anything after it in the record is decoded,
+    and lets the load decide what a future snapshot becomes, where the snapshot sits.
+
+    :ivar unsure: set by the codec when it cannot vouch that :meth:`savable` met every
+        record plumpy may read as a savable (a hook outside the built-in ones built a
+        value, or the record holds plumpy's key elsewhere): the load must walk the tree
+    """
+
+    unsure: bool
+
+    def savable(self, state: dict[Any, Any]) -> None:
+        """A map holding plumpy's ``!!meta`` key, its values decoded.
+
+        :raises DecodeError: (a subclass) to stop the decode there
+        """
+
+    def future(self, snapshot: FutureSnapshot) -> Any:
+        """:return: what ``snapshot`` stands for in the decoded tree"""
 
 
 def check_payload(data: object, payload: str) -> None:

@@ -32,20 +32,29 @@ them, at most 32 lists and maps inside one another within one value's fields
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, cast
 
 import msgpack
+import plumpy
 
 from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
-from .._hooks import default_registry
+from .._hooks import _dec_uuid, default_registry
 from .._registry import HookRegistry
-from ._base import check_payload, decode_errors
+from .._snapshot import FutureSnapshot
+from .._uuid import uuid_from_int
+from ._base import Binding, check_payload, decode_errors
 from ._paths import NestingError, SharedValueError, encode_error
 from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
 
 __all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")
+
+# The key of a savable's record in plumpy's bundles: a decode for a load
+# (MsgpackCodec.decode_bound) hands each map holding it to the load's Binding.
+_META: Final = "!!meta"
+_META_BYTES: Final = _META.encode()
 
 _TAGGED: Final = 2
 
@@ -80,6 +89,8 @@ WELL_KNOWN_CODES: Final[Mapping[str, int]] = MappingProxyType(
     }
 )
 _TAG_OF: Final[dict[int, str]] = {code: tag for tag, code in WELL_KNOWN_CODES.items()}
+# Codes of future snapshots, which a decode for a load hands to its binding.
+_SNAPSHOT_CODES: Final = frozenset({WELL_KNOWN_CODES["future"], WELL_KNOWN_CODES["future-live"]})
 # Codes whose data is the hook's one bytes field itself, not a packed field list.
 _RAW_CODES: Final = frozenset({WELL_KNOWN_CODES["uuid"]})
 
@@ -338,30 +349,67 @@ class _Decoder:
     values the level above it met.
 
     As in :class:`_Encoder`, each level's ``ext_hook`` is a closure that knows its depth.
+
+    A *bound* decoder decodes for a load (:meth:`MsgpackCodec.decode_bound`): its
+    unpackers hand every map holding plumpy's ``!!meta`` key to :attr:`binding` as they
+    finish it (the C unpacker calls one short hook per map), its snapshots become what
+    the binding makes of them, and a value a hook outside the built-in ones decoded
+    marks the binding unsure unless it is opaque.
     """
 
-    __slots__ = ("_by_code", "_by_tag", "_hook", "capacity", "registry")
+    __slots__ = (
+        "_by_code",
+        "_by_tag",
+        "_hook",
+        "_maps",
+        "binding",
+        "bound",
+        "capacity",
+        "inert",
+        "met",
+        "registry",
+    )
 
-    def __init__(self, registry: HookRegistry, capacity: int) -> None:
+    def __init__(
+        self, registry: HookRegistry, capacity: int, *, bound: bool = False, inert: bool = False
+    ) -> None:
         self.registry = registry
         # Ext data is part of the payload, so no Unpacker ever needs a bigger buffer (or
         # a longer str, bin or array) than the payloads this decoder takes.
         self.capacity = capacity
+        self.bound = bound
+        #: decode the structure only (:meth:`MsgpackCodec.decode_inert`): no hook runs
+        self.inert = inert
+        #: the load this decode is for (set around each decode of a bound decoder)
+        self.binding: Binding | None = None
+        #: how many maps holding ``!!meta`` the binding was handed in this decode
+        self.met = 0
         self._by_code: dict[int, Callable[[list[Any]], Any]] = {}
         self._by_tag: dict[str, Callable[[list[Any]], Any]] = {}
+        self._maps = _map_options(self._on_map if bound else None)
         self._hook = self._hook_at(1)
 
     def decode(self, data: bytes) -> Any:
         return msgpack.unpackb(
-            data, ext_hook=self._hook, strict_map_key=False, raw=False, **_map_options()
+            data, ext_hook=self._hook, strict_map_key=False, raw=False, **self._maps
         )
+
+    def _on_map(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
+        if _META in mapping:
+            self.met += 1
+            cast(Binding, self.binding).savable(mapping)
+        return mapping
 
     def _learn(self, code: int) -> Callable[[list[Any]], Any]:
         decode: Callable[[list[Any]], Any]
         if code == _TAGGED:
-            decode = self._decode_tagged
+            decode = _nothing if self.inert else self._decode_tagged
+        elif code in _TAG_OF and self.inert:
+            decode = _INERT.get(code, _nothing)
         elif code in _TAG_OF:
             decode = self.registry.decoder(_TAG_OF[code])
+            if self.bound and code in _SNAPSHOT_CODES:
+                decode = self._binding_of(decode)
         else:
             msg = (
                 f"Unknown msgpack ext type {code} in checkpoint; this codec writes "
@@ -370,6 +418,17 @@ class _Decoder:
             raise CorruptCheckpointError(msg)
         self._by_code[code] = decode
         return decode
+
+    def _binding_of(self, decode: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+        """``decode`` (a snapshot's hook), handing what it decodes to the binding."""
+
+        def bind(fields: list[Any]) -> Any:
+            value = decode(fields)
+            if type(value) is FutureSnapshot:
+                return self.binding.future(value)  # type: ignore[union-attr]  # set by now
+            return value  # a subclass of the user's: the load's walk decides
+
+        return bind
 
     def _hook_at(self, depth: int) -> Callable[[int, bytes], Any]:
         if depth > MAX_EXT_DEPTH:
@@ -393,11 +452,14 @@ class _Decoder:
                 decode = by_code[code]
             except KeyError:
                 decode = learn(code)
+            if decode is _dec_uuid and len(data) == 16:
+                # The built-in UUID hook, inline: a field list and a call less per UUID.
+                return uuid_from_int(int.from_bytes(data, "big"))
             if code in _RAW_CODES:
                 fields: Any = [data]
             else:
                 if unpacker is None:
-                    unpacker = _unpacker(self._hook_at(depth + 1), capacity)
+                    unpacker = _unpacker(self._hook_at(depth + 1), capacity, self._maps)
                 end += len(data)
                 unpacker.feed(data)
                 fields = unpacker.unpack()
@@ -432,10 +494,41 @@ class _Decoder:
         decode = self._by_tag.get(tag)
         if decode is None:
             decode = self._by_tag[tag] = self.registry.decoder(tag)
-        return decode(fields[1:])
+        value = decode(fields[1:])
+        if self.bound and not isinstance(value, self.registry.opaque):
+            # A user's hook may build dicts from anything, a database row say: only a
+            # walk can tell whether plumpy would read one as a savable.
+            cast(Binding, self.binding).unsure = True
+        return value
 
 
-def _unpacker(ext_hook: Callable[[int, bytes], Any], capacity: int) -> msgpack.Unpacker:
+def _nothing(fields: list[Any]) -> None:
+    del fields
+
+
+def _inert_bundle(fields: list[Any]) -> plumpy.Bundle:
+    (mapping,) = fields
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(bundle, mapping)
+    return bundle
+
+
+# What an inert decode makes of the built-in containers (no class is revived, no hook of
+# the registry's runs); every other ext value becomes None.
+_INERT: Final[dict[int, Callable[[list[Any]], Any]]] = {
+    WELL_KNOWN_CODES["tuple"]: tuple,
+    WELL_KNOWN_CODES["set"]: set,
+    WELL_KNOWN_CODES["frozenset"]: frozenset,
+    WELL_KNOWN_CODES["bundle"]: _inert_bundle,
+    WELL_KNOWN_CODES["attrdict"]: lambda fields: MappingProxyType(fields[0]),
+    WELL_KNOWN_CODES["frozendict"]: lambda fields: MappingProxyType(fields[0]),
+    WELL_KNOWN_CODES["odict"]: lambda fields: collections.OrderedDict(fields[0]),
+}
+
+
+def _unpacker(
+    ext_hook: Callable[[int, bytes], Any], capacity: int, maps: dict[str, Any]
+) -> msgpack.Unpacker:
     # Every limit is the capacity, as unpackb derives them from its input: a length
     # field can never make it allocate more than the payload could hold.
     return msgpack.Unpacker(
@@ -444,21 +537,24 @@ def _unpacker(ext_hook: Callable[[int, bytes], Any], capacity: int) -> msgpack.U
         raw=False,
         read_size=min(capacity, 4096),
         max_buffer_size=capacity,
-        **_map_options(),
+        **maps,
     )
 
 
-def _map_options() -> dict[str, Any]:
+def _map_options(hook: Callable[[dict[Any, Any]], Any] | None = None) -> dict[str, Any]:
     """msgpack-python's pure-Python fallback (PyPy, or no C extension) passes every map
     key that is an instance of ``str`` to ``sys.intern`` (msgpack-python PR #381), which fails for
     a ``str`` subclass such as a ``FutureStatus`` key decoded from an ext value. Building
     maps from their pairs skips that; the C extension interns exact ``str`` keys only.
 
+    :param hook: called with each map decoded (its return value is the map's value)
     :return: the Unpacker options for maps
     """
     if msgpack.Unpacker.__module__ == "msgpack.fallback":
-        return {"object_pairs_hook": dict}
-    return {}
+        if hook is None:
+            return {"object_pairs_hook": dict}
+        return {"object_pairs_hook": lambda pairs: hook(dict(pairs))}
+    return {} if hook is None else {"object_hook": hook}
 
 
 def _malformed(tag: str, error: Exception) -> CorruptCheckpointError:
@@ -485,6 +581,7 @@ class MsgpackCodec:
         self.registry = registry if registry is not None else default_registry
         self._encoders: list[_Encoder] = []
         self._decoders: list[_Decoder] = []
+        self._bound_decoders: list[_Decoder] = []
 
     def encode(self, value: Any) -> bytes:
         """Encode ``value`` in one pass.
@@ -527,7 +624,7 @@ class MsgpackCodec:
         :return: the tree
         """
         try:
-            return self._decode(data)
+            return self._decode(data)[0]
         except DecodeError:
             raise
         except Exception as error:
@@ -537,26 +634,74 @@ class MsgpackCodec:
             with decode_errors("msgpack"):
                 raise error
 
-    def _decode(self, data: bytes) -> Any:
+    def decode_bound(self, data: bytes, binding: Binding) -> Any:
+        """Decode bytes written by :meth:`encode` for a load, telling ``binding`` as it goes.
+
+        Each map holding plumpy's ``!!meta`` key goes to ``binding.savable`` as soon as
+        its values are decoded, so a name the load refuses stops the decode before
+        anything after it in the record is decoded; each future snapshot becomes
+        ``binding.future(snapshot)`` where it sits. ``binding.unsure`` is set if a value
+        some hook outside the built-in ones decoded is not opaque, or if the bytes hold
+        ``!!meta`` anywhere but in the keys the binding was handed.
+
+        :param data: msgpack bytes
+        :param binding: the load's
+        :raises DecodeError: as :meth:`decode`, or what ``binding`` raises
+        :return: the tree
+        """
+        try:
+            value, met = self._decode(data, binding)
+        except DecodeError:
+            raise
+        except Exception as error:
+            check_payload(data, "msgpack")
+            with decode_errors("msgpack"):
+                raise error
+        raw = data if isinstance(data, (bytes, bytearray)) else bytes(data)
+        if raw.count(_META_BYTES) != met:  # in a string, a bytes value, a list of pairs
+            binding.unsure = True
+        return value
+
+    def decode_inert(self, data: bytes) -> Any:
+        """Decode the structure of bytes written by :meth:`encode`, running no hook.
+
+        Lists, dicts, tuples, sets, frozensets, plumpy bundles and ordered dicts come
+        back as themselves, frozendicts as read-only mappings, every other value msgpack
+        has no type of its own for as ``None``: what a load needs to name the path of a
+        name it refused, without reviving anything.
+
+        :param data: msgpack bytes
+        :raises DecodeError: if the bytes are damaged
+        :return: the structure
+        """
+        check_payload(data, "msgpack")
+        decoder = _Decoder(self.registry, max(len(data), _POOLED_BYTES), inert=True)
+        with decode_errors("msgpack"):
+            return decoder.decode(data)
+
+    def _decode(self, data: bytes, binding: Binding | None = None) -> tuple[Any, int]:
         size = len(data)
+        pool = self._decoders if binding is None else self._bound_decoders
         decoder = None
         if size <= _POOLED_BYTES:
             try:
-                decoder = self._decoders.pop()
+                decoder = pool.pop()
             except IndexError:
                 pass
             else:
                 if decoder.registry is not self.registry:
-                    self._decoders.clear()
+                    pool.clear()
                     decoder = None
         if decoder is None:
-            decoder = _Decoder(self.registry, max(size, _POOLED_BYTES))
+            decoder = _Decoder(self.registry, max(size, _POOLED_BYTES), bound=binding is not None)
+        decoder.binding, decoder.met = binding, 0
         value = decoder.decode(data)
+        decoder.binding = None
         # Only a decoder that succeeded is reused (a failed one may hold half-read data),
         # and only a small one: its buffers stay under _POOLED_BYTES each.
-        if decoder.capacity == _POOLED_BYTES and len(self._decoders) < _POOL_SIZE:
-            self._decoders.append(decoder)
-        return value
+        if decoder.capacity == _POOLED_BYTES and len(pool) < _POOL_SIZE:
+            pool.append(decoder)
+        return value, decoder.met
 
 
 def configure_registry(registry: HookRegistry) -> None:
