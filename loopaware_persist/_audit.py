@@ -138,15 +138,20 @@ _ENGINE_NAMES: weakref.WeakKeyDictionary[type, frozenset[str]] = weakref.WeakKey
 
 
 def _engine_names(owner: type) -> frozenset[str]:
-    """:return: the names ``owner`` has from the engine's classes (plumpy's and
-    aiida-core's ``Process``, ``WorkChain``, ``StateMachine``...), but its steps"""
+    """:return: the names ``owner`` gets from the engine's classes (plumpy's and
+    aiida-core's ``Process``, ``WorkChain``, ``StateMachine``...), but its steps: those
+    that resolve to the engine's definition, not to one of the user's classes (a user's
+    ``done`` step overrides ``Process.done`` and is the user's)"""
     names = _ENGINE_NAMES.get(owner)
     if names is None:
-        defined: set[str] = set()
-        for klass in owner.__mro__:
-            if klass.__module__.startswith(_ENGINE_MODULES):
-                defined.update(vars(klass))
-        names = _ENGINE_NAMES[owner] = frozenset(defined - _ENGINE_STEPS)
+        users: set[str] = set()
+        engines: set[str] = set()
+        for klass in owner.__mro__:  # the first class defining a name is its definition
+            ours = klass.__module__.startswith(_ENGINE_MODULES)
+            for name in vars(klass):
+                if name not in users and name not in engines:
+                    (engines if ours else users).add(name)
+        names = _ENGINE_NAMES[owner] = frozenset(engines - _ENGINE_STEPS)
     return names
 
 
@@ -154,9 +159,10 @@ def _check_method(value: Any, owner: type | None, path: str, what: str) -> None:
     """A name plumpy ``getattr``s (or even imports) on load must be a method of ``owner``:
     one of the user's own, or one of the steps the engine itself stores.
 
-    The engine's other methods are refused, public or not, overridden or not: plumpy
-    calls the named method with arguments the checkpoint also holds, so a tampered
-    ``run_fn`` naming ``submit``, ``kill`` or ``on_finish`` would run it.
+    The engine's other methods are refused, public or not, unless the user's class
+    overrides them: plumpy calls the named method with arguments the checkpoint also
+    holds, so a tampered ``run_fn`` naming ``submit``, ``kill`` or ``on_finish`` would
+    run it.
     """
     if (
         not isinstance(value, str)
