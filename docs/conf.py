@@ -3,12 +3,25 @@ from README.rst. Built offline with warnings as errors (``make docs``)."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # The checkout's package, whatever is installed, and the local extension.
 sys.path[:0] = [str(HERE.parent), str(HERE / "_ext")]
+
+# autodoc imports loopaware_persist.aiida, and aiida-core creates its configuration
+# folder (~/.aiida unless AIIDA_PATH says otherwise) when it is first imported: give
+# the build a throwaway one, so building the docs leaves nothing in the user's home.
+if "AIIDA_PATH" not in os.environ:
+    _aiida_path = tempfile.mkdtemp(prefix="loopaware-docs-aiida-")
+    os.mkdir(os.path.join(_aiida_path, ".aiida"))
+    os.environ["AIIDA_PATH"] = _aiida_path
+    atexit.register(shutil.rmtree, _aiida_path, ignore_errors=True)
 
 import loopaware_persist  # noqa: E402
 
