@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,zstd,postgres,bench,docs,aiida]'
+	$(BIN)/python -m pip install --quiet -e '.[test,zstd,fast,postgres,bench,docs,aiida]'
 	touch $(STAMP)
 
 demo: $(STAMP)

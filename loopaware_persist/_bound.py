@@ -48,7 +48,7 @@ class _Binding:
     :param resolve: checks a stored name against the allow-list (``None``: trusted)
     """
 
-    __slots__ = ("_create", "loop", "refused", "resolve", "savables", "unsure")
+    __slots__ = ("_create", "_unfinished", "loop", "refused", "resolve", "savables", "unsure")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, resolve: Resolver | None) -> None:
         self.loop = loop
@@ -62,6 +62,9 @@ class _Binding:
         self.unsure = False
         #: whether the decode stopped at a name this binding refused
         self.refused = False
+        # futures made of snapshots that did not finish (a failed one, if a decode starts
+        # again, must not be reported as an exception never retrieved)
+        self._unfinished: list[asyncio.Future[Any]] = []
 
     def savable(self, state: dict[Any, Any]) -> None:
         resolve = self.resolve
@@ -85,7 +88,17 @@ class _Binding:
             future = self._create()
             future.set_result(snapshot.result)
             return future
-        return _materialise(snapshot, self.loop)
+        future = _materialise(snapshot, self.loop)
+        self._unfinished.append(future)
+        return future
+
+    def reset(self) -> None:
+        for future in self._unfinished:
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: dropped without a "never retrieved" log
+        self._unfinished.clear()
+        self.savables.clear()
+        self.unsure = self.refused = False
 
     def audit(self, tree: Any, registry: HookRegistry) -> bool:
         """Check what needs the whole record: the method names plumpy ``getattr``s (some

@@ -4,7 +4,7 @@ Layout (integers big-endian)::
 
     offset  size  field
     0       4     magic b"LAPC"
-    4       1     format version (1)
+    4       1     format version (2; 1 is read too)
     5       1     flags: bits 0-1 compression (0 none, 1 zlib, 2 zstd); others must be 0
     6       1     codec name length  C (1..64)
     7       2     meta length        M (0..65535)
@@ -15,6 +15,10 @@ Layout (integers big-endian)::
     ..      4     CRC-32 of every header byte before it
     ..      4     CRC-32 of the stored payload
     ..      P     payload
+
+Format versions: 2 is 1's layout whose msgpack payloads may hold a savable's record as
+an ext value of its own (:data:`~loopaware_persist.codecs.msgpack.RECORD_CODE`), which
+a reader of version 1 would take for damage; a reader of 2 reads both.
 
 Decoding checks, in order: length of the fixed part, magic, version, the header
 CRC, that the record is *exactly* header + P bytes long (so truncations and
@@ -55,6 +59,7 @@ __all__ = (
     "FORMAT_VERSION",
     "MAGIC",
     "MAX_EXPANSION",
+    "OLDEST_VERSION",
     "Envelope",
     "Header",
     "available_compressions",
@@ -66,7 +71,9 @@ __all__ = (
 )
 
 MAGIC: Final = b"LAPC"
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
+#: The oldest format version this one reads.
+OLDEST_VERSION: Final = 1
 _FIXED = struct.Struct(">4sBBBHQQ")
 _CRC = struct.Struct(">II")
 #: Bytes that always suffice to read a header whose meta is under 4 KiB.
@@ -242,7 +249,7 @@ def read_header(data: bytes) -> Header:
     magic, version, flags, codec_len, meta_len, payload_len, raw_len = _FIXED.unpack_from(view)
     if magic != MAGIC:
         raise _corrupt(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
-    if version != FORMAT_VERSION:
+    if not OLDEST_VERSION <= version <= FORMAT_VERSION:
         if version > FORMAT_VERSION:
             msg = (
                 f"Checkpoint record has format version {version}, written by a newer "
@@ -302,7 +309,7 @@ def with_meta(data: bytes, meta: Mapping[str, Any]) -> bytes:
     head = (
         _FIXED.pack(
             MAGIC,
-            FORMAT_VERSION,
+            header.version,  # the payload is the same, so is what reads it
             _COMPRESSION_CODES[header.compression],
             len(codec_bytes),
             len(meta_bytes),

@@ -14,6 +14,7 @@ measured nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import urllib.parse
 import uuid
@@ -25,12 +26,19 @@ from typing import Any
 import pytest
 
 from loopaware_persist.codecs import available_codecs
+from loopaware_persist.codecs.msgpack import DECODERS
 from loopaware_persist.storage import available_schemes
 
 #: Every codec a checkpoint can be written with. ``pickle-unrestricted`` writes the same
 #: records as ``pickle`` (it only reads without the allow-list), so it is no axis of its own.
 CODECS: tuple[str, ...] = tuple(
     name for name in available_codecs() if name != "pickle-unrestricted"
+)
+
+#: The libraries the msgpack codec decodes with on this machine: msgspec, if installed
+#: (the ``fast`` extra; the host and the 3.14 leg), and msgpack-python, always.
+MSGPACK_DECODERS: tuple[str, ...] = tuple(
+    name for name in DECODERS if name != "msgspec" or importlib.util.find_spec("msgspec")
 )
 
 #: Schemes that are no general store, tested where they belong: ``aiida://`` (registered

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+from loopaware_persist import get_codec
+from loopaware_persist.codecs.msgpack import MsgpackCodec
 from tests import axes
-from tests.axes import CODECS, DURABLE_STORAGES, LOCAL_STORAGES, STORAGES
+from tests.axes import CODECS, DURABLE_STORAGES, LOCAL_STORAGES, MSGPACK_DECODERS, STORAGES
 from tests.loops import LoopPair, loop_in_thread, new_loop
 
 # aiida-core (the aiida extra) creates its configuration folder, ~/.aiida unless
@@ -80,6 +82,21 @@ def running_loop() -> Iterator[asyncio.AbstractEventLoop]:
 def codec_name(request: pytest.FixtureRequest) -> str:
     """Each codec a checkpoint can be written with."""
     return str(request.param)
+
+
+@pytest.fixture(params=MSGPACK_DECODERS)
+def msgpack_decoder(request: pytest.FixtureRequest) -> str:
+    """Each library the msgpack codec can decode with here."""
+    return str(request.param)
+
+
+@pytest.fixture
+def msgpack_codec(msgpack_decoder: str) -> MsgpackCodec:
+    """``get_codec("msgpack")``, decoding with each library in turn."""
+    codec = get_codec("msgpack")
+    assert isinstance(codec, MsgpackCodec)
+    codec.decoder = msgpack_decoder
+    return codec
 
 
 @pytest.fixture(scope="session", params=STORAGES)

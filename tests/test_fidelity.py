@@ -494,11 +494,12 @@ def test_too_deep_refusals_name_the_path_through_any_value(codec_name: str, kind
 
 
 def test_msgpack_deep_lists_inside_nested_objects_are_refused_naming_where() -> None:
-    """Below two ext levels msgpack stores only 32 levels of lists and dicts per value."""
+    """Below three ext levels msgpack stores only 32 levels of lists and dicts per value."""
     inner = ut.Record(x=_nested(100))
+    value = {"k": [1, ut.Record(y=ut.Record(z=ut.Record(w=inner)))]}
     with pytest.raises(EncodeError, match="more than 32 deep") as info:
-        get_codec("msgpack", allow=[USER_TYPES]).encode({"k": [1, ut.Record(y=ut.Record(z=inner))]})
-    assert info.value.path == "['k'][1].y.z"
+        get_codec("msgpack", allow=[USER_TYPES]).encode(value)
+    assert info.value.path == "['k'][1].y.z.w"
 
 
 def test_object_shared_at_different_depths_encodes_for_each_depth() -> None:

@@ -57,6 +57,9 @@ class Binding(Protocol):
     def future(self, snapshot: FutureSnapshot) -> Any:
         """:return: what ``snapshot`` stands for in the decoded tree"""
 
+    def reset(self) -> None:
+        """Forget what this decode told: the codec decodes the record again from its start."""
+
 
 def check_payload(data: object, payload: str) -> None:
     """Refuse a payload that is not bytes before a decoder meets it.

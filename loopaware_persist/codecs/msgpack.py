@@ -40,7 +40,18 @@ from typing import Any, Final, cast
 import msgpack
 import plumpy
 
-from .._errors import CorruptCheckpointError, DecodeError, EncodeError, LoopAwarePersistError
+try:  # the faster decoder, if installed (the ``fast`` extra)
+    import msgspec.msgpack as _msgspec_msgpack
+except ImportError:  # pragma: no cover - msgpack-python decodes then
+    _msgspec_msgpack = None  # type: ignore[assignment]
+
+from .._errors import (
+    ConfigurationError,
+    CorruptCheckpointError,
+    DecodeError,
+    EncodeError,
+    LoopAwarePersistError,
+)
 from .._hooks import _dec_uuid, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot
@@ -49,7 +60,18 @@ from ._base import Binding, check_payload, decode_errors
 from ._paths import NestingError, SharedValueError, encode_error
 from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
 
-__all__ = ("MAX_EXT_DEPTH", "WELL_KNOWN_CODES", "MsgpackCodec", "configure_registry", "make_codec")
+__all__ = (
+    "DECODERS",
+    "MAX_EXT_DEPTH",
+    "RECORD_CODE",
+    "WELL_KNOWN_CODES",
+    "MsgpackCodec",
+    "configure_registry",
+    "make_codec",
+)
+
+#: The libraries a :class:`MsgpackCodec` can read bytes with.
+DECODERS: Final = ("msgspec", "msgpack")
 
 # The key of a savable's record in plumpy's bundles: a decode for a load
 # (MsgpackCodec.decode_bound) hands each map holding it to the load's Binding.
@@ -57,6 +79,10 @@ _META: Final = "!!meta"
 _META_BYTES: Final = _META.encode()
 
 _TAGGED: Final = 2
+#: The ext code of a savable's record that plumpy keeps under another's (its ``_state``,
+#: a WorkChain's stepper...): a map holding ``!!meta``. Written since format version 2,
+#: so that a decode meets every record as an ext value, with no hook per map.
+RECORD_CODE: Final = 41
 
 #: One-byte ext codes of the built-in tags: part of the stored format, never renumbered.
 WELL_KNOWN_CODES: Final[Mapping[str, int]] = MappingProxyType(
@@ -93,6 +119,7 @@ _TAG_OF: Final[dict[int, str]] = {code: tag for tag, code in WELL_KNOWN_CODES.it
 _SNAPSHOT_CODES: Final = frozenset({WELL_KNOWN_CODES["future"], WELL_KNOWN_CODES["future-live"]})
 # Codes whose data is the hook's one bytes field itself, not a packed field list.
 _RAW_CODES: Final = frozenset({WELL_KNOWN_CODES["uuid"]})
+_BUNDLE_CODE: Final = WELL_KNOWN_CODES["bundle"]
 
 #: How many non-native values may sit inside one another (a tuple in a tuple in an
 #: exception's cause...). An encode refuses a deeper value and a decode a deeper
@@ -104,7 +131,10 @@ MAX_EXT_DEPTH: Final = 32
 # _FREE_LEVELS may nest at most _DEEP_NESTING lists and maps within their own fields:
 # checked before packing and after unpacking, it bounds any value either side accepts
 # to ~4,000 levels (~2 MB of C stack to pack; 1024 levels, ~0.5 MB, before this layout).
-_FREE_LEVELS: Final = 2
+# Three levels are free: a bundle, a savable's record in it and one in that (a process,
+# its state and the state's command), so that records (format version 2) leave the
+# values they hold as free as when they were plain maps inside the bundle.
+_FREE_LEVELS: Final = 3
 # Lists and maps a value may nest at the top levels: msgpack's unpacker takes 1,024,
 # one of which is the field list of the ext value that holds them.
 _MAX_NESTING: Final = 1000
@@ -125,6 +155,34 @@ _new_ext = cast(Callable[[type, tuple[int, bytes]], msgpack.ExtType], tuple.__ne
 # type -> (ext code, tag, encode hook, whether the code's data is one raw bytes field,
 # when the fields may hold containers the sharing guard has not walked)
 _Entry = tuple[int, str, Callable[[Any], list[Any]], bool, int]
+
+
+class _Record(dict):  # type: ignore[type-arg]
+    """A savable's record in a bundle, written as a :data:`RECORD_CODE` ext value.
+
+    Only an encode makes these, on its own copies of plumpy's maps (see
+    :func:`_mark_records`); as a ``dict`` subclass, the packer hands it to ``default``.
+    """
+
+    __slots__ = ()
+
+
+def _mark_records(state: dict[Any, Any]) -> None:
+    """Replace, in ``state`` (an encode's own copy of a bundle's map), each savable's
+    record plumpy keeps under a key of it, and of those under theirs, by a
+    :class:`_Record` copy: where plumpy's ``save`` puts every one (``_state``, a
+    state's command, a WorkChain's steppers). A record anywhere else stays a map, which
+    a load notices (it counts ``!!meta`` in the bytes) and walks.
+    """
+    for key, value in state.items():  # replacing values only: the keys stay as they are
+        if type(value) is dict and _META in value:
+            record = _Record(value)
+            _mark_records(record)
+            state[key] = record
+
+
+# (Its encode hook is never called: the encoder packs a record's map itself.)
+_RECORD_ENTRY: Final[_Entry] = (RECORD_CODE, "record", list, False, 0)
 
 # When the encoder walks a value's fields for shared containers (and encodes it once per
 # depth): never, always, or for a future snapshot, when its result is a container.
@@ -162,7 +220,7 @@ class _Encoder:
     def __init__(self, registry: HookRegistry) -> None:
         self.registry = registry
         self._generation = registry.generation
-        self._hooks: dict[type, _Entry] = {}
+        self._hooks: dict[type, _Entry] = {_Record: _RECORD_ENTRY}
         self.big = False
         self.guard = SharingGuard()
         # Per ext depth, id -> (value, its ext): objects the guard does not walk into are
@@ -177,6 +235,7 @@ class _Encoder:
     def encode(self, value: Any) -> bytes:
         if self._generation != self.registry.generation:
             self._hooks.clear()
+            self._hooks[_Record] = _RECORD_ENTRY
             self._generation = self.registry.generation
         # (A failed encode drops its encoder, so the memos are empty here.)
         self.guard = SharingGuard()
@@ -239,6 +298,16 @@ class _Encoder:
                 known = memo.get(id(value))
                 if known is not None and known[0] is value:
                     return self._again(value, known[1])
+            if code == RECORD_CODE:
+                # A record's map, packed as a plain one. The guard walked it as part of its
+                # bundle, and nothing but that bundle's copy holds it: no memo either.
+                if packer is None:
+                    packer = self._level(depth)
+                state = dict(value)
+                if deep and _nests_deeper(state, _DEEP_NESTING):
+                    raise _too_nested(value)
+                data = packer.pack(state) if deep else self._pack(packer, state)
+                return _new_ext(_ExtType, (RECORD_CODE, data))
             fields = encode(value)
             if walk is _RESULT:
                 # A snapshot is a leaf unless its result is a container (its exception
@@ -251,6 +320,8 @@ class _Encoder:
                         return self._again(value, known[1])
             if walk:
                 self.guard.check(fields)
+            if code == _BUNDLE_CODE and type(fields[0]) is dict:
+                _mark_records(fields[0])  # the hook's own copy (walked above as it was)
             if raw:
                 if len(fields) == 1 and type(fields[0]) is bytes:
                     return _new_ext(_ExtType, (code, fields[0]))
@@ -291,8 +362,11 @@ class _Encoder:
 
 
 def _counts_as_ext(value: Any) -> bool:
-    """Whether msgpack writes ``value`` as an ext value (nested at most MAX_EXT_DEPTH deep)."""
-    return type(value) not in (dict, list)
+    """Whether msgpack writes ``value`` as an ext value (nested at most MAX_EXT_DEPTH deep):
+    every value but lists and maps, and a savable's record (as a record wherever plumpy
+    puts one; a record elsewhere may be counted once too often)."""
+    kind = type(value)
+    return (kind is not dict and kind is not list) or (kind is dict and _META in value)
 
 
 def _too_deep(value: Any) -> EncodeError:
@@ -345,16 +419,19 @@ def _nests_deeper(container: list[Any] | dict[Any, Any], limit: int) -> bool:
 
 
 class _Decoder:
-    """One decode at a time: one Unpacker per ext depth, each reading the data of the ext
+    """One decode at a time: one unpacker per ext depth, each reading the data of the ext
     values the level above it met.
 
     As in :class:`_Encoder`, each level's ``ext_hook`` is a closure that knows its depth.
+    Two backends read the bytes, the same way: msgspec's decoder (``"msgspec"``, which
+    caches map keys and builds containers faster) and msgpack-python's ``Unpacker``
+    (``"msgpack"``, whose state is on the heap); each calls Python only for ext values.
 
-    A *bound* decoder decodes for a load (:meth:`MsgpackCodec.decode_bound`): its
-    unpackers hand every map holding plumpy's ``!!meta`` key to :attr:`binding` as they
-    finish it (the C unpacker calls one short hook per map), its snapshots become what
-    the binding makes of them, and a value a hook outside the built-in ones decoded
-    marks the binding unsure unless it is opaque.
+    A *bound* decoder decodes for a load (:meth:`MsgpackCodec.decode_bound`): every
+    savable's record it meets (a bundle's map, or a :data:`RECORD_CODE` ext value) goes
+    to :attr:`binding` as soon as its values are decoded, its snapshots become what the
+    binding makes of them, and a value a hook outside the built-in ones decoded marks
+    the binding unsure unless it is opaque.
     """
 
     __slots__ = (
@@ -362,6 +439,8 @@ class _Decoder:
         "_by_tag",
         "_hook",
         "_maps",
+        "_top",
+        "backend",
         "binding",
         "bound",
         "capacity",
@@ -371,7 +450,13 @@ class _Decoder:
     )
 
     def __init__(
-        self, registry: HookRegistry, capacity: int, *, bound: bool = False, inert: bool = False
+        self,
+        registry: HookRegistry,
+        capacity: int,
+        *,
+        bound: bool = False,
+        inert: bool = False,
+        backend: str = "msgpack",
     ) -> None:
         self.registry = registry
         # Ext data is part of the payload, so no Unpacker ever needs a bigger buffer (or
@@ -380,29 +465,32 @@ class _Decoder:
         self.bound = bound
         #: decode the structure only (:meth:`MsgpackCodec.decode_inert`): no hook runs
         self.inert = inert
+        #: ``"msgspec"`` or ``"msgpack"``: which library reads the bytes
+        self.backend = backend
         #: the load this decode is for (set around each decode of a bound decoder)
         self.binding: Binding | None = None
-        #: how many maps holding ``!!meta`` the binding was handed in this decode
+        #: how many savables' records the binding was handed in this decode
         self.met = 0
         self._by_code: dict[int, Callable[[list[Any]], Any]] = {}
         self._by_tag: dict[str, Callable[[list[Any]], Any]] = {}
-        self._maps = _map_options(self._on_map if bound else None)
+        self._maps = _map_options()
         self._hook = self._hook_at(1)
+        self._top: Callable[[bytes], Any] | None = None
+        if backend == "msgspec":
+            self._top = _msgspec_decoder(self._hook)
 
     def decode(self, data: bytes) -> Any:
+        if self._top is not None:
+            return self._top(data)
         return msgpack.unpackb(
             data, ext_hook=self._hook, strict_map_key=False, raw=False, **self._maps
         )
 
-    def _on_map(self, mapping: dict[Any, Any]) -> dict[Any, Any]:
-        if _META in mapping:
-            self.met += 1
-            cast(Binding, self.binding).savable(mapping)
-        return mapping
-
     def _learn(self, code: int) -> Callable[[list[Any]], Any]:
         decode: Callable[[list[Any]], Any]
-        if code == _TAGGED:
+        if code == RECORD_CODE:
+            decode = self._decode_record
+        elif code == _TAGGED:
             decode = _nothing if self.inert else self._decode_tagged
         elif code in _TAG_OF and self.inert:
             decode = _INERT.get(code, _nothing)
@@ -410,14 +498,37 @@ class _Decoder:
             decode = self.registry.decoder(_TAG_OF[code])
             if self.bound and code in _SNAPSHOT_CODES:
                 decode = self._binding_of(decode)
+            elif self.bound and code == _BUNDLE_CODE:
+                decode = self._bundle_of(decode)
         else:
             msg = (
                 f"Unknown msgpack ext type {code} in checkpoint; this codec writes "
-                f"{_TAGGED} and {min(_TAG_OF)}-{max(_TAG_OF)}. The record is damaged or crafted."
+                f"{_TAGGED}, {min(_TAG_OF)}-{max(_TAG_OF)} and {RECORD_CODE}. The record is "
+                "damaged or crafted."
             )
             raise CorruptCheckpointError(msg)
         self._by_code[code] = decode
         return decode
+
+    def _decode_record(self, state: Any) -> dict[Any, Any]:
+        if type(state) is not dict or _META not in state:
+            msg = f"Malformed savable's record in checkpoint: {state!r:.100}."
+            raise CorruptCheckpointError(msg)
+        if self.bound:
+            self.met += 1
+            cast(Binding, self.binding).savable(state)
+        return state
+
+    def _bundle_of(self, decode: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+        """``decode`` (the bundle hook), handing the bundle's map to the binding first."""
+
+        def bind(fields: list[Any]) -> Any:
+            if len(fields) == 1 and type(fields[0]) is dict and _META in fields[0]:
+                self.met += 1
+                self.binding.savable(fields[0])  # type: ignore[union-attr]  # set by now
+            return decode(fields)
+
+        return bind
 
     def _binding_of(self, decode: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
         """``decode`` (a snapshot's hook), handing what it decodes to the binding."""
@@ -429,6 +540,27 @@ class _Decoder:
             return value  # a subclass of the user's: the load's walk decides
 
         return bind
+
+    def _unpack_at(self, depth: int) -> Callable[[bytes], Any]:
+        """:return: what reads one ext value's data at ``depth`` (its ext values go to the
+        hook of the level below), refusing trailing bytes"""
+        hook = self._hook_at(depth + 1)
+        if self.backend == "msgspec":
+            return _msgspec_decoder(hook)
+        unpacker = _unpacker(hook, self.capacity, self._maps)
+        end = 0  # where the Unpacker's stream must stand after each value
+
+        def unpack(data: bytes) -> Any:
+            nonlocal end
+            end += len(data)
+            unpacker.feed(data)
+            fields = unpacker.unpack()
+            if unpacker.tell() != end:
+                msg = "Trailing bytes inside an ext value in checkpoint."
+                raise CorruptCheckpointError(msg)
+            return fields
+
+        return unpack
 
     def _hook_at(self, depth: int) -> Callable[[int, bytes], Any]:
         if depth > MAX_EXT_DEPTH:
@@ -442,12 +574,11 @@ class _Decoder:
 
             return too_deep
 
-        by_code, learn, capacity = self._by_code, self._learn, self.capacity
-        unpacker: msgpack.Unpacker | None = None
-        end = 0  # where the Unpacker's stream must stand after each value
+        by_code, learn = self._by_code, self._learn
+        unpack: Callable[[bytes], Any] | None = None
 
         def ext_hook(code: int, data: bytes) -> Any:
-            nonlocal unpacker, end
+            nonlocal unpack
             try:
                 decode = by_code[code]
             except KeyError:
@@ -456,17 +587,13 @@ class _Decoder:
                 # The built-in UUID hook, inline: a field list and a call less per UUID.
                 return uuid_from_int(int.from_bytes(data, "big"))
             if code in _RAW_CODES:
-                fields: Any = [data]
+                fields: Any = [bytes(data)]  # (msgspec hands over a memoryview)
             else:
-                if unpacker is None:
-                    unpacker = _unpacker(self._hook_at(depth + 1), capacity, self._maps)
-                end += len(data)
-                unpacker.feed(data)
-                fields = unpacker.unpack()
-                if unpacker.tell() != end:
-                    msg = f"Trailing bytes inside an ext value of type {code} in checkpoint."
-                    raise CorruptCheckpointError(msg)
-                if type(fields) is not list:
+                if unpack is None:
+                    unpack = self._unpack_at(depth)
+                fields = unpack(data)
+                kind = type(fields)
+                if kind is not list and (kind is not dict or code != RECORD_CODE):
                     msg = f"Malformed ext value of type {code} in checkpoint: {fields!r:.100}."
                     raise CorruptCheckpointError(msg)
                 if deep and len(data) > _DEEP_NESTING and _nests_deeper(fields, _DEEP_NESTING):
@@ -481,7 +608,8 @@ class _Decoder:
             except LoopAwarePersistError:
                 raise
             except Exception as error:
-                raise _malformed(_TAG_OF.get(code) or str(fields[0]), error) from error
+                tag = "record" if code == RECORD_CODE else _TAG_OF.get(code) or str(fields[0])
+                raise _malformed(tag, error) from error
 
         deep = depth > _FREE_LEVELS
         return ext_hook
@@ -541,20 +669,26 @@ def _unpacker(
     )
 
 
-def _map_options(hook: Callable[[dict[Any, Any]], Any] | None = None) -> dict[str, Any]:
+def _map_options() -> dict[str, Any]:
     """msgpack-python's pure-Python fallback (PyPy, or no C extension) passes every map
     key that is an instance of ``str`` to ``sys.intern`` (msgpack-python PR #381), which fails for
     a ``str`` subclass such as a ``FutureStatus`` key decoded from an ext value. Building
     maps from their pairs skips that; the C extension interns exact ``str`` keys only.
 
-    :param hook: called with each map decoded (its return value is the map's value)
     :return: the Unpacker options for maps
     """
     if msgpack.Unpacker.__module__ == "msgpack.fallback":
-        if hook is None:
-            return {"object_pairs_hook": dict}
-        return {"object_pairs_hook": lambda pairs: hook(dict(pairs))}
-    return {} if hook is None else {"object_hook": hook}
+        return {"object_pairs_hook": dict}
+    return {}
+
+
+def _msgspec_decoder(ext_hook: Callable[[int, bytes], Any]) -> Callable[[bytes], Any]:
+    """:param ext_hook: called for each ext value met
+    :return: the ``decode`` of a msgspec decoder of untyped msgpack (reentrant: its state
+        is on the C stack, so a hook may decode with another, or the same, decoder)"""
+    assert _msgspec_msgpack is not None  # chosen only when importable
+    hook = cast(Callable[[int, memoryview], Any], ext_hook)  # (data is a memoryview)
+    return _msgspec_msgpack.Decoder(ext_hook=hook).decode
 
 
 def _malformed(tag: str, error: Exception) -> CorruptCheckpointError:
@@ -573,11 +707,31 @@ class MsgpackCodec:
     cleanly goes back). Changes to the registry apply to the next call.
 
     :param registry: the hooks and allow-list; ``default_registry`` if not given
+    :param decoder: which library reads the bytes: ``"msgspec"`` (faster: it caches map
+        keys; the ``fast`` extra installs it) or ``"msgpack"`` (msgpack-python); by
+        default msgspec if it is installed. Both read the same bytes into the same
+        values, and the encoder is msgpack-python's either way.
+    :raises ConfigurationError: if ``decoder`` is unknown, or ``"msgspec"`` and it is not
+        installed
     """
 
     name = "msgpack"
 
-    def __init__(self, *, registry: HookRegistry | None = None) -> None:
+    def __init__(self, *, registry: HookRegistry | None = None, decoder: str | None = None) -> None:
+        if decoder is None:
+            decoder = "msgpack" if _msgspec_msgpack is None else "msgspec"
+        elif decoder not in DECODERS:
+            msg = f"Unknown msgpack decoder {decoder!r}; choose one of {', '.join(DECODERS)}."
+            raise ConfigurationError(msg)
+        elif decoder == "msgspec" and _msgspec_msgpack is None:
+            msg = (
+                "decoder='msgspec' needs msgspec, which is not installed: "
+                "pip install 'loopaware-persist[fast]', or leave decoder unset."
+            )
+            raise ConfigurationError(msg)
+        #: which library reads the bytes (``"msgspec"`` or ``"msgpack"``); setting it
+        #: applies from the next decode
+        self.decoder = decoder
         self.registry = registry if registry is not None else default_registry
         self._encoders: list[_Encoder] = []
         self._decoders: list[_Decoder] = []
@@ -637,12 +791,14 @@ class MsgpackCodec:
     def decode_bound(self, data: bytes, binding: Binding) -> Any:
         """Decode bytes written by :meth:`encode` for a load, telling ``binding`` as it goes.
 
-        Each map holding plumpy's ``!!meta`` key goes to ``binding.savable`` as soon as
-        its values are decoded, so a name the load refuses stops the decode before
-        anything after it in the record is decoded; each future snapshot becomes
+        Each savable's record (a bundle's map, or a record the encoder wrote as one: all
+        those plumpy's ``save`` puts under another's keys) goes to ``binding.savable``
+        as soon as its values are decoded, so a name the load refuses stops the decode
+        before anything after it in the record is decoded; each future snapshot becomes
         ``binding.future(snapshot)`` where it sits. ``binding.unsure`` is set if a value
         some hook outside the built-in ones decoded is not opaque, or if the bytes hold
-        ``!!meta`` anywhere but in the keys the binding was handed.
+        ``!!meta`` anywhere but in the records the binding was handed (a map elsewhere,
+        a string, or a record of format version 1, which wrote records as plain maps).
 
         :param data: msgpack bytes
         :param binding: the load's
@@ -689,13 +845,30 @@ class MsgpackCodec:
             except IndexError:
                 pass
             else:
-                if decoder.registry is not self.registry:
+                if decoder.registry is not self.registry or decoder.backend != self.decoder:
                     pool.clear()
                     decoder = None
         if decoder is None:
-            decoder = _Decoder(self.registry, max(size, _POOLED_BYTES), bound=binding is not None)
+            decoder = _Decoder(
+                self.registry,
+                max(size, _POOLED_BYTES),
+                bound=binding is not None,
+                backend=self.decoder,
+            )
         decoder.binding, decoder.met = binding, 0
-        value = decoder.decode(data)
+        try:
+            value = decoder.decode(data)
+        except RecursionError:
+            if decoder.backend != "msgspec":
+                raise
+            # msgspec counts its nesting against the interpreter's recursion limit, which
+            # the caller's frames share; msgpack-python's unpackers keep theirs on the heap
+            # and take the 1,000 levels of lists and maps an encode accepts.
+            if binding is not None:
+                binding.reset()
+            decoder = _Decoder(self.registry, max(size, _POOLED_BYTES), bound=binding is not None)
+            decoder.binding = binding
+            value = decoder.decode(data)
         decoder.binding = None
         # Only a decoder that succeeded is reused (a failed one may hold half-read data),
         # and only a small one: its buffers stay under _POOLED_BYTES each.
@@ -714,6 +887,6 @@ def configure_registry(registry: HookRegistry) -> None:
 
 def make_codec(*, registry: HookRegistry | None = None) -> MsgpackCodec:
     """:param registry: hooks and allow-list to use (default: ``default_registry``)
-    :return: a msgpack codec
+    :return: a msgpack codec, decoding with msgspec if it is installed
     """
     return MsgpackCodec(registry=registry)

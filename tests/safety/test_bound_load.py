@@ -14,11 +14,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import plumpy
 import pytest
 from plumpy.persistence import META, META__CLASS_NAME
 
 import loopaware_persist._bound as bound_module
+import loopaware_persist._envelope as envelope_module
 import loopaware_persist._unbundle as unbundle_module
 from loopaware_persist import (
     FutureSnapshot,
@@ -28,7 +30,9 @@ from loopaware_persist import (
     default_registry,
     open_persister,
 )
+from loopaware_persist._envelope import decode_envelope, encode_envelope, read_header
 from loopaware_persist._loop_check import _check_built
+from loopaware_persist.codecs.msgpack import RECORD_CODE, WELL_KNOWN_CODES, MsgpackCodec
 from loopaware_persist.storage import CheckpointKey
 from tests.loops import new_loop
 from tests.processes import drive
@@ -47,11 +51,14 @@ def _reached(fields: list[Any]) -> Later:
 
 
 @pytest.fixture
-def persister() -> Iterator[LoopAwarePersister]:
+def persister(msgpack_decoder: str) -> Iterator[LoopAwarePersister]:
+    """A ``memory://`` store whose msgpack codec decodes with each library in turn."""
     registry = default_registry.copy()
     registry.register(Later, tag="tests.later", encode=lambda value: [], decode=_reached)
     REACHED.clear()
     with open_persister("memory://", registry=registry, allow=["tests.processes"]) as store:
+        assert isinstance(store.codec, MsgpackCodec)
+        store.codec.decoder = msgpack_decoder
         yield store
 
 
@@ -179,6 +186,98 @@ def test_a_savable_hidden_from_the_decode_is_still_audited(
         with pytest.raises(UnsafeCheckpointError, match="os:system"):
             persister.load_process(pid, loop=b)
         assert len(walks) == 1
+
+
+def _records_as_maps(payload: bytes) -> bytes:
+    """``payload`` as format version 1 wrote it: each savable's record a plain map."""
+
+    def hook(code: int, data: bytes) -> Any:
+        if code == WELL_KNOWN_CODES["uuid"]:  # its data is the 16 bytes, not fields
+            return msgpack.ExtType(code, data)
+        inner = msgpack.unpackb(data, ext_hook=hook, strict_map_key=False, raw=False)
+        return inner if code == RECORD_CODE else msgpack.ExtType(code, repack(inner))
+
+    def repack(value: Any) -> bytes:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+    return repack(msgpack.unpackb(payload, ext_hook=hook, strict_map_key=False, raw=False))
+
+
+def test_a_record_of_format_version_1_loads_through_the_walk(
+    persister: LoopAwarePersister, walks: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 1 wrote a savable's record as a plain map: a load cannot vouch for it
+    without the walk, and takes it; the process comes back the same."""
+    with new_loop() as a, new_loop() as b:
+        bundle = _bundle_of("waiting", a)
+        bundle["_state"]["data"] = [FutureSnapshot.finished(1), uuid.UUID(int=7)]
+        envelope = decode_envelope(persister.dumps(bundle))
+        header, payload = envelope.header, envelope.payload
+        assert header.version == envelope_module.FORMAT_VERSION == 2
+        old = _records_as_maps(payload)
+        assert old != payload
+        assert persister.codec.decode(old) == persister.codec.decode(payload)
+        pid = uuid.uuid4()
+        with monkeypatch.context() as patch:
+            patch.setattr(envelope_module, "FORMAT_VERSION", 1)
+            persister.storage.put(CheckpointKey(pid), encode_envelope(old, codec="msgpack"))
+        assert read_header(persister.storage.get(CheckpointKey(pid)).data).version == 1
+        process = persister.load_process(pid, loop=b)
+        assert len(walks) == 1
+        future, pid_like = process._state.data  # type: ignore[attr-defined]
+        assert future.get_loop() is b
+        assert future.result() == 1
+        assert pid_like == uuid.UUID(int=7)
+
+
+def test_a_savables_record_under_another_is_an_ext_value_of_its_own(
+    persister: LoopAwarePersister, walks: list[Any]
+) -> None:
+    """Format version 2: plumpy's records under a record (the state, its command) are
+    each one ext value, so the decode meets them with no hook per map."""
+    with new_loop() as a, new_loop() as b:
+        bundle = _bundle_of("waiting", a)
+        payload = decode_envelope(persister.dumps(bundle)).payload
+        records: list[Any] = []
+
+        def hook(code: int, data: bytes) -> Any:
+            if code == WELL_KNOWN_CODES["uuid"]:
+                return None
+            inner = msgpack.unpackb(data, ext_hook=hook, strict_map_key=False, raw=False)
+            if code == RECORD_CODE:
+                records.append(inner)
+            return inner
+
+        root = msgpack.unpackb(payload, ext_hook=hook, strict_map_key=False, raw=False)
+        assert any(record is root[0]["_state"] for record in records)
+        # every one but the bundle's own map
+        assert len(records) == payload.count(META.encode()) - 1 >= 3
+        pid = _store(persister, bundle)
+        assert persister.load_process(pid, loop=b).state is plumpy.ProcessState.WAITING
+        assert walks == []
+
+
+def test_a_record_nested_as_deep_as_a_save_allows_loads_bound(
+    persister: LoopAwarePersister, walks: list[Any]
+) -> None:
+    """msgspec counts nesting against the interpreter's recursion limit, which 990 levels
+    of lists in a tuple exceed on Python 3.11: the decode starts again on msgpack-python's
+    decoder, with the binding told to forget the first try, and the load stays bound."""
+    with new_loop() as a, new_loop() as b:
+        bundle = _bundle_of("waiting", a)
+        deep: Any = [FutureSnapshot.finished(2)]
+        for _ in range(990):
+            deep = [deep]
+        bundle["_state"]["data"] = [FutureSnapshot.finished(1), (deep,)]
+        pid = _store(persister, bundle)
+        process = persister.load_process(pid, loop=b)
+        first, (nested,) = process._state.data  # type: ignore[attr-defined]
+        for _ in range(990):
+            (nested,) = nested
+        (inner,) = nested
+        assert [first.get_loop(), inner.get_loop()] == [b, b]
+        assert [first.result(), inner.result()] == [1, 2]
+        assert walks == []
 
 
 def test_the_check_after_a_bound_load_finds_plumpys_futures_on_another_loop() -> None:
