@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import decimal
 import enum
+import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from hypothesis import given
 from plumpy.utils import AttributesFrozendict, Frozendict
 
 from loopaware_persist import (
+    ConfigurationError,
     CorruptCheckpointError,
     DecodeError,
     EncodeError,
@@ -43,6 +45,7 @@ from loopaware_persist import (
     get_codec,
 )
 from loopaware_persist.codecs.msgpack import MAX_EXT_DEPTH, WELL_KNOWN_CODES, MsgpackCodec
+from tests.axes import MSGPACK_DECODERS
 from tests.msgpack_wire import ext, pack
 from tests.strategies import assert_same, bundles, values
 
@@ -213,7 +216,7 @@ def test_a_timestamp_inside_ext_data_stays_inert(msgpack_codec: MsgpackCodec) ->
 def test_pure_python_msgpack_writes_and_reads_the_same_bytes(value: Any) -> None:
     data = get_codec("msgpack").encode(value)
     with _pure_python_msgpack():
-        codec = get_codec("msgpack")
+        codec = MsgpackCodec(decoder="msgpack")
         assert codec.encode(value) == data
         assert_same(codec.decode(data), value)
 
@@ -224,7 +227,7 @@ def test_pure_python_msgpack_reads_str_subclass_map_keys() -> None:
     value = {FutureStatus.FINISHED: 1, "plain": {FutureStatus.PENDING: (2,)}}
     data = get_codec("msgpack").encode(value)
     with _pure_python_msgpack():
-        decoded = get_codec("msgpack").decode(data)
+        decoded = MsgpackCodec(decoder="msgpack").decode(data)
     assert_same(decoded, value)
     assert type(next(iter(decoded))) is FutureStatus
 
@@ -233,7 +236,7 @@ def test_pure_python_msgpack_reads_str_subclass_map_keys() -> None:
 def test_pure_python_msgpack_reads_bundles(bundle: plumpy.Bundle) -> None:
     data = get_codec("msgpack").encode(bundle)
     with _pure_python_msgpack():
-        assert_same(get_codec("msgpack").decode(data), bundle)
+        assert_same(MsgpackCodec(decoder="msgpack").decode(data), bundle)
 
 
 def test_pure_python_msgpack_refuses_the_same_payloads() -> None:
@@ -247,7 +250,7 @@ def test_pure_python_msgpack_refuses_the_same_payloads() -> None:
         deep = pack(msgpack.ExtType(WELL_KNOWN_CODES["tuple"], b"\x91" + deep))
     payloads[deep] = CorruptCheckpointError
     with _pure_python_msgpack():
-        codec = get_codec("msgpack")
+        codec = MsgpackCodec(decoder="msgpack")
         for payload, expected in payloads.items():
             with pytest.raises(DecodeError) as info:
                 codec.decode(payload)
@@ -504,3 +507,24 @@ def test_encoding_does_not_depend_on_what_was_encoded_before() -> None:
     first = codec.encode(value)
     codec.encode({"other": (frozenset({(1, 2)}), ValueError("x"))})
     assert codec.encode(value) == first == get_codec("msgpack").encode(value)
+
+
+# The decoders.
+
+
+def test_the_default_decoder_is_msgspec_exactly_when_it_is_installed() -> None:
+    installed = importlib.util.find_spec("msgspec") is not None
+    assert MsgpackCodec().decoder == ("msgspec" if installed else "msgpack")
+    assert MsgpackCodec(decoder="msgpack").decoder == "msgpack"
+
+
+def test_an_unknown_decoder_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"Unknown msgpack decoder 'json'.*msgspec"):
+        MsgpackCodec(decoder="json")
+
+
+@given(bundle=bundles())
+def test_both_decoders_read_the_same_values(bundle: plumpy.Bundle) -> None:
+    data = get_codec("msgpack").encode(bundle)
+    for decoder in MSGPACK_DECODERS:
+        assert_same(MsgpackCodec(decoder=decoder).decode(data), bundle)
