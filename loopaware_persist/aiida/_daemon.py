@@ -26,7 +26,9 @@ The ZeroMQ broker is a separate service process that AiiDA's daemon starts (and
 ``submit`` to a ``core.zeromq`` profile requires a running daemon): use
 ``loopaware-persist aiida daemon start`` (:mod:`._circus`) there. A worker started on
 its own waits up to 10 s (aiida's ``BROKER_READY_TIMEOUT``) for the service, then fails
-with AiiDA's ``ConnectionError``.
+with AiiDA's ``ConnectionError``. Once started, a worker there connects to the broker
+and disconnects, which makes the broker look for dead workers it missed and requeue
+their tasks (:func:`_reprobe_zeromq_workers`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ def run_daemon_worker(
         sys.setrecursionlimit(limit)
 
     _handle_signals(runner)
+    if loaded.process_control_backend == "core.zeromq":
+        # aiida-core 2.9.4's broker keeps the endpoint behind a private property.
+        _reprobe_zeromq_workers(getattr(manager.get_broker(), "_router_endpoint", None))
     try:
         LOGGER.info("Starting a daemon worker")
         runner.start()
@@ -157,6 +162,61 @@ def _create_daemon_runner(manager: Any, profile: Any) -> Any:
     assert runner.communicator is not None, "communicator not set for runner"
     runner.communicator.add_task_subscriber(launcher)
     return runner
+
+
+#: How long the connection that makes the ZeroMQ broker probe its workers may wait for
+#: the broker (seconds): it is made once, at start-up.
+REPROBE_TIMEOUT = 2.0
+
+
+def _reprobe_zeromq_workers(endpoint: str | None, *, timeout: float = REPROBE_TIMEOUT) -> None:
+    """Make AiiDA's ZeroMQ broker look for dead workers now, so a task it left with a
+    worker that died goes to a live one: connect to it, say nothing it acts on, and
+    disconnect.
+
+    aiida-core 2.9.4's ``ZeromqBrokerServer`` requeues a dead worker's tasks only when a
+    disconnect event makes it ping the workers that hold tasks (``_handle_disconnect_event``,
+    ``_probe_workers``); a ping that fails names the dead one. The event can come before
+    the ROUTER socket has dropped the dead peer (libzmq's I/O thread reports the
+    disconnect, then tears the peer's pipe down with more commands to the socket), so
+    the ping is still accepted and the death missed: the worker's tasks then stay
+    assigned to it until another client disconnects, and a process it ran stays
+    running while a fresh worker idles (no upstream issue found). A worker starting,
+    which is what circus does after one died, is such a client: by then the dead
+    worker's pipe is long gone and the ping fails as it should. Best effort: a broker
+    not reachable within ``REPROBE_TIMEOUT`` is left alone.
+
+    :param endpoint: the broker's ROUTER endpoint (``ipc://…/router.sock``); ``None``
+        (not known): nothing is done
+    :param timeout: how long the request may wait to reach the broker
+    """
+    if endpoint is None:
+        LOGGER.debug("no ZeroMQ broker endpoint known: its workers are not re-probed")
+        return
+    import uuid
+
+    import zmq
+    from aiida.brokers.zeromq.protocol import MessageType, encode_message, make_subscribe_message
+
+    # A request that changes nothing: unsubscribe an RPC subscriber it never had.
+    sender = f"loopaware-reprobe-{uuid.uuid4().hex[:8]}"
+    request = make_subscribe_message(MessageType.UNSUBSCRIBE_RPC, sender, sender)
+    context = zmq.Context()
+    try:
+        socket = context.socket(zmq.DEALER)
+        socket.connect(endpoint)
+        socket.send_multipart([b"", encode_message(request)])
+        # The request goes out over the handshake the broker's disconnect event needs;
+        # closing once it is delivered (or the linger ran out) is the disconnect.
+        socket.close(linger=int(timeout * 1000))
+    except zmq.ZMQError as error:  # best effort: the worker runs without it
+        LOGGER.warning(
+            "Could not ask the ZeroMQ broker at %s to probe its workers: %s", endpoint, error
+        )
+        return
+    finally:
+        context.term()
+    LOGGER.debug("asked the ZeroMQ broker at %s to probe its workers", endpoint)
 
 
 def _share_aiida_handlers() -> None:

@@ -15,11 +15,19 @@ it), a record not in the worker's ``--store``, a store that is down. Sealing tho
 would end the process for good: nothing unseals a node, and ``migrate`` skips sealed
 ones.
 
+A storage failure (a :class:`StorageError` other than damage: a record not in the
+store yet, a store briefly locked or down) can go away by itself, so the first time
+a worker meets one for a process it loads again after 0.25, 0.5, 1 and 2 s
+(``RETRY_DELAYS``), each retry a warning in the worker log, before anything below
+happens. Refusals (:class:`UnsafeCheckpointError`, :class:`UnknownTagError`,
+:class:`ConfigurationError`) come from the worker's own allow-list, registry and
+installed code, which do not change while it runs, so they are not retried in it.
+
 :class:`RequeueingProcessLauncher` is AiiDA's launcher with one difference, for the
-errors :func:`operator_can_fix` accepts: the node is left as it is (not sealed, its
-checkpoint untouched), the worker log says what failed, for which process and what
-to do (and so does the process's report, ``verdi process report PK``, once per
-worker), and the task is handed back:
+errors :func:`operator_can_fix` accepts (once the retries are spent): the node is
+left as it is (not sealed, its checkpoint untouched), the worker log says what
+failed, for which process and what to do (and so does the process's report, ``verdi
+process report PK``, once per worker), and the task is handed back:
 
 * RabbitMQ (``requeue=True``): after a pause, :class:`kiwipy.TaskRejected`. kiwipy's
   ``RmqTaskSubscriber._on_task`` takes it as "not handled by this subscriber", and a
@@ -27,12 +35,15 @@ worker), and the task is handed back:
   to this worker or another. The pause (2 s, doubling per attempt of that pid in this
   worker, at most 60 s) keeps a worker that stays misconfigured from spinning: it
   costs one load attempt and one log line per process per pause.
-* any other broker (AiiDA 2.9's ZeroMQ one): the task is kept, unanswered, until the
-  worker stops. AiiDA's ``ZmqCommunicator._finalize_task`` acknowledges a task once
-  its future is resolved, whatever the outcome, ``TaskRejected`` included, so a
-  rejection would delete the task; an unanswered one stays assigned to this worker and
-  the broker requeues it when the worker disconnects (``_remove_dead_worker``), as it
-  does for a worker that crashed. Fix the cause, then restart the workers.
+* any other broker (AiiDA 2.9's ZeroMQ one): the task is kept, unanswered. AiiDA's
+  ``ZeromqCommunicator._finalize_task`` acknowledges a task once its future is resolved,
+  whatever the outcome, ``TaskRejected`` included, so a rejection would delete the
+  task; an unanswered one stays assigned to this worker and the broker requeues it
+  when the worker disconnects (``_remove_dead_worker``), as it does for a worker that
+  crashed. While it holds the task, the worker tries a storage failure again after
+  the same pauses as RabbitMQ's (2 s, doubling, at most 60 s), so the process
+  continues as soon as the store answers, with no restart; a refusal is held until
+  the worker stops: fix the cause, then restart the workers.
 
 What is not operator-fixable keeps AiiDA's behaviour (EXCEPTED, sealed, the error in
 the node's exception): a damaged record (:class:`CorruptCheckpointError`: truncated,
@@ -51,6 +62,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import kiwipy
+from aiida.common.log import LOG_LEVEL_REPORT
 from aiida.engine.processes.launcher import ProcessLauncher
 
 from .._errors import (
@@ -66,7 +78,11 @@ __all__ = ("RequeueingProcessLauncher", "operator_can_fix")
 
 LOGGER = logging.getLogger(__name__)
 
-#: The pause before a refused task goes back to RabbitMQ, doubled per attempt.
+#: The pauses before each retry of a load that failed in the store, in this worker,
+#: before the failure is reported and the task handed back (3.75 s in all).
+RETRY_DELAYS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+#: The pause before a refused task goes back to RabbitMQ, or before a task held under
+#: another broker is tried again, doubled per attempt.
 FIRST_DELAY = 2.0
 #: The longest pause.
 MAX_DELAY = 60.0
@@ -90,6 +106,13 @@ def operator_can_fix(error: BaseException) -> bool:
     return isinstance(
         error, (UnsafeCheckpointError, UnknownTagError, ConfigurationError, StorageError)
     )
+
+
+def _store_may_recover(error: BaseException) -> bool:
+    """Whether loading again, in this worker, may succeed without anyone doing anything:
+    a storage failure (a record not visible yet, a store locked or down), not a
+    refusal by this worker's allow-list, registry or installed code."""
+    return isinstance(error, StorageError) and operator_can_fix(error)
 
 
 def _what_to_do(error: BaseException, pid: Hashable, profile: str) -> str:
@@ -119,8 +142,9 @@ class RequeueingProcessLauncher(ProcessLauncher):
     when :func:`operator_can_fix` the load failure (see the module docstring).
 
     :param requeue: ``True`` to reject the task after a pause so RabbitMQ redelivers
-        it; ``False`` to keep it unanswered until the worker stops (brokers that
-        acknowledge a rejected task: AiiDA's ZeroMQ one)
+        it; ``False`` to keep it unanswered (brokers that acknowledge a rejected task:
+        AiiDA's ZeroMQ one), loading again after each pause for a storage failure,
+        until the worker stops for a refusal
     :param profile: the profile's name, for the messages
     :param args: as ``aiida.engine.processes.launcher.ProcessLauncher``
     :param kwargs: as ``aiida.engine.processes.launcher.ProcessLauncher``
@@ -149,8 +173,9 @@ class RequeueingProcessLauncher(ProcessLauncher):
     async def _continue(
         self, communicator: Any, pid: Hashable, nowait: bool, tag: str | None = None
     ) -> Any:
-        """AiiDA's ``_continue``; a load failure :func:`operator_can_fix` hands the task
-        back to the broker, the node left unsealed.
+        """AiiDA's ``_continue``; a load failure :func:`operator_can_fix` is retried in
+        this worker if it is the store's, then hands the task back to the broker, the
+        node left unsealed.
 
         :param communicator: the communicator that delivered the task
         :param pid: the process's pk
@@ -159,27 +184,54 @@ class RequeueingProcessLauncher(ProcessLauncher):
         :raises kiwipy.TaskRejected: after a pause, for such a failure, if ``requeue``
         :return: what AiiDA's returns
         """
-        try:
-            result = await super()._continue(communicator, pid, nowait, tag)  # type: ignore[no-untyped-call]
-        except Exception as error:
-            if not operator_can_fix(error):
-                raise
-            raise await self._handed_back(pid, error) from error
-        self.refusals.pop(pid, None)
-        return result
+        # Retried once per process in this worker: a redelivery of a task this worker
+        # handed back (RabbitMQ) goes straight to the next pause.
+        retries = iter(() if pid in self.refusals else RETRY_DELAYS)
+        while True:
+            try:
+                result = await super()._continue(communicator, pid, nowait, tag)  # type: ignore[no-untyped-call]
+            except Exception as error:
+                if not operator_can_fix(error):
+                    raise
+                delay = next(retries, None) if _store_may_recover(error) else None
+                if delay is not None:
+                    LOGGER.warning(
+                        "Process<%s>: its checkpoint could not be loaded (%s: %s); trying "
+                        "again in %g s.",
+                        pid,
+                        type(error).__name__,
+                        error,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                rejection = await self._handed_back(pid, error)
+                if rejection is None:
+                    continue  # held: try the store again
+                raise rejection from error
+            if pid in self.refusals:
+                del self.refusals[pid]
+                LOGGER.log(LOG_LEVEL_REPORT, "Process<%s> continued: its checkpoint loaded.", pid)
+            return result
 
-    async def _handed_back(self, pid: Hashable, error: Exception) -> kiwipy.TaskRejected:
-        """Log why ``pid`` is not continued, then wait: the pause (``requeue``), or
-        until the worker stops.
+    async def _handed_back(self, pid: Hashable, error: Exception) -> kiwipy.TaskRejected | None:
+        """Log why ``pid`` is not continued, then wait: the pause (``requeue``, or a
+        storage failure under another broker), or until the worker stops.
 
-        :return: the rejection to raise
+        :return: the rejection to raise (``requeue``), or ``None`` to load again
         """
         attempt = self.refusals[pid] = self.refusals.get(pid, 0) + 1
+        delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (attempt - 1))
+        retry = not self.requeue and _store_may_recover(error)
         if self.requeue:
-            delay = min(MAX_DELAY, FIRST_DELAY * 2 ** (attempt - 1))
             then = f"RabbitMQ gets the task back in {delay:g} s and delivers it again"
+        elif retry:
+            then = (
+                "the task stays with this worker, unacknowledged, and the worker tries "
+                f"again in {delay:g} s (the pause doubles, up to {MAX_DELAY:g} s) until "
+                "the checkpoint loads or the worker stops"
+            )
         else:
-            delay = 0.0
             then = (
                 "the task stays with this worker, unacknowledged, until the worker stops; "
                 "the broker then hands it to the next worker"
@@ -192,11 +244,11 @@ class RequeueingProcessLauncher(ProcessLauncher):
         LOGGER.error(message)
         if attempt == 1:
             self._report(pid, message)
-        if not self.requeue:
+        if not self.requeue and not retry:
             # Never resolved: the worker's shutdown cancels it (see the module docstring).
             await asyncio.get_running_loop().create_future()
         await asyncio.sleep(delay)
-        return kiwipy.TaskRejected(message)
+        return kiwipy.TaskRejected(message) if self.requeue else None
 
     @staticmethod
     def _report(pid: Hashable, message: str) -> None:

@@ -10,7 +10,10 @@ against RabbitMQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,6 +111,52 @@ def _assert_waits_unsealed(node: orm.ProcessNode, record: str) -> None:
     assert node.checkpoint == record
 
 
+class _Logged(logging.Handler):
+    """Every message the launcher logs; ``seen`` is set once one contains ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.text = text
+        self.seen = threading.Event()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.messages.append(message)
+        if self.text in message:
+            self.seen.set()
+
+
+@contextlib.contextmanager
+def _launcher_log(text: str) -> Iterator[_Logged]:
+    logger = logging.getLogger(launcher_module.__name__)
+    handler, level = _Logged(text), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _put_back_when(seen: threading.Event, pk: int, record: str) -> threading.Thread:
+    """A thread that stores ``record`` in node ``pk`` (its own storage session, as
+    another process would) once ``seen`` is set."""
+
+    def put_back() -> None:
+        seen.wait()
+        try:
+            orm.load_node(pk).set_checkpoint(record)
+        finally:
+            # This thread's session (AiiDA keeps one per thread) gives its connection back.
+            get_manager().get_profile_storage().get_session().close()
+
+    thread = threading.Thread(target=put_back, name="put-back")
+    thread.start()
+    return thread
+
+
 def test_a_refused_load_is_rejected_after_a_pause_and_the_node_left_unsealed(
     profile: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,9 +194,14 @@ def test_without_requeue_the_task_is_held_until_the_worker_stops(profile: Any) -
     persister = make_persister(profile.name, allow=[WRONG_ALLOW])
     runner, launcher = _launcher(persister, requeue=False, profile=profile.name)
     try:
-        held = runner.loop.create_task(launcher._continue(None, node.pk, True))
-        done, _ = runner.loop.run_until_complete(asyncio.wait([held], timeout=1.0))
+        with _launcher_log("") as logged:
+            held = runner.loop.create_task(launcher._continue(None, node.pk, True))
+            done, _ = runner.loop.run_until_complete(asyncio.wait([held], timeout=3.0))
         assert not done  # neither answered (acknowledged) nor rejected
+        # A refusal is not retried: the allow-list does not change while the worker runs.
+        [message] = logged.messages
+        assert "UnsafeCheckpointError" in message
+        assert "the task stays with this worker, unacknowledged, until the worker stops" in message
         _assert_waits_unsealed(node, record)
         held.cancel()  # what the worker's shutdown does
         runner.loop.run_until_complete(asyncio.gather(held, return_exceptions=True))
@@ -156,6 +210,62 @@ def test_without_requeue_the_task_is_held_until_the_worker_stops(profile: Any) -
         runner.close()
         persister.close()
     _assert_waits_unsealed(node, record)
+
+
+@pytest.mark.parametrize(
+    ("requeue", "back_after"),
+    [
+        pytest.param(False, "trying again", id="zeromq-within-the-retries"),
+        pytest.param(False, "left unsealed", id="zeromq-after-the-retries"),
+        pytest.param(True, "trying again", id="rabbitmq-within-the-retries"),
+    ],
+)
+def test_a_record_that_appears_late_is_loaded_not_held(
+    profile: Any, monkeypatch: pytest.MonkeyPatch, requeue: bool, back_after: str
+) -> None:
+    """A record the store does not show yet (a fresh worker after a crash, a store
+    briefly locked or down) is loaded once it shows: the first failure is retried in
+    the worker, and under ZeroMQ the held task is tried again after the retries, so
+    the process does not wait for the worker to stop."""
+    monkeypatch.setattr(launcher_module, "RETRY_DELAYS", (0.1, 0.2))
+    monkeypatch.setattr(launcher_module, "FIRST_DELAY", 0.2)
+    node, record = _saved_node(profile)
+    node.delete_checkpoint()
+    persister = make_persister(profile.name, allow=ALLOW)
+    runner, launcher = _launcher(persister, requeue=requeue, profile=profile.name)
+
+    async def delivered() -> Any:
+        while True:
+            try:
+                return await launcher._continue(None, node.pk, False)
+            except kiwipy.TaskRejected:
+                assert requeue  # RabbitMQ delivers a rejected task again
+                continue
+
+    with _launcher_log(back_after) as logged:
+        thread = _put_back_when(logged.seen, node.pk, record)
+        try:
+            task = runner.loop.create_task(delivered())
+            done, _ = runner.loop.run_until_complete(asyncio.wait([task], timeout=60))
+            if not done:
+                task.cancel()  # what the worker's shutdown does
+                runner.loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+        finally:
+            logged.seen.set()  # the thread ends either way
+            thread.join()
+            runner.close()
+            persister.close()
+    assert done, f"still held after 60 s; the launcher logged: {logged.messages}"
+    task.result()
+    assert node.is_finished_ok
+    assert node.outputs.total.value == 3
+    # A storage failure is retried before it is reported (and before RabbitMQ gets the
+    # task back): the first message is the retry's.
+    assert "CheckpointNotFoundError" in logged.messages[0]
+    assert "trying again" in logged.messages[0]
+    if back_after == "left unsealed":
+        assert "and the worker tries again in 0.2 s" in "".join(logged.messages)
+        assert logged.messages[-1] == f"Process<{node.pk}> continued: its checkpoint loaded."
 
 
 def test_a_damaged_record_still_excepts_and_seals_as_aiida_does(profile: Any) -> None:
