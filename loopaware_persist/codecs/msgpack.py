@@ -33,7 +33,7 @@ them, at most 32 lists and maps inside one another within one value's fields
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from types import MappingProxyType
 from typing import Any, Final, cast
 
@@ -167,17 +167,20 @@ class _Record(dict):  # type: ignore[type-arg]
     __slots__ = ()
 
 
-def _mark_records(state: dict[Any, Any]) -> None:
+def _mark_records(state: dict[Any, Any], levels: int = 16) -> None:
     """Replace, in ``state`` (an encode's own copy of a bundle's map), each savable's
     record plumpy keeps under a key of it, and of those under theirs, by a
     :class:`_Record` copy: where plumpy's ``save`` puts every one (``_state``, a
-    state's command, a WorkChain's steppers). A record anywhere else stays a map, which
-    a load notices (it counts ``!!meta`` in the bytes) and walks.
+    state's command, a WorkChain's steppers). A record anywhere else, or more than
+    ``levels`` records down (16: a WorkChain's outline nested far deeper than any seen),
+    stays a map, which a load notices (it counts ``!!meta`` in the bytes) and walks.
     """
+    if levels <= 0:
+        return
     for key, value in state.items():  # replacing values only: the keys stay as they are
         if type(value) is dict and _META in value:
             record = _Record(value)
-            _mark_records(record)
+            _mark_records(record, levels - 1)
             state[key] = record
 
 
@@ -397,12 +400,16 @@ def _too_deeply_nested(value: Any) -> EncodeError:
     return EncodeError(msg, path=path)
 
 
-def _nests_deeper(container: list[Any] | dict[Any, Any], limit: int) -> bool:
+def _nests_deeper(
+    container: list[Any] | dict[Any, Any], limit: int, records: Container[int] = ()
+) -> bool:
     """Whether lists and dicts nest more than ``limit`` deep in ``container`` (itself 1).
 
     Other values are ext values, each checked at its own level, so the walk never enters
-    them; it visits each list and dict of one level at most once. (On decode, a hook that
-    returns a plain list or dict would be entered: none of the built-in ones does.)
+    them; it visits each list and dict of one level at most once. On decode, a savable's
+    record is an ext value that decodes to a dict: the decode passes the ids of those it
+    made as ``records``, which are not entered either (an encode meets them as
+    :class:`_Record`). No other built-in hook returns a plain list or dict.
     """
     if limit <= 0:
         return True
@@ -413,7 +420,11 @@ def _nests_deeper(container: list[Any] | dict[Any, Any], limit: int) -> bool:
             return False
     for item in items:
         kind = type(item)
-        if (kind is list or kind is dict) and _nests_deeper(item, limit - 1):
+        if (
+            (kind is list or kind is dict)
+            and id(item) not in records
+            and _nests_deeper(item, limit - 1, records)
+        ):
             return True
     return False
 
@@ -446,6 +457,7 @@ class _Decoder:
         "capacity",
         "inert",
         "met",
+        "records",
         "registry",
     )
 
@@ -471,6 +483,8 @@ class _Decoder:
         self.binding: Binding | None = None
         #: how many savables' records the binding was handed in this decode
         self.met = 0
+        #: the ids of the records this decode made (see :func:`_nests_deeper`)
+        self.records: set[int] = set()
         self._by_code: dict[int, Callable[[list[Any]], Any]] = {}
         self._by_tag: dict[str, Callable[[list[Any]], Any]] = {}
         self._maps = _map_options()
@@ -480,11 +494,15 @@ class _Decoder:
             self._top = _msgspec_decoder(self._hook)
 
     def decode(self, data: bytes) -> Any:
-        if self._top is not None:
-            return self._top(data)
-        return msgpack.unpackb(
-            data, ext_hook=self._hook, strict_map_key=False, raw=False, **self._maps
-        )
+        self.records.clear()
+        try:
+            if self._top is not None:
+                return self._top(data)
+            return msgpack.unpackb(
+                data, ext_hook=self._hook, strict_map_key=False, raw=False, **self._maps
+            )
+        finally:
+            self.records.clear()
 
     def _learn(self, code: int) -> Callable[[list[Any]], Any]:
         decode: Callable[[list[Any]], Any]
@@ -514,6 +532,7 @@ class _Decoder:
         if type(state) is not dict or _META not in state:
             msg = f"Malformed savable's record in checkpoint: {state!r:.100}."
             raise CorruptCheckpointError(msg)
+        self.records.add(id(state))  # alive until the decode ends: part of its tree
         if self.bound:
             self.met += 1
             cast(Binding, self.binding).savable(state)
@@ -596,7 +615,11 @@ class _Decoder:
                 if kind is not list and (kind is not dict or code != RECORD_CODE):
                     msg = f"Malformed ext value of type {code} in checkpoint: {fields!r:.100}."
                     raise CorruptCheckpointError(msg)
-                if deep and len(data) > _DEEP_NESTING and _nests_deeper(fields, _DEEP_NESTING):
+                if (
+                    deep
+                    and len(data) > _DEEP_NESTING
+                    and _nests_deeper(fields, _DEEP_NESTING, self.records)
+                ):
                     msg = (
                         f"Checkpoint nests lists and maps more than {_DEEP_NESTING} deep inside "
                         f"a value {depth} levels down, more than this codec ever writes. The "

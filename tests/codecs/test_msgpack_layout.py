@@ -528,3 +528,24 @@ def test_both_decoders_read_the_same_values(bundle: plumpy.Bundle) -> None:
     data = get_codec("msgpack").encode(bundle)
     for decoder in MSGPACK_DECODERS:
         assert_same(MsgpackCodec(decoder=decoder).decode(data), bundle)
+
+
+def test_records_deeper_than_sixteen_stay_maps_and_round_trip(msgpack_codec: MsgpackCodec) -> None:
+    """Each record under a bundle is an ext level; past 16 of them they are written as
+    plain maps, as format version 1 wrote every one, so a chain of 40 still saves."""
+    state: dict[str, Any] = {"!!meta": {"class_name": "x:Leaf"}, "n": 40}
+    for n in range(39, -1, -1):
+        state = {"!!meta": {"class_name": "x:Node"}, "n": n, "child": state}
+    bundle = plumpy.Bundle.__new__(plumpy.Bundle)
+    dict.update(bundle, {"!!meta": {"class_name": "x:Root"}, "child": state})
+    data = msgpack_codec.encode(bundle)
+    assert_same(msgpack_codec.decode(data), bundle)
+    records = 0
+
+    def hook(code: int, raw: bytes) -> Any:
+        nonlocal records
+        records += code == 41
+        return msgpack.unpackb(raw, ext_hook=hook, strict_map_key=False)
+
+    msgpack.unpackb(data, ext_hook=hook, strict_map_key=False)
+    assert records == 16
