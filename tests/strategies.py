@@ -272,14 +272,22 @@ def bundles() -> st.SearchStrategy[plumpy.Bundle]:
     meta = st.fixed_dictionaries(
         {"class_name": st.sampled_from(["plumpy.processes:Process", "plumpy.workchains:WorkChain"])}
     )
+    # A state as plumpy's save makes it (a plain map holding '!!meta', maybe with its
+    # command's under a key: format version 2 writes each as a record of its own), or
+    # wrapped in a Bundle of its own.
+    command = st.builds(
+        lambda args: {"!!meta": {"class_name": "plumpy.process_states:Continue"}, "args": args},
+        st.lists(values(), max_size=2),
+    )
     state = st.builds(
-        lambda name, in_state, args, ctx: _bundle(
+        lambda name, in_state, args, ctx, wrap, command: (_bundle if wrap else dict)(
             {
                 "!!meta": {"class_name": name},
                 "in_state": in_state,
                 "args": args,
                 "kwargs": {},
                 "ctx": ctx,
+                **({} if command is None else {"command": command}),
             }
         ),
         st.sampled_from(
@@ -292,6 +300,8 @@ def bundles() -> st.SearchStrategy[plumpy.Bundle]:
         st.booleans(),
         st.lists(values(), max_size=2).map(tuple),
         _str_dicts(values()),
+        st.booleans(),
+        st.none() | command,
     )
     return st.builds(
         lambda meta, pid, state, ctx, inputs, future, created: _bundle(
