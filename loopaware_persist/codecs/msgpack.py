@@ -11,23 +11,32 @@ whose data is the registry hook's fields packed by the same rules::
 
 Ext codes: ``2`` is a tagged value (``[tag, *fields]``); ``16``-``40`` are the built-in
 tags of :data:`WELL_KNOWN_CODES`, whose data is the field list (the one bytes field
-itself for ``uuid``, or code ``2`` if a hook gives anything else). Every other code is
-refused, ``0`` included, and ``1``, the marker of a list-headed layout
+itself for ``uuid``, or code ``2`` if a hook gives anything else); ``41``
+(:data:`RECORD_CODE`, since format version 2) is a savable's record that plumpy keeps
+under another's key (a process's ``_state``, a state's command, a WorkChain's
+steppers), whose data is the record's map::
+
+    Bundle(process)  ->  Ext(19, packb([{"!!meta": ..., "_state": Ext(41, packb({...})), ...}]))
+
+Every other code is refused, ``0`` included, and ``1``, the marker of a list-headed layout
 (``[Ext(1, tag), *fields]``) that development builds wrote before the first release;
-``-1`` (msgpack's Timestamp, never written) is decoded by msgpack itself into an inert
-:class:`msgpack.Timestamp`.
+``-1`` (msgpack's Timestamp, never written) is decoded by the decoder itself into an
+inert value: a ``msgpack.Timestamp`` (msgpack-python) or an aware ``datetime`` (msgspec).
 
 Decoding needs only an ``ext_hook``, called for ext values alone, so plain lists and
-dicts decode at C speed. Each ext value's data is unpacked by an ``Unpacker`` of its
-depth, whose state is on the heap (a ``unpackb`` keeps ~40 KB on the C stack, and
-nesting them would overflow small thread stacks), and then handed to the registry's
-decode hook: the only place a class is revived, and only if the allow-list says so.
+dicts decode at C speed, with msgspec's decoder if it is installed (it caches map keys)
+or msgpack-python's (see :class:`MsgpackCodec`). Each ext value's data is unpacked by a
+decoder of its depth (msgpack-python's is an ``Unpacker``, whose state is on the heap:
+a ``unpackb`` keeps ~40 KB on the C stack, and nesting them would overflow small thread
+stacks; msgspec's keeps little, and stops at the recursion limit), then handed to the
+registry's decode hook: the only place a class is revived, and only if the allow-list
+says so.
 
 Nesting is bounded on both sides, so that a crafted payload can neither exhaust the C
 stack while decoding nor decode into a value that would while being re-encoded: at
-most :data:`MAX_EXT_DEPTH` ext values inside one another and, below the second of
+most :data:`MAX_EXT_DEPTH` ext values inside one another and, below the third of
 them, at most 32 lists and maps inside one another within one value's fields
-(msgpack's own limit, 1024, holds in the first two).
+(msgpack's own limit, 1024, holds in the first three).
 """
 
 from __future__ import annotations
