@@ -65,6 +65,7 @@ from .._hooks import _dec_uuid, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot
 from .._uuid import uuid_from_int
+from . import _gc_pause
 from ._base import Binding, check_payload, decode_errors
 from ._paths import NestingError, SharedValueError, encode_error
 from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
@@ -888,6 +889,9 @@ class MsgpackCodec:
                 backend=self.decoder,
             )
         decoder.binding, decoder.met = binding, 0
+        paused = _gc_pause.MIN_BYTES <= size <= _gc_pause.MAX_BYTES
+        if paused:
+            _gc_pause.pause()
         try:
             value = decoder.decode(data)
         except RecursionError:
@@ -901,6 +905,9 @@ class MsgpackCodec:
             decoder = _Decoder(self.registry, max(size, _POOLED_BYTES), bound=binding is not None)
             decoder.binding = binding
             value = decoder.decode(data)
+        finally:
+            if paused:
+                _gc_pause.resume()
         decoder.binding = None
         # Only a decoder that succeeded is reused (a failed one may hold half-read data),
         # and only a small one: its buffers stay under _POOLED_BYTES each.
