@@ -87,7 +87,9 @@ __all__ = (
     "awaiting_snapshots",
     "check_relinkable",
     "note_process",
+    "put_back",
     "relink_awaited",
+    "stand_ins",
 )
 
 
@@ -213,6 +215,46 @@ class AwaitedFutures(plumpy.Savable):
         return awaiting
 
 
+def stand_ins(process: plumpy.Process) -> tuple[Any, list[tuple[str, Any]]]:
+    """Put :class:`AwaitedFutures` stand-ins in ``process``'s awaited-futures members.
+
+    What :func:`awaiting_snapshots` does on entry, for a caller (a save) that puts the
+    members back itself with :func:`put_back`, whatever happens.
+
+    :param process: the process about to be bundled
+    :return: its state and the ``(member, value)`` pairs replaced, for :func:`put_back`
+    """
+    state = getattr(process, "_state", None)
+    swapped: list[tuple[str, Any]] = []
+    if isinstance(state, process_states.Waiting):
+        tokens: dict[int, int] = {}
+        persisted = type(state)._auto_persist or set()
+        members = vars(state)
+        for member in _MEMBERS:  # '_awaiting' first: 'data' may be stored as the same
+            value = members.get(member)
+            if (
+                type(value) is dict
+                and value
+                and member in persisted
+                and all(isinstance(key, _FUTURES) for key in value)
+            ):
+                same_as = next((name for name, done in swapped if done == value), None)
+                swapped.append((member, value))
+                stand_in = AwaitedFutures(value, member=member, tokens=tokens, same_as=same_as)
+                setattr(state, member, stand_in)
+    return state, swapped
+
+
+def put_back(state: Any, swapped: list[tuple[str, Any]]) -> None:
+    """Undo :func:`stand_ins`.
+
+    :param state: the state it returned
+    :param swapped: the pairs it returned
+    """
+    for member, value in swapped:
+        setattr(state, member, value)
+
+
 @contextlib.contextmanager
 def awaiting_snapshots(process: plumpy.Process) -> Iterator[None]:
     """For the duration of a save, let plumpy save ``process``'s awaited futures.
@@ -224,28 +266,11 @@ def awaiting_snapshots(process: plumpy.Process) -> Iterator[None]:
 
     :param process: the process about to be bundled
     """
-    state = getattr(process, "_state", None)
-    swapped: list[tuple[str, Any]] = []
-    if isinstance(state, process_states.Waiting):
-        tokens: dict[int, int] = {}
-        persisted = type(state)._auto_persist or set()
-        for member in _MEMBERS:  # '_awaiting' first: 'data' may be stored as the same
-            value = vars(state).get(member)
-            if (
-                member in persisted
-                and type(value) is dict
-                and value
-                and all(isinstance(key, _FUTURES) for key in value)
-            ):
-                same_as = next((name for name, done in swapped if done == value), None)
-                swapped.append((member, value))
-                stand_in = AwaitedFutures(value, member=member, tokens=tokens, same_as=same_as)
-                setattr(state, member, stand_in)
+    state, swapped = stand_ins(process)
     try:
         yield
     finally:
-        for member, value in swapped:
-            setattr(state, member, value)
+        put_back(state, swapped)
 
 
 def check_relinkable(process: plumpy.Process) -> None:

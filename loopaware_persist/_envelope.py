@@ -164,16 +164,35 @@ def _corrupt(why: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(msg)
 
 
+_META_TYPES: Final = frozenset({str, int, float, bool, type(None)})
+
+
 def _check_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
     for key, value in meta.items():
-        if not isinstance(key, str) or not (
-            value is None or type(value) in (str, int, float, bool)
-        ):
+        if type(value) not in _META_TYPES or not isinstance(key, str):
             msg = f"Envelope meta must map str to str/int/float/bool/None; got {key!r}: {value!r}."
             raise EncodeError(msg)
-        out[key] = value
-    return out
+    return meta if type(meta) is dict else dict(meta)
+
+
+#: Codec names checked already, as the bytes a header stores (a persister writes one).
+_CODEC_BYTES: dict[str, bytes] = {}
+
+
+def _codec_bytes(codec: str) -> bytes:
+    known = _CODEC_BYTES.get(codec) if type(codec) is str else None
+    if known is not None:
+        return known
+    try:
+        codec_bytes = codec.encode("ascii")
+    except UnicodeEncodeError:
+        codec_bytes = b""
+    if not 0 < len(codec_bytes) <= 64:
+        msg = f"Codec name {codec!r} must be 1 to 64 ASCII characters."
+        raise EncodeError(msg)
+    if type(codec) is str and len(_CODEC_BYTES) < 64:
+        _CODEC_BYTES[codec] = codec_bytes
+    return codec_bytes
 
 
 def encode_envelope(
@@ -198,14 +217,8 @@ def encode_envelope(
     if compression not in _COMPRESSION_CODES:
         msg = f"Unknown compression {compression!r}; use one of None, 'zlib', 'zstd'."
         raise EncodeError(msg)
-    try:
-        codec_bytes = codec.encode("ascii")
-    except UnicodeEncodeError:
-        codec_bytes = b""
-    if not 0 < len(codec_bytes) <= 64:
-        msg = f"Codec name {codec!r} must be 1 to 64 ASCII characters."
-        raise EncodeError(msg)
-    meta_bytes = msgpack.packb(_check_meta(meta or {}), use_bin_type=True) if meta else b""
+    codec_bytes = _codec_bytes(codec)
+    meta_bytes = msgpack.packb(_check_meta(meta), use_bin_type=True) if meta else b""
     if len(meta_bytes) > _MAX_META:
         msg = f"Envelope meta is {len(meta_bytes)} bytes; at most {_MAX_META} fit."
         raise EncodeError(msg)

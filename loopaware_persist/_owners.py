@@ -42,6 +42,11 @@ def note_process(process: plumpy.Process) -> None:
     future = process.future()
     pid = process.pid
     with _LOCK:
+        # Saved again (every step of a process is): noted already, nothing waits for it.
+        # Reading the two weak maps costs half of writing them (a new weak reference each).
+        with contextlib.suppress(TypeError):
+            if _LIVE.get(pid) is process and _OWNERS.get(future) is pid and pid not in _WANTED:
+                return
         with contextlib.suppress(TypeError):  # an unhashable or non-weakrefable future
             _OWNERS[future] = pid
         with contextlib.suppress(TypeError):

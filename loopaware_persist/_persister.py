@@ -194,6 +194,8 @@ class LoopAwarePersister(_Encoding, plumpy.Persister):
         self.accept: frozenset[str] = _accepted(accept, self.codec.name)
         # The pids of the last full listing, so the next one parses only new tokens.
         self._pids = _PidsByToken()
+        # (pid, tag, key) of the last key built (see _key).
+        self._last_key: tuple[Hashable, str | None, CheckpointKey] | None = None
 
     def __repr__(self) -> str:
         return f"<LoopAwarePersister {self.storage.url} codec={self.codec.name}>"
@@ -431,9 +433,16 @@ class LoopAwarePersister(_Encoding, plumpy.Persister):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    def _key(pid: Hashable, tag: str | None) -> CheckpointKey:
-        return CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
+    def _key(self, pid: Hashable, tag: str | None) -> CheckpointKey:
+        # A process is saved at every step under the same pid object: its key is built
+        # (validated, its token formatted) once. By identity, so equal pids of other
+        # types (True and 1, an IntEnum) still get keys of their own, or are refused.
+        last = self._last_key
+        if last is not None and last[0] is pid and last[1] is tag:
+            return last[2]
+        key = CheckpointKey(pid=pid, tag=tag)  # type: ignore[arg-type]
+        self._last_key = (pid, tag, key)
+        return key
 
 
 def open_persister(

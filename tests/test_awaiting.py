@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -578,3 +579,23 @@ def test_copy_outcome_lets_a_cancel_from_another_thread_win(outcome: str) -> Non
     assert target.cancel()
     copy_outcome(source, target)  # no InvalidStateError: the cancel stands
     assert target.cancelled()
+
+
+def test_a_process_saved_again_still_completes_a_parent_that_waits_for_it(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # A second save of the same process object takes note_process's shortcut; a parent
+    # that started waiting for that pid in between must still be chained to it.
+    from loopaware_persist._owners import _LOCK, _WANTED, note_process
+
+    child = plumpy.Process(loop=loop)
+    note_process(child)
+    note_process(child)  # nothing changed: the shortcut
+    waiter: asyncio.Future[Any] = loop.create_future()
+    with _LOCK:
+        _WANTED.setdefault(child.pid, weakref.WeakSet()).add(waiter)
+    note_process(child)
+    assert child.pid not in _WANTED
+    child.future().set_result({"done": True})
+    loop.run_until_complete(asyncio.sleep(0))
+    assert waiter.result() == {"done": True}

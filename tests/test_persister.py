@@ -324,6 +324,25 @@ def test_missing_checkpoint_is_checkpoint_not_found(
             persister.load_process(pid, tag, loop=b)
 
 
+def test_keys_of_equal_pids_of_other_types_stay_apart(
+    persister: LoopAwarePersister, loops: LoopPair
+) -> None:
+    # The key of the last pid is kept by identity: a pid equal to it but of another type
+    # is another key (or refused), as when every key was built afresh.
+    a, _ = loops
+    process = drive("waiting", a, pid=1, listener=False)
+    assert persister.save_checkpoint(process) == 1
+    assert persister.save_checkpoint(process) == 2
+    with pytest.raises(EncodeError, match="pid type"):
+        persister.load_checkpoint(True)
+    with pytest.raises(CheckpointNotFoundError):
+        persister.load_checkpoint("1")
+    with pytest.raises(CheckpointNotFoundError):
+        persister.load_checkpoint(1, "t")
+    assert [c.pid for c in persister.get_checkpoints()] == [1]
+    assert persister.load_checkpoint(1)["_pid"] == 1
+
+
 @pytest.mark.parametrize("storage", LOCAL_STORAGES)
 def test_versions_and_compare_and_set(persister: LoopAwarePersister, loops: LoopPair) -> None:
     a, b = loops

@@ -31,7 +31,6 @@ import os
 import struct
 import threading
 import weakref
-from collections.abc import Iterator
 from typing import Protocol
 
 __all__ = ("LockFile", "LockIO")
@@ -117,38 +116,20 @@ class LockFile:
             with contextlib.suppress(OSError):
                 (os.close if quietly else self._io.close)(fd)
 
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[int]:
+    def exclusive(self) -> _Exclusive:
         """Hold the lock exclusively, against threads and processes.
 
-        :return: (as the context value) the locked descriptor, for
+        :return: ``with lock_file.exclusive() as fd``: the locked descriptor, for
             :meth:`generation` and :meth:`set_generation`
         """
-        with self._mutex:
-            fd = self._lock(fcntl.LOCK_EX)
-            try:
-                yield fd
-            finally:
-                self._unlock(fd)
+        return _Exclusive(self)
 
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Hold the lock shared: the first holder of this process locks the file."""
-        with self._guard:
-            if self._shared == 0:
-                self._lock(fcntl.LOCK_SH)
-            self._shared += 1
-        try:
-            yield
-        finally:
-            with self._guard:
-                self._shared -= 1
-                if self._shared == 0 and self._fd >= 0:
-                    try:
-                        self._unlock(self._fd)
-                    finally:
-                        if self._closing:
-                            self._forget(quietly=True)
+    def shared(self) -> _Shared:
+        """Hold the lock shared: the first holder of this process locks the file.
+
+        :return: ``with lock_file.shared()``
+        """
+        return _Shared(self)
 
     def generation(self, fd: int) -> int:
         """:param fd: the descriptor :meth:`exclusive` gave
@@ -188,6 +169,62 @@ class LockFile:
         self._guard = threading.Lock()
         self._shared = 0
         self._forget(quietly=True)  # not through io: the parent's fault injection
+
+
+# Classes, not contextlib.contextmanager: a small save takes both locks, and a
+# generator per lock cost it more than the flock calls.
+class _Exclusive:
+    """:meth:`LockFile.exclusive`: the thread lock, then ``LOCK_EX`` on the file."""
+
+    __slots__ = ("_fd", "_file")
+
+    def __init__(self, lock_file: LockFile) -> None:
+        self._file = lock_file
+        self._fd = -1
+
+    def __enter__(self) -> int:
+        lock_file = self._file
+        lock_file._mutex.acquire()
+        try:
+            self._fd = lock_file._lock(fcntl.LOCK_EX)
+        except BaseException:
+            lock_file._mutex.release()
+            raise
+        return self._fd
+
+    def __exit__(self, *exc: object) -> None:
+        lock_file = self._file
+        try:
+            lock_file._unlock(self._fd)
+        finally:
+            lock_file._mutex.release()
+
+
+class _Shared:
+    """:meth:`LockFile.shared`: counted; the first holder locks, the last one unlocks."""
+
+    __slots__ = ("_file",)
+
+    def __init__(self, lock_file: LockFile) -> None:
+        self._file = lock_file
+
+    def __enter__(self) -> None:
+        lock_file = self._file
+        with lock_file._guard:
+            if lock_file._shared == 0:
+                lock_file._lock(fcntl.LOCK_SH)
+            lock_file._shared += 1
+
+    def __exit__(self, *exc: object) -> None:
+        lock_file = self._file
+        with lock_file._guard:
+            lock_file._shared -= 1
+            if lock_file._shared == 0 and lock_file._fd >= 0:
+                try:
+                    lock_file._unlock(lock_file._fd)
+                finally:
+                    if lock_file._closing:
+                        lock_file._forget(quietly=True)
 
 
 def _close_quietly(fd: int, pid: int) -> None:

@@ -289,6 +289,8 @@ class FileStorage(Storage):
     ) -> None:
         super().__init__(url=url, durability=durability)
         self.root = path_from_url(url)
+        # os.path.join(self.root, name) for the names this storage makes (never absolute).
+        self._prefix = os.path.join(self.root, "")
         self._io = io if io is not None else FileIO()
         self._full = self.durability == "full"
         self.read_only = bool(read_only)
@@ -394,7 +396,7 @@ class FileStorage(Storage):
         return self._damaged(path, f"it is {kind}, not a regular file; it was not opened")
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.root, name)
+        return self._prefix + name
 
     @contextlib.contextmanager
     def _flock(self, name: str, operation: int) -> Iterator[None]:

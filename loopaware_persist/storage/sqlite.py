@@ -28,15 +28,16 @@ warning and reported by :meth:`~SqliteStorage.find_damaged`; reading it raises
 The database runs in WAL mode: readers never block the writer nor each other.
 ``durability="normal"`` uses ``synchronous=NORMAL`` (a committed put survives
 a process crash), ``"full"`` uses ``synchronous=FULL`` (it also survives power
-loss). Each put is one ``BEGIN IMMEDIATE`` transaction, so the version
-compare-and-set is atomic across threads and processes; writers wait up to
-``busy_timeout`` for each other.
+loss). Each put is one transaction, so the version compare-and-set is atomic
+across threads and processes: a single statement that computes the new version
+in SQLite, or, when that statement declines (a stale ``expected_version``, a
+damaged version column), a ``BEGIN IMMEDIATE`` transaction that reads the
+version and says why. Writers wait up to ``busy_timeout`` for each other.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import logging
 import math
 import os
@@ -45,7 +46,7 @@ import threading
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from loopaware_persist._errors import (
     BackendUnavailableError,
@@ -92,6 +93,31 @@ _UPSERT = (
     "ON CONFLICT (pid, tag) DO UPDATE SET version = excluded.version, "
     "size = excluded.size, saved_at = excluded.saved_at, data = excluded.data"
 )
+
+# A put in one statement, the version computed by SQLite: each is a transaction of its
+# own (SQLite's autocommit; a write statement waits for the write lock like BEGIN
+# IMMEDIATE, busy_timeout included) and commits with the same synchronous setting. It
+# returns no row where the version check says no (another writer's version, a version
+# column that is not a positive integer, the last int64): _put then runs the
+# transaction below, which says why or stores.
+_PUT_NEXT = (
+    "INSERT INTO checkpoints (pid, tag, version, size, saved_at, data) "
+    "VALUES (?, ?, 1, ?, ?, ?) "
+    "ON CONFLICT (pid, tag) DO UPDATE SET version = checkpoints.version + 1, "
+    "size = excluded.size, saved_at = excluded.saved_at, data = excluded.data "
+    "WHERE typeof(checkpoints.version) = 'integer' "
+    "AND checkpoints.version BETWEEN 1 AND 9223372036854775806 RETURNING version"
+)
+_PUT_FIRST = (
+    "INSERT INTO checkpoints (pid, tag, version, size, saved_at, data) "
+    "VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (pid, tag) DO NOTHING RETURNING version"
+)
+_PUT_AFTER = (
+    "UPDATE checkpoints SET version = version + 1, size = ?, saved_at = ?, data = ? "
+    "WHERE pid = ? AND tag = ? AND version = ? AND typeof(version) = 'integer' "
+    "AND version BETWEEN 1 AND 9223372036854775806 RETURNING version"
+)
+_MAX_VERSION = (1 << 63) - 1
 
 # Primary result codes (the low byte of an extended code).
 _SQLITE_PERM = 3
@@ -280,6 +306,48 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_pools_after_fork)
 
 
+class _Lease:
+    """A connection of the storage's pool, for the length of a ``with`` block.
+
+    A new one is made if none is idle. Whatever the block leaves open (an error in a
+    transaction) is rolled back; a connection that cannot even do that is closed rather
+    than handed to the next caller. (A class, not ``contextlib.contextmanager``: every
+    operation takes one, and a generator costs a put a tenth of its time.)
+    """
+
+    __slots__ = ("_conn", "_storage")
+
+    def __init__(self, storage: SqliteStorage) -> None:
+        self._storage = storage
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> sqlite3.Connection:
+        storage = self._storage
+        conn = storage._pool.take()
+        if conn is None:
+            conn = storage._connect()
+            storage._pool.adopt(conn)
+        self._conn = conn
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        healthy = exc_type is None and not conn.in_transaction
+        try:
+            if not healthy:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    healthy = True
+                except sqlite3.Error:
+                    healthy = False
+        finally:
+            self._storage._pool.give_back(conn, healthy=healthy)
+
+
 class SqliteStorage(Storage):
     """Checkpoints in a SQLite database file; see the module docstring.
 
@@ -361,27 +429,10 @@ class SqliteStorage(Storage):
             raise
         return conn
 
-    @contextlib.contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        conn = self._pool.take()
-        if conn is None:
-            conn = self._connect()
-            self._pool.adopt(conn)
-        healthy = False
-        try:
-            yield conn
-            healthy = not conn.in_transaction
-        finally:
-            if not healthy:
-                # Roll back whatever an error left open; a connection that cannot
-                # even do that is closed rather than handed to the next caller.
-                try:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    healthy = True
-                except sqlite3.Error:
-                    healthy = False
-            self._pool.give_back(conn, healthy=healthy)
+    def _connection(self) -> _Lease:
+        """:return: ``with self._connection() as conn``: a pooled connection for one
+        operation (see :class:`_Lease`)"""
+        return _Lease(self)
 
     def _error(
         self,
@@ -589,24 +640,60 @@ class SqliteStorage(Storage):
 
     def _put(self, key: CheckpointKey, data: bytes, *, expected_version: int | None) -> int:
         token, tag = key.token, _encode_tag(key.tag)
+        saved_at = time.time()
         try:
             with self._connection() as conn:
-                conn.execute("BEGIN IMMEDIATE")
-                row = conn.execute(
-                    "SELECT version FROM checkpoints WHERE pid = ? AND tag = ?", (token, tag)
-                ).fetchone()
-                current = 0
-                if row is not None:
-                    current = _check_version(row[0], lambda why: self._bad_row(token, tag, why))
-                if expected_version is not None and expected_version != current:
-                    conn.execute("ROLLBACK")
-                    raise self._stale(key, expected=expected_version, actual=current)
-                version = current + 1
-                conn.execute(_UPSERT, (token, tag, version, len(data), time.time(), data))
-                conn.execute("COMMIT")
-                return version
+                # One statement (see _PUT_NEXT); the transaction below only when it
+                # declines.
+                if expected_version is None:
+                    rows = conn.execute(
+                        _PUT_NEXT, (token, tag, len(data), saved_at, data)
+                    ).fetchall()
+                elif expected_version == 0:
+                    rows = conn.execute(
+                        _PUT_FIRST, (token, tag, len(data), saved_at, data)
+                    ).fetchall()
+                elif expected_version < _MAX_VERSION:
+                    rows = conn.execute(
+                        _PUT_AFTER, (len(data), saved_at, data, token, tag, expected_version)
+                    ).fetchall()
+                else:
+                    rows = []
+                if rows:
+                    version: int = rows[0][0]
+                    return version
+                return self._put_checked(conn, key, data, saved_at, expected_version)
         except sqlite3.Error as exc:
             raise self._error(exc, doing="save", key=key, write=True) from exc
+
+    def _put_checked(
+        self,
+        conn: sqlite3.Connection,
+        key: CheckpointKey,
+        data: bytes,
+        saved_at: float,
+        expected_version: int | None,
+    ) -> int:
+        """A put as one ``BEGIN IMMEDIATE`` transaction that reads the version first, so
+        that a stale ``expected_version`` or a damaged version column is reported."""
+        token, tag = key.token, _encode_tag(key.tag)
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            "SELECT version FROM checkpoints WHERE pid = ? AND tag = ?", (token, tag)
+        ).fetchone()
+        current = 0
+        if row is not None:
+            current = _check_version(row[0], lambda why: self._bad_row(token, tag, why))
+        if expected_version is not None and expected_version != current:
+            conn.execute("ROLLBACK")
+            raise self._stale(key, expected=expected_version, actual=current)
+        if current >= _MAX_VERSION:
+            why = f"its version is {current}, the largest SQLite stores: no put can follow it"
+            raise self._bad_row(token, tag, why)
+        version = current + 1
+        conn.execute(_UPSERT, (token, tag, version, len(data), saved_at, data))
+        conn.execute("COMMIT")
+        return version
 
     def _get(self, key: CheckpointKey) -> StoredRecord:
         try:

@@ -27,6 +27,7 @@ from loopaware_persist._errors import (
     BackendUnavailableError,
     CheckpointNotFoundError,
     ConfigurationError,
+    CorruptStoredRecordError,
     DurabilityError,
     EncodeError,
     StaleCheckpointError,
@@ -947,6 +948,60 @@ def test_sqlite_list_and_read_prefix_do_not_select_data(
     for statement in selects[:2]:
         assert "data" not in statement.lower()
     assert "substr(data, 1," in selects[2]
+
+
+def _traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def tracing_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", tracing_connect)
+    return statements
+
+
+def test_sqlite_put_is_one_statement_unless_the_version_check_declines(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements = _traced_statements(monkeypatch)
+    key = CheckpointKey(1)
+    with open_storage(f"sqlite:///{tmp_path}/ck.db") as storage:
+        statements.clear()
+        assert storage.put(key, b"a", expected_version=0) == 1
+        assert storage.put(key, b"b") == 2
+        assert storage.put(key, b"c", expected_version=2) == 3
+        assert len(statements) == 3
+        assert all("RETURNING version" in statement for statement in statements)
+        # Declined (another writer's version): the checked transaction says which one.
+        statements.clear()
+        for expected in (0, 2, 4, (1 << 63) - 1, 1 << 63):
+            with pytest.raises(StaleCheckpointError) as stale:
+                storage.put(key, b"x", expected_version=expected)
+            assert stale.value.actual == 3
+        assert "BEGIN IMMEDIATE" in statements
+        assert storage.get(key).data == b"c"
+        assert storage.put(CheckpointKey(2), b"new", expected_version=0) == 1
+
+
+def test_sqlite_put_after_the_last_version_changes_nothing(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "ck.db"
+    key = CheckpointKey(1)
+    with open_storage(f"sqlite:///{path}") as storage:
+        storage.put(key, b"old")
+        raw = sqlite3.connect(path)
+        try:
+            with raw:
+                raw.execute("UPDATE checkpoints SET version = ?", ((1 << 63) - 1,))
+        finally:
+            raw.close()
+        # The one statement declines rather than store a version SQLite would make a float.
+        with pytest.raises(CorruptStoredRecordError, match="no put can follow it"):
+            storage.put(key, b"new")
+        assert storage.get(key).data == b"old"
+        assert storage.get(key).version == (1 << 63) - 1
 
 
 def test_sqlite_locked_beyond_busy_timeout_is_backend_unavailable(tmp_path: pathlib.Path) -> None:
