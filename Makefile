@@ -22,8 +22,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict loopaware_persist benchmarks tests
 
+# Two pytest-xdist workers: the server-backed tests (daemon crash campaigns, requeues,
+# workers) mostly wait on their subprocesses and servers, and the rest keeps the other
+# core busy meanwhile. Session fixtures are made once per worker (the benchmark tests'
+# smoke run too: --dist loadgroup does not group on pytest 9.2, pytest-xdist#1386).
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+
 unit: $(STAMP)
-	$(BIN)/python -m pytest --cov=loopaware_persist --cov-branch --cov-report=term $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --cov=loopaware_persist --cov-branch --cov-report=term $(PYTEST_ARGS)
 
 DOCS_OUT ?= docs/_build/html
 
