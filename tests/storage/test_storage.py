@@ -928,15 +928,7 @@ def test_sqlite_newer_schema_is_refused(tmp_path: pathlib.Path) -> None:
 def test_sqlite_list_and_read_prefix_do_not_select_data(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def tracing_connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn: sqlite3.Connection = real_connect(*args, **kwargs)
-        conn.set_trace_callback(statements.append)
-        return conn
-
-    monkeypatch.setattr(sqlite3, "connect", tracing_connect)
+    statements = _traced_statements(monkeypatch)
     with open_storage(f"sqlite:///{tmp_path}/ck.db") as storage:
         storage.put(CheckpointKey(1), os.urandom(100_000))
         statements.clear()
