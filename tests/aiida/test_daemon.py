@@ -113,15 +113,25 @@ def _worker_commands(client: Any) -> list[list[str]]:
     """What each live worker circus runs is: its module and command.
 
     While circus stops a worker its stats entry is a message string, not a
-    dict, and its pid may already be gone: such a worker is not counted.
+    dict, and its pid may already be gone or be a zombie whose command line
+    reads empty: such a worker is not counted. A live process started some
+    other way is returned whole, so the caller's comparison shows it.
     """
     commands = []
     for worker in client.get_worker_info()["info"].values():
         if not isinstance(worker, dict):
             continue
         try:
-            cmdline = psutil.Process(int(worker["pid"])).cmdline()
-        except psutil.NoSuchProcess:
+            process = psutil.Process(int(worker["pid"]))
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = process.cmdline()
+        except psutil.NoSuchProcess:  # ZombieProcess is one
+            continue
+        if not cmdline:
+            continue
+        if "-m" not in cmdline:
+            commands.append(cmdline)
             continue
         module = cmdline.index("-m") + 1
         commands.append(cmdline[module : module + 3])
