@@ -504,8 +504,7 @@ class _Decoder:
             self._top = _msgspec_decoder(self._hook)
 
     def decode(self, data: bytes) -> Any:
-        self.records.clear()
-        try:
+        try:  # (records is empty here: every decode clears it on its way out)
             if self._top is not None:
                 return self._top(data)
             return msgpack.unpackb(
@@ -585,8 +584,7 @@ class _Decoder:
             unpacker.feed(data)
             fields = unpacker.unpack()
             if unpacker.tell() != end:
-                msg = "Trailing bytes inside an ext value in checkpoint."
-                raise CorruptCheckpointError(msg)
+                return _TRAILING  # the hook names the ext type
             return fields
 
         return unpack
@@ -623,6 +621,9 @@ class _Decoder:
                 fields = unpack(data)
                 kind = type(fields)
                 if kind is not list and (kind is not dict or code != RECORD_CODE):
+                    if fields is _TRAILING:
+                        msg = f"Trailing bytes inside an ext value of type {code} in checkpoint."
+                        raise CorruptCheckpointError(msg)
                     msg = f"Malformed ext value of type {code} in checkpoint: {fields!r:.100}."
                     raise CorruptCheckpointError(msg)
                 if (
@@ -661,6 +662,11 @@ class _Decoder:
             # walk can tell whether plumpy would read one as a savable.
             cast(Binding, self.binding).unsure = True
         return value
+
+
+#: What msgpack-python's per-level reader returns for ext data with bytes after its value
+#: (msgspec refuses those itself).
+_TRAILING: Final = object()
 
 
 def _nothing(fields: list[Any]) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from loopaware_persist import CorruptCheckpointError, EncodeError, get_codec
 from loopaware_persist._snapshot import FutureSnapshot, FutureStatus
-from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES
+from loopaware_persist.codecs.msgpack import WELL_KNOWN_CODES, MsgpackCodec
 from loopaware_persist.codecs.pickle import UnsafeLoadWarning
 from tests.axes import CODECS
 from tests.msgpack_wire import ext
@@ -79,6 +79,18 @@ def test_msgpack_refuses_malformed_hook_fields_as_corrupt(case: str) -> None:
     with pytest.raises(CorruptCheckpointError, match=message) as info:
         codec.decode(data)
     assert "damaged or crafted" in str(info.value)
+
+
+def test_msgpack_refuses_bytes_after_an_ext_value_naming_its_type(
+    msgpack_codec: MsgpackCodec,
+) -> None:
+    code = WELL_KNOWN_CODES["tuple"]
+    data = msgpack.packb(msgpack.ExtType(code, msgpack.packb([1, 2]) + b"\xc0"))
+    with pytest.raises(CorruptCheckpointError) as info:
+        msgpack_codec.decode(data)
+    if msgpack_codec.decoder == "msgpack":  # msgspec's own message says "trailing"
+        assert f"ext value of type {code}" in str(info.value)
+    assert "railing" in str(info.value)
 
 
 def test_msgpack_restores_an_object_saved_with_slot_state() -> None:
