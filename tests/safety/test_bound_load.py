@@ -158,16 +158,18 @@ def test_load_process_binds_snapshots_without_walking_the_tree(
         pytest.param(Later(), id="a user's hook"),
     ],
 )
+@pytest.mark.parametrize("filler", [0, 8000], ids=["short record", "long record"])
 def test_what_the_decode_cannot_vouch_for_is_walked(
-    persister: LoopAwarePersister, walks: list[Any], elsewhere: Any
+    persister: LoopAwarePersister, walks: list[Any], elsewhere: Any, filler: int
 ) -> None:
+    """(The bytes are searched for plumpy's key one way in short records, another in long.)"""
     with new_loop() as a, new_loop() as b:
         bundle = _bundle_of("waiting", a)
-        bundle["_state"]["data"] = [elsewhere, FutureSnapshot.finished(1)]
+        bundle["_state"]["data"] = ["x" * filler, elsewhere, FutureSnapshot.finished(1)]
         pid = _store(persister, bundle)
         process = persister.load_process(pid, loop=b)
         assert len(walks) == 1
-        future = process._state.data[1]  # type: ignore[attr-defined]
+        future = process._state.data[2]  # type: ignore[attr-defined]
         assert future.get_loop() is b
         assert future.result() == 1
 
