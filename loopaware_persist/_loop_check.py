@@ -177,27 +177,7 @@ def _check_built(obj: Any, loop: asyncio.AbstractEventLoop, opaque: tuple[type, 
     it built (the process, its states, their commands and steppers). Those are walked,
     attribute by attribute, into nested savables only: not the plain data they hold.
 
-    Every load runs it, so it first only looks (each savable's attribute values picked
-    out by one comprehension); only a foreign future found costs the walk that names paths.
-
     :raises LoopBoundaryError: naming the path of each foreign future
-    """
-    stack = [obj]
-    seen = {id(obj)}
-    while stack:
-        for child in [c for c in _own_values(stack.pop()) if isinstance(c, _FUTURE_OR_BUILT)]:
-            if isinstance(child, asyncio.Future):
-                if child.get_loop() is not loop:
-                    _name_foreign(obj, loop, opaque)
-            elif id(child) not in seen and not isinstance(child, opaque):
-                seen.add(id(child))
-                stack.append(child)
-
-
-def _name_foreign(obj: Any, loop: asyncio.AbstractEventLoop, opaque: tuple[type, ...]) -> None:
-    """:func:`_check_built`'s walk again, noting the path to each foreign future.
-
-    :raises LoopBoundaryError: naming them
     """
     foreign: list[str] = []
     atoms = _ATOM_TYPES
@@ -218,16 +198,6 @@ def _name_foreign(obj: Any, loop: asyncio.AbstractEventLoop, opaque: tuple[type,
             elif isinstance(child, _BUILT) and not isinstance(child, opaque):
                 stack.append((child, entry, ("attr", name)))
     _refuse_foreign(foreign, loop)
-
-
-def _own_values(value: Any) -> Iterable[Any]:
-    """:return: the values of :func:`_own_attributes`"""
-    cls = type(value)
-    if cls in _DICT_ONLY:
-        attrs = object.__getattribute__(value, "__dict__")
-        if type(attrs) is dict:
-            return attrs.values()
-    return [child for _, child in _own_attributes(value)]
 
 
 def _own_attributes(value: Any) -> Iterable[tuple[str, Any]]:
@@ -262,7 +232,6 @@ def _has_slots(cls: type) -> bool:
 
 #: What plumpy builds while loading, and holds its loop-less futures: savables and states.
 _BUILT = (plumpy.persistence.Savable, plumpy.base.state_machine.State)
-_FUTURE_OR_BUILT = (asyncio.Future, *_BUILT)
 
 
 def _refuse_foreign(foreign: list[str], loop: asyncio.AbstractEventLoop) -> None:
