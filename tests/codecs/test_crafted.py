@@ -93,6 +93,18 @@ def test_msgpack_refuses_bytes_after_an_ext_value_naming_its_type(
     assert "railing" in str(info.value)
 
 
+@pytest.mark.parametrize("inside", [{"a": 1}, 5, "text"], ids=["a map", "an int", "a string"])
+def test_msgpack_refuses_a_tuple_that_holds_no_array(
+    msgpack_codec: MsgpackCodec, inside: Any
+) -> None:
+    """The decode builds tuples on a short path of its own: it refuses what is not an
+    array there too, rather than making a tuple of a map's keys or a string's letters."""
+    code = WELL_KNOWN_CODES["tuple"]
+    data = msgpack.packb(msgpack.ExtType(code, msgpack.packb(inside)))
+    with pytest.raises(CorruptCheckpointError, match=f"Malformed ext value of type {code}"):
+        msgpack_codec.decode(data)
+
+
 def test_msgpack_restores_an_object_saved_with_slot_state() -> None:
     data = _record("object", "tests.processes:Opaque", ext("tuple", {"value": 1}, {"extra": 2}))
     obj = get_codec("msgpack", allow=["tests.processes"]).decode(data)
