@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import collections
 import re
-import uuid
 from collections.abc import Callable, Container, Mapping
 from types import MappingProxyType
 from typing import Any, Final, cast
@@ -66,7 +65,7 @@ from .._errors import (
 from .._hooks import _dec_uuid, default_registry
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot
-from .._uuid import SAFE_UNKNOWN, UUID_SETTERS, new_uuid, uuid_from_int
+from .._uuid import uuid_from_int
 from . import _gc_pause
 from ._base import Binding, check_payload, decode_errors
 from ._paths import NestingError, SharedValueError, encode_error
@@ -605,7 +604,6 @@ class _Decoder:
 
         by_code, learn = self._by_code, self._learn
         unpack: Callable[[bytes], Any] | None = None
-        uuid_setters, UUID = UUID_SETTERS, uuid.UUID
 
         def ext_hook(code: int, data: bytes) -> Any:
             nonlocal unpack
@@ -614,24 +612,8 @@ class _Decoder:
             except KeyError:
                 decode = learn(code)
             if decode is _dec_uuid and len(data) == 16:
-                # The built-in UUID hook, inline: a field list and calls less per UUID.
-                if uuid_setters is None:
-                    return uuid_from_int(int.from_bytes(data, "big"))
-                made = new_uuid(UUID)
-                uuid_setters[0](made, int.from_bytes(data, "big"))
-                uuid_setters[1](made, SAFE_UNKNOWN)
-                return made
-            if decode is tuple and not deep:
-                # The built-in tuple hook, as below with nothing to nest-check.
-                if unpack is None:
-                    unpack = self._unpack_at(depth)
-                items = unpack(data)
-                if type(items) is list:
-                    return tuple(items)
-                msg = f"Malformed ext value of type {code} in checkpoint: {items!r:.100}."
-                if items is _TRAILING:
-                    msg = f"Trailing bytes inside an ext value of type {code} in checkpoint."
-                raise CorruptCheckpointError(msg)
+                # The built-in UUID hook, inline: a field list and a call less per UUID.
+                return uuid_from_int(int.from_bytes(data, "big"))
             if code in _RAW_CODES:
                 fields: Any = [bytes(data)]  # (msgspec hands over a memoryview)
             else:

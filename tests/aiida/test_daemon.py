@@ -122,13 +122,10 @@ def _worker_commands(client: Any) -> list[list[str]]:
         if not isinstance(worker, dict):
             continue
         try:
-            process = psutil.Process(int(worker["pid"]))
-            if process.status() == psutil.STATUS_ZOMBIE:
-                continue
-            cmdline = process.cmdline()
+            cmdline = psutil.Process(int(worker["pid"])).cmdline()
         except psutil.NoSuchProcess:  # ZombieProcess is one
             continue
-        if not cmdline:
+        if not cmdline:  # a zombie's, where psutil does not raise
             continue
         if "-m" not in cmdline:
             commands.append(cmdline)

@@ -97,8 +97,8 @@ def test_msgpack_refuses_bytes_after_an_ext_value_naming_its_type(
 def test_msgpack_refuses_a_tuple_that_holds_no_array(
     msgpack_codec: MsgpackCodec, inside: Any
 ) -> None:
-    """The decode builds tuples on a short path of its own: it refuses what is not an
-    array there too, rather than making a tuple of a map's keys or a string's letters."""
+    """A tuple's data must be an array: the decode refuses anything else rather than
+    making a tuple of a map's keys or a string's letters."""
     code = WELL_KNOWN_CODES["tuple"]
     data = msgpack.packb(msgpack.ExtType(code, msgpack.packb(inside)))
     with pytest.raises(CorruptCheckpointError, match=f"Malformed ext value of type {code}"):
