@@ -209,6 +209,58 @@ def test_msgpack_refuses_what_it_cannot_store_exactly(value: Any, match: str) ->
     assert "register" in str(info.value)
 
 
+# Values msgpack's packer writes natively, before any hook, as something that would not
+# load back as themselves: each one refused, wherever the guard's walk meets it.
+_WRITTEN_AS_IS = {
+    "memoryview": (lambda: memoryview(b"ab"), r"memoryview .*Store bytes\(view\)"),
+    "ExtType": (
+        lambda: msgpack.ExtType(WELL_KNOWN_CODES["tuple"], msgpack.packb([1, 2])),
+        r"msgpack\.ExtType .*Store its code and data",
+    ),
+    "Timestamp": (
+        lambda: msgpack.Timestamp(1, 2),
+        r"msgpack\.Timestamp .*Store timestamp\.to_datetime\(\)",
+    ),
+}
+_PLACES = {
+    "item": (lambda v: [0, v], "[1]"),
+    "in a tuple": (lambda v: {"t": (1, (v,))}, "['t'][1][0]"),
+    "attribute": (lambda v: ut.Record(field=[v]), ".field[0]"),
+    "snapshot result": (lambda v: [FutureSnapshot.finished(v)], "[0]['<future>']"),
+}
+
+
+@pytest.mark.parametrize("place", list(_PLACES))
+@pytest.mark.parametrize("kind", list(_WRITTEN_AS_IS))
+def test_msgpack_refuses_values_it_would_write_as_something_else(
+    tmp_path: pathlib.Path, loops: LoopPair, kind: str, place: str
+) -> None:
+    make, match = _WRITTEN_AS_IS[kind]
+    wrap, inner = _PLACES[place]
+    with open_persister(
+        f"sqlite:///{tmp_path}/s.db", codec="msgpack", allow=[USER_TYPES]
+    ) as persister:
+        with pytest.raises(EncodeError, match=match) as info:
+            reload_context(persister, loops, wrap(make()))
+        assert info.value.path == f"_context['value']{inner}"
+        assert info.value.path in str(info.value)
+        assert persister.get_checkpoints() == []
+
+
+@pytest.mark.parametrize("kind", list(_WRITTEN_AS_IS))
+def test_msgpack_refuses_them_as_keys_and_as_the_whole_value(kind: str) -> None:
+    make, match = _WRITTEN_AS_IS[kind]
+    codec = get_codec("msgpack")
+    value = make()
+    with pytest.raises(EncodeError, match=match) as info:
+        codec.encode(value)
+    assert info.value.path == "<root>"
+    if kind != "memoryview":  # (unhashable)
+        with pytest.raises(EncodeError, match=match) as info:
+            codec.encode({"k": {value: 1}})
+        assert info.value.path.startswith("['k']")
+
+
 class RecordingListener(plumpy.ProcessListener):
     pass
 

@@ -9,6 +9,7 @@ value shared too often (:class:`SharedValueError`) or a value nested too deep
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +18,13 @@ import plumpy
 from .._errors import EncodeError, LoopAwarePersistError
 from .._registry import HookRegistry
 
-__all__ = ("NestingError", "SharedValueError", "encode_error", "path_nested_deeper")
+__all__ = (
+    "NestingError",
+    "SharedValueError",
+    "UnstorableValueError",
+    "encode_error",
+    "path_nested_deeper",
+)
 
 # Types every codec writes natively, whatever the registry says.
 _NATIVE = (type(None), bool, int, float, str, bytes)
@@ -194,6 +201,23 @@ class NestingError(EncodeError):
         self.target = target
 
 
+class UnstorableValueError(EncodeError):
+    """Internal: a codec met a value it would write as something else (msgpack's own
+    ext types, a ``memoryview``); :func:`encode_error` finds where.
+
+    :ivar value: the value refused
+    """
+
+    def __init__(self, msg: str, *, value: Any) -> None:
+        super().__init__(msg)
+        self.value = value
+
+
+def _counts_nothing(value: Any) -> bool:
+    del value
+    return False
+
+
 class _Walk:
     """The state of one :func:`_find`: the ids on the current path, and those done."""
 
@@ -221,6 +245,13 @@ def encode_error(value: Any, registry: HookRegistry, cause: BaseException) -> En
     if isinstance(cause, NestingError):
         where = (
             path_nested_deeper(value, registry, cause.limit, cause.counts, cause.target) or "<root>"
+        )
+        return EncodeError(f"{cause} (at {where})", path=where)
+    if isinstance(cause, UnstorableValueError):
+        # No depth counts: the walk goes until it meets the value.
+        where = (
+            path_nested_deeper(value, registry, sys.maxsize, _counts_nothing, cause.value)
+            or "<root>"
         )
         return EncodeError(f"{cause} (at {where})", path=where)
     if isinstance(cause, SharedValueError):

@@ -20,13 +20,23 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
+import msgpack
 import plumpy
 from plumpy.utils import AttributesFrozendict, Frozendict
 
 from .._errors import EncodeError
 from .._snapshot import FutureSnapshot
+from ._paths import UnstorableValueError
 
-__all__ = ("DEEP", "TRAVERSED", "SharingGuard", "expansion_budget", "path_deeper_than")
+__all__ = (
+    "DEEP",
+    "TRAVERSED",
+    "WRITTEN_AS_IS",
+    "SharingGuard",
+    "expansion_budget",
+    "path_deeper_than",
+    "written_as_is",
+)
 
 #: The containers the guard walks into: those a packer writes item by item, natively or
 #: through a built-in hook whose fields are the items. Other values (a user's object,
@@ -55,6 +65,38 @@ def expansion_budget(distinct: int) -> int:
     return 16 * distinct + (1 << 20)
 
 
+#: Values msgpack's packer writes natively but that would not load back as themselves,
+#: with what to store instead. The guard refuses them where it meets them: they are all
+#: tracked by the garbage collector, so its walk sees them at C speed. (A plain
+#: ``bytearray`` is not, and stays written as bytes; see the README's limitations.)
+WRITTEN_AS_IS: Final[dict[type, tuple[str, str]]] = {
+    memoryview: (
+        "memoryview",
+        "a view of another object's memory, which msgpack writes as its bytes: it would "
+        "load back as bytes. Store bytes(view) instead",
+    ),
+    msgpack.ExtType: (
+        "msgpack.ExtType",
+        "msgpack's own extension value, whose codes this format uses for its own types: "
+        "it would load back as another value, or be refused. Store its code and data "
+        "(a tuple) instead",
+    ),
+    msgpack.Timestamp: (
+        "msgpack.Timestamp",
+        "msgpack's own timestamp, which msgpack writes as its timestamp extension: it "
+        "would load back as a datetime. Store timestamp.to_datetime() instead",
+    ),
+}
+
+
+def written_as_is(value: Any) -> UnstorableValueError:
+    """:param value: a value of a type in :data:`WRITTEN_AS_IS`
+    :return: the error refusing it (:func:`~._paths.encode_error` finds its path)
+    """
+    name, why = WRITTEN_AS_IS[type(value)]
+    return UnstorableValueError(f"A {name} is {why}.", value=value)
+
+
 def _single_parent() -> int:
     """:return: what :func:`sys.getrefcount` says, in :meth:`SharingGuard.check`, of a
     container that one other container alone refers to (measured, not assumed: it
@@ -74,6 +116,19 @@ def _children(objects: Iterable[Any]) -> list[Any]:
     return list(_compress(inner, map(_traversed, map(type, inner))))
 
 
+def _checked_children(objects: list[Any]) -> list[Any]:
+    """:func:`_children`, refusing any value of :data:`WRITTEN_AS_IS` among all the
+    tracked objects directly inside ``objects`` (looked for only where some are not
+    containers)."""
+    inner = list(filter(_is_tracked, _get_referents(*objects)))
+    kinds = list(map(type, inner))
+    found = list(_compress(inner, map(_traversed, kinds)))
+    if len(found) != len(inner) and not _WRITTEN.isdisjoint(kinds):
+        raise written_as_is(next(item for item in inner if type(item) in _WRITTEN))
+    return found
+
+
+_WRITTEN: Final = frozenset(WRITTEN_AS_IS)
 _SINGLE: Final = _single_parent()
 
 
@@ -119,11 +174,13 @@ class SharingGuard:
                 else:
                     seen[id(root)] = root
                     frontier.append(root)
+            elif type(root) in WRITTEN_AS_IS:
+                raise written_as_is(root)
         levels = 0
         while frontier:
             levels += 1
             self.distinct += len(frontier)
-            found = _children(frontier)
+            found = _checked_children(frontier)
             if found and max(map(_getrefcount, found)) > _SINGLE:
                 found = self._sift(found)
             frontier = found

@@ -69,7 +69,7 @@ from .._uuid import uuid_from_int
 from . import _gc_pause
 from ._base import Binding, check_payload, decode_errors
 from ._paths import NestingError, SharedValueError, encode_error
-from ._sharing import TRAVERSED, SharingGuard, path_deeper_than
+from ._sharing import TRAVERSED, WRITTEN_AS_IS, SharingGuard, path_deeper_than, written_as_is
 
 __all__ = (
     "DECODERS",
@@ -327,6 +327,8 @@ class _Encoder:
                 # A snapshot is a leaf unless its result is a container (its exception
                 # and a result of any other kind are ext values of their own).
                 if type(fields[1]) not in TRAVERSED:
+                    if type(fields[1]) in WRITTEN_AS_IS:
+                        raise written_as_is(fields[1])
                     walk = _NEVER
                 else:
                     known = memo.get(id(value))
