@@ -33,7 +33,7 @@ def _corrupt(what: str, fields: Any) -> CorruptCheckpointError:
 
 
 def _enc_class(value: type, registry: HookRegistry) -> list[Any]:
-    registry.check_importable(value, "the class")
+    registry.check_importable(value, "the class", "class")
     return [class_name(value)]
 
 
@@ -43,7 +43,7 @@ def _dec_class(fields: list[Any], registry: HookRegistry) -> type:
 
 
 def _enc_enum(value: enum.Enum, registry: HookRegistry) -> list[Any]:
-    registry.check_importable(type(value), "a member of")
+    registry.check_importable(type(value), "a member of", "enum")
     return [class_name(type(value)), value.value]
 
 
@@ -63,6 +63,30 @@ def _message(exc: BaseException) -> str:
         return repr(exc.args)
 
 
+# Builtin exceptions whose fields live in C slots that their constructor fills from args.
+_EXCEPTION_SLOTS: tuple[tuple[type[BaseException], tuple[str, ...]], ...] = (
+    (OSError, ("errno", "strerror", "filename", "filename2")),
+    (StopIteration, ("value",)),
+    (StopAsyncIteration, ("value",)),
+    (SystemExit, ("code",)),
+    (ImportError, ("msg", "name", "path")),
+)
+
+
+def exception_slots(exc: BaseException) -> tuple[str, ...]:
+    """:return: the fields ``exc`` keeps in C slots (``OSError.errno``...), not ``__dict__``"""
+    for base, names in _EXCEPTION_SLOTS:
+        if isinstance(exc, base):
+            return names
+    return ()
+
+
+def slots_of(exc: BaseException) -> dict[str, Any]:
+    """:return: the C-slot fields of ``exc`` that its ``__init__`` set: a load that runs
+    no ``__init__`` of the user's sets them back as attributes"""
+    return {name: getattr(exc, name) for name in exception_slots(exc)}
+
+
 def _reduced(value: BaseException) -> tuple[list[Any], dict[str, Any] | None]:
     # What pickle would keep: __reduce__ knows attributes set outside args
     # (OSError.filename, ImportError.name/path); the rest lives in __dict__.
@@ -70,6 +94,13 @@ def _reduced(value: BaseException) -> tuple[list[Any], dict[str, Any] | None]:
     args = list(reduced[1]) if isinstance(reduced, tuple) and len(reduced) > 1 else list(value.args)
     state = reduced[2] if isinstance(reduced, tuple) and len(reduced) > 2 else None
     merged = {**vars(value), **(state if isinstance(state, dict) else {})}
+    if type(value).__module__ != "builtins":
+        # A load runs no __init__ of the user's: what a builtin base's __init__ set from
+        # its arguments is set back (an OSError subclass's errno...), and args too (its
+        # __reduce__ adds the filename, which its args do not hold).
+        merged.update(slots_of(value))
+        if tuple(args) != value.args:
+            merged["args"] = value.args
     return args, merged or None
 
 

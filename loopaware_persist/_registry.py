@@ -14,6 +14,7 @@ a safe load may import (:mod:`._allowlist`); its methods here (:meth:`HookRegist
 
 from __future__ import annotations
 
+import builtins
 import functools
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -467,11 +468,13 @@ class HookRegistry:
         self._unimportable[cls] = reason
         return reason
 
-    def check_importable(self, cls: type, what: str) -> None:
+    def check_importable(self, cls: type, what: str, kind: Kind | None = None) -> None:
         """Refuse, at save time, to store the name of a class a load could not import.
 
         :param cls: the class
         :param what: what is being stored, for the message (``"an instance of"``...)
+        :param kind: what a load will revive it as (``"class"``, ``"enum"``...): refuse
+            it too if the allow-list would refuse that load
         :raises EncodeError: saying why and what to do
         """
         reason = self.unimportable(cls)
@@ -480,6 +483,13 @@ class HookRegistry:
                 f"Cannot store {what} {class_name(cls)!r}: {reason}. Define the class at "
                 "module level in an importable module and add that module to allow=[...] "
                 "(or register a hook for it)."
+            )
+            raise EncodeError(msg)
+        if kind is not None and not self.may_revive(cls, kind):
+            msg = (
+                f"Cannot store {what} {class_name(cls)!r}: a load may not revive it as "
+                f"{kind!r} (it is not on the allow-list), so the checkpoint would not load. "
+                f"Add its module to allow=[{cls.__module__!r}] if a load may import it."
             )
             raise EncodeError(msg)
 
@@ -686,7 +696,12 @@ def check_registry(registry: object, *, call: str) -> None:
 def _unimportable(cls: type) -> str | None:
     module, qualname = cls.__module__, cls.__qualname__
     if module == "builtins":
-        return None
+        if getattr(builtins, qualname, None) is cls:
+            return None
+        return (
+            f"the interpreter's {qualname} has no name in builtins (nor anywhere a load "
+            "could import it from)"
+        )
     if "<locals>" in qualname.split("."):
         return (
             "it is defined inside a function ('<locals>' in its qualified name), so a load "

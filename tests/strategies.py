@@ -386,9 +386,19 @@ _user_hashables = st.one_of(
 )
 
 
+#: A user's own exceptions, whose ``__init__`` takes other arguments than ``args`` holds.
+_user_exceptions = st.one_of(
+    st.builds(ut.JobFailed, texts, ints),
+    st.builds(lambda message, reason: ut.Rejected(message, reason=reason), texts, texts),
+    st.builds(ut.MissingInput, texts),
+    st.builds(ut.NoPlugin, texts),
+)
+
+
 def _user_leaves(attributes: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(
         _user_hashables,
+        _user_exceptions,
         _attributed(
             st.one_of(
                 texts.map(ut.Label),
@@ -569,6 +579,11 @@ def _same_exception(a: BaseException, b: BaseException, path: str, depth: int) -
             assert_same(getattr(a, attr), getattr(b, attr), f"{path}.{attr}", depth=depth + 1)
     if isinstance(a, StopIteration):
         assert_same(a.value, b.value, f"{path}.value", depth=depth + 1)
+    if isinstance(a, ImportError):
+        for attr in ("msg", "name", "path"):
+            assert_same(getattr(a, attr), getattr(b, attr), f"{path}.{attr}", depth=depth + 1)
+    if isinstance(a, SystemExit):
+        assert_same(a.code, b.code, f"{path}.code", depth=depth + 1)
     state_a = {k: v for k, v in vars(a).items() if k != "__notes__"}
     state_b = {k: v for k, v in vars(b).items() if k != "__notes__"}
     assert_same(state_a, state_b, f"{path}.__dict__", depth=depth + 1)

@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -186,6 +187,56 @@ def test_values_not_allowed_are_refused_at_save(
         assert info.value.path == f"_context['value']{inner}"
         assert "allow" in str(info.value)
         assert persister.get_checkpoints() == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ut.JobFailed("relax", 137),
+        ut.Rejected("over quota", reason="disk"),
+        ut.MissingInput("/scratch/input.dat"),
+        ut.NoPlugin("core.arithmetic"),
+    ],
+    ids=["other arguments", "keyword-only", "OSError subclass", "ImportError subclass"],
+)
+def test_exceptions_whose_init_takes_other_arguments_reload(
+    persister: LoopAwarePersister, loops: LoopPair, error: BaseException
+) -> None:
+    """pickle's own reduce calls ``cls(*args)`` on load (CPython gh-76877): neither codec
+    runs the user's ``__init__``, and what it set comes back (its attributes, errno...)."""
+    error.__cause__ = ValueError("why")
+    value = {"error": error, "future": FutureSnapshot.failed(error)}
+    loaded = reload_context(persister, loops, value)
+    assert_same(value["error"], loaded["error"])
+    assert type(loaded["future"]).__name__ == "Future"
+    assert_same(error, loaded["future"].exception())
+
+
+# Class references and enum members whose class a load may not revive: (value, the
+# module that allowing lets it load, what the refusal says). None: nothing can.
+_NOT_REVIVABLE = {
+    "class off the list": (lambda: subprocess.Popen, "subprocess", "not on the allow-list"),
+    "enum off the list": (lambda: signal.SIGTERM, "signal", "not on the allow-list"),
+    "NoneType": (lambda: type(None), None, "has no name in builtins"),
+    "function type": (lambda: type(len), None, "has no name in builtins"),
+}
+
+
+@pytest.mark.parametrize("kind", list(_NOT_REVIVABLE))
+def test_names_a_load_would_refuse_are_refused_at_save(
+    codec_name: str, tmp_path: pathlib.Path, loops: LoopPair, kind: str
+) -> None:
+    make, module, match = _NOT_REVIVABLE[kind]
+    value = {"k": [1, make()]}
+    url = f"sqlite:///{tmp_path}/s.db"
+    with open_persister(url, codec=codec_name, allow=[USER_TYPES]) as persister:
+        with pytest.raises(EncodeError, match=match) as info:
+            reload_context(persister, loops, value)
+        assert info.value.path == "_context['value']['k'][1]"
+        assert persister.get_checkpoints() == []
+    if module is not None:  # the control: allowed, the same value reloads
+        with open_persister(url, codec=codec_name, allow=[USER_TYPES, module]) as persister:
+            assert_same(value, reload_context(persister, loops, value))
 
 
 class Queue(collections.deque):  # type: ignore[type-arg]

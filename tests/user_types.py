@@ -11,6 +11,7 @@ import collections
 import datetime as dt
 import decimal
 import enum
+import errno
 import typing
 from typing import Any
 
@@ -28,9 +29,12 @@ __all__ = (
     "Flags",
     "FrozenTags",
     "Impedance",
+    "JobFailed",
     "Keeper",
     "Label",
     "Level",
+    "MissingInput",
+    "NoPlugin",
     "Note",
     "Ordered",
     "Pair",
@@ -38,6 +42,7 @@ __all__ = (
     "Point",
     "Ratio",
     "Record",
+    "Rejected",
     "Span",
     "Stamp",
     "Steps",
@@ -142,6 +147,38 @@ class Record:
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
+
+
+class JobFailed(Exception):
+    """An exception whose ``__init__`` takes other arguments than it passes on: pickle's
+    own reduce calls ``JobFailed(message)`` on load, which fails (CPython gh-76877)."""
+
+    def __init__(self, job: str, code: int) -> None:
+        super().__init__(f"job {job!r} failed with exit code {code}")
+        self.job = job
+        self.code = code
+
+
+class Rejected(Exception):
+    """An exception with a keyword-only argument, kept as an attribute."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MissingInput(FileNotFoundError):
+    """An ``OSError`` subclass whose ``__init__`` fills the C fields (errno, filename)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(errno.ENOENT, "input file missing", path)
+
+
+class NoPlugin(ImportError):
+    """An ``ImportError`` subclass whose ``__init__`` sets ``name`` by keyword."""
+
+    def __init__(self, entry_point: str) -> None:
+        super().__init__(f"no plugin for {entry_point!r}", name=entry_point)
 
 
 class Note(plumpy.persistence.Savable):

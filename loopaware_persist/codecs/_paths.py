@@ -26,8 +26,9 @@ __all__ = (
     "path_nested_deeper",
 )
 
-# Types every codec writes natively, whatever the registry says.
-_NATIVE = (type(None), bool, int, float, str, bytes)
+# Types every codec writes natively, whatever the registry says: these exact types (a
+# subclass, an IntEnum member say, goes through a hook, which may refuse it).
+_NATIVE = frozenset({type(None), bool, int, float, str, bytes})
 
 
 def _render(path: str, key: Any, attribute_style: bool) -> str:
@@ -41,7 +42,7 @@ def _children(value: Any, registry: HookRegistry) -> Iterator[tuple[Any, Any, bo
     if type(value) is dict or isinstance(value, plumpy.Bundle):
         bundle = isinstance(value, plumpy.Bundle)
         for key, child in value.items():
-            if not isinstance(key, _NATIVE):
+            if type(key) not in _NATIVE:
                 yield "<key>", key, False
             yield key, child, bundle
     elif type(value) is list:
@@ -68,8 +69,8 @@ def _children(value: Any, registry: HookRegistry) -> Iterator[tuple[Any, Any, bo
 
 
 def _find(value: Any, registry: HookRegistry, path: str, walk: _Walk) -> EncodeError | None:
-    if isinstance(value, _NATIVE):
-        if isinstance(value, str):
+    if type(value) in _NATIVE:
+        if type(value) is str:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
@@ -122,7 +123,7 @@ def _second_path(
             return path
         walk.met = True
         return None
-    if isinstance(value, _NATIVE) or id(value) in walk.done:
+    if type(value) in _NATIVE or id(value) in walk.done:
         return None
     try:
         children = list(_children(value, registry))
@@ -170,7 +171,7 @@ def path_nested_deeper(
         except Exception:  # done, or a value the registry cannot take apart: a dead end
             stack.pop()
             continue
-        if isinstance(child, _NATIVE) or id(child) in done:
+        if type(child) in _NATIVE or id(child) in done:
             continue
         done.add(id(child))
         alive.append(child)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copyreg
 import datetime as dt
 import decimal
 import io
@@ -39,7 +40,7 @@ from .._errors import (
     UnsafeLoadWarning,
 )
 from .._hooks import default_registry
-from .._named_hooks import _message
+from .._named_hooks import _message, exception_slots, slots_of
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors
@@ -105,6 +106,9 @@ class _Pickler(pickle.Pickler):
             self._registry.check_importable(obj, "the class")
             if obj is ClassRef or self._callable_on_load(obj):
                 return NotImplemented
+            # A class reference (loaded by _resolve_refs): one the allow-list would refuse
+            # as a class is refused now too.
+            self._registry.check_importable(obj, "the class", "class")
             return ClassRef, (f"{obj.__module__}:{obj.__qualname__}",)
         if isinstance(obj, (asyncio.Future, concurrent.futures.Future)):
             snap = snapshot_future(obj)
@@ -129,6 +133,15 @@ class _Pickler(pickle.Pickler):
                 __context__=obj.__context__,
                 __suppress_context__=obj.__suppress_context__,
             )
+            cls = type(obj)
+            if cls.__module__ != "builtins" and reduced[0] is cls and cls is not ForeignException:
+                # pickle calls cls(*args) on load, and an __init__ of the user's that takes
+                # other arguments than it passed to Exception.__init__ fails there
+                # (CPython gh-76877): created as msgpack does, with __new__ and no __init__,
+                # args and attributes set back (BaseException.__setstate__ sets each).
+                state.update(slots_of(obj), args=obj.args)
+                newobj = copyreg.__newobj__  # type: ignore[attr-defined]  # (not in typeshed)
+                return (newobj, (cls, *reduced[1]), state, *reduced[3:])
             return (reduced[0], reduced[1], state, *reduced[3:])
         if isinstance(obj, zoneinfo.ZoneInfo):
             # ZoneInfo pickles through getattr(ZoneInfo, "_unpickle"), which a
@@ -168,23 +181,6 @@ class _Pickler(pickle.Pickler):
                 known = False
             self._callable[cls] = known
         return known
-
-
-# Builtin exceptions whose fields live in C slots that their constructor fills from args.
-_EXCEPTION_SLOTS: tuple[tuple[type[BaseException], tuple[str, ...]], ...] = (
-    (OSError, ("errno", "strerror", "filename", "filename2")),
-    (StopIteration, ("value",)),
-    (StopAsyncIteration, ("value",)),
-    (SystemExit, ("code",)),
-    (ImportError, ("msg", "name", "path")),
-)
-
-
-def _exception_slots(exc: BaseException) -> tuple[str, ...]:
-    for base, names in _EXCEPTION_SLOTS:
-        if isinstance(exc, base):
-            return names
-    return ()
 
 
 def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any]) -> Any:
@@ -248,7 +244,7 @@ def _resolve_refs(value: Any, registry: HookRegistry | None, seen: dict[int, Any
             _resolve_refs(chained, registry, seen)
         # Fields some builtin exceptions keep in C slots, filled from args when created
         # (OSError.strerror...), not in __dict__: resolved where they are.
-        for name in _exception_slots(value):
+        for name in exception_slots(value):
             slot = getattr(value, name, None)
             resolved = _resolve_refs(slot, registry, seen)
             if resolved is not slot:
