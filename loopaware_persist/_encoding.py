@@ -26,6 +26,7 @@ from ._errors import (
     LoopAwarePersistError,
     UnsafeCheckpointError,
 )
+from ._excepted import store_exception_faithfully
 from ._loop import LoopContext
 from ._owners import note_process
 from ._registry import HookRegistry
@@ -237,9 +238,11 @@ class _Encoding:
             # awaiting_snapshots(process), without a generator's cost on every save.
             state, swapped = stand_ins(process)
             try:
-                return plumpy.Bundle(process)
+                bundle = plumpy.Bundle(process)
             finally:
                 put_back(state, swapped)
+            store_exception_faithfully(bundle, process)
+            return bundle
         except LoopAwarePersistError:
             raise
         except Exception as error:

@@ -212,6 +212,24 @@ def test_exceptions_whose_init_takes_other_arguments_reload(
     assert_same(error, loaded["future"].exception())
 
 
+@pytest.mark.parametrize("kind", list(ut.FAILURES))
+def test_an_excepted_process_reloads_with_its_exception(
+    persister: LoopAwarePersister, loops: LoopPair, kind: str
+) -> None:
+    """plumpy keeps an EXCEPTED process's exception as YAML, which its load rebuilds by
+    calling ``cls(*args)``: with plumpy's own persisters such a checkpoint of a user's
+    exception whose ``__init__`` takes other arguments saves and never loads. This one
+    comes back, its exception with its class, args and attributes."""
+    a, b = loops
+    process = ut.Failing(inputs={"kind": kind}, loop=a)
+    a.run_until_complete(process.step_until_terminated())
+    assert process.state is plumpy.ProcessState.EXCEPTED
+    persister.save_checkpoint(process)
+    loaded = persister.load_process(process.pid, loop=b)
+    assert loaded.state is plumpy.ProcessState.EXCEPTED
+    assert_same(process.exception(), loaded.exception())
+
+
 # Class references and enum members whose class a load may not revive: (value, the
 # module that allowing lets it load, what the refusal says). None: nothing can.
 _NOT_REVIVABLE = {

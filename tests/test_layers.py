@@ -52,7 +52,16 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"codecs", "_messages"}),
     # The load and the persister (the awaiting machinery sits between them).
     frozenset(
-        {"_loop_check", "_unbundle", "_bound", "_awaiting", "_relink", "_encoding", "_persister"}
+        {
+            "_loop_check",
+            "_unbundle",
+            "_bound",
+            "_awaiting",
+            "_relink",
+            "_excepted",
+            "_encoding",
+            "_persister",
+        }
     ),
     # The kiwipy half.
     frozenset({"_bridge", "_broker", "_launcher", "_fencing", "_client", "_worker"}),

@@ -19,6 +19,7 @@ import plumpy
 from plumpy.workchains import WorkChainSpec
 
 __all__ = (
+    "FAILURES",
     "Amount",
     "Blob",
     "Buffer",
@@ -26,6 +27,7 @@ __all__ = (
     "Clock",
     "Count",
     "Day",
+    "Failing",
     "Flags",
     "FrozenTags",
     "Impedance",
@@ -199,3 +201,25 @@ class Keeper(plumpy.WorkChain):
 
     def done(self) -> None:
         """Nothing to do: the context is what the tests look at."""
+
+
+#: The exceptions :class:`Failing` raises, by the name its ``kind`` input gives.
+FAILURES: dict[str, typing.Callable[[], BaseException]] = {
+    "other arguments": lambda: JobFailed("relax", 137),
+    "keyword-only": lambda: Rejected("over quota", reason="disk"),
+    "OSError subclass": lambda: MissingInput("/scratch/input.dat"),
+    "ImportError subclass": lambda: NoPlugin("core.arithmetic"),
+    "builtin": lambda: ValueError("plain", 3),
+}
+
+
+class Failing(plumpy.Process):
+    """A process that raises one of :data:`FAILURES` (its ``kind`` input): it ends EXCEPTED."""
+
+    @classmethod
+    def define(cls, spec: plumpy.ProcessSpec) -> None:
+        super().define(spec)
+        spec.input("kind", valid_type=str)
+
+    def run(self) -> None:
+        raise FAILURES[self.inputs["kind"]]()
