@@ -59,13 +59,6 @@ if [ -z "$commit" ]; then
         "then:     AIIDA_CORE_GIT=/some/where/aiida-core bash .ci/aiida-engine-tests.sh"
     exit 3
 fi
-# aiida-core's tests/conftest.py loads sphinx.testing.fixtures as a plugin.
-if ! "$python" -c 'import aiida, sphinx.testing.fixtures, loopaware_persist.aiida.pytest_plugin' 2>/dev/null; then
-    loud "NOT RUN: AiiDA's engine tests were NOT run: $python cannot import aiida-core and sphinx." \
-        "Install them:  $python -m pip install -e '.[aiida,test]' sphinx"
-    exit 3
-fi
-
 work=$(mktemp -d "${TMPDIR:-/tmp}/aiida-engine-tests.XXXXXX")
 # shellcheck disable=SC2317  # called by the trap
 cleanup() {
@@ -81,6 +74,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Importing aiida makes its configuration folder (~/.aiida unless AIIDA_PATH says
+# otherwise): every import here uses one in $work, and each run below one of its own.
+export AIIDA_PATH="$work/aiida-probe"
+
+# aiida-core's tests/conftest.py loads sphinx.testing.fixtures as a plugin.
+if ! "$python" -c 'import aiida, sphinx.testing.fixtures, loopaware_persist.aiida.pytest_plugin' 2>/dev/null; then
+    loud "NOT RUN: AiiDA's engine tests were NOT run: $python cannot import aiida-core and sphinx." \
+        "Install them:  $python -m pip install -e '.[aiida,test]' sphinx"
+    exit 3
+fi
 
 # (git prints "invalid object" for files a partial mirror lacks, even outside these
 # paths; shown only if the archive fails.)
