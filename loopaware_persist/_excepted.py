@@ -20,7 +20,7 @@ from typing import Any
 import plumpy
 import yaml
 
-from ._named_hooks import slots_of
+from ._named_hooks import set_by_init
 
 __all__ = ("store_exception_faithfully",)
 
@@ -36,7 +36,7 @@ def _represent_exception(dumper: yaml.Dumper, exception: BaseException) -> Any:
     cls = type(exception)
     if cls.__module__ == "builtins":
         return dumper.represent_object(exception)
-    state = {**vars(exception), **slots_of(exception), "args": exception.args}
+    state = {**vars(exception), **set_by_init(exception)}
     return dumper.represent_mapping(
         f"{_NEW}{cls.__module__}.{cls.__name__}", {"args": list(exception.args), "state": state}
     )

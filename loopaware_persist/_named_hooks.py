@@ -81,10 +81,11 @@ def exception_slots(exc: BaseException) -> tuple[str, ...]:
     return ()
 
 
-def slots_of(exc: BaseException) -> dict[str, Any]:
-    """:return: the C-slot fields of ``exc`` that its ``__init__`` set: a load that runs
-    no ``__init__`` of the user's sets them back as attributes"""
-    return {name: getattr(exc, name) for name in exception_slots(exc)}
+def set_by_init(exc: BaseException) -> dict[str, Any]:
+    """:return: what the ``__init__`` of ``exc``'s builtin base set outside ``__dict__``:
+    its C-slot fields and ``args``, which a load that runs no ``__init__`` of the user's
+    sets back as attributes"""
+    return {**{name: getattr(exc, name) for name in exception_slots(exc)}, "args": exc.args}
 
 
 def _reduced(value: BaseException) -> tuple[list[Any], dict[str, Any] | None]:
@@ -96,11 +97,11 @@ def _reduced(value: BaseException) -> tuple[list[Any], dict[str, Any] | None]:
     merged = {**vars(value), **(state if isinstance(state, dict) else {})}
     if type(value).__module__ != "builtins":
         # A load runs no __init__ of the user's: what a builtin base's __init__ set from
-        # its arguments is set back (an OSError subclass's errno...), and args too (its
-        # __reduce__ adds the filename, which its args do not hold).
-        merged.update(slots_of(value))
-        if tuple(args) != value.args:
-            merged["args"] = value.args
+        # its arguments is set back (an OSError subclass's errno...), and args where they
+        # differ from the stored ones (its __reduce__ adds the filename to them).
+        merged.update(set_by_init(value))
+        if tuple(args) == value.args:
+            del merged["args"]
     return args, merged or None
 
 

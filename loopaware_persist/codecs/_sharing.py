@@ -97,6 +97,9 @@ def written_as_is(value: Any) -> UnstorableValueError:
     return UnstorableValueError(f"A {name} is {why}.", value=value)
 
 
+_WRITTEN: Final = frozenset(WRITTEN_AS_IS)
+
+
 def _single_parent() -> int:
     """:return: what :func:`sys.getrefcount` says, in :meth:`SharingGuard.check`, of a
     container that one other container alone refers to (measured, not assumed: it
@@ -107,19 +110,13 @@ def _single_parent() -> int:
 
 
 def _children(objects: Iterable[Any]) -> list[Any]:
-    """The containers directly inside ``objects`` (with repeats), at C speed.
+    """The containers directly inside ``objects`` (with repeats), at C speed; a value of
+    :data:`WRITTEN_AS_IS` among them is refused (looked for only where some of the
+    tracked objects are not containers).
 
     Untracked objects are skipped first: the garbage collector does not track atoms
     (numbers, strings) nor dicts and tuples of atoms only, which can hold no container.
     """
-    inner = list(filter(_is_tracked, _get_referents(*objects)))
-    return list(_compress(inner, map(_traversed, map(type, inner))))
-
-
-def _checked_children(objects: list[Any]) -> list[Any]:
-    """:func:`_children`, refusing any value of :data:`WRITTEN_AS_IS` among all the
-    tracked objects directly inside ``objects`` (looked for only where some are not
-    containers)."""
     inner = list(filter(_is_tracked, _get_referents(*objects)))
     kinds = list(map(type, inner))
     found = list(_compress(inner, map(_traversed, kinds)))
@@ -128,7 +125,6 @@ def _checked_children(objects: list[Any]) -> list[Any]:
     return found
 
 
-_WRITTEN: Final = frozenset(WRITTEN_AS_IS)
 _SINGLE: Final = _single_parent()
 
 
@@ -180,7 +176,7 @@ class SharingGuard:
         while frontier:
             levels += 1
             self.distinct += len(frontier)
-            found = _checked_children(frontier)
+            found = _children(frontier)
             if found and max(map(_getrefcount, found)) > _SINGLE:
                 found = self._sift(found)
             frontier = found

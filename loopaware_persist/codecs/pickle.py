@@ -40,7 +40,7 @@ from .._errors import (
     UnsafeLoadWarning,
 )
 from .._hooks import default_registry
-from .._named_hooks import _message, exception_slots, slots_of
+from .._named_hooks import _message, exception_slots, set_by_init
 from .._registry import HookRegistry
 from .._snapshot import FutureSnapshot, snapshot_future
 from ._base import check_payload, decode_errors
@@ -103,8 +103,8 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, type):
             # Every class pickle names passes here, the class of each instance included:
             # one a load could not import by that name is refused now, not at the restart.
-            self._registry.check_importable(obj, "the class")
             if obj is ClassRef or self._callable_on_load(obj):
+                self._registry.check_importable(obj, "the class")
                 return NotImplemented
             # A class reference (loaded by _resolve_refs): one the allow-list would refuse
             # as a class is refused now too.
@@ -139,7 +139,7 @@ class _Pickler(pickle.Pickler):
                 # other arguments than it passed to Exception.__init__ fails there
                 # (CPython gh-76877): created as msgpack does, with __new__ and no __init__,
                 # args and attributes set back (BaseException.__setstate__ sets each).
-                state.update(slots_of(obj), args=obj.args)
+                state.update(set_by_init(obj))
                 newobj = copyreg.__newobj__  # type: ignore[attr-defined]  # (not in typeshed)
                 return (newobj, (cls, *reduced[1]), state, *reduced[3:])
             return (reduced[0], reduced[1], state, *reduced[3:])
